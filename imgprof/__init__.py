@@ -1,0 +1,40 @@
+"""imgprof: image-based (Cell Painting) profiling on AnnData.
+
+>>> import imgprof as ip
+>>> adata = ip.datasets.lincs_plate()          # doctest: +SKIP
+>>> ip.pp.normalize(adata, method="mad_robustize", controls="Metadata_pert_type == 'control'")  # doctest: +SKIP
+
+Submodules are loaded on first attribute access so that ``import imgprof`` stays
+light (no torch, scvi, matplotlib or scikit-image at import time).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("io", "im", "pp", "tl", "pl", "metrics", "bench", "mm", "datasets")
+
+__all__ = [*_SUBMODULES, "provenance", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import bench, datasets, im, io, metrics, mm, pl, pp, tl  # noqa: F401
+    from ._core.provenance import provenance  # noqa: F401
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    if name == "provenance":
+        from ._core.provenance import provenance
+
+        return provenance
+    raise AttributeError(f"module 'imgprof' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

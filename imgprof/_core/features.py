@@ -1,0 +1,98 @@
+"""Split a profile table into metadata and feature columns, with clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .validation import as_list
+
+METADATA_PREFIXES: tuple[str, ...] = ("Metadata_",)
+
+
+def check_unique_columns(columns: Sequence[str], *, source: str) -> None:
+    """Raise if a table has duplicated column names (naming them and the source)."""
+    s = pd.Index(columns)
+    dup = s[s.duplicated()].unique().tolist()
+    if dup:
+        raise ValueError(f"{source}: duplicated column name(s) {dup[:10]}; every column must be unique.")
+
+
+def split_columns(
+    df: pd.DataFrame,
+    *,
+    metadata: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES,
+    source: str = "table",
+    require_metadata: bool = True,
+) -> tuple[list[str], list[str]]:
+    """Decide which columns are metadata and which are features.
+
+    By default metadata are the columns starting with ``metadata_prefix`` and
+    features are all others. Either list may be given explicitly; the other is
+    then the complement. Every column ends up in exactly one of the two lists:
+    nothing is dropped silently.
+    """
+    cols = [str(c) for c in df.columns]
+    check_unique_columns(cols, source=source)
+    prefixes = tuple(as_list(metadata_prefix))
+    if metadata is not None:
+        metadata = as_list(metadata)
+        missing = [c for c in metadata if c not in cols]
+        if missing:
+            raise KeyError(f"{source}: metadata column(s) {missing} not found.")
+    if features is not None:
+        features = as_list(features)
+        missing = [c for c in features if c not in cols]
+        if missing:
+            raise KeyError(f"{source}: feature column(s) {missing[:10]} not found.")
+    if metadata is None and features is None:
+        metadata = [c for c in cols if c.startswith(prefixes)]
+        features = [c for c in cols if not c.startswith(prefixes)]
+    elif metadata is None:
+        fset = set(features)
+        metadata = [c for c in cols if c not in fset]
+    elif features is None:
+        mset = set(metadata)
+        features = [c for c in cols if c not in mset]
+    else:
+        overlap = set(metadata) & set(features)
+        if overlap:
+            raise ValueError(f"{source}: column(s) {sorted(overlap)[:10]} given as both metadata and features.")
+        rest = [c for c in cols if c not in set(metadata) | set(features)]
+        if rest:
+            raise ValueError(
+                f"{source}: column(s) {rest[:10]} are neither metadata nor features; "
+                "list them in one of metadata= or features= (nothing is dropped silently)."
+            )
+    if require_metadata and not metadata:
+        raise ValueError(
+            f"{source}: no metadata column found (none starts with {list(prefixes)}). "
+            "Pass metadata=[...] to name them, or metadata=[] if the table truly has none."
+            if metadata is None or metadata == []
+            else ""
+        )
+    if not features:
+        raise ValueError(f"{source}: no feature column found; every column is metadata ({len(cols)} columns).")
+    return list(metadata), list(features)
+
+
+def check_numeric_features(df: pd.DataFrame, features: Sequence[str], *, source: str) -> None:
+    """Raise ``TypeError`` naming every feature column that is not numeric."""
+    bad = [c for c in features if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    if bad:
+        examples = {c: df[c].dropna().astype(str).head(2).tolist() for c in bad[:3]}
+        raise TypeError(
+            f"{source}: feature column(s) {bad[:10]} are not numeric (e.g. {examples}). "
+            "Convert them, or declare them as metadata with metadata=[...]."
+        )
+
+
+def feature_matrix(df: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """Stack feature columns into one float matrix (float32 kept when all are float32)."""
+    dtypes = {df[c].dtype for c in features}
+    dtype = np.float32 if dtypes == {np.dtype("float32")} else np.float64
+    return df.loc[:, list(features)].to_numpy(dtype=dtype, na_value=np.nan)

@@ -1,0 +1,27 @@
+"""Bundled real data sets and a seeded simulator with known ground truth."""
+
+from .real import (
+    cmqtl_crispri,
+    data_path,
+    examplehuman_cells,
+    examplehuman_images_path,
+    l1000_plate,
+    lincs_plate,
+    nelisa,
+    repurposing_hub,
+    way2022_percent_replicating,
+)
+from .simulate import simulate
+
+__all__ = [
+    "cmqtl_crispri",
+    "data_path",
+    "examplehuman_cells",
+    "examplehuman_images_path",
+    "l1000_plate",
+    "lincs_plate",
+    "nelisa",
+    "repurposing_hub",
+    "simulate",
+    "way2022_percent_replicating",
+]

@@ -1,0 +1,293 @@
+"""Profile tables (CSV/CSV.GZ/TSV/parquet and pandas DataFrames) ↔ AnnData.
+
+The round trip ``to_pandas(from_pandas(df))`` returns the same columns, in the
+same order, with the same dtypes and index, so pycytominer code keeps working.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._core.anatomy import parse_feature_names
+from .._core.features import METADATA_PREFIXES, check_numeric_features, check_unique_columns, feature_matrix, split_columns
+from .._core.provenance import log_step, set_level, uns
+
+PathLike = str | os.PathLike
+
+
+def from_pandas(
+    df: pd.DataFrame,
+    *,
+    metadata: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES,
+    level: str | None = None,
+    source: str = "DataFrame",
+    require_metadata: bool = True,
+) -> ad.AnnData:
+    """Build an AnnData from a pycytominer-style profile DataFrame.
+
+    Parameters
+    ----------
+    df
+        One row per profile (cell or well); ``Metadata_*`` columns and feature columns.
+    metadata, features
+        Explicit column lists; by default metadata are the columns starting with
+        ``metadata_prefix`` and features are all the others.
+    metadata_prefix
+        Prefix(es) that mark metadata columns.
+    level
+        ``"single_cell"``, ``"well"``, ``"consensus"``...; guessed when ``None``
+        (``single_cell`` when an ``ObjectNumber`` column exists, else ``well``).
+    source
+        Name of the input used in error messages.
+    require_metadata
+        Raise when no metadata column is found.
+
+    Returns
+    -------
+    AnnData with ``.obs`` = metadata (names unchanged), ``.X`` = features,
+    ``.var`` = parsed feature anatomy plus the original ``dtype``.
+
+    Examples
+    --------
+    >>> import pandas as pd, imgprof as ip
+    >>> df = pd.DataFrame({"Metadata_Well": ["A01", "A02"], "Cells_AreaShape_Area": [10.0, 12.0]})
+    >>> adata = ip.io.from_pandas(df)
+    >>> adata.var.loc["Cells_AreaShape_Area", "feature_group"]
+    'AreaShape'
+    >>> ip.io.to_pandas(adata).equals(df)
+    True
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}.")
+    if df.shape[0] == 0:
+        raise ValueError(f"{source}: the table has no rows.")
+    meta, feats = split_columns(
+        df, metadata=metadata, features=features, metadata_prefix=metadata_prefix, source=source,
+        require_metadata=require_metadata,
+    )
+    check_numeric_features(df, feats, source=source)
+    X = feature_matrix(df, feats)
+    obs = df.loc[:, meta].copy()
+    if isinstance(df.index, pd.RangeIndex):
+        index_info = {"kind": "range", "start": int(df.index.start), "step": int(df.index.step), "name": df.index.name}
+    else:
+        index_info = {"kind": "labels", "name": df.index.name, "dtype": str(df.index.dtype)}
+    obs.index = pd.Index([str(i) for i in df.index], name=None)
+    if obs.index.has_duplicates:
+        raise ValueError(f"{source}: the table's index has duplicated labels; reset it first (df.reset_index(drop=True)).")
+    var = parse_feature_names(feats)
+    var["input_dtype"] = [str(df[c].dtype) for c in feats]
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    store = uns(adata)
+    store["columns"] = [str(c) for c in df.columns]
+    store["obs_dtypes"] = json.dumps({c: str(df[c].dtype) for c in meta})
+    store["index"] = json.dumps(index_info)
+    if level is None:
+        level = "single_cell" if any(c.endswith("ObjectNumber") for c in df.columns) else "well"
+    set_level(adata, level)
+    log_step(adata, "io.from_pandas", {"source": source, "level": level}, n_metadata=len(meta), n_features=len(feats))
+    return adata
+
+
+def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:
+    try:
+        if isinstance(series.dtype, pd.CategoricalDtype) and dtype in ("object", "str", "string"):
+            out = series.astype(object)
+            return out.where(out.notna(), np.nan) if dtype == "object" else out.astype(dtype)
+        return series.astype(dtype)
+    except (TypeError, ValueError):
+        return series
+
+
+def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | None = None) -> pd.DataFrame:
+    """Return the profiles as a pycytominer-style DataFrame (metadata then features).
+
+    When ``adata`` came from :func:`from_pandas` (or a reader), the original
+    column order, dtypes and index are restored. Columns added later (new
+    ``.obs`` columns, dropped features) are handled: new metadata go after the
+    original metadata, removed features are left out.
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    layer
+        Use ``adata.layers[layer]`` instead of ``.X``.
+    use_rep
+        Export an embedding from ``.obsm`` (columns ``<use_rep>_0``...) instead of features.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
+    >>> df = ip.io.to_pandas(adata)
+    >>> df.columns[0]
+    'Metadata_Plate'
+    """
+    from .._core.validation import get_matrix
+
+    X = get_matrix(adata, layer=layer, use_rep=use_rep)
+    X = np.asarray(X.compute() if hasattr(X, "compute") else X)
+    if use_rep not in (None, "X"):
+        feat_names = [f"{use_rep}_{i}" for i in range(X.shape[1])]
+        dtypes = {}
+    else:
+        feat_names = list(map(str, adata.var_names))
+        dtypes = dict(zip(feat_names, adata.var["input_dtype"])) if "input_dtype" in adata.var else {}
+    store = adata.uns.get("imgprof", {})
+    obs_dtypes = json.loads(store.get("obs_dtypes", "{}")) if isinstance(store.get("obs_dtypes", "{}"), str) else {}
+    obs = adata.obs.copy()
+    for c, dt in obs_dtypes.items():
+        if c in obs.columns:
+            obs[c] = _restore_dtype(obs[c], dt)
+    feats = pd.DataFrame(X, columns=feat_names, index=obs.index)
+    for c, dt in dtypes.items():
+        if dt and dt != str(feats[c].dtype):
+            col = feats[c]
+            if np.issubdtype(np.dtype(dt), np.integer) and col.isna().any():
+                continue  # NaN cannot live in an int column: keep float rather than fail
+            feats[c] = _restore_dtype(col, dt)
+    df = pd.concat([obs, feats], axis=1)
+    original = list(store.get("columns", []))
+    if original and use_rep in (None, "X"):
+        present = set(df.columns)
+        ordered = [c for c in original if c in present]
+        extra_meta = [c for c in obs.columns if c not in set(original)]
+        extra_feat = [c for c in feat_names if c not in set(original)]
+        # Original order; metadata added later go right after the last original metadata column.
+        n_meta_orig = sum(1 for c in ordered if c in set(obs.columns))
+        meta_part = [c for c in ordered if c in set(obs.columns)] + extra_meta
+        feat_part = [c for c in ordered if c not in set(obs.columns)] + extra_feat
+        if n_meta_orig and ordered[:n_meta_orig] == meta_part[:n_meta_orig]:
+            df = df[meta_part + feat_part]
+        else:
+            df = df[ordered + extra_meta + extra_feat]
+    index_info = json.loads(store["index"]) if isinstance(store.get("index"), str) else {"kind": "labels"}
+    if index_info.get("kind") == "range" and adata.n_obs == len(df):
+        start, step = index_info.get("start", 0), index_info.get("step", 1)
+        expected = [str(start + i * step) for i in range(len(df))]
+        if list(df.index) == expected:
+            df.index = pd.RangeIndex(start, start + step * len(df), step, name=index_info.get("name"))
+        else:
+            df = df.reset_index(drop=True)
+    elif index_info.get("kind") == "labels":
+        dt = index_info.get("dtype")
+        if dt and dt != "object":
+            try:
+                df.index = df.index.astype(dt)
+            except (TypeError, ValueError):
+                pass
+        df.index.name = index_info.get("name")
+    df.columns.name = None
+    return df
+
+
+def _sniff_header(path: Path, sep: str) -> list[str]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        line = fh.readline()
+    if not line.strip():
+        raise ValueError(f"{path}: the file is empty (no header line).")
+    return next(csv.reader([line], delimiter=sep))
+
+
+def _sep_for(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    return "\t" if name.endswith((".tsv", ".txt")) else ","
+
+
+def read_profiles(
+    path: PathLike,
+    *,
+    metadata: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES,
+    level: str | None = None,
+    sep: str | None = None,
+    require_metadata: bool = True,
+) -> ad.AnnData:
+    """Read a profile table (CSV, CSV.GZ, TSV, parquet, h5ad or zarr) into AnnData.
+
+    Parameters
+    ----------
+    path
+        File path. ``.csv``/``.csv.gz``/``.tsv``/``.txt`` are read with pandas,
+        ``.parquet``/``.pq`` with pyarrow, ``.h5ad``/``.zarr`` with anndata.
+    metadata, features, metadata_prefix, level, require_metadata
+        See :func:`from_pandas`.
+    sep
+        Column separator for text files (guessed from the extension).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.io.read_profiles("SQ00015054_normalized_feature_select.csv.gz")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file.")
+    name = path.name.lower()
+    if name.endswith(".h5ad"):
+        return ad.read_h5ad(path)
+    if name.endswith(".zarr"):
+        return ad.read_zarr(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes).")
+    if name.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        schema_names = pq.read_schema(path).names
+        check_unique_columns(schema_names, source=str(path))
+        df = pd.read_parquet(path)
+    else:
+        sep = sep or _sep_for(path)
+        header = _sniff_header(path, sep)
+        check_unique_columns(header, source=str(path))
+        df = pd.read_csv(path, sep=sep, low_memory=False)
+    if df.shape[0] == 0:
+        raise ValueError(f"{path}: the table has a header but no rows.")
+    adata = from_pandas(
+        df, metadata=metadata, features=features, metadata_prefix=metadata_prefix, level=level,
+        source=str(path), require_metadata=require_metadata,
+    )
+    log_step(adata, "io.read_profiles", {"path": str(path)})
+    return adata
+
+
+def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = None, index: bool = False) -> None:
+    """Write profiles as a pycytominer-style table (``.csv[.gz]``, ``.tsv``, ``.parquet``), or h5ad/zarr.
+
+    Examples
+    --------
+    >>> import imgprof as ip, tempfile, os
+    >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
+    >>> ip.io.write_profiles(adata, os.path.join(tempfile.mkdtemp(), "profiles.parquet"))
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".h5ad"):
+        adata.write_h5ad(path)
+        return
+    if name.endswith(".zarr"):
+        adata.write_zarr(path)
+        return
+    df = to_pandas(adata, layer=layer)
+    if name.endswith((".parquet", ".pq")):
+        df.to_parquet(path, index=index)
+    elif name.removesuffix(".gz").endswith((".tsv", ".txt")):
+        df.to_csv(path, sep="\t", index=index)
+    elif name.removesuffix(".gz").endswith(".csv"):
+        df.to_csv(path, index=index)
+    else:
+        raise ValueError(f"{path}: unknown extension; use .csv, .csv.gz, .tsv, .parquet, .h5ad or .zarr.")

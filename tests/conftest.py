@@ -1,0 +1,40 @@
+"""Shared fixtures: the real data in ../shared/data and small simulated sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("IMGPROF_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared(*parts: str) -> Path:
+    """Path of a file under ../shared/data; skips the test with a clear reason when absent."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data file {p} not available")
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} not found")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def sim_wells():
+    import imgprof as ip
+
+    return ip.datasets.simulate(n_plates=4, n_perturbations=24, n_moa=4, n_features=60, seed=1)
+
+
+@pytest.fixture(scope="session")
+def lincs():
+    import imgprof as ip
+
+    return ip.datasets.lincs_plate()
