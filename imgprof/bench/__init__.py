@@ -1,0 +1,3 @@
+"""imgprof.bench"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""imgprof.im"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""imgprof.metrics"""
+
+__all__: list[str] = []

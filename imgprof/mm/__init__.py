@@ -1,0 +1,3 @@
+"""imgprof.mm"""
+
+__all__: list[str] = []

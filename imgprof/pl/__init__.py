@@ -1,0 +1,3 @@
+"""imgprof.pl"""
+
+__all__: list[str] = []

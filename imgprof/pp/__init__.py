@@ -1,0 +1,3 @@
+"""imgprof.pp"""
+
+__all__: list[str] = []

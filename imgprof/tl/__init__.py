@@ -1,0 +1,3 @@
+"""imgprof.tl"""
+
+__all__: list[str] = []
