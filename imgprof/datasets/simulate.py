@@ -152,8 +152,9 @@ def simulate(
 
     rows, profiles = [], []
     n_wells = n_controls + n_perturbations * replicates_per_plate
-    wells = _wells(n_wells)
+    all_wells = _wells(n_wells) if n_wells > 384 else _wells(384)
     for plate in range(n_plates):
+        wells = [all_wells[i] for i in np.sort(rng.choice(len(all_wells), size=n_wells, replace=False))]
         b = plate_batch[plate]
         slots = [("DMSO", -1)] * n_controls + [(f"pert_{i:03d}", i) for i in range(n_perturbations) for _ in range(replicates_per_plate)]
         order = rng.permutation(len(slots))

@@ -1,3 +1,11 @@
-"""imgprof.pl"""
+"""Plots (matplotlib, scanpy style): plate layouts, embeddings, retrieval, benchmark tables, feature groups.
 
-__all__: list[str] = []
+Each plotting function takes ``show=`` and ``save=`` and returns the axes when not shown.
+matplotlib is imported only when a plot is drawn.
+"""
+
+from .embedding import embedding
+from .features import feature_group_summary, feature_groups
+from .plate import plate_layout
+
+__all__ = ["embedding", "feature_group_summary", "feature_groups", "plate_layout"]
