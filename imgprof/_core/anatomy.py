@@ -29,9 +29,11 @@ FEATURE_GROUPS = (
     "Children",
     "ObjectSkeleton",
     "Count",
+    "ImageQuality",
+    "Threshold",
 )
 #: Groups whose first token after the feature name is an image channel.
-_CHANNEL_GROUPS = {"Intensity", "Texture", "Granularity", "RadialDistribution", "Correlation", "Location"}
+_CHANNEL_GROUPS = {"Intensity", "Texture", "Granularity", "RadialDistribution", "Correlation", "Location", "ImageQuality"}
 #: Standard Cell Painting channel names (matched case-insensitively, ``Orig`` prefix stripped).
 CHANNELS = ("DNA", "RNA", "ER", "AGP", "Mito", "Brightfield", "BF", "PH3", "CellBody", "Actin", "Golgi", "Tubulin")
 _XYZ = {"X", "Y", "Z"}
@@ -105,6 +107,9 @@ def parse_feature_names(names: Sequence[str]) -> pd.DataFrame:
     """
     rows = [parse_feature_name(str(n)) for n in names]
     df = pd.DataFrame(rows, index=pd.Index([str(n) for n in names]), columns=list(ANATOMY_COLUMNS))
+    # Categorical, not pandas "string": anndata cannot write a nullable-string column whose values are
+    # all distinct (e.g. ``feature`` of an embedding) and turns the others into categoricals on write
+    # anyway, so categoricals keep the in-memory and on-disk layouts identical.
     for c in ANATOMY_COLUMNS:
-        df[c] = df[c].astype("string")
+        df[c] = pd.Categorical(df[c].astype(object).where(df[c].notna(), None))
     return df

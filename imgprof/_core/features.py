@@ -39,14 +39,16 @@ def split_columns(
     cols = [str(c) for c in df.columns]
     check_unique_columns(cols, source=source)
     prefixes = tuple(as_list(metadata_prefix))
+    metadata_given = metadata is not None
+    col_set = set(cols)
     if metadata is not None:
         metadata = as_list(metadata)
-        missing = [c for c in metadata if c not in cols]
+        missing = [c for c in metadata if c not in col_set]
         if missing:
             raise KeyError(f"{source}: metadata column(s) {missing} not found.")
     if features is not None:
         features = as_list(features)
-        missing = [c for c in features if c not in cols]
+        missing = [c for c in features if c not in col_set]
         if missing:
             raise KeyError(f"{source}: feature column(s) {missing[:10]} not found.")
     if metadata is None and features is None:
@@ -62,18 +64,17 @@ def split_columns(
         overlap = set(metadata) & set(features)
         if overlap:
             raise ValueError(f"{source}: column(s) {sorted(overlap)[:10]} given as both metadata and features.")
-        rest = [c for c in cols if c not in set(metadata) | set(features)]
+        given = set(metadata) | set(features)
+        rest = [c for c in cols if c not in given]
         if rest:
             raise ValueError(
                 f"{source}: column(s) {rest[:10]} are neither metadata nor features; "
                 "list them in one of metadata= or features= (nothing is dropped silently)."
             )
-    if require_metadata and not metadata:
+    if require_metadata and not metadata and not metadata_given:
         raise ValueError(
             f"{source}: no metadata column found (none starts with {list(prefixes)}). "
             "Pass metadata=[...] to name them, or metadata=[] if the table truly has none."
-            if metadata is None or metadata == []
-            else ""
         )
     if not features:
         raise ValueError(f"{source}: no feature column found; every column is metadata ({len(cols)} columns).")
@@ -82,7 +83,8 @@ def split_columns(
 
 def check_numeric_features(df: pd.DataFrame, features: Sequence[str], *, source: str) -> None:
     """Raise ``TypeError`` naming every feature column that is not numeric."""
-    bad = [c for c in features if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    dtypes = df.dtypes  # one lookup for all columns (df[c] per column is slow on wide tables)
+    bad = [c for c in features if not (pd.api.types.is_numeric_dtype(dtypes[c]) or pd.api.types.is_bool_dtype(dtypes[c]))]
     if bad:
         examples = {c: df[c].dropna().astype(str).head(2).tolist() for c in bad[:3]}
         raise TypeError(
@@ -93,6 +95,7 @@ def check_numeric_features(df: pd.DataFrame, features: Sequence[str], *, source:
 
 def feature_matrix(df: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
     """Stack feature columns into one float matrix (float32 kept when all are float32)."""
-    dtypes = {df[c].dtype for c in features}
+    all_dtypes = df.dtypes
+    dtypes = {all_dtypes[c] for c in features}
     dtype = np.float32 if dtypes == {np.dtype("float32")} else np.float64
     return df.loc[:, list(features)].to_numpy(dtype=dtype, na_value=np.nan)

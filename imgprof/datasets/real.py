@@ -96,7 +96,8 @@ def cmqtl_crispri(join: str = "inner") -> ad.AnnData:
         a.obs_names = [f"{fname[:10]}_{i}" for i in a.obs_names]
         parts.append(a)
     adata = ad.concat(parts, join=join, merge="first", uns_merge=None)
-    adata.var = parts[0].var.loc[adata.var_names]
+    var = pd.concat([a.var for a in parts])  # join="outer" keeps features of either batch
+    adata.var = var[~var.index.duplicated()].loc[adata.var_names]
     adata.uns["imgprof"] = {"level": "well"}
     return _tag(adata, "cmqtl_crispri", "BSD-3-Clause")
 

@@ -185,7 +185,7 @@ def simulate(
         Z = Z[idx] + rng.normal(scale=cell_noise, size=(len(idx), p_base))
         obs = obs.iloc[idx].reset_index(drop=True)
         obs["Metadata_Site"] = rng.integers(1, 5, size=len(obs))
-        obs["ObjectNumber"] = obs.groupby(["Metadata_Plate", "Metadata_Well"]).cumcount() + 1
+        obs["Metadata_ObjectNumber"] = obs.groupby(["Metadata_Plate", "Metadata_Well"]).cumcount() + 1
     X = loc + Z * scale
     names = feature_names(p_base)
     if n_correlated:

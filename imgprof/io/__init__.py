@@ -4,6 +4,16 @@ from .profiles import from_pandas, read_profiles, to_pandas, write_profiles
 
 __all__ = ["from_pandas", "read_profiles", "to_pandas", "write_profiles"]
 
-from .gct import read_gct, write_gct  # noqa: E402
+from .gct import read_gct, read_gctx, write_gct, write_gctx  # noqa: E402
 
-__all__ += ["read_gct", "write_gct"]
+__all__ += ["read_gct", "read_gctx", "write_gct", "write_gctx"]
+
+from .cellprofiler import read_cellprofiler  # noqa: E402
+from .cytotable import read_cytotable  # noqa: E402
+from .deepprofiler import read_deepprofiler, read_embeddings  # noqa: E402
+
+__all__ += ["read_cellprofiler", "read_cytotable", "read_deepprofiler", "read_embeddings"]
+
+from ..im.read import read_images  # noqa: E402  (light: tifffile/imageio load on first read)
+
+__all__ += ["read_images"]

@@ -1,9 +1,14 @@
-"""L1000 GCT (v1.2 and v1.3) reader and writer.
+"""L1000 GCT (v1.2 and v1.3) and GCTX (HDF5) readers and writers.
 
 GCT stores genes as rows and samples as columns; imgprof follows the AnnData
 convention (samples = observations), so the matrix is transposed: ``.obs`` holds
 the column metadata (``pert_iname``, ``pert_dose``...), ``.var`` the row metadata
 (``pr_gene_symbol``...).
+
+GCTX is the HDF5 layout written by cmapPy / the Connectivity Map: the matrix at
+``/0/DATA/0/matrix`` (shape samples × genes), ids and metadata fields at
+``/0/META/COL/<field>`` and ``/0/META/ROW/<field>``, strings stored as bytes and
+``-666`` for missing values. h5py is imported only when a GCTX file is touched.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ import pandas as pd
 
 from .._core.provenance import log_step, set_level, uns
 
+#: The CMap "not available" sentinel.
+NA_TOKEN = "-666"
+
+_DATA_NODE = "/0/DATA/0/matrix"
+_COL_NODE = "/0/META/COL"
+_ROW_NODE = "/0/META/ROW"
+
 
 def _open(path: Path):
     return gzip.open(path, "rt") if path.name.endswith(".gz") else open(path)
@@ -25,14 +37,53 @@ def _open(path: Path):
 
 def _coerce(series: pd.Series) -> pd.Series:
     num = pd.to_numeric(series, errors="coerce")
-    if num.notna().sum() == series.notna().sum():
+    if num.notna().sum() == series.notna().sum() and series.notna().any():
         if (num.dropna() % 1 == 0).all():
             return num.astype("Int64") if num.isna().any() else num.astype(np.int64)
         return num
     return series
 
 
-def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None) -> ad.AnnData:
+def _convert_666(df: pd.DataFrame) -> pd.DataFrame:
+    """Replace the CMap ``-666`` sentinel (as number or string) by NaN, then re-infer dtypes."""
+    out = df.copy()
+    for c in out.columns:
+        s = out[c]
+        mask = s.astype(str).str.strip().isin([NA_TOKEN, "-666.0"])
+        if mask.any():
+            s = s.astype(object).where(~mask, np.nan)
+            out[c] = _coerce(s)
+    return out
+
+
+def _check_unique(ids: list[str], what: str, path: Path) -> None:
+    s = pd.Index(ids)
+    if s.has_duplicates:
+        dup = s[s.duplicated()].unique().tolist()[:5]
+        raise ValueError(f"{path}: duplicated {what} id(s) {dup}; GCT ids must be unique.")
+
+
+def _finish(X, obs, var, path, version, obs_prefix, convert_neg_666, reader):
+    for c in obs.columns:
+        obs[c] = _coerce(obs[c])
+    for c in var.columns:
+        var[c] = _coerce(var[c])
+    if convert_neg_666:
+        obs, var = _convert_666(obs), _convert_666(var)
+    original_obs = list(obs.columns)
+    if obs_prefix:
+        obs.columns = [f"{obs_prefix}{c}" for c in obs.columns]
+    obs.index.name = None
+    var.index.name = None
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    store = uns(adata)
+    store["gct"] = {"version": version, "obs_names_original": original_obs, "var_meta": list(var.columns)}
+    set_level(adata, "well")
+    log_step(adata, reader, {"path": str(path), "obs_prefix": obs_prefix, "convert_neg_666": convert_neg_666})
+    return adata
+
+
+def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_neg_666: bool = False) -> ad.AnnData:
     """Read a GCT 1.2/1.3 file (optionally gzip-compressed) into AnnData (samples × genes).
 
     Parameters
@@ -42,6 +93,10 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None) -> ad.An
     obs_prefix
         If given (e.g. ``"Metadata_"``), column-metadata names get this prefix so they
         follow the profiling convention; the original names are kept in ``.uns``.
+    convert_neg_666
+        Replace the CMap missing-value sentinel ``-666`` by NaN in the metadata (what
+        cmapPy's ``parse`` does by default). Off by default, so the values are kept
+        exactly as written in the file.
 
     Examples
     --------
@@ -63,6 +118,8 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None) -> ad.An
         except ValueError as e:
             raise ValueError(f"{path}: line 2 must hold integer dimensions, got {dims!r}.") from e
         if version == "#1.2":
+            if len(dims_i) < 2:
+                raise ValueError(f"{path}: GCT 1.2 line 2 must hold 2 integers, got {dims!r}.")
             n_rows, n_cols, n_rmeta, n_cmeta = dims_i[0], dims_i[1], 0, 0
         else:
             if len(dims_i) != 4:
@@ -71,12 +128,12 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None) -> ad.An
         header = fh.readline().rstrip("\n").split("\t")
         if version == "#1.2":
             header_offset = 2  # Name, Description
-            n_rmeta = 1
         else:
             header_offset = 1 + n_rmeta
         col_ids = header[header_offset:]
         if len(col_ids) != n_cols:
             raise ValueError(f"{path}: header has {len(col_ids)} sample columns, line 2 declares {n_cols}.")
+        _check_unique(col_ids, "sample (column)", path)
         cmeta = {}
         for i in range(n_cmeta):
             parts = fh.readline().rstrip("\n").split("\t")
@@ -86,33 +143,54 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None) -> ad.An
         body = pd.read_csv(fh, sep="\t", header=None, dtype=str, keep_default_na=False)
     if body.shape[0] != n_rows:
         raise ValueError(f"{path}: found {body.shape[0]} data rows, line 2 declares {n_rows}.")
+    if body.shape[1] != header_offset + n_cols:
+        raise ValueError(f"{path}: data rows have {body.shape[1]} fields, expected {header_offset + n_cols}.")
     row_ids = body.iloc[:, 0].astype(str).tolist()
+    _check_unique(row_ids, "gene (row)", path)
     rmeta_names = header[1:header_offset]
     var = pd.DataFrame({name: body.iloc[:, 1 + j].to_numpy() for j, name in enumerate(rmeta_names)}, index=row_ids)
     try:
-        X = body.iloc[:, header_offset:].replace({"NaN": np.nan, "nan": np.nan, "": np.nan}).to_numpy(dtype=np.float64).T
+        block = body.iloc[:, header_offset:].replace({"NaN": np.nan, "nan": np.nan, "NA": np.nan, "": np.nan})
+        X = block.to_numpy(dtype=np.float64).T
     except ValueError as e:
         raise ValueError(f"{path}: the data block holds non-numeric values ({e}).") from e
     obs = pd.DataFrame(cmeta, index=col_ids)
-    for c in obs.columns:
-        obs[c] = _coerce(obs[c])
-    for c in var.columns:
-        var[c] = _coerce(var[c])
-    original_obs = list(obs.columns)
-    if obs_prefix:
-        obs.columns = [f"{obs_prefix}{c}" for c in obs.columns]
-    obs.index.name = None
-    var.index.name = None
-    adata = ad.AnnData(X=X, obs=obs, var=var)
-    store = uns(adata)
-    store["gct"] = {"version": version, "obs_names_original": original_obs, "var_meta": rmeta_names}
-    set_level(adata, "well")
-    log_step(adata, "io.read_gct", {"path": str(path), "obs_prefix": obs_prefix})
-    return adata
+    return _finish(X, obs, var, path, version, obs_prefix, convert_neg_666, "io.read_gct")
+
+
+def _meta_strings(values) -> list[str]:
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+            out.append(NA_TOKEN)
+        else:
+            out.append(str(v))
+    return out
+
+
+def _check_writable(adata: ad.AnnData):
+    from .._core.validation import get_matrix
+
+    X = get_matrix(adata)
+    if hasattr(X, "compute"):
+        X = X.compute()
+    X = np.asarray(X)
+    if not np.issubdtype(X.dtype, np.number):
+        raise TypeError(f"adata.X must be numeric to write GCT/GCTX, got dtype {X.dtype}.")
+    for what, names in (("obs", adata.obs_names), ("var", adata.var_names)):
+        if pd.Index(names).has_duplicates:
+            raise ValueError(f"adata.{what}_names are not unique; GCT ids must be unique ({what}_names_make_unique()).")
+        bad = [n for n in names if "\t" in str(n) or "\n" in str(n)]
+        if bad:
+            raise ValueError(f"adata.{what}_names {bad[:3]} contain tabs or newlines, which GCT cannot store.")
+    return X
 
 
 def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     """Write AnnData (samples × genes) as GCT 1.3 (genes as rows), gzip-compressed if the name ends in ``.gz``.
+
+    Missing metadata values are written as ``-666`` (the CMap convention), missing
+    data values as ``NaN``. The input object is not modified.
 
     Examples
     --------
@@ -121,18 +199,137 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     >>> ip.io.write_gct(expr, os.path.join(tempfile.mkdtemp(), "plate.gct"))
     """
     path = Path(path)
-    X = np.asarray(adata.X)
+    X = _check_writable(adata)
     obs, var = adata.obs, adata.var
     opener = gzip.open if path.name.endswith(".gz") else open
+    for df, what in ((obs, "obs"), (var, "var")):
+        bad = [c for c in df.columns if "\t" in str(c)]
+        if bad:
+            raise ValueError(f"adata.{what} column name(s) {bad} contain tabs.")
     with opener(path, "wt") as fh:
         fh.write("#1.3\n")
         fh.write(f"{adata.n_vars}\t{adata.n_obs}\t{var.shape[1]}\t{obs.shape[1]}\n")
         fh.write("\t".join(["id", *map(str, var.columns), *map(str, adata.obs_names)]) + "\n")
-        na = ["na"] * var.shape[1]
+        na = [NA_TOKEN] * var.shape[1]
         for c in obs.columns:
-            vals = ["-666" if pd.isna(v) else str(v) for v in obs[c].tolist()]
-            fh.write("\t".join([str(c), *na, *vals]) + "\n")
+            fh.write("\t".join([str(c), *na, *_meta_strings(obs[c].tolist())]) + "\n")
+        var_str = [_meta_strings(var[c].tolist()) for c in var.columns]
         for j, gene in enumerate(adata.var_names):
-            meta = [str(v) for v in var.iloc[j].tolist()]
+            meta = [col[j] for col in var_str]
             vals = ["NaN" if np.isnan(v) else repr(float(v)) for v in X[:, j]]
             fh.write("\t".join([str(gene), *meta, *vals]) + "\n")
+
+
+def _h5_meta(group, path: Path, what: str) -> pd.DataFrame:
+    if "id" not in group:
+        raise ValueError(f"{path}: GCTX group {group.name} has no 'id' dataset.")
+    cols = {}
+    order = group.attrs.get("imgprof_fields")
+    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in order] if order is not None else list(group.keys())
+    for k in ["id", *[k for k in keys if k != "id"]]:
+        if k not in group:
+            continue
+        arr = group[k][()]
+        if arr.dtype.kind in ("S", "O"):
+            arr = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr], dtype=object)
+        cols[str(k)] = arr
+    ids = [str(v) for v in cols.pop("id")]
+    _check_unique(ids, what, path)
+    df = pd.DataFrame({k: np.asarray(v) for k, v in cols.items()}, index=ids)
+    return df
+
+
+def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_neg_666: bool = False) -> ad.AnnData:
+    """Read a GCTX (HDF5) file, the binary L1000 format, into AnnData (samples × genes).
+
+    Parameters
+    ----------
+    path
+        ``.gctx`` file (layout of cmapPy / CMap: ``/0/DATA/0/matrix``, ``/0/META/COL``, ``/0/META/ROW``).
+    obs_prefix, convert_neg_666
+        As in :func:`read_gct`.
+
+    Examples
+    --------
+    >>> import imgprof as ip, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "plate.gctx")
+    >>> ip.io.write_gctx(ip.datasets.l1000_plate(), p)
+    >>> ip.io.read_gctx(p).shape
+    (377, 978)
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file.")
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path}: not an HDF5 file, so not a GCTX file (a text GCT is read with ip.io.read_gct).")
+    with h5py.File(path, "r") as f:
+        for node in (_DATA_NODE, _COL_NODE, _ROW_NODE):
+            if node not in f:
+                raise ValueError(f"{path}: GCTX node {node!r} is missing (not a CMap GCTX layout).")
+        version = f.attrs.get("version", b"GCTX1.0")
+        if isinstance(version, np.ndarray):
+            version = version.ravel()[0]
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        obs = _h5_meta(f[_COL_NODE], path, "sample (column)")
+        var = _h5_meta(f[_ROW_NODE], path, "gene (row)")
+        X = f[_DATA_NODE][()]
+    if X.shape != (obs.shape[0], var.shape[0]):
+        raise ValueError(
+            f"{path}: matrix shape {X.shape} does not match {obs.shape[0]} column ids × {var.shape[0]} row ids."
+        )
+    return _finish(np.asarray(X), obs, var, path, version, obs_prefix, convert_neg_666, "io.read_gctx")
+
+
+def _h5_write_meta(f, node: str, ids, df: pd.DataFrame) -> None:
+    g = f.create_group(node)
+    g.create_dataset("id", data=np.array([str(i).encode("utf-8") for i in ids], dtype="S"))
+    fields = []
+    for c in df.columns:
+        name = str(c)
+        if name == "id" or "/" in name:
+            raise ValueError(f"metadata field name {name!r} cannot be stored in GCTX (reserved or contains '/').")
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s):
+            data = np.array(_meta_strings(s.astype(object).tolist()), dtype="S")
+        elif pd.api.types.is_numeric_dtype(s) and not isinstance(s.dtype, pd.CategoricalDtype):
+            vals = pd.to_numeric(s).astype(float) if s.isna().any() else s.to_numpy()
+            data = np.where(pd.isna(vals), -666, vals) if s.isna().any() else np.asarray(vals)
+        else:
+            data = np.array([v.encode("utf-8") for v in _meta_strings(s.astype(object).tolist())], dtype="S")
+        g.create_dataset(name, data=data)
+        fields.append(name.encode("utf-8"))
+    g.attrs["imgprof_fields"] = np.array(fields, dtype="S") if fields else np.array([], dtype="S1")
+
+
+def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compression: str | None = "gzip") -> None:
+    """Write AnnData (samples × genes) as GCTX (HDF5, the cmapPy / CMap layout).
+
+    Parameters
+    ----------
+    adata
+        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    path
+        Output ``.gctx`` file.
+    dtype
+        Matrix dtype (default: keep ``adata.X``'s float dtype; cmapPy writes float32).
+    compression
+        HDF5 compression of the matrix (``None`` to disable).
+
+    Examples
+    --------
+    >>> import imgprof as ip, tempfile, os
+    >>> ip.io.write_gctx(ip.datasets.l1000_plate(), os.path.join(tempfile.mkdtemp(), "plate.gctx"))
+    """
+    import h5py
+
+    path = Path(path)
+    X = _check_writable(adata)
+    X = X.astype(dtype or (X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64))
+    with h5py.File(path, "w") as f:
+        f.attrs["version"] = np.bytes_(b"GCTX1.0")
+        f.attrs["src"] = str(path)
+        f.create_dataset(_DATA_NODE, data=X, compression=compression)
+        _h5_write_meta(f, _COL_NODE, adata.obs_names, adata.obs)
+        _h5_write_meta(f, _ROW_NODE, adata.var_names, adata.var)

@@ -72,6 +72,9 @@ def from_pandas(
         raise TypeError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}.")
     if df.shape[0] == 0:
         raise ValueError(f"{source}: the table has no rows.")
+    if any(not isinstance(c, str) for c in df.columns):
+        # Integer or other labels (e.g. pd.DataFrame(array)): AnnData needs string names.
+        df = df.rename(columns=str)
     meta, feats = split_columns(
         df, metadata=metadata, features=features, metadata_prefix=metadata_prefix, source=source,
         require_metadata=require_metadata,
@@ -87,11 +90,12 @@ def from_pandas(
     if obs.index.has_duplicates:
         raise ValueError(f"{source}: the table's index has duplicated labels; reset it first (df.reset_index(drop=True)).")
     var = parse_feature_names(feats)
-    var["input_dtype"] = [str(df[c].dtype) for c in feats]
+    dtypes = df.dtypes
+    var["input_dtype"] = [str(dtypes[c]) for c in feats]
     adata = ad.AnnData(X=X, obs=obs, var=var)
     store = uns(adata)
     store["columns"] = [str(c) for c in df.columns]
-    store["obs_dtypes"] = json.dumps({c: str(df[c].dtype) for c in meta})
+    store["obs_dtypes"] = json.dumps({c: str(dtypes[c]) for c in meta})
     store["index"] = json.dumps(index_info)
     if level is None:
         level = "single_cell" if any(c.endswith("ObjectNumber") for c in df.columns) else "well"
@@ -151,6 +155,15 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     for c, dt in obs_dtypes.items():
         if c in obs.columns:
             obs[c] = _restore_dtype(obs[c], dt)
+    for c in obs.columns:
+        # anndata turns string columns into categoricals when writing h5ad/zarr; a column whose
+        # original dtype was not recorded comes back as plain values, as pycytominer expects.
+        if c not in obs_dtypes and isinstance(obs[c].dtype, pd.CategoricalDtype):
+            cats = obs[c].cat.categories
+            if cats.dtype == object or obs[c].isna().any():
+                obs[c] = _restore_dtype(obs[c], "object")
+            else:
+                obs[c] = obs[c].astype(cats.dtype)
     feats = pd.DataFrame(X, columns=feat_names, index=obs.index)
     for c, dt in dtypes.items():
         if dt and dt != str(feats[c].dtype):
@@ -173,14 +186,23 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
             df = df[meta_part + feat_part]
         else:
             df = df[ordered + extra_meta + extra_feat]
-    index_info = json.loads(store["index"]) if isinstance(store.get("index"), str) else {"kind": "labels"}
+    if isinstance(store.get("index"), str):
+        index_info = json.loads(store["index"])
+    elif list(df.index) == [str(i) for i in range(len(df))]:
+        index_info = {"kind": "range", "start": 0, "step": 1, "name": None}  # e.g. simulated data
+    else:
+        index_info = {"kind": "labels"}
     if index_info.get("kind") == "range" and adata.n_obs == len(df):
         start, step = index_info.get("start", 0), index_info.get("step", 1)
         expected = [str(start + i * step) for i in range(len(df))]
         if list(df.index) == expected:
             df.index = pd.RangeIndex(start, start + step * len(df), step, name=index_info.get("name"))
         else:
-            df = df.reset_index(drop=True)
+            # A row subset (or reordering) keeps its original integer labels, as df.loc[...] would.
+            try:
+                df.index = pd.Index(df.index.astype(np.int64), name=index_info.get("name"))
+            except (TypeError, ValueError):
+                df = df.reset_index(drop=True)
     elif index_info.get("kind") == "labels":
         dt = index_info.get("dtype")
         if dt and dt != "object":
@@ -247,9 +269,15 @@ def read_profiles(
     if name.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
 
-        schema_names = pq.read_schema(path).names
-        check_unique_columns(schema_names, source=str(path))
+        schema = pq.read_schema(path)
+        check_unique_columns(schema.names, source=str(path))
         df = pd.read_parquet(path)
+        hint = (schema.metadata or {}).get(_PARQUET_KEY)
+        if hint and metadata is None and features is None:
+            # Written by write_profiles: reuse its metadata/feature split (obs columns need no Metadata_ prefix).
+            hint = json.loads(hint)
+            metadata = [c for c in hint.get("metadata", []) if c in df.columns]
+            level = level or hint.get("level")
     else:
         sep = sep or _sep_for(path)
         header = _sniff_header(path, sep)
@@ -265,8 +293,100 @@ def read_profiles(
     return adata
 
 
+_PARQUET_KEY = b"imgprof"
+
+
+def _case_collisions(names) -> list[list[str]]:
+    groups: dict[str, list[str]] = {}
+    for n in map(str, names):
+        groups.setdefault(n.lower(), []).append(n)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _writable_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame | None:
+    """A copy of ``frame`` that h5ad/zarr can store, or ``None`` when it already can.
+
+    anndata cannot store object columns that hold no string at all (all missing) or mix types;
+    all-missing columns are written as float NaN (``to_pandas`` restores the recorded dtype),
+    mixed ones raise an error naming the column.
+    """
+    fixed = None
+    for c in frame.columns:
+        s = frame[c]
+        if s.dtype != object:
+            continue
+        kind = pd.api.types.infer_dtype(s, skipna=True)
+        if kind == "string":
+            continue
+        fixed = frame.copy() if fixed is None else fixed
+        if kind == "empty":
+            fixed[c] = s.astype("float64")
+            continue
+        inferred = s.infer_objects()
+        if inferred.dtype != object:
+            fixed[c] = inferred
+            continue
+        examples = s.dropna().map(type).drop_duplicates().map(lambda t: t.__name__).tolist()[:4]
+        raise TypeError(
+            f"{where} column {c!r} mixes value types {examples}; h5ad/zarr store one type per column. "
+            f"Convert it first, e.g. adata.{where}[{c!r}] = adata.{where}[{c!r}].astype(str)."
+        )
+    return fixed
+
+
+def _write_anndata(adata: ad.AnnData, path: Path, fmt: str) -> None:
+    if fmt == "zarr":
+        # Known anndata/zarr limitation: keys that differ only by case collide in the store
+        # (LINCS has Metadata_plate_map_name and Metadata_Plate_Map_Name) and the store cannot be read back.
+        for where, names in (("obs", adata.obs.columns), ("var", adata.var.columns), ("obsm", adata.obsm.keys()),
+                             ("layers", adata.layers.keys()), ("uns", adata.uns.keys())):
+            bad = _case_collisions(names)
+            if bad:
+                raise ValueError(
+                    f"{path}: {where} keys {bad} differ only by upper/lower case, which a zarr store cannot hold "
+                    f"(it would be unreadable). Rename one of them (adata.{where} ...) or write .h5ad instead."
+                )
+    obs_fix = _writable_frame(adata.obs, "obs")
+    var_fix = _writable_frame(adata.var, "var")
+    if adata.is_view and (obs_fix is not None or var_fix is not None):
+        adata = adata.copy()
+    obs_bak, var_bak = adata.obs, adata.var
+    try:
+        if obs_fix is not None:
+            adata.obs = obs_fix
+        if var_fix is not None:
+            adata.var = var_fix
+        if fmt == "zarr":
+            adata.write_zarr(path)
+        else:
+            adata.write_h5ad(path)
+    finally:
+        if obs_fix is not None:
+            adata.obs = obs_bak
+        if var_fix is not None:
+            adata.var = var_bak
+
+
 def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = None, index: bool = False) -> None:
     """Write profiles as a pycytominer-style table (``.csv[.gz]``, ``.tsv``, ``.parquet``), or h5ad/zarr.
+
+    Tables hold :func:`to_pandas` output. Parquet files also store which columns are metadata
+    (schema key ``imgprof``), so :func:`read_profiles` gets the same split back even for
+    ``.obs`` columns without the ``Metadata_`` prefix. For h5ad/zarr, object columns that hold
+    only missing values are stored as float NaN (``to_pandas`` restores their dtype), columns
+    mixing value types raise a ``TypeError`` naming them, and for zarr, keys that differ only
+    by case (a zarr limitation) raise a ``ValueError`` naming them.
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    path
+        Output file; the format follows the extension.
+    layer
+        Export ``adata.layers[layer]`` instead of ``.X`` (tables only).
+    index
+        Also write the DataFrame index (tables only).
 
     Examples
     --------
@@ -276,15 +396,18 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
     """
     path = Path(path)
     name = path.name.lower()
-    if name.endswith(".h5ad"):
-        adata.write_h5ad(path)
-        return
-    if name.endswith(".zarr"):
-        adata.write_zarr(path)
+    if name.endswith((".h5ad", ".zarr")):
+        _write_anndata(adata, path, "zarr" if name.endswith(".zarr") else "h5ad")
         return
     df = to_pandas(adata, layer=layer)
     if name.endswith((".parquet", ".pq")):
-        df.to_parquet(path, index=index)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=index)
+        hint = {"metadata": [str(c) for c in adata.obs.columns], "level": adata.uns.get("imgprof", {}).get("level")}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PARQUET_KEY: json.dumps(hint).encode()})
+        pq.write_table(table, path)
     elif name.removesuffix(".gz").endswith((".tsv", ".txt")):
         df.to_csv(path, sep="\t", index=index)
     elif name.removesuffix(".gz").endswith(".csv"):

@@ -1,3 +1,37 @@
-"""imgprof.metrics"""
+"""Retrieval metrics: average precision, mAP with permutation p-values, percent replicating.
 
-__all__: list[str] = []
+The AP/mAP functions reproduce copairs 0.5 (pair definitions, ties, NaN rules,
+null distributions) on AnnData, with a blocked matrix-product kernel.
+"""
+
+from .average_precision import (
+    RetrievalWarning,
+    average_precision,
+    average_precision_kernel,
+    expected_ap,
+    mean_average_precision,
+    normalized_ap,
+    phenotypic_activity,
+    phenotypic_consistency,
+)
+from .null import ap_p_values, benjamini_hochberg, clear_null_cache, null_distributions, random_ap
+
+__all__ = [
+    "RetrievalWarning",
+    "ap_p_values",
+    "average_precision",
+    "average_precision_kernel",
+    "benjamini_hochberg",
+    "clear_null_cache",
+    "expected_ap",
+    "mean_average_precision",
+    "normalized_ap",
+    "null_distributions",
+    "phenotypic_activity",
+    "phenotypic_consistency",
+    "random_ap",
+]
+
+from .replicating import ReplicatingResult, percent_matching, percent_replicating  # noqa: E402
+
+__all__ += ["ReplicatingResult", "percent_matching", "percent_replicating"]

@@ -1,3 +1,40 @@
-"""imgprof.mm"""
+"""Multimodal profiling: join image-based profiles with expression/proteomics and compare what each captures.
 
-__all__: list[str] = []
+- :func:`join` / :func:`match_keys` / :func:`join_report`: match two modalities by perturbation keys
+  (compound, gene, dose, MOA...) with explicit name and dose normalisation and a report of what matched.
+- :func:`annotate`, :func:`recode_dose`: prepare keys (Repurposing Hub MOA/target, standard dose series).
+"""
+
+from .join import (
+    STANDARD_DOSES_UM,
+    AmbiguousKeyError,
+    DoseUnitError,
+    JoinError,
+    JoinReport,
+    annotate,
+    join,
+    join_report,
+    match_keys,
+    recode_dose,
+)
+
+__all__ = [
+    "STANDARD_DOSES_UM",
+    "AmbiguousKeyError",
+    "DoseUnitError",
+    "JoinError",
+    "JoinReport",
+    "annotate",
+    "join",
+    "join_report",
+    "match_keys",
+    "recode_dose",
+]
+
+from .crossmodal import align, compare_retrieval, complementarity, cross_retrieval, gene_compound_match  # noqa: E402
+
+__all__ += ["align", "compare_retrieval", "complementarity", "cross_retrieval", "gene_compound_match"]
+
+from .compare import pipeline_summary, run_pipeline  # noqa: E402
+
+__all__ += ["pipeline_summary", "run_pipeline"]

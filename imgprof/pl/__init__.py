@@ -7,5 +7,11 @@ matplotlib is imported only when a plot is drawn.
 from .embedding import embedding
 from .features import feature_group_summary, feature_groups
 from .plate import plate_layout
+from .retrieval import map_scatter, percent_replicating
 
 __all__ = ["embedding", "feature_group_summary", "feature_groups", "plate_layout"]
+__all__ += ["map_scatter", "percent_replicating"]
+
+from .mm import mm_complementarity, mm_cross_retrieval, mm_embedding, mm_join_report, mm_retrieval  # noqa: E402
+
+__all__ += ["mm_complementarity", "mm_cross_retrieval", "mm_embedding", "mm_join_report", "mm_retrieval"]

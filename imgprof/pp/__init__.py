@@ -1,3 +1,21 @@
 """imgprof.pp"""
 
 __all__: list[str] = []
+
+from .aggregate import aggregate, read_zarr_lazy  # noqa: E402
+
+__all__ += ["aggregate", "read_zarr_lazy"]
+
+from .consensus import consensus, modz_weights  # noqa: E402
+
+__all__ += ["consensus", "modz_weights"]
+
+from .annotate import annotate, load_platemap  # noqa: E402
+from .qc import qc  # noqa: E402
+
+__all__ += ["annotate", "load_platemap", "qc"]
+
+from .feature_select import feature_select  # noqa: E402
+from .normalize import normalize  # noqa: E402
+
+__all__ += ["feature_select", "normalize"]

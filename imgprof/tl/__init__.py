@@ -1,3 +1,36 @@
-"""imgprof.tl"""
+"""imgprof.tl: batch correction behind one interface, and scanpy-style embedding and clustering.
 
-__all__: list[str] = []
+``ip.tl.integrate(adata, method, batch_key)`` runs any of :data:`METHODS`
+(``none``, ``harmony``, ``scvi``, ``combat``, ``sphering``, ``mnn``,
+``scanorama``, ``rpca``); each method is also a function of its own. The
+heavy dependencies (torch, scvi-tools, harmonypy, scanorama) are imported
+only when the method runs.
+"""
+
+from .combat import combat
+from .embedding import leiden, neighbors, pca, umap
+from .harmony import harmony
+from .integrate import METHODS, get_method, integrate, no_correction
+from .mnn import mnn
+from .rpca import rpca
+from .scanorama import scanorama
+from .scvi import scvi
+from .sphering import sphering
+
+__all__: list[str] = [
+    "METHODS",
+    "combat",
+    "get_method",
+    "harmony",
+    "integrate",
+    "leiden",
+    "mnn",
+    "neighbors",
+    "no_correction",
+    "pca",
+    "rpca",
+    "scanorama",
+    "scvi",
+    "sphering",
+    "umap",
+]

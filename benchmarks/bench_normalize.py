@@ -1,0 +1,308 @@
+"""Benchmark ip.pp.normalize / ip.pp.feature_select against pycytominer 1.7.1, side by side.
+
+Data: ``ip.datasets.simulate`` with 20 plates x 384 wells x 1,000 features (32 negcon
+wells per plate); a complete copy for normalize/spherize and a copy with 5 % NaN for
+feature selection. pycytominer has no ``by=``: per-plate normalization is its usual
+``groupby`` loop calling ``pycytominer.normalize`` once per plate.
+
+Every measurement runs in its own subprocess, which loads the data in the tool's native
+form (AnnData for imgprof, a pandas DataFrame for pycytominer), warms the code up on a
+small slice (numba kernels are compiled and cached on disk once), then times the call.
+Peak memory is the growth of the process's resident set during the timed call (Linux
+``VmHWM`` after resetting it through ``/proc/self/clear_refs``). The outputs of the two
+tools are compared (max |difference| or identical kept features).
+
+Usage::
+
+    python benchmarks/bench_normalize.py            # full size, writes benchmarks/results/normalize.md
+    python benchmarks/bench_normalize.py --quick    # 2 plates x 100 features smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+NEGCON = "Metadata_control_type == 'negcon'"
+FS_ALL = ["variance_threshold", "frequency_threshold", "correlation_threshold", "drop_na_columns", "blocklist", "drop_outliers"]
+
+# name: (label, data, kind, kwargs)
+TASKS = {
+    "mad_plate": ("normalize mad_robustize, per plate, negcon", "clean", "normalize",
+                  dict(method="mad_robustize", controls=NEGCON, by="Metadata_Plate")),
+    "std_plate": ("normalize standardize, per plate, negcon", "clean", "normalize",
+                  dict(method="standardize", controls=NEGCON, by="Metadata_Plate")),
+    "int_plate": ("normalize inverse_normal, per plate, negcon", "clean", "normalize",
+                  dict(method="inverse_normal", controls=NEGCON, by="Metadata_Plate")),
+    "mad_plate_nan": ("normalize mad_robustize, per plate, negcon, 5 % NaN", "nan", "normalize",
+                      dict(method="mad_robustize", controls=NEGCON, by="Metadata_Plate")),
+    "sph_all": ("spherize ZCA-cor, fit on all 7,680 wells", "clean", "normalize",
+                dict(method="spherize", spherize_method="ZCA-cor")),
+    "sph_plate": ("spherize ZCA-cor, per plate, fit on negcon", "clean", "normalize",
+                  dict(method="spherize", spherize_method="ZCA-cor", controls=NEGCON, by="Metadata_Plate")),
+    "fs_var": ("feature_select variance_threshold, 5 % NaN", "nan", "feature_select", dict(operation="variance_threshold")),
+    "fs_freq": ("feature_select frequency_threshold, 5 % NaN", "nan", "feature_select", dict(operation="frequency_threshold")),
+    "fs_corr": ("feature_select correlation_threshold, 5 % NaN", "nan", "feature_select", dict(operation="correlation_threshold")),
+    "fs_na_out": ("feature_select drop_na_columns + blocklist + drop_outliers, 5 % NaN", "nan", "feature_select",
+                  dict(operation=["drop_na_columns", "blocklist", "drop_outliers"])),
+    "fs_all": ("feature_select, all six operations, 5 % NaN", "nan", "feature_select", dict(operation=FS_ALL)),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# worker (one tool, one task, one process)
+# ------------------------------------------------------------------------------------------------
+def _reset_peak() -> int:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    return _rss_kb()
+
+
+def _rss_kb(field: str = "VmRSS") -> int:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _run_pcm(task, df, feats):
+    import warnings
+
+    import pandas as pd
+    import pycytominer as pcm
+
+    _, _, kind, kw = TASKS[task]
+    meta = [c for c in df.columns if c not in set(feats)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "normalize":
+            kw = dict(kw)
+            by = kw.pop("by", None)
+            samples = kw.pop("controls", None) or "all"
+            if by is None:
+                return pcm.normalize(df, features=feats, meta_features=meta, samples=samples, **kw)
+            parts = [pcm.normalize(g, features=feats, meta_features=meta, samples=samples, **kw) for _, g in df.groupby(by)]
+            return pd.concat(parts).loc[df.index]
+        return pcm.feature_select(df, features=feats, **kw)
+
+
+def _run_ip(task, adata, dask_mode=False):
+    import imgprof as ip
+
+    _, _, kind, kw = TASKS[task]
+    if kind == "normalize":
+        ip.pp.normalize(adata, **kw)
+    else:
+        ip.pp.feature_select(adata, **kw)
+    return adata
+
+
+def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> dict:
+    import numpy as np
+
+    label, data, kind, kw = TASKS[task]
+    if tool == "pycytominer":
+        import pandas as pd
+
+        df = pd.read_parquet(datadir / f"{data}.parquet")
+        feats = json.loads((datadir / "features.json").read_text())
+        plates = df["Metadata_Plate"].unique()[:2]
+        _run_pcm(task, df[df["Metadata_Plate"].isin(plates)].reset_index(drop=True), feats)  # warm-up
+        times = []
+        for _ in range(repeats):
+            base = _reset_peak()
+            t0 = time.perf_counter()
+            out = _run_pcm(task, df, feats)
+            times.append(time.perf_counter() - t0)
+            peak = _rss_kb("VmHWM") - base
+            if sum(times) > 60:
+                break
+        if kind == "normalize":
+            cols = [c for c in out.columns if c not in set(df.columns) - set(feats)]
+            np.save(outdir / f"{tool}_{task}.npy", out[cols].to_numpy(dtype=np.float64))
+        else:
+            (outdir / f"{tool}_{task}.json").write_text(json.dumps([f for f in feats if f in set(out.columns)]))
+    else:
+        import anndata as ad
+
+        base_adata = ad.read_h5ad(datadir / f"{data}.h5ad")
+        dask_mode = tool == "imgprof-dask"
+        client = None
+        if dask_mode:
+            import dask.array as da
+            from distributed import Client, LocalCluster
+
+            client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None))
+        plates = base_adata.obs["Metadata_Plate"].unique()[:2]
+        warm = base_adata[base_adata.obs["Metadata_Plate"].isin(plates).to_numpy()].copy()
+        _run_ip(task, warm)  # warm-up (numba kernels)
+        times = []
+        for _ in range(repeats):
+            a = base_adata.copy()
+            if dask_mode:
+                a.X = da.from_array(a.X, chunks=(1920, 250))
+            base = _reset_peak()
+            t0 = time.perf_counter()
+            out = _run_ip(task, a)
+            if dask_mode:
+                res = out.X.compute() if kind == "normalize" else None
+            times.append(time.perf_counter() - t0)
+            peak = _rss_kb("VmHWM") - base
+            if sum(times) > 60:
+                break
+        if kind == "normalize":
+            if dask_mode:
+                X = res
+            else:
+                X = out.obsm["X_spherize"] if "X_spherize" in out.obsm else out.X
+            np.save(outdir / f"{tool}_{task}.npy", np.asarray(X, dtype=np.float64))
+        else:
+            (outdir / f"{tool}_{task}.json").write_text(json.dumps(list(map(str, out.var_names))))
+        if client is not None:
+            client.close()
+    return {"tool": tool, "task": task, "seconds": min(times), "runs": len(times), "peak_mb": peak / 1024}
+
+
+# ------------------------------------------------------------------------------------------------
+# driver
+# ------------------------------------------------------------------------------------------------
+def make_data(datadir: Path, n_plates: int, n_features: int) -> None:
+    import imgprof as ip
+
+    for name, nan in (("clean", 0.0), ("nan", 0.05)):
+        adata = ip.datasets.simulate(
+            n_plates=n_plates, n_perturbations=352, n_moa=16, n_controls=32, n_features=n_features,
+            nan_fraction=nan, seed=0,
+        )
+        adata.write_h5ad(datadir / f"{name}.h5ad")
+        ip.io.to_pandas(adata).to_parquet(datadir / f"{name}.parquet")
+    (datadir / "features.json").write_text(json.dumps(list(map(str, adata.var_names))))
+
+
+def _spawn(tool, task, datadir, outdir, repeats):
+    cmd = [sys.executable, __file__, "--worker", tool, task, str(datadir), str(outdir), str(repeats)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        return {"tool": tool, "task": task, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _agreement(task, outdir) -> str:
+    import numpy as np
+
+    kind = TASKS[task][2]
+    if kind == "normalize":
+        a, b = outdir / f"imgprof_{task}.npy", outdir / f"pycytominer_{task}.npy"
+        if not (a.exists() and b.exists()):
+            return "n/a"
+        A, B = np.load(a), np.load(b)
+        if A.shape != B.shape:
+            return f"shape {A.shape} vs {B.shape}"
+        both = ~(np.isnan(A) & np.isnan(B))
+        return f"max abs diff {np.nanmax(np.abs(A - B)[both]):.1e}"
+    a, b = outdir / f"imgprof_{task}.json", outdir / f"pycytominer_{task}.json"
+    if not (a.exists() and b.exists()):
+        return "n/a"
+    A, B = json.loads(a.read_text()), json.loads(b.read_text())
+    return f"identical ({len(A)} kept)" if A == B else f"DIFFERENT ({len(A)} vs {len(B)} kept)"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="2 plates x 100 features smoke run")
+    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dask", action="store_true", help="also time imgprof on a dask array (LocalCluster, 2 workers)")
+    p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/normalize.md; --quick: not written)")
+    p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        tool, task, datadir, outdir, repeats = args.worker
+        print(json.dumps(worker(tool, task, Path(datadir), Path(outdir), int(repeats))))
+        return 0
+    n_plates, n_features = (2, 100) if args.quick else (20, 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        datadir = outdir = Path(tmp)
+        t0 = time.time()
+        make_data(datadir, n_plates, n_features)
+        print(f"data: {n_plates} plates x 384 wells x {n_features} features ({time.time() - t0:.1f} s to simulate)", flush=True)
+        rows = []
+        for task in args.tasks:
+            tools = ["imgprof", "pycytominer"] + (["imgprof-dask"] if args.dask and TASKS[task][2] == "normalize" else [])
+            res = {t: _spawn(t, task, datadir, outdir, args.repeats) for t in tools}
+            agree = _agreement(task, outdir)
+            rows.append((task, res, agree))
+            ours, ref = res["imgprof"], res["pycytominer"]
+            ratio = ref["seconds"] / ours["seconds"] if "seconds" in ours and "seconds" in ref else float("nan")
+            print(f"{TASKS[task][0]:<70} imgprof {ours.get('seconds', float('nan')):8.3f}s  "
+                  f"pycytominer {ref.get('seconds', float('nan')):8.3f}s  x{ratio:6.1f}  {agree}"
+                  + "".join(f"  [{t}: {r.get('error')}]" for t, r in res.items() if "error" in r), flush=True)
+    md = _markdown(rows, n_plates, n_features, args)
+    print()
+    print(md)
+    if not args.quick or args.out:
+        out = Path(args.out) if args.out else HERE / "results" / "normalize.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(md)
+        print(f"written to {out}")
+    return 0
+
+
+def _markdown(rows, n_plates, n_features, args) -> str:
+    from importlib.metadata import version
+
+    import imgprof
+    import numpy
+
+    lines = [
+        f"# normalize / feature_select / spherize: imgprof vs pycytominer {version('pycytominer')}",
+        "",
+        f"Data: `ip.datasets.simulate`, {n_plates} plates x 384 wells x {n_features} features (32 negcon wells per plate);"
+        " feature selection on the same with 5 % NaN. Best of up to "
+        f"{args.repeats} runs, each tool in its own process on its native input (AnnData / DataFrame).",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
+        f" numpy {numpy.__version__}, imgprof {imgprof.__version__}.",
+        "Peak memory: growth of resident memory during the timed call.",
+        "",
+        "| task | imgprof (s) | pycytominer (s) | speed-up | imgprof peak (MB) | pycytominer peak (MB) | outputs |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for task, res, agree in rows:
+        ours, ref = res["imgprof"], res["pycytominer"]
+        if "seconds" in ours and "seconds" in ref:
+            ratio = f"{ref['seconds'] / ours['seconds']:.1f}x"
+        else:
+            ratio = "n/a"
+        fmt = lambda r, k, f: (f.format(r[k]) if k in r else f"error: {r.get('error')}")  # noqa: E731
+        lines.append(
+            f"| {TASKS[task][0]} | {fmt(ours, 'seconds', '{:.3f}')} | {fmt(ref, 'seconds', '{:.3f}')} | {ratio} | "
+            f"{fmt(ours, 'peak_mb', '{:.0f}')} | {fmt(ref, 'peak_mb', '{:.0f}')} | {agree} |"
+        )
+        if "imgprof-dask" in res:
+            dk = res["imgprof-dask"]
+            r = f"{ref['seconds'] / dk['seconds']:.1f}x" if "seconds" in dk and "seconds" in ref else "n/a"
+            lines.append(f"| ↳ same, imgprof on a dask array (LocalCluster, 2 workers, compute included) | "
+                         f"{fmt(dk, 'seconds', '{:.3f}')} | | {r} | {fmt(dk, 'peak_mb', '{:.0f}')} | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Array kernels behind the benchmark metrics (numpy/scipy only, no AnnData).
+
+* :func:`cluster_distance_sums`: for every observation, the sum of its
+  distances to the members of every cluster, in one blocked pass over the
+  pairwise distances (BLAS for the dot products, cache-sized blocks,
+  multithreaded). Every silhouette variant (label, batch, BRAS, isolated
+  labels) is derived from these sums.
+* :func:`lisi_probabilities` / :func:`simpson_index`: the LISI
+  perplexity-calibrated neighbour weights, vectorized over all observations;
+  the weights depend only on the distances, so iLISI and cLISI share them.
+* :func:`pcr`: principal component regression.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+BetweenCluster = Literal["nearest", "mean_other", "furthest"]
+
+
+def codes_of(values) -> tuple[np.ndarray, int]:
+    """Integer codes ``0..L-1`` (pandas categorical order) and ``L``."""
+    cat = pd.Categorical(np.asarray(values))
+    codes = np.asarray(cat.codes, dtype=np.int64)
+    return codes, len(cat.categories)
+
+
+def _n_threads(n_jobs: int | None) -> int:
+    if n_jobs is None or n_jobs < 1:
+        return os.cpu_count() or 1
+    return int(n_jobs)
+
+
+def cluster_distance_sums(
+    X: np.ndarray,
+    codes: np.ndarray,
+    n_clusters: int,
+    *,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    block_size: int | None = None,
+    n_jobs: int | None = None,
+) -> np.ndarray:
+    """``S[i, c] = sum_{j in cluster c} d(x_i, x_j)`` for all observations and clusters.
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` data.
+    codes
+        ``(n,)`` cluster codes in ``0..n_clusters-1``.
+    metric
+        ``"euclidean"`` or ``"cosine"`` (``1 - cos``, clipped to ``[0, 2]`` as scib-metrics does).
+    block_size
+        Rows per block (default: about 4 MB of distances per block).
+    n_jobs
+        Threads (default: all cores).
+
+    Returns
+    -------
+    ``(n, n_clusters)`` float64 array.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    if metric == "cosine":
+        norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Xn = X / norms[:, None]
+    elif metric == "euclidean":
+        # Centering does not change distances and reduces cancellation in |x|^2 + |y|^2 - 2xy.
+        Xn = X - X.mean(axis=0)
+        sq = np.einsum("ij,ij->i", Xn, Xn)
+    else:
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
+    onehot = np.zeros((n, n_clusters), dtype=np.float64)
+    onehot[np.arange(n), codes] = 1.0
+    if block_size is None:
+        block_size = int(max(8, min(1024, 500_000 // max(n, 1))))
+    out = np.empty((n, n_clusters), dtype=np.float64)
+    starts = list(range(0, n, block_size))
+    XnT = np.ascontiguousarray(Xn.T)
+
+    def work(start: int) -> None:
+        stop = min(start + block_size, n)
+        G = Xn[start:stop] @ XnT
+        if metric == "euclidean":
+            G *= -2.0
+            G += sq[start:stop, None]
+            G += sq[None, :]
+            np.maximum(G, 0.0, out=G)
+            np.sqrt(G, out=G)
+            r = np.arange(stop - start)
+            G[r, start + r] = 0.0
+        else:
+            np.subtract(1.0, G, out=G)
+            np.clip(G, 0.0, 2.0, out=G)
+        out[start:stop] = G @ onehot
+
+    n_threads = _n_threads(n_jobs)
+    if n_threads == 1 or len(starts) == 1:
+        for s in starts:
+            work(s)
+    else:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            threadpool_limits = None
+        if threadpool_limits is not None:
+            with threadpool_limits(limits=1, user_api="blas"):
+                with ThreadPoolExecutor(n_threads) as ex:
+                    list(ex.map(work, starts))
+        else:  # pragma: no cover
+            with ThreadPoolExecutor(n_threads) as ex:
+                list(ex.map(work, starts))
+    return out
+
+
+def silhouette_from_sums(
+    S: np.ndarray,
+    codes: np.ndarray,
+    between_cluster_distances: BetweenCluster = "nearest",
+) -> np.ndarray:
+    """Per-observation silhouette from :func:`cluster_distance_sums` (scib-metrics / sklearn formula).
+
+    Singleton clusters and 0/0 give 0, as ``jnp.nan_to_num`` does in scib-metrics.
+    """
+    n, L = S.shape
+    freqs = np.bincount(codes, minlength=L).astype(np.float64)
+    rows = np.arange(n)
+    own = S[rows, codes]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intra = own / (freqs[codes] - 1.0)
+        if between_cluster_distances == "nearest":
+            M = S / freqs[None, :]
+            M[rows, codes] = np.inf
+            inter = M.min(axis=1)
+        elif between_cluster_distances == "furthest":
+            M = S / freqs[None, :]
+            M[rows, codes] = -np.inf
+            inter = M.max(axis=1)
+        elif between_cluster_distances == "mean_other":
+            inter = (S.sum(axis=1) - own) / (freqs.sum() - freqs[codes])
+        else:
+            raise ValueError(
+                "between_cluster_distances must be 'nearest', 'mean_other' or 'furthest', "
+                f"got {between_cluster_distances!r}."
+            )
+        sil = (inter - intra) / np.maximum(intra, inter)
+    return np.nan_to_num(sil)
+
+
+def silhouette_samples(
+    X: np.ndarray,
+    labels,
+    *,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    between_cluster_distances: BetweenCluster = "nearest",
+    n_jobs: int | None = None,
+) -> np.ndarray:
+    """Silhouette of every observation (``sklearn.metrics.silhouette_samples`` for ``"nearest"``)."""
+    codes, L = codes_of(labels)
+    S = cluster_distance_sums(X, codes, L, metric=metric, n_jobs=n_jobs)
+    return silhouette_from_sums(S, codes, between_cluster_distances)
+
+
+# --------------------------------------------------------------------------- LISI
+
+
+def lisi_probabilities(
+    knn_dists: np.ndarray,
+    knn_idx: np.ndarray,
+    perplexity: float,
+    tol: float = 1e-5,
+    max_tries: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian neighbour weights calibrated to ``perplexity`` (Harmony's LISI / scib-metrics binary search).
+
+    Self edges get weight 0. Returns ``(P, H)``: row-normalized weights
+    ``(n, k)`` and the entropy per row (``H == 0`` marks rows whose weights
+    all vanished; their Simpson index is -1, as in scib-metrics).
+    """
+    D = np.asarray(knn_dists, dtype=np.float64)
+    n = D.shape[0]
+    mask = np.asarray(knn_idx) != np.arange(n)[:, None]
+    logU = np.log(perplexity)
+
+    def hbeta(Dr, Mr, beta):
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            P = np.where(Mr, np.exp(-Dr * beta[:, None]), 0.0)
+            sumP = np.nansum(P, axis=1)
+            ok = sumP != 0
+            safe = np.where(ok, sumP, 1.0)
+            H = np.where(ok, np.log(safe) + beta * np.nansum(Dr * P, axis=1) / safe, 0.0)
+            P = np.where(ok[:, None], P / safe[:, None], 0.0)
+        return H, P
+
+    beta = np.ones(n)
+    betamin = np.full(n, -np.inf)
+    betamax = np.full(n, np.inf)
+    H, P = hbeta(D, mask, beta)
+    Hdiff = H - logU
+    tries = np.zeros(n, dtype=np.int64)
+    active = (np.abs(Hdiff) >= tol) & (tries < max_tries)
+    while active.any():
+        a = np.flatnonzero(active)
+        hd, b, bmin, bmax = Hdiff[a], beta[a], betamin[a], betamax[a]
+        pos = hd > 0
+        new_bmin = np.where(pos, b, bmin)
+        new_bmax = np.where(pos, bmax, b)
+        new_b = np.where(
+            pos,
+            np.where(bmax == np.inf, b * 2, (b + bmax) / 2),
+            np.where(bmin == -np.inf, b / 2, (b + bmin) / 2),
+        )
+        h, p = hbeta(D[a], mask[a], new_b)
+        H[a], P[a] = h, p
+        Hdiff[a] = h - logU
+        beta[a], betamin[a], betamax[a] = new_b, new_bmin, new_bmax
+        tries[a] += 1
+        active[a] = (np.abs(Hdiff[a]) >= tol) & (tries[a] < max_tries)
+    return P, H
+
+
+def simpson_index(P: np.ndarray, H: np.ndarray, knn_idx: np.ndarray, codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """Simpson index per row: ``sum_l (sum of P over neighbours with label l)^2``; -1 where ``H == 0``."""
+    n, k = P.shape
+    nb = codes[np.asarray(knn_idx)]
+    rows = np.repeat(np.arange(n), k)
+    M = sparse.csr_matrix((P.ravel(), (rows, nb.ravel())), shape=(n, n_labels))
+    M.sum_duplicates()
+    simpson = np.asarray(M.multiply(M).sum(axis=1)).ravel()
+    return np.where(H == 0, -1.0, simpson)
+
+
+# --------------------------------------------------------------------------- PCR
+
+
+def pcr(
+    X: np.ndarray,
+    covariate,
+    *,
+    categorical: bool = False,
+    n_components: int | None = None,
+) -> float:
+    """Principal component regression: variance-weighted R² of each PC on the covariate.
+
+    Same formula as ``scib_metrics.utils.principal_component_regression``: PCA of
+    centered ``X`` (all components unless ``n_components``), R² of each PC from
+    a least-squares fit on the centered covariate (one-hot when categorical),
+    clipped at 0, averaged with the PC variances as weights. For a categorical
+    covariate with all components this equals the between-group share of the
+    total variance, computed directly without the SVD.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"pcr: X must be 2-D, got shape {X.shape}.")
+    cov = np.asarray(covariate)
+    if cov.shape[0] != X.shape[0]:
+        raise ValueError(f"pcr: X has {X.shape[0]} rows but the covariate has {cov.shape[0]}.")
+    n = X.shape[0]
+    max_comp = min(X.shape)
+    if n_components is not None and n_components > max_comp:
+        raise ValueError(f"n_components = {n_components} must be <= min(n_obs, n_features) = {max_comp}")
+    Xc = X - X.mean(axis=0)
+    if categorical:
+        codes, L = codes_of(cov.ravel())
+        if n_components is None or n_components == max_comp:
+            counts = np.bincount(codes, minlength=L).astype(np.float64)
+            sums = np.zeros((L, X.shape[1]))
+            np.add.at(sums, codes, Xc)
+            keep = counts > 0
+            between = float(((sums[keep] ** 2) / counts[keep, None]).sum())
+            total = float((Xc**2).sum())
+            return between / total if total > 0 else 0.0
+        C = np.zeros((n, L))
+        C[np.arange(n), codes] = 1.0
+    else:
+        C = cov.reshape(n, -1).astype(np.float64)
+    C = C - C.mean(axis=0)
+    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    k = n_components or max_comp
+    coords = U[:, :k] * s[:k]
+    var = (s[:k] ** 2) / (n - 1)
+    beta, *_ = np.linalg.lstsq(C, coords, rcond=None)
+    resid = ((coords - C @ beta) ** 2).sum(axis=0)
+    total = (coords**2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.maximum(0.0, 1.0 - resid / total)
+    r2 = np.nan_to_num(r2)
+    return float(np.dot(r2, var) / var.sum())

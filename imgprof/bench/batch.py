@@ -1,0 +1,459 @@
+"""Batch-removal metrics (scib / scib-metrics definitions, numpy/scipy implementation).
+
+Every function has the signature and the scaling of the scib-metrics function
+of the same name, so results can be compared one to one: higher is better
+(more batch mixing) for every score in ``[0, 1]``.
+
+Functions taking ``X: Neighbors`` accept an :class:`imgprof.bench.Neighbors`
+(see :func:`imgprof.bench.knn`) or a scib-metrics ``NeighborsResults``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+
+from ._checks import check_embedding, check_neighbors_n, check_vector
+from ._kernels import (
+    BetweenCluster,
+    cluster_distance_sums,
+    codes_of,
+    lisi_probabilities,
+    pcr,
+    silhouette_from_sums,
+    simpson_index,
+)
+from ._neighbors import Neighbors, as_neighbors, knn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "bras",
+    "graph_connectivity",
+    "ilisi_knn",
+    "kbet",
+    "kbet_per_label",
+    "lisi_knn",
+    "pcr_comparison",
+    "principal_component_regression",
+    "silhouette_batch",
+]
+
+
+# --------------------------------------------------------------------------- silhouette batch / BRAS
+
+
+def silhouette_batch(
+    X: np.ndarray,
+    labels,
+    batch,
+    rescale: bool = True,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    between_cluster_distances: BetweenCluster = "nearest",
+    *,
+    n_jobs: int | None = None,
+    return_per_label: bool = False,
+) -> float | tuple[float, pd.Series]:
+    """Batch silhouette within each label (scib's ``silhouette_batch``).
+
+    For every label, the silhouette of each observation with respect to batch
+    is computed among the observations of that label; scores are
+    ``1 - |s|`` (``rescale=True``), averaged per label, then across labels.
+    Labels seen in one batch only, or with one observation per batch, are skipped.
+
+    Parameters
+    ----------
+    X
+        Embedding ``(n_obs, n_dims)``.
+    labels, batch
+        Biological label and batch of every observation.
+    rescale
+        ``1 - |s|`` so that 1 = perfectly mixed.
+    metric, between_cluster_distances
+        ``"euclidean"``/``"nearest"`` is classic silhouette; BRAS uses
+        ``"cosine"``/``"mean_other"`` (see :func:`bras`).
+    n_jobs
+        Threads for the distance computation.
+    return_per_label
+        Also return the per-label scores.
+
+    Returns
+    -------
+    Score in ``[0, 1]`` (higher = better mixing).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> s = ip.bench.silhouette_batch(adata.X, adata.obs["Metadata_target_gene"], adata.obs["Metadata_Batch"])
+    >>> 0 <= s <= 1
+    True
+    """
+    X = check_embedding(X)
+    n = X.shape[0]
+    labels = check_vector(labels, n, what="labels")
+    batch = check_vector(batch, n, what="batch", min_levels=2)
+    per_label = {}
+    for group in pd.unique(labels):
+        m = labels == group
+        b = batch[m]
+        codes, L = codes_of(b)
+        if L == 1 or L == int(m.sum()):
+            continue
+        S = cluster_distance_sums(X[m], codes, L, metric=metric, n_jobs=n_jobs)
+        sil = np.abs(silhouette_from_sums(S, codes, between_cluster_distances))
+        if rescale:
+            sil = 1 - sil
+        per_label[group] = float(np.mean(sil))
+    if not per_label:
+        raise ValueError(
+            "silhouette_batch: no label is present in more than one batch (with more observations than batches); "
+            "the batch silhouette is undefined."
+        )
+    per = pd.Series(per_label, name="silhouette_batch").sort_index()
+    score = float(per.mean())
+    return (score, per) if return_per_label else score
+
+
+def bras(
+    X: np.ndarray,
+    labels,
+    batch,
+    metric: Literal["euclidean", "cosine"] = "cosine",
+    between_cluster_distances: Literal["mean_other", "furthest"] = "mean_other",
+    *,
+    n_jobs: int | None = None,
+) -> float:
+    """Batch removal adapted silhouette (BRAS; Rautenstrauch & Ohler 2025), as in scib-metrics ≥ 0.5.6.
+
+    :func:`silhouette_batch` with cosine distance and the mean distance to
+    all other batches instead of the nearest batch, which stays meaningful
+    with nested batch effects and many batches.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> s = ip.bench.bras(adata.X, adata.obs["Metadata_target_gene"], adata.obs["Metadata_Batch"])
+    >>> 0 <= s <= 1
+    True
+    """
+    return silhouette_batch(
+        X, labels, batch, True, metric, between_cluster_distances, n_jobs=n_jobs
+    )
+
+
+# --------------------------------------------------------------------------- LISI
+
+
+def lisi_knn(X: Neighbors, labels, perplexity: float | None = None) -> np.ndarray:
+    """Local inverse Simpson index of every observation (Korsunsky et al. 2019).
+
+    ``perplexity`` defaults to ``n_neighbors // 3``. Observations whose
+    neighbour weights all vanish get -1 (as in scib-metrics).
+    """
+    nn = as_neighbors(X)
+    labels = check_vector(labels, nn.n_samples, what="labels", context=" in the neighbour graph")
+    codes, L = codes_of(labels)
+    if perplexity is None:
+        perplexity = np.floor(nn.n_neighbors / 3)
+    P, H = lisi_probabilities(nn.distances, nn.indices, perplexity)
+    return 1 / simpson_index(P, H, nn.indices, codes, L)
+
+
+def _scaled_ilisi(lisi: np.ndarray, n_batches: int) -> float:
+    return float((np.nanmedian(lisi) - 1) / (n_batches - 1))
+
+
+def ilisi_knn(X: Neighbors, batches, perplexity: float | None = None, scale: bool = True) -> float:
+    """Integration LISI: effective number of batches in each neighbourhood, median over observations.
+
+    ``scale=True`` maps it to ``[0, 1]`` as ``(iLISI - 1) / (n_batches - 1)`` (scib).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> nn = ip.bench.knn(adata.X, 90)
+    >>> 0 <= ip.bench.ilisi_knn(nn, adata.obs["Metadata_Batch"]) <= 1
+    True
+    """
+    nn = as_neighbors(X)
+    batches = check_vector(batches, nn.n_samples, what="batches", min_levels=2, context=" in the neighbour graph")
+    lisi = lisi_knn(nn, batches, perplexity=perplexity)
+    if not scale:
+        return float(np.nanmedian(lisi))
+    return _scaled_ilisi(lisi, len(pd.unique(batches)))
+
+
+# --------------------------------------------------------------------------- kBET
+
+
+def _kbet_from_batch_ids(neigh_batch_ids: np.ndarray, batch_codes: np.ndarray, n_batches: int):
+    from scipy.special import gammaincc
+
+    expected_freq = np.bincount(batch_codes, minlength=n_batches).astype(np.float64)
+    expected_freq /= expected_freq.sum()
+    dof = n_batches - 1
+    n, k = neigh_batch_ids.shape
+    observed = np.zeros((n, n_batches))
+    for b in range(n_batches):
+        observed[:, b] = (neigh_batch_ids == b).sum(axis=1)
+    expected = expected_freq * k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stats = np.sum((observed - expected) ** 2 / expected, axis=1)
+    pvals = gammaincc(dof / 2, stats / 2)
+    return stats, pvals
+
+
+def kbet(X: Neighbors, batches, alpha: float = 0.05) -> tuple[float, np.ndarray, np.ndarray]:
+    """kBET (Büttner et al. 2019) on a kNN graph: share of neighbourhoods whose batch mix passes a χ² test.
+
+    Each observation's neighbourhood (self included, as in scib-metrics /
+    Pegasus) is compared with the global batch frequencies.
+
+    Returns
+    -------
+    acceptance_rate, test_statistics, p_values
+    """
+    nn = as_neighbors(X)
+    if len(batches) != nn.n_samples:
+        raise ValueError("Length of batches does not match number of cells.")
+    codes, L = codes_of(batches)
+    stats, pvals = _kbet_from_batch_ids(codes[nn.indices], codes, L)
+    return float((pvals >= alpha).mean()), stats, pvals
+
+
+def _diffusion_embedding(conn: sparse.spmatrix, n_comps: int) -> np.ndarray:
+    """Diffusion-map embedding of a connectivity graph (scanpy's transitions, scib-metrics' scaling)."""
+    from scipy.sparse.linalg import eigsh
+
+    n = conn.shape[0]
+    q = np.asarray(conn.sum(axis=0))
+    Q = sparse.spdiags(1.0 / q, 0, n, n)
+    K = Q @ conn @ Q
+    z = np.sqrt(np.asarray(K.sum(axis=0)))
+    Z = sparse.spdiags(1.0 / z, 0, n, n)
+    T = Z @ K @ Z
+    n_comps = min(n - 1, n_comps)
+    evals, evecs = eigsh(T.astype(np.float64), k=n_comps, which="LM", ncv=None)
+    evals, evecs = evals.astype(np.float32), evecs.astype(np.float32)
+    evals, evecs = evals[::-1], evecs[:, ::-1]
+    evals = evals + np.float32(1e-8)
+    scaled = np.array([e if e == 1 else e / (1 - e) for e in evals])
+    return evecs * scaled
+
+
+def _diffusion_nn(conn: sparse.spmatrix, k: int, n_comps: int) -> Neighbors:
+    emb = _diffusion_embedding(conn, n_comps)
+    if not np.isfinite(emb).all():
+        raise ValueError("diffusion embedding is not finite")
+    return knn(emb, n_neighbors=min(k + 1, emb.shape[0]), method="exact")
+
+
+def kbet_per_label(
+    X: Neighbors,
+    batches,
+    labels,
+    alpha: float = 0.05,
+    diffusion_n_comps: int = 100,
+    return_df: bool = False,
+) -> float | tuple[float, pd.DataFrame]:
+    """kBET per label as in scib / scib-metrics, averaged over labels.
+
+    For each label, the subgraph of its observations in the (UMAP)
+    connectivity graph is embedded with diffusion maps
+    (``diffusion_n_comps`` components) and kBET is run on the ``k0``
+    nearest neighbours there, ``k0 = clip(mean batch size / 4, 10, 70)``.
+    Labels with fewer than 10 observations or a single batch are skipped;
+    labels whose graph splits into many small components score 0, as in scib.
+    Nearest neighbours in the diffusion space are exact here (scib-metrics uses pynndescent).
+
+    Parameters
+    ----------
+    X
+        Neighbour graph (scib-metrics' Benchmarker uses 50 neighbours).
+    batches, labels
+        Batch and label of every observation.
+    alpha
+        Significance level of the χ² test.
+    diffusion_n_comps
+        Diffusion components.
+    return_df
+        Also return the per-label scores.
+
+    Returns
+    -------
+    Mean acceptance rate over labels (higher = better mixing).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> nn = ip.bench.knn(adata.X, 50)
+    >>> s = ip.bench.kbet_per_label(nn, adata.obs["Metadata_Batch"], adata.obs["Metadata_target_gene"])
+    >>> 0 <= s <= 1
+    True
+    """
+    nn = as_neighbors(X)
+    if len(batches) != nn.n_samples:
+        raise ValueError("Length of batches does not match number of cells.")
+    if len(labels) != nn.n_samples:
+        raise ValueError("Length of labels does not match number of cells.")
+    size_max = 2**31 - 1
+    batch_codes, _ = codes_of(batches)
+    labels = np.asarray(labels)
+    conn_graph = nn.knn_graph_connectivities
+    rows = {"cluster": [], "kBET": []}
+    for clus in np.unique(labels):
+        mask = labels == clus
+        sub = conn_graph[mask, :][:, mask]
+        sub.sort_indices()
+        n_obs = sub.shape[0]
+        b_sub = batch_codes[mask]
+        if n_obs < 10 or len(np.unique(b_sub)) == 1:
+            logger.info("%s consists of a single batch or is too small. Skip.", clus)
+            score = np.nan
+        else:
+            quarter_mean = int(np.floor(np.mean(pd.Series(b_sub).value_counts()) / 4))
+            k0 = int(min(70, max(10, quarter_mean)))
+            if k0 * n_obs >= size_max:
+                k0 = int(np.floor(size_max / n_obs))
+            n_comp, labs = connected_components(sub, connection="strong")
+            if n_comp == 1:
+                try:
+                    nn_sub = _diffusion_nn(sub, k=k0, n_comps=min(diffusion_n_comps, n_obs - 1))
+                    score, _, _ = kbet(nn_sub, b_sub, alpha=alpha)
+                except ValueError:
+                    logger.info("Diffusion distance failed. Skip.")
+                    score = 0.0
+            else:
+                comp_size = pd.Series(labs).value_counts()
+                idx = np.flatnonzero(np.isin(labs, comp_size[comp_size >= 3 * k0].index))
+                if len(idx) / len(labs) >= 0.75:
+                    subsub = sub[idx, :][:, idx]
+                    subsub.sort_indices()
+                    try:
+                        nn_sub = _diffusion_nn(subsub, k=k0, n_comps=min(diffusion_n_comps, subsub.shape[0] - 1))
+                        score, _, _ = kbet(nn_sub, b_sub[idx], alpha=alpha)
+                    except ValueError:
+                        logger.info("Diffusion distance failed. Skip.")
+                        score = 0.0
+                else:
+                    score = 0.0
+        rows["cluster"].append(clus)
+        rows["kBET"].append(score)
+    df = pd.DataFrame(rows)
+    if df["kBET"].isna().all():
+        warnings.warn(
+            "kbet_per_label: every label is too small (< 10 observations) or seen in a single batch; score is NaN.",
+            stacklevel=2,
+        )
+        final = float("nan")
+    else:
+        final = float(np.nanmean(df["kBET"]))
+    return (final, df) if return_df else final
+
+
+# --------------------------------------------------------------------------- graph connectivity
+
+
+def graph_connectivity(X: Neighbors, labels) -> float:
+    """Graph connectivity (scib): per label, the share of its observations in the largest
+    strongly connected component of the kNN graph restricted to that label; mean over labels.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> nn = ip.bench.knn(adata.X, 15)
+    >>> 0 < ip.bench.graph_connectivity(nn, adata.obs["Metadata_target_gene"]) <= 1
+    True
+    """
+    nn = as_neighbors(X)
+    labels = check_vector(labels, nn.n_samples, what="labels", context=" in the neighbour graph")
+    graph = nn.knn_graph_distances
+    res = []
+    for label in np.unique(labels):
+        mask = labels == label
+        sub = graph[mask][:, mask]
+        _, comps = connected_components(sub, connection="strong")
+        counts = np.bincount(comps)
+        res.append(counts.max() / counts.sum())
+    return float(np.mean(res))
+
+
+# --------------------------------------------------------------------------- PCR
+
+
+def principal_component_regression(
+    X: np.ndarray, covariate, categorical: bool = False, n_components: int | None = None
+) -> float:
+    """Variance of ``X`` explained by ``covariate`` through its principal components (scib's ``pc_regression``)."""
+    X = check_embedding(X)
+    return pcr(X, covariate, categorical=categorical, n_components=n_components)
+
+
+def pcr_comparison(
+    X_pre: np.ndarray,
+    X_post: np.ndarray,
+    covariate,
+    scale: bool = True,
+    categorical: bool | None = None,
+    n_components: int | None = None,
+) -> float:
+    """PCR comparison (scib): how much of the batch-explained variance integration removed.
+
+    ``(pcr_pre - pcr_post) / pcr_pre``, set to 0 (with a warning) when the
+    batch explains more variance after integration; ``scale=False`` returns
+    ``pcr_post - pcr_pre``.
+
+    Parameters
+    ----------
+    X_pre, X_post
+        Embeddings before (e.g. PCA of the uncorrected profiles) and after integration.
+    covariate
+        Batch of every observation.
+    categorical
+        Treat the covariate as categorical (one-hot); default: yes unless numeric.
+    n_components
+        Principal components used (default all).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> b = adata.obs["Metadata_Batch"]
+    >>> ip.bench.pcr_comparison(adata.X, adata.X, b)   # nothing removed
+    0.0
+    """
+    X_pre = check_embedding(X_pre, what="X_pre")
+    X_post = check_embedding(X_post, what="X_post")
+    if X_pre.shape[0] != X_post.shape[0]:
+        raise ValueError(
+            f"Dimension mismatch: X_pre has {X_pre.shape[0]} rows and X_post {X_post.shape[0]}; they must match."
+        )
+    cov = check_vector(covariate, X_pre.shape[0], what="covariate")
+    if categorical is None:
+        categorical = not pd.api.types.is_numeric_dtype(pd.Series(cov).dtype)
+    pcr_pre = pcr(X_pre, cov, categorical=categorical, n_components=n_components)
+    pcr_post = pcr(X_post, cov, categorical=categorical, n_components=n_components)
+    if scale:
+        if pcr_pre == 0:
+            return 0.0
+        out = (pcr_pre - pcr_post) / pcr_pre
+        if out < 0:
+            warnings.warn(
+                "PCR comparison score is negative, meaning variance contribution increased after integration. "
+                "Setting to 0.",
+                stacklevel=2,
+            )
+            out = 0.0
+        return float(out)
+    return float(pcr_post - pcr_pre)

@@ -1,0 +1,675 @@
+"""CellProfiler per-compartment outputs (CSV folders or SQLite) → one single-cell AnnData.
+
+CellProfiler writes one table per object type (``Cells``, ``Cytoplasm``, ``Nuclei``...) plus an
+``Image`` table, either as CSV files (ExportToSpreadsheet, one folder per site or plate) or as a
+SQLite database (ExportToDatabase: ``Per_Image``/``Per_Cells``...; or cytominer-database:
+``Image``/``Cells``...). :func:`read_cellprofiler` joins them the way pycytominer's
+``SingleCells.merge_single_cells`` does: every row of the *anchor* compartment (``Cytoplasm`` by
+default) is linked to its parent cell and nucleus through ``Cytoplasm_Parent_Cells`` /
+``Cytoplasm_Parent_Nuclei`` within the same image (``ImageNumber``, plus ``TableNumber`` where
+present), and image-level metadata join on the image keys.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._core.features import check_numeric_features, check_unique_columns
+from .._core.provenance import log_step
+from .._core.validation import as_list
+
+PathLike = str | os.PathLike
+
+DEFAULT_COMPARTMENTS: tuple[str, ...] = ("Cells", "Cytoplasm", "Nuclei")
+#: Image-table column groups copied into ``.obs`` by default (as ``Metadata_<column>``).
+DEFAULT_IMAGE_COLUMNS: tuple[str, ...] = ("Metadata", "FileName", "PathName")
+_SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+_TABLE_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet")
+
+
+# --------------------------------------------------------------------------------------------
+# Locating and loading the raw tables
+# --------------------------------------------------------------------------------------------
+
+
+class _Source:
+    """Where the tables of one CellProfiler output live (a folder of files or a SQLite file)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.kind = "sqlite" if path.is_file() else "folder"
+        self._tables: list[str] | None = None
+
+    # -- SQLite --
+    def _connect(self) -> sqlite3.Connection:
+        # Read-only URI: the input database is never modified (not even its journal).
+        return sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True)
+
+    def tables(self) -> list[str]:
+        if self._tables is None:
+            if self.kind == "sqlite":
+                try:
+                    with self._connect() as con:
+                        self._tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
+                except sqlite3.DatabaseError as e:
+                    raise ValueError(f"{self.path}: not a readable SQLite database ({e}).") from e
+            else:
+                self._tables = sorted(p.name for p in self.path.iterdir() if p.is_file())
+        return self._tables
+
+    def find(self, name: str, *, role: str) -> str:
+        """Return the table (SQLite) or file name (folder) holding table ``name``."""
+        tables = self.tables()
+        low = name.lower()
+        if self.kind == "sqlite":
+            exact = [t for t in tables if t.lower() == low]
+            if exact:
+                return exact[0]
+            per = [t for t in tables if t.lower() == f"per_{low}" or t.lower().endswith(f"_per_{low}")]
+            if len(per) == 1:
+                return per[0]
+            if len(per) > 1:
+                raise ValueError(f"{self.path}: several tables match the {role} table {name!r}: {per}; pass its exact name.")
+            raise KeyError(
+                f"{self.path}: no {role} table {name!r} (looked for {name!r} and 'Per_{name}'); "
+                f"tables in the database: {tables}."
+            )
+        exact = [t for t in tables if t.lower() in {low + ext for ext in _TABLE_EXTENSIONS}]
+        if len(exact) == 1:
+            return exact[0]
+        if len(exact) > 1:
+            raise ValueError(f"{self.path}: several files hold the {role} table {name!r}: {exact}; keep only one.")
+        prefixed = [t for t in tables if any(t.lower().endswith(f"_{low}{ext}") for ext in _TABLE_EXTENSIONS)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        if len(prefixed) > 1:
+            raise ValueError(f"{self.path}: several files could hold the {role} table {name!r}: {prefixed}.")
+        raise FileNotFoundError(
+            f"{self.path}: no {role} file {name}.csv (or .csv.gz/.parquet) in this folder; files present: {tables}."
+        )
+
+    def label(self, table: str) -> str:
+        return f"{self.path}::{table}" if self.kind == "sqlite" else str(self.path / table)
+
+    def read(self, table: str) -> pd.DataFrame:
+        label = self.label(table)
+        if self.kind == "sqlite":
+            with self._connect() as con:
+                cur = con.execute(f'SELECT * FROM "{table}" LIMIT 0')
+                cols = [d[0] for d in cur.description]
+                check_unique_columns(cols, source=label)
+                df = pd.read_sql_query(f'SELECT * FROM "{table}"', con)
+        else:
+            from .profiles import _sep_for, _sniff_header
+
+            p = self.path / table
+            if p.stat().st_size == 0:
+                raise ValueError(f"{label}: the file is empty (0 bytes).")
+            if table.lower().endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                check_unique_columns(pq.read_schema(p).names, source=label)
+                df = pd.read_parquet(p)
+            else:
+                sep = _sep_for(p)
+                check_unique_columns(_sniff_header(p, sep), source=label)
+                df = pd.read_csv(p, sep=sep, low_memory=False)
+        if df.shape[0] == 0:
+            raise ValueError(f"{label}: the table has a header but no rows.")
+        return df
+
+
+# --------------------------------------------------------------------------------------------
+# Normalizing one table
+# --------------------------------------------------------------------------------------------
+
+
+def _as_numeric_if_empty(df: pd.DataFrame, cols: Sequence[str]) -> None:
+    """SQLite returns all-NULL columns as object; make them float so they count as numeric."""
+    dtypes = df.dtypes
+    for c in cols:
+        if dtypes[c] == object and df[c].isna().all():
+            df[c] = df[c].astype("float64")
+
+
+class _ObjectTable:
+    """One compartment table with standardized column names.
+
+    ``df`` holds ``keys`` (``TableNumber``? + ``ImageNumber``), ``__obj__`` (the object number),
+    metadata columns (already in their ``.obs`` names) and ``<Compartment>_*`` features.
+    """
+
+    def __init__(self, compartment: str, df: pd.DataFrame, label: str):
+        self.compartment = compartment
+        self.label = label
+        comp = compartment
+        cols = [str(c) for c in df.columns]
+        df.columns = cols
+        if "ImageNumber" not in cols:
+            raise KeyError(f"{label}: join key column 'ImageNumber' not found in the {comp} table.")
+        # Object number: 'ObjectNumber' (CSV, cytominer-database) or '<Comp>_Number_Object_Number' (ExportToDatabase).
+        num_col = f"{comp}_Number_Object_Number" if f"{comp}_Number_Object_Number" in cols else (
+            "Number_Object_Number" if "Number_Object_Number" in cols else None
+        )
+        self.folded: list[str] = []
+        if "ObjectNumber" in cols:
+            obj = df["ObjectNumber"]
+            if num_col is not None and df[num_col].equals(obj):
+                self.folded.append(num_col)  # identical copy of the object number: kept once
+                df = df.drop(columns=[num_col])
+                cols = list(df.columns)
+        elif num_col is not None:
+            obj = df[num_col]
+            self.folded.append(num_col)
+            df = df.drop(columns=[num_col])
+            cols = list(df.columns)
+        else:
+            raise KeyError(
+                f"{label}: join key column 'ObjectNumber' (or '{comp}_Number_Object_Number') not found in the {comp} table."
+            )
+        if obj.isna().any():
+            raise ValueError(f"{label}: the object number column has {int(obj.isna().sum())} missing value(s).")
+        self.has_table_number = "TableNumber" in cols
+        rename: dict[str, str] = {}
+        meta: list[str] = []
+        feats: list[str] = []
+        for c in cols:
+            if c in ("ImageNumber", "TableNumber", "ObjectNumber"):
+                continue
+            if c.startswith("Metadata_"):
+                meta.append(c)
+                continue
+            name = c if c.startswith(f"{comp}_") else f"{comp}_{c}"
+            if name.startswith(f"{comp}_Parent_"):
+                rename[c] = f"Metadata_{name}"
+                meta.append(f"Metadata_{name}")
+            elif name == f"{comp}_Number_Object_Number":  # differs from ObjectNumber: keep both
+                rename[c] = f"Metadata_{name}"
+                meta.append(f"Metadata_{name}")
+            else:
+                rename[c] = name
+                feats.append(name)
+        df = df.rename(columns=rename)
+        check_unique_columns(list(df.columns), source=f"{label} (after prefixing columns with '{comp}_')")
+        _as_numeric_if_empty(df, feats)
+        check_numeric_features(df, feats, source=label)
+        df = df.drop(columns=[c for c in ("ObjectNumber",) if c in df.columns])
+        df = pd.concat([df, pd.Series(obj.to_numpy(), index=df.index, name="__obj__")], axis=1)
+        self.df = df
+        self.meta = meta
+        self.features = feats
+
+    def keys(self, table_number: bool) -> list[str]:
+        return ["TableNumber", "ImageNumber"] if table_number else ["ImageNumber"]
+
+
+def _image_table(df: pd.DataFrame, label: str, image_columns, image_features, rename_metadata: bool):
+    """Split the image table into keys, ``.obs`` columns and (optional) image features."""
+    cols = [str(c) for c in df.columns]
+    df.columns = cols
+    if "ImageNumber" not in cols:
+        raise KeyError(f"{label}: join key column 'ImageNumber' not found in the image table.")
+    # SQLite image tables prefix every measurement with 'Image_'; CSV ones do not.
+    base = {c: (c[len("Image_"):] if c.startswith("Image_") else c) for c in cols if c not in ("ImageNumber", "TableNumber")}
+    check_unique_columns(list(base.values()), source=f"{label} (after removing the 'Image_' prefix)")
+
+    def group(b: str) -> str:
+        return b.split("_", 1)[0]
+
+    if image_columns == "all":
+        obs_cols = list(base)
+    elif image_columns is None:
+        obs_cols = []
+    else:
+        wanted = as_list(image_columns)
+        groups = {w for w in wanted if "_" not in w}
+        names = {w for w in wanted if "_" in w}
+        obs_cols = [c for c, b in base.items() if group(b) in groups or b in names or c in names]
+        missing = [w for w in names if w not in base and w not in base.values()]
+        if missing:
+            raise KeyError(f"image_columns: column(s) {missing} not found in the image table {label}.")
+    feat_cols: list[str] = []
+    if image_features:
+        skip = {"Metadata", "FileName", "PathName", "URL", "MD5Digest", "ModuleError", "ExecutionTime", "Group",
+                "ImageSet", "Channel", "Frame", "Series", "Height", "Width", "Scaling"}
+        cats = None if image_features is True else set(as_list(image_features))
+        for c, b in base.items():
+            if cats is None:
+                ok = group(b) not in skip and pd.api.types.is_numeric_dtype(df[c])
+            else:
+                ok = group(b) in cats
+            if ok:
+                feat_cols.append(c)
+        if cats is not None:
+            absent = sorted(cats - {group(base[c]) for c in feat_cols})
+            if absent:
+                raise KeyError(f"image_features: no image column in categor(ies) {absent} in {label}.")
+        obs_cols = [c for c in obs_cols if c not in set(feat_cols)]
+    # Image metadata (Plate, Well, Site...) first, then the other groups in table order.
+    obs_cols = sorted(obs_cols, key=lambda c: group(base[c]) != "Metadata")
+    out: dict[str, np.ndarray] = {k: df[k].to_numpy() for k in ("TableNumber", "ImageNumber") if k in cols}
+    obs_names = []
+    for c in obs_cols:
+        b = base[c]
+        if rename_metadata:  # Image_Metadata_Plate -> Metadata_Plate, FileName_OrigDNA -> Metadata_FileName_OrigDNA
+            name = b if b.startswith("Metadata_") else f"Metadata_{b}"
+        elif b.startswith("Metadata_"):  # names kept as the table has them
+            name = c
+        else:
+            name = c if c.startswith("Image_") else f"Image_{c}"
+        obs_names.append(name)
+    feat_names = [c if c.startswith("Image_") else f"Image_{c}" for c in feat_cols]
+    check_unique_columns([*out, *obs_names, *feat_names], source=f"{label} (image columns as named in .obs/.X)")
+    for c, name in zip([*obs_cols, *feat_cols], [*obs_names, *feat_names]):
+        out[name] = df[c].to_numpy()
+    out = pd.DataFrame(out, index=df.index)
+    _as_numeric_if_empty(out, feat_names)
+    check_numeric_features(out, feat_names, source=label)
+    n_left = len(base) - len(obs_cols) - len(feat_cols)
+    return out, obs_names, feat_names, n_left
+
+
+def default_linking(compartments: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The compartment links CellProfiler's standard Cell Painting pipeline produces.
+
+    ``{anchor: {other: parent_column_in_anchor}}``: each anchor object points to the object
+    number of its parent in the other compartment. For ``Cells``/``Cytoplasm``/``Nuclei`` the
+    anchor is ``Cytoplasm`` (as in pycytominer), for ``Cells``/``Nuclei`` it is ``Cells``.
+
+    Examples
+    --------
+    >>> default_linking(["Cells", "Cytoplasm", "Nuclei"])
+    {'Cytoplasm': {'Cells': 'Cytoplasm_Parent_Cells', 'Nuclei': 'Cytoplasm_Parent_Nuclei'}}
+    """
+    cs = {c.lower(): c for c in compartments}
+    if len(cs) == 1:
+        return {next(iter(cs.values())): {}}
+    if set(cs) == {"cells", "cytoplasm", "nuclei"}:
+        cyto = cs["cytoplasm"]
+        return {cyto: {cs["cells"]: f"{cyto}_Parent_{cs['cells']}", cs["nuclei"]: f"{cyto}_Parent_{cs['nuclei']}"}}
+    if set(cs) == {"cells", "nuclei"}:
+        cells = cs["cells"]
+        return {cells: {cs["nuclei"]: f"{cells}_Parent_{cs['nuclei']}"}}
+    raise ValueError(
+        f"compartments={list(compartments)}: no default way to link these compartments; pass "
+        "linking={anchor: {other: '<anchor>_Parent_<other>', ...}}."
+    )
+
+
+def _check_linking(linking: Mapping, compartments: Sequence[str]) -> tuple[str, dict[str, str]]:
+    if not isinstance(linking, Mapping) or len(linking) != 1:
+        raise ValueError("linking must be a dict with one anchor compartment: {anchor: {other: parent_column, ...}}.")
+    anchor, links = next(iter(linking.items()))
+    links = dict(links or {})
+    named = [anchor, *links]
+    if sorted(named) != sorted(compartments):
+        raise ValueError(f"linking names compartments {named}, but compartments={list(compartments)}; they must match.")
+    return anchor, links
+
+
+# --------------------------------------------------------------------------------------------
+# Joining
+# --------------------------------------------------------------------------------------------
+
+
+def _examples(df: pd.DataFrame, cols: Sequence[str], n: int = 3) -> list:
+    return [tuple(r) for r in df.loc[:, list(cols)].head(n).itertuples(index=False)]
+
+
+def _merge_one(
+    source: _Source,
+    *,
+    compartments: Sequence[str],
+    image_table: str | None,
+    linking: Mapping | None,
+    image_columns,
+    image_features,
+    rename_image_metadata: bool,
+    join: str,
+    strict: bool,
+) -> tuple[pd.DataFrame, list[str], list[str], dict]:
+    """Merge the tables of one source; return (frame, obs columns, feature columns, summary).
+
+    The join is computed on the narrow key columns only; the wide measurement blocks are then
+    gathered once by row position (no wide DataFrame merges).
+    """
+    anchor, links = _check_linking(linking if linking is not None else default_linking(compartments), compartments)
+    tables: dict[str, _ObjectTable] = {}
+    for comp in compartments:
+        name = source.find(comp, role="compartment")
+        tables[comp] = _ObjectTable(comp, source.read(name), source.label(name))
+    with_tn = [t.has_table_number for t in tables.values()]
+    img = None
+    if image_table is not None:
+        iname = source.find(image_table, role="image")
+        ilabel = source.label(iname)
+        img, img_obs, img_feats, n_left = _image_table(
+            source.read(iname), ilabel, image_columns, image_features, rename_image_metadata
+        )
+        with_tn.append("TableNumber" in img.columns)
+    else:
+        img_obs, img_feats, n_left = [], [], 0
+    if any(with_tn) and not all(with_tn):
+        lacking = [t.label for t in tables.values() if not t.has_table_number]
+        if img is not None and "TableNumber" not in img.columns:
+            lacking.append(ilabel)
+        raise KeyError(f"join key column 'TableNumber' is missing from {lacking} but present in the other tables.")
+    keys = ["TableNumber", "ImageNumber"] if all(with_tn) else ["ImageNumber"]
+    summary: dict = {"source": str(source.path), "n_objects": {}, "unmatched_anchor": {}, "unreferenced": {}}
+    for comp, t in tables.items():
+        summary["n_objects"][comp] = int(t.df.shape[0])
+        dup = t.df.duplicated(subset=[*keys, "__obj__"])
+        if dup.any():
+            raise ValueError(
+                f"{t.label}: {int(dup.sum())} duplicated object key(s) {keys + ['ObjectNumber']}, "
+                f"e.g. {_examples(t.df[dup], [*keys, '__obj__'])}; each object must appear once."
+            )
+
+    # 1. Link anchor objects to their parents, on key columns only.
+    a = tables[anchor]
+    n = len(a.df)
+    positions: dict[str, np.ndarray] = {}
+    keep = np.ones(n, dtype=bool)
+    for other, parent_col in links.items():
+        t = tables[other]
+        link = parent_col if parent_col.startswith("Metadata_") else f"Metadata_{parent_col}"
+        if link not in a.df.columns:
+            raw = parent_col.split(f"{anchor}_", 1)[-1]
+            raise KeyError(
+                f"{a.label}: join key column {raw!r} (read as {parent_col!r}) not found in the {anchor} table; "
+                f"it links each {anchor} object to its parent in {other}."
+            )
+        left = a.df[[*keys, link]]
+        right = t.df[[*keys, "__obj__"]].assign(__pos__=np.arange(len(t.df)))
+        m = left.merge(right, how="left", left_on=[*keys, link], right_on=[*keys, "__obj__"], validate="many_to_one")
+        pos = m["__pos__"].to_numpy(dtype=float)
+        unmatched = np.isnan(pos)
+        if unmatched.any():
+            k = int(unmatched.sum())
+            summary["unmatched_anchor"][other] = k
+            if strict and join == "inner":
+                ex = _examples(a.df.loc[unmatched].rename(columns={"__obj__": "ObjectNumber"}), [*keys, "ObjectNumber", link])
+                raise ValueError(
+                    f"{k} of {n} {anchor} object(s) in {a.label} have no matching {other} object in "
+                    f"{t.label} (join key {keys + [link.removeprefix('Metadata_')]} → {keys + ['ObjectNumber']}), "
+                    f"e.g. {ex}. The tables do not belong together, or some objects have no parent: pass "
+                    f"join='left' to keep them with missing {other} features, or strict=False to drop them "
+                    "(pycytominer drops them silently)."
+                )
+            if join == "inner":
+                keep &= ~unmatched
+        positions[other] = np.where(unmatched, -1, np.nan_to_num(pos, nan=-1)).astype(np.int64)
+    for other, pos in positions.items():
+        used = np.zeros(len(tables[other].df), dtype=bool)
+        used[pos[keep & (pos >= 0)]] = True
+        summary["unreferenced"][other] = int((~used).sum())
+
+    # 2. Gather each compartment's block by row position.
+    def block(t: _ObjectTable, cols: list[str], pos: np.ndarray | None) -> pd.DataFrame:
+        df = t.df[cols].reset_index(drop=True)
+        if pos is None:
+            return df.iloc[np.flatnonzero(keep)].reset_index(drop=True)
+        pos = pos[keep]
+        return df.reindex(pos).reset_index(drop=True) if (pos < 0).any() else df.iloc[pos].reset_index(drop=True)
+
+    ids = block(a, keys, None)
+    parts = [block(a, ["__obj__", *a.meta, *a.features], None).rename(columns={"__obj__": "Metadata_ObjectNumber"})]
+    obs_cols: list[str] = ["Metadata_ObjectNumber", *a.meta]
+    for other in links:
+        t = tables[other]
+        part = block(t, ["__obj__", *t.meta, *t.features], positions[other])
+        part = part.rename(columns={"__obj__": f"Metadata_{other}_ObjectNumber"})
+        obs_cols.append(f"Metadata_{other}_ObjectNumber")
+        for c in t.meta:
+            if c in obs_cols:  # object-level metadata repeated in several tables: one copy when identical
+                prev = next(p[c] for p in parts if c in p.columns)
+                same = (prev == part[c]) | (prev.isna() & part[c].isna())
+                if bool(same.all()):
+                    part = part.drop(columns=c)
+                    continue
+                new = f"Metadata_{other}_{c.removeprefix('Metadata_')}"
+                part = part.rename(columns={c: new})
+                obs_cols.append(new)
+            else:
+                obs_cols.append(c)
+        parts.append(part)
+    objects = pd.concat(parts, axis=1)
+    feat_cols = [f for comp in compartments for f in tables[comp].features]
+
+    # 3. Image-level columns, joined on the image keys.
+    if img is not None:
+        dup = img.duplicated(subset=keys)
+        if dup.any():
+            raise ValueError(f"{ilabel}: {int(dup.sum())} duplicated image key(s) {keys}, e.g. {_examples(img[dup], keys)}.")
+        m = ids.merge(img.assign(__img__=True), on=keys, how="left")
+        missing = m["__img__"].isna().to_numpy()
+        if missing.any():
+            ex = sorted(set(_examples(ids[missing], keys, n=len(ids))))[:5]
+            if strict:
+                raise ValueError(
+                    f"{int(missing.sum())} object(s) reference image(s) {ex} absent from the image table {ilabel} "
+                    f"(join key {keys}). Pass strict=False to keep them with missing image metadata."
+                )
+            summary["objects_without_image"] = int(missing.sum())
+        image_part = m[[*img_obs, *img_feats]]
+        # Image metadata also written into the object tables: keep the image copy when identical.
+        for c in [c for c in img_obs if c in objects.columns]:
+            same = (image_part[c] == objects[c]) | (image_part[c].isna() & objects[c].isna())
+            if bool(same.all()):
+                objects = objects.drop(columns=c)
+                obs_cols.remove(c)
+            else:
+                new = f"Metadata_Object_{c.removeprefix('Metadata_')}"
+                objects = objects.rename(columns={c: new})
+                obs_cols[obs_cols.index(c)] = new
+        summary["image_columns_not_read"] = int(n_left)
+    else:
+        image_part = pd.DataFrame(index=ids.index)
+    id_cols = [f"Metadata_{k}" for k in keys]
+    df = pd.concat([image_part, ids.rename(columns=dict(zip(keys, id_cols))), objects], axis=1)
+    obs_all = list(dict.fromkeys([*img_obs, *id_cols, *obs_cols]))
+    feats_all = [*feat_cols, *img_feats]
+    summary["folded_object_number_columns"] = sorted({c for t in tables.values() for c in t.folded})
+    return df.loc[:, obs_all + feats_all], obs_all, feats_all, summary
+
+
+def _sources(path) -> list[Path]:
+    if isinstance(path, (list, tuple)):
+        paths = [Path(p) for p in path]
+        if not paths:
+            raise ValueError("read_cellprofiler: empty list of paths.")
+    else:
+        paths = [Path(path)]
+    out = []
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder.")
+        if p.is_file():
+            if p.stat().st_size == 0:
+                raise ValueError(f"{p}: the file is empty (0 bytes).")
+            if not p.name.lower().endswith(_SQLITE_SUFFIXES):
+                with open(p, "rb") as fh:
+                    head = fh.read(16)
+                if head != b"SQLite format 3\x00":
+                    raise ValueError(
+                        f"{p}: not a SQLite database nor a folder of CellProfiler tables. For a single profile "
+                        "table use ip.io.read_profiles."
+                    )
+            out.append(p)
+        else:
+            out.append(p)
+    return out
+
+
+def _expand_folders(paths: list[Path], image_table: str | None) -> list[Path]:
+    """A folder without the image table but with sub-folders that hold one → read each sub-folder."""
+    out = []
+    for p in paths:
+        if p.is_dir():
+            src = _Source(p)
+            try:
+                src.find(image_table or "Image", role="image")
+                out.append(p)
+                continue
+            except FileNotFoundError:
+                subs = sorted(q for q in p.iterdir() if q.is_dir())
+                found = []
+                for q in subs:
+                    try:
+                        _Source(q).find(image_table or "Image", role="image")
+                        found.append(q)
+                    except (FileNotFoundError, ValueError):
+                        pass
+                if not found:
+                    if image_table is None:
+                        out.append(p)
+                        continue
+                    raise
+                out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def read_cellprofiler(
+    path: PathLike | Sequence[PathLike],
+    *,
+    compartments: Sequence[str] = DEFAULT_COMPARTMENTS,
+    image_table: str | None = "Image",
+    linking: Mapping[str, Mapping[str, str]] | None = None,
+    image_columns: str | Sequence[str] | None = DEFAULT_IMAGE_COLUMNS,
+    image_features: bool | Sequence[str] = False,
+    rename_image_metadata: bool = True,
+    join: str = "inner",
+    strict: bool = True,
+    dtype: str | np.dtype = "float64",
+) -> ad.AnnData:
+    """Read CellProfiler per-compartment outputs into one single-cell AnnData.
+
+    Parameters
+    ----------
+    path
+        A folder holding ``Image.csv``, ``Cells.csv``, ``Cytoplasm.csv``, ``Nuclei.csv`` (``.csv.gz``,
+        ``.tsv`` or ``.parquet`` too; an ExportToSpreadsheet prefix such as ``MyExpt_Cells.csv`` is
+        recognised); a folder whose sub-folders each hold such a set (one per site, as
+        CellProfiler writes them on a cluster); a list of such folders; or a SQLite file written by
+        ExportToDatabase (``Per_Image``, ``Per_Cells``...) or cytominer-database (``Image``,
+        ``Cells``...). Inputs are only read (SQLite is opened read-only).
+    compartments
+        Object tables to join. Their features are prefixed with the compartment name
+        (``AreaShape_Area`` in ``Cells.csv`` becomes ``Cells_AreaShape_Area``), as CellProfiler's
+        database export and pycytominer name them.
+    image_table
+        Name of the image table (``None``: do not read it; no image metadata).
+    linking
+        ``{anchor: {other: parent_column}}``. Each row of the anchor compartment becomes one cell
+        and is linked to the object of ``other`` whose ``ObjectNumber`` equals the anchor's
+        ``parent_column``, within the same image. Default: :func:`default_linking`
+        (``Cytoplasm_Parent_Cells``/``Cytoplasm_Parent_Nuclei``, pycytominer's default).
+    image_columns
+        Image-table columns copied into ``.obs``: column groups (the first token of the
+        CellProfiler name, e.g. ``"Metadata"``, ``"FileName"``, ``"PathName"``, ``"Count"``) or exact
+        column names; ``"all"`` for every column; ``None`` for none. They are named
+        ``Metadata_<name>`` (``Metadata_Plate``, ``Metadata_FileName_OrigDNA``, ``Metadata_Count_Cells``).
+    image_features
+        Image-level measurements to add as features (``Image_<name>``): ``True`` for every numeric
+        measurement, or a list of groups such as ``["Granularity", "Texture"]`` (pycytominer's
+        ``image_feature_categories``).
+    rename_image_metadata
+        SQLite image tables name metadata ``Image_Metadata_Plate``; ``True`` (default) stores them
+        as ``Metadata_Plate`` (what pycytominer's ``annotate(clean_cellprofiler=True)`` does),
+        ``False`` keeps the table's names (``Image_Metadata_Plate``, ``Image_FileName_...``).
+    join
+        ``"inner"``: keep anchor objects whose parents exist in every other table (pycytominer);
+        ``"left"``: keep every anchor object, with NaN features where a parent is missing.
+    strict
+        With ``join="inner"``, raise (naming the tables, the join column and example objects)
+        when anchor objects have no parent, instead of dropping them; also raise when objects
+        reference images missing from the image table.
+    dtype
+        Float type of ``.X`` (``"float32"`` halves memory).
+
+    Returns
+    -------
+    AnnData, one observation per anchor object. ``.obs``: image metadata (``Metadata_Plate``,
+    ``Metadata_Well``, ``Metadata_Site``, file names...), then ``Metadata_TableNumber`` (when
+    present, or the folder name when several folders are read), ``Metadata_ImageNumber``,
+    ``Metadata_ObjectNumber`` (the anchor's object number), ``Metadata_<Other>_ObjectNumber``
+    and the ``Metadata_<Compartment>_Parent_<X>`` columns; object-level ``Metadata_*`` columns
+    follow. ``.X``: every ``<Compartment>_*`` measurement; ``.var``: their anatomy.
+    ``.uns["imgprof"]``: level ``"single_cell"`` and a provenance entry with object counts
+    and unmatched objects per compartment.
+
+    Raises
+    ------
+    FileNotFoundError, KeyError, ValueError, TypeError
+        A missing table (naming the folder and the files found), a missing join column (naming
+        the file and the column), duplicated or unmatched objects, empty tables, duplicated
+        column names or non-numeric measurement columns (naming file and column).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> cells = ip.io.read_cellprofiler(ip.datasets.examplehuman_images_path())
+    >>> cells.n_obs, cells.var.loc["Cells_AreaShape_Area", "compartment"]
+    (289, 'Cells')
+    >>> cells.obs[["Metadata_ImageNumber", "Metadata_ObjectNumber"]].iloc[0].tolist()
+    [1, 1]
+    """
+    if join not in ("inner", "left"):
+        raise ValueError(f"join must be 'inner' or 'left', got {join!r}.")
+    compartments = as_list(compartments)
+    if not compartments:
+        raise ValueError("compartments: give at least one compartment table.")
+    if len({c.lower() for c in compartments}) != len(compartments):
+        raise ValueError(f"compartments: duplicated names in {compartments}.")
+    paths = _expand_folders(_sources(path), image_table)
+    frames, obs_cols, feat_cols, summaries = [], None, None, []
+    for p in paths:
+        df, o, f, s = _merge_one(
+            _Source(p), compartments=compartments, image_table=image_table, linking=linking,
+            image_columns=image_columns, image_features=image_features, rename_image_metadata=rename_image_metadata,
+            join=join, strict=strict,
+        )
+        if feat_cols is not None and f != feat_cols:
+            diff = sorted(set(f) ^ set(feat_cols))
+            raise ValueError(
+                f"{p}: its feature columns differ from those of {paths[0]} ({len(diff)} differ, e.g. {diff[:5]}); "
+                "read the folders separately and intersect the features."
+            )
+        obs_cols = o if obs_cols is None else list(dict.fromkeys([*obs_cols, *o]))
+        feat_cols = f
+        frames.append(df)
+        summaries.append(s)
+    if len(frames) > 1:
+        if "Metadata_TableNumber" not in obs_cols:
+            for p, df in zip(paths, frames):
+                df.insert(0, "Metadata_TableNumber", p.name)
+            idx = obs_cols.index("Metadata_ImageNumber")
+            obs_cols = [*obs_cols[:idx], "Metadata_TableNumber", *obs_cols[idx:]]
+        df = pd.concat(frames, ignore_index=True)
+    else:
+        df = frames[0]
+    if df.shape[0] == 0:
+        raise ValueError(f"{path}: no object left after joining the compartments.")
+    from .profiles import from_pandas
+
+    if np.dtype(dtype) != np.float64:
+        df[feat_cols] = df[feat_cols].astype(dtype)
+    adata = from_pandas(df.loc[:, obs_cols + feat_cols], metadata=obs_cols, features=feat_cols, level="single_cell",
+                        source=str(path))
+    params = dict(
+        path=[str(p) for p in paths] if len(paths) > 1 else str(paths[0]), compartments=compartments,
+        image_table=image_table, linking=linking, image_columns=image_columns, image_features=image_features,
+        rename_image_metadata=rename_image_metadata, join=join, strict=strict, dtype=str(np.dtype(dtype)),
+    )
+    log_step(adata, "io.read_cellprofiler", params, sources=summaries)
+    return adata

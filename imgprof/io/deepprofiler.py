@@ -1,0 +1,294 @@
+"""DeepProfiler per-site ``.npz`` outputs and generic embedding tables → AnnData.
+
+DeepProfiler writes one ``.npz`` per site (``features/<plate>/<well>_<site>.npz``) holding
+``features`` (cells × embedding dimensions), ``metadata`` (a dict: ``Metadata_Plate``,
+``Metadata_Well``, ``Metadata_Site``, ``Metadata_Model``...) and sometimes ``locations``
+(cell centres). Features are named ``<Metadata_Model>_<i>`` (``cnn_0``, ``efficientnet_0``...),
+exactly as pycytominer's ``load_npz_features`` names them.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._core.provenance import log_step
+from .._core.validation import as_list
+
+PathLike = str | os.PathLike
+
+
+def _filename_metadata(path: Path, delimiter: str) -> dict[str, str]:
+    """Plate, well and site from a DeepProfiler file name.
+
+    ``<plate>/<well><delimiter><site>.npz`` (pycytominer's layout) or
+    ``<plate><delimiter><well><delimiter><site>.npz``; with ``delimiter="/"``,
+    ``<plate>/<well>/<site>.npz``.
+    """
+    if delimiter == "/":
+        return {"Metadata_Plate": path.parent.parent.name, "Metadata_Well": path.parent.name, "Metadata_Site": path.stem}
+    tokens = path.stem.split(delimiter)
+    if len(tokens) < 2:
+        return {}
+    site, well = tokens[-1], tokens[-2]
+    plate = delimiter.join(tokens[:-2]) if len(tokens) > 2 else path.parent.name
+    return {"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": site}
+
+
+def _load_npz(path: Path, *, feature_prefix: str | None, fallback_prefix: str, delimiter: str, parse_filename: bool):
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes).")
+    if not zipfile.is_zipfile(path):  # never unpickle a bare file: an .npz is a zip archive
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive).")
+    try:
+        # allow_pickle: DeepProfiler stores 'metadata' as a pickled dict (as pycytominer reads it).
+        npz = np.load(path, allow_pickle=True)
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable .npz file ({e}).") from e
+    with npz:
+        if "features" not in npz.files:
+            raise KeyError(f"{path}: no 'features' array in this .npz (arrays: {npz.files}).")
+        X = np.asarray(npz["features"])
+        if X.ndim != 2:
+            raise ValueError(f"{path}: 'features' must be 2-D (cells × dimensions), got shape {X.shape}.")
+        if not np.issubdtype(X.dtype, np.number):
+            raise TypeError(f"{path}: 'features' must be numeric, got dtype {X.dtype}.")
+        meta: dict = {}
+        if "metadata" in npz.files:
+            m = npz["metadata"]
+            m = m.item() if m.dtype == object and m.shape == () else m
+            if not isinstance(m, dict):
+                raise TypeError(f"{path}: 'metadata' must hold a dict, got {type(m).__name__}.")
+            meta = dict(m)
+        locations = np.asarray(npz["locations"]) if "locations" in npz.files else None
+    n = X.shape[0]
+    obs = pd.DataFrame(index=range(n))
+    for k, v in meta.items():
+        name = k if str(k).startswith("Metadata_") else f"Metadata_{k}"
+        arr = np.asarray(v)
+        if arr.ndim == 0:
+            obs[name] = str(arr.item())
+        elif arr.shape[0] == n:
+            obs[name] = arr.astype(str)
+        else:
+            raise ValueError(f"{path}: metadata field {k!r} has {arr.shape[0]} values for {n} cells.")
+    if parse_filename:
+        for k, v in _filename_metadata(path, delimiter).items():
+            if k not in obs.columns:
+                obs[k] = v
+    if locations is not None:
+        if locations.ndim != 2 or locations.shape[0] != n or locations.shape[1] < 2:
+            raise ValueError(f"{path}: 'locations' has shape {locations.shape}, expected ({n}, >=2).")
+        obs["Metadata_Location_Center_X"] = locations[:, 0]
+        obs["Metadata_Location_Center_Y"] = locations[:, 1]
+    prefix = feature_prefix
+    if prefix is None:
+        prefix = str(obs["Metadata_Model"].iloc[0]) if "Metadata_Model" in obs.columns and n else fallback_prefix
+    names = [f"{prefix}_{i}" for i in range(X.shape[1])]
+    return X, obs, names
+
+
+def read_deepprofiler(
+    path: PathLike | Sequence[PathLike],
+    *,
+    feature_prefix: str | None = None,
+    fallback_prefix: str = "DP",
+    filename_delimiter: str = "_",
+    parse_filename: bool = True,
+    pattern: str = "*.npz",
+) -> ad.AnnData:
+    """Read DeepProfiler single-cell features (``.npz`` per site) into one AnnData.
+
+    Parameters
+    ----------
+    path
+        One ``.npz`` file, a list of them, or a folder searched recursively for ``pattern``
+        (files are read in sorted path order and concatenated).
+    feature_prefix
+        Feature names are ``<prefix>_<i>``. Default: the file's ``Metadata_Model``
+        (``cnn_0``, ``efficientnet_0``...), else ``fallback_prefix`` (pycytominer's rule).
+    fallback_prefix
+        Prefix when the file has no ``Metadata_Model``.
+    filename_delimiter
+        How plate, well and site are separated in file names (pycytominer's ``filename_delimiter``):
+        ``"_"`` for ``<plate>/<well>_<site>.npz`` or ``<plate>_<well>_<site>.npz``,
+        ``"/"`` for ``<plate>/<well>/<site>.npz``.
+    parse_filename
+        Fill ``Metadata_Plate``/``Metadata_Well``/``Metadata_Site`` from the file name when the
+        file's own metadata lacks them (the file's values always win).
+    pattern
+        Glob used inside a folder.
+
+    Returns
+    -------
+    AnnData, one observation per cell: ``.obs`` holds the file's metadata as strings
+    (``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site``, ``Metadata_Model``...),
+    ``Metadata_Location_Center_X/Y`` when the file stores locations, and
+    ``Metadata_DeepProfiler_File`` (the file name); ``.X`` the embedding;
+    ``.var`` anatomy with ``source="embedding"``. Obs names are ``<plate>_<well>_<site>_<i>``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> cells = ip.io.read_deepprofiler("Week1_22123_B02_s1.npz")  # doctest: +SKIP
+    >>> cells.shape, cells.var_names[0]  # doctest: +SKIP
+    ((206, 50), 'cnn_0')
+    """
+    if isinstance(path, (list, tuple)):
+        files = [Path(p) for p in path]
+        if not files:
+            raise ValueError("read_deepprofiler: empty list of files.")
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder.")
+        files = sorted(p.rglob(pattern)) if p.is_dir() else [p]
+        if not files:
+            raise FileNotFoundError(f"{p}: no file matching {pattern!r} in this folder (searched recursively).")
+    for f in files:
+        if not f.exists():
+            raise FileNotFoundError(f"{f}: no such file.")
+    Xs, obss, names0, first = [], [], None, None
+    for f in files:
+        X, obs, names = _load_npz(
+            f, feature_prefix=feature_prefix, fallback_prefix=fallback_prefix, delimiter=filename_delimiter,
+            parse_filename=parse_filename,
+        )
+        if names0 is None:
+            names0, first = names, f
+        elif names != names0:
+            raise ValueError(
+                f"{f}: {len(names)} features named {names[0]!r}... but {first} has {len(names0)} named {names0[0]!r}...; "
+                "files from different models cannot be concatenated."
+            )
+        obs["Metadata_DeepProfiler_File"] = f.name
+        key = "_".join(str(obs[c].iloc[0]) for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site") if c in obs.columns and len(obs))
+        obs.index = [f"{key or f.stem}_{i}" for i in range(len(obs))]
+        Xs.append(X)
+        obss.append(obs)
+    obs = pd.concat(obss)
+    if obs.index.has_duplicates:
+        obs.index = [f"{i}_{j}" for j, i in enumerate(obs.index)]
+    obs = obs.reset_index(names="__name__")
+    X = np.vstack(Xs)
+    if X.shape[0] == 0:
+        raise ValueError(f"{path}: the file(s) hold no cell (0 rows).")
+    from .profiles import from_pandas
+
+    df = pd.concat([obs.drop(columns="__name__"), pd.DataFrame(X, columns=names0)], axis=1)
+    meta = [c for c in obs.columns if c != "__name__"]
+    adata = from_pandas(df, metadata=meta, features=names0, level="single_cell", source=str(path))
+    adata.obs_names = obs["__name__"].astype(str).to_numpy()
+    adata.uns["imgprof"]["index"] = '{"kind": "labels", "name": null, "dtype": "object"}'
+    log_step(
+        adata, "io.read_deepprofiler",
+        {"path": [str(f) for f in files] if len(files) > 1 else str(files[0]), "feature_prefix": feature_prefix,
+         "filename_delimiter": filename_delimiter, "parse_filename": parse_filename},
+        n_files=len(files),
+    )
+    return adata
+
+
+def read_embeddings(
+    data: pd.DataFrame | np.ndarray | PathLike,
+    *,
+    obs: pd.DataFrame | None = None,
+    features: Sequence[str] | None = None,
+    prefix: str | None = None,
+    metadata: Sequence[str] | None = None,
+    level: str | None = None,
+) -> ad.AnnData:
+    """Read a generic embedding table (any model's per-cell or per-well vectors) into AnnData.
+
+    Parameters
+    ----------
+    data
+        A DataFrame (metadata + embedding columns), a path read like
+        :func:`~imgprof.io.read_profiles` (CSV/TSV/parquet), or a 2-D array (then ``obs`` gives
+        the metadata).
+    obs
+        Metadata for an array input (one row per embedding row).
+    features
+        Embedding columns. Default: columns starting with ``prefix`` when given, else every
+        column not starting with ``Metadata_``.
+    prefix
+        Embedding column prefix (``"emb"`` matches ``emb_0``, ``emb_1``...). For an array or a
+        DataFrame with integer column labels, columns are named ``<prefix>_<i>`` (default ``emb``).
+    metadata
+        Metadata columns (default: every column that is not a feature).
+    level
+        Profile level (guessed by :func:`~imgprof.io.from_pandas` when ``None``).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, imgprof as ip
+    >>> meta = pd.DataFrame({"Metadata_Well": ["A01", "A02", "A03"]})
+    >>> emb = ip.io.read_embeddings(np.eye(3, 4), obs=meta, prefix="dino")
+    >>> list(emb.var_names), emb.var["source"].iloc[0]
+    (['dino_0', 'dino_1', 'dino_2', 'dino_3'], 'embedding')
+    """
+    from .profiles import from_pandas
+
+    source = "embeddings"
+    if isinstance(data, np.ndarray):
+        if data.ndim != 2:
+            raise ValueError(f"read_embeddings: expected a 2-D array, got shape {data.shape}.")
+        p = prefix or "emb"
+        emb = pd.DataFrame(data, columns=[f"{p}_{i}" for i in range(data.shape[1])])
+        if obs is None:
+            obs = pd.DataFrame(index=range(data.shape[0]))
+        if len(obs) != data.shape[0]:
+            raise ValueError(f"read_embeddings: obs has {len(obs)} rows, the array {data.shape[0]}.")
+        clash = [c for c in emb.columns if c in obs.columns]
+        if clash:
+            raise ValueError(f"read_embeddings: obs already has column(s) {clash[:5]}; pass another prefix=.")
+        emb.index = obs.index
+        df = pd.concat([obs, emb], axis=1)
+        features = list(emb.columns)
+        metadata = list(obs.columns)
+    elif isinstance(data, pd.DataFrame):
+        df = data
+        if obs is not None:
+            raise ValueError("read_embeddings: obs= is only for array input; a DataFrame carries its own metadata.")
+        non_str = [c for c in df.columns if not isinstance(c, str)]
+        if non_str:
+            p = prefix or "emb"
+            df = df.rename(columns={c: f"{p}_{c}" for c in non_str})
+            if features is None and metadata is None:
+                features = [f"{p}_{c}" for c in non_str]
+    else:
+        from .profiles import read_profiles
+
+        path = Path(data)
+        source = str(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file.")
+        if features is None and prefix is not None:
+            if path.name.lower().endswith((".parquet", ".pq")):
+                import pyarrow.parquet as pq
+
+                cols = pq.read_schema(path).names
+            else:
+                from .profiles import _sep_for, _sniff_header
+
+                cols = _sniff_header(path, _sep_for(path))
+            features = [c for c in cols if c.startswith(prefix)]
+            if not features:
+                raise ValueError(f"{path}: no column starts with prefix={prefix!r}.")
+        adata = read_profiles(path, metadata=metadata, features=features, level=level, require_metadata=False)
+        log_step(adata, "io.read_embeddings", {"path": str(path), "prefix": prefix})
+        return adata
+    if features is None and prefix is not None:
+        features = [c for c in df.columns if str(c).startswith(prefix)]
+        if not features:
+            raise ValueError(f"read_embeddings: no column starts with prefix={prefix!r}.")
+    adata = from_pandas(df, metadata=metadata, features=as_list(features) if features is not None else None,
+                        level=level, source=source, require_metadata=False)
+    log_step(adata, "io.read_embeddings", {"prefix": prefix, "n_features": adata.n_vars})
+    return adata

@@ -1,0 +1,148 @@
+"""Plots for retrieval metrics: mAP vs significance, percent replicating vs its null."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._utils import finish, get_ax
+
+
+def map_scatter(
+    map_df: pd.DataFrame,
+    *,
+    p_col: str = "corrected_p_value",
+    threshold: float | None = 0.05,
+    label: str | None = None,
+    n_labels: int = 0,
+    ax=None,
+    colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Scatter of mAP (x) against −log10 p (y), significant groups highlighted.
+
+    Parameters
+    ----------
+    map_df
+        Output of :func:`imgprof.metrics.mean_average_precision` (or the activity /
+        consistency recipes).
+    p_col
+        p-value column on the y axis (``"corrected_p_value"`` or ``"p_value"``).
+    threshold
+        Significance level drawn as a horizontal line and used for colours
+        (``None``: no line, colour by ``below_corrected_p`` if present).
+    label
+        Column naming each group; with ``n_labels > 0`` the most significant
+        groups are annotated.
+    ax
+        Matplotlib axes to draw on (a new figure otherwise).
+    colors
+        Colours of significant and non-significant groups.
+    title
+        Axes title; default reports the share of significant groups.
+    show, save
+        Show the figure / save it to this path.
+
+    Returns
+    -------
+    The matplotlib ``Axes`` (``None`` when shown).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.lincs_plate()
+    >>> act = ip.metrics.phenotypic_activity(adata, "Metadata_broad_sample", null_size=1000)
+    >>> ax = ip.pl.map_scatter(act, show=False)
+    """
+    for c in ("mean_average_precision", p_col):
+        if c not in map_df.columns:
+            raise KeyError(f"map_scatter: column {c!r} not in the mAP table (columns: {list(map_df.columns)}).")
+    fig, ax = get_ax(ax, figsize=(4.5, 4.0))
+    p = map_df[p_col].to_numpy(dtype=float)
+    y = -np.log10(np.clip(p, 1e-300, 1))
+    x = map_df["mean_average_precision"].to_numpy(dtype=float)
+    if threshold is not None:
+        sig = p < threshold
+    elif "below_corrected_p" in map_df:
+        sig = map_df["below_corrected_p"].to_numpy(dtype=bool)
+    else:
+        sig = np.zeros(len(x), dtype=bool)
+    ax.scatter(x[~sig], y[~sig], s=14, c=colors[1], alpha=0.7, linewidths=0, label="not significant")
+    ax.scatter(x[sig], y[sig], s=14, c=colors[0], alpha=0.8, linewidths=0, label="significant")
+    if threshold is not None:
+        ax.axhline(-np.log10(threshold), color="k", ls="--", lw=0.8)
+    ax.set_xlabel("mAP")
+    ax.set_ylabel(f"−log10({p_col.replace('_', ' ')})")
+    ax.set_xlim(-0.02, 1.02)
+    if label is not None and n_labels > 0:
+        if label not in map_df:
+            raise KeyError(f"map_scatter: label column {label!r} not in the mAP table.")
+        top = np.argsort(-y, kind="stable")[:n_labels]
+        for i in top:
+            ax.annotate(str(map_df[label].iloc[i]), (x[i], y[i]), fontsize=7, xytext=(2, 2), textcoords="offset points")
+    frac = sig.mean() if len(sig) else 0.0
+    ax.set_title(title if title is not None else f"{100 * frac:.0f}% significant ({int(sig.sum())}/{len(sig)})")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    return finish(fig, ax, show=show, save=save)
+
+
+def percent_replicating(
+    result,
+    *,
+    bins: int = 30,
+    ax=None,
+    colors: tuple[str, str] = ("#4c72b0", "#8c8c8c"),
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Histogram of replicate (or matching) median correlations against their null.
+
+    Parameters
+    ----------
+    result
+        :class:`imgprof.metrics.ReplicatingResult` from
+        :func:`imgprof.metrics.percent_replicating` or :func:`~imgprof.metrics.percent_matching`.
+    bins
+        Histogram bins (shared by both distributions).
+    ax
+        Matplotlib axes (a new figure otherwise).
+    colors
+        Colours of the observed and null distributions.
+    title
+        Default reports the percent replicating/matching.
+    show, save
+        Show the figure / save it to this path.
+
+    Returns
+    -------
+    The matplotlib ``Axes`` (``None`` when shown).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.lincs_plate()
+    >>> res = ip.metrics.percent_replicating(adata, "Metadata_broad_sample",
+    ...                                      controls="Metadata_broad_sample == 'DMSO'", n_null=200)
+    >>> ax = ip.pl.percent_replicating(res, show=False)
+    """
+    from ..metrics.replicating import ReplicatingResult
+
+    if not isinstance(result, ReplicatingResult):
+        raise TypeError(f"percent_replicating: expected a ReplicatingResult, got {type(result).__name__}.")
+    fig, ax = get_ax(ax, figsize=(4.5, 4.0))
+    obs = result.table["median_correlation"].dropna().to_numpy()
+    null = result.null_values
+    both = np.concatenate([obs, null]) if null.size else obs
+    edges = np.histogram_bin_edges(both, bins=bins)
+    ax.hist(null, bins=edges, density=True, color=colors[1], alpha=0.6, label="null (non-replicates)" if result.kind == "replicating" else "null (non-matching)")
+    ax.hist(obs, bins=edges, density=True, color=colors[0], alpha=0.6, label="replicates" if result.kind == "replicating" else "matching")
+    if null.size:
+        ax.axvline(np.quantile(null, 1 - result.alpha), color="k", ls="--", lw=0.8, label=f"null {100 * (1 - result.alpha):.0f}th pct (pooled)")
+    ax.set_xlabel(f"median pairwise {result.method} correlation")
+    ax.set_ylabel("density")
+    ax.set_title(title if title is not None else f"percent {result.kind}: {100 * result.percent:.1f}%")
+    ax.legend(frameon=False, fontsize=8)
+    return finish(fig, ax, show=show, save=save)

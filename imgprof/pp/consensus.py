@@ -1,0 +1,235 @@
+"""Replicate → consensus signatures: ``ip.pp.consensus`` (median, mean, MODZ).
+
+Matches ``pycytominer.consensus`` (median/mean through the aggregate kernels) and
+``pycytominer.cyto_utils.modz`` (replicate-correlation-weighted sum) number for
+number on NaN-free profiles.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._core.groups import group_apply, group_codes, group_reduce, sort_groups
+from .._core.provenance import log_step
+from .._core.validation import as_list, check_finite, check_obs_keys, get_matrix, is_dask
+from .aggregate import grouped_result
+
+_OPERATIONS = ("median", "mean", "modz")
+_METHODS = ("pearson", "spearman", "kendall")
+
+
+def modz_weights(
+    Xg: np.ndarray, *, method: str = "spearman", min_weight: float = 0.01, precision: int = 4
+) -> np.ndarray:
+    """MODZ replicate weights of one group (``pycytominer.cyto_utils.modz_base``).
+
+    Each replicate's weight is its mean correlation (``method``) with the other
+    replicates across features, negative correlations clipped to 0, the mean
+    clipped below at ``min_weight``, normalized to sum 1 and rounded to
+    ``precision`` decimals. A replicate whose correlations are all undefined
+    (e.g. a constant profile) gets weight NaN, i.e. is left out, as in
+    pycytominer; if every weight is undefined the replicates get equal weights.
+
+    Parameters
+    ----------
+    Xg
+        ``(n_replicates, n_features)`` profiles of one group.
+
+    Returns
+    -------
+    ``(n_replicates,)`` float64 weights (NaN = excluded).
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, 2, 3, 4], [1.1, 2.1, 2.9, 4.2], [4.0, 3, 2, 1]])
+    >>> modz_weights(X).tolist()
+    [0.495, 0.495, 0.0099]
+    """
+    k = Xg.shape[0]
+    if k == 0:
+        raise ValueError("modz: a group has no replicate.")
+    if k == 1:
+        return np.ones(1)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if method == "pearson" and np.isfinite(Xg).all():
+            cor = np.corrcoef(Xg)
+        else:
+            cor = pd.DataFrame(Xg.T).corr(method=method).to_numpy()
+    cor = np.array(cor, dtype=np.float64, copy=True)
+    np.fill_diagonal(cor, np.nan)
+    cor = np.where(np.isnan(cor), np.nan, np.maximum(cor, 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        raw = np.nanmean(cor, axis=1)
+    raw = np.where(np.isnan(raw), np.nan, np.maximum(raw, min_weight))
+    total = np.nansum(raw)
+    weights = np.full(k, 1.0 / k) if total == 0 else raw / total
+    return np.round(weights, precision)
+
+
+def _modz_group(Xg: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted sum of replicates; NaN values are left out and the weights rescaled.
+
+    Without NaN this is ``sum_i w_i x_i`` (pycytominer). With NaN in a feature,
+    ``sum_valid w_i x_i * sum(w) / sum_valid(w)``; a feature NaN in every
+    replicate (or with zero valid weight) stays NaN.
+    """
+    w = np.where(np.isnan(weights), 0.0, weights)
+    valid = ~np.isnan(Xg)
+    contrib = np.where(valid, Xg, 0.0) * w[:, None]
+    s = contrib.sum(axis=0)
+    if valid.all():
+        return s
+    w_valid = (valid * w[:, None]).sum(axis=0)
+    w_all = w.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = s * (w_all / w_valid)
+    out[w_valid == 0] = np.nan
+    return out
+
+
+def _modz_block(method, min_weight, precision):
+    def fn(Xs: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+        Xs = np.asarray(Xs, dtype=np.float64)
+        out = np.full((n, Xs.shape[1]), np.nan)
+        starts = np.searchsorted(codes, np.arange(n + 1))
+        for g in range(n):
+            a, b = starts[g], starts[g + 1]
+            if b > a:
+                Xg = Xs[a:b]
+                out[g] = _modz_group(Xg, modz_weights(Xg, method=method, min_weight=min_weight, precision=precision))
+        return out
+
+    return fn
+
+
+def consensus(
+    adata: ad.AnnData,
+    by: str | Sequence[str] = ("Metadata_Plate", "Metadata_Well"),
+    *,
+    operation: str = "median",
+    method: str = "spearman",
+    min_weight: float = 0.01,
+    precision: int = 4,
+    layer: str | None = None,
+    count_key: str | None = "Metadata_Replicate_Count",
+    keep_metadata: bool | Sequence[str] = True,
+    dropna: bool = False,
+    single_replicate: str = "warn",
+    level: str = "consensus",
+) -> ad.AnnData:
+    """Collapse replicate profiles into one consensus signature per ``by`` group.
+
+    Returns a **new** AnnData (one row per group, sorted by key, as
+    ``pycytominer.consensus`` returns a new frame); the input is not modified.
+
+    Parameters
+    ----------
+    adata
+        Well-level (usually normalized) profiles; ``.X`` numpy or dask.
+    by
+        ``.obs`` column(s) identifying replicates of one signature (pycytominer's
+        ``replicate_columns``), e.g. ``["Metadata_broad_sample", "Metadata_mmoles_per_liter"]``.
+    operation
+        ``"median"`` (default), ``"mean"`` or ``"modz"``.
+    method, min_weight, precision
+        MODZ arguments (pycytominer's ``modz_args``): correlation between replicates
+        (``"spearman"``, ``"pearson"``, ``"kendall"``), lower clip of the weights,
+        decimals the weights are rounded to.
+    layer
+        Use ``adata.layers[layer]`` instead of ``.X``.
+    count_key
+        ``.obs`` column receiving the number of replicates per group (``None`` to skip).
+    keep_metadata
+        ``True``: keep the ``.obs`` columns constant within every group;
+        ``False``: only ``by``; a list: those (raise if one varies within a group).
+    dropna
+        ``False`` (pycytominer): a missing key is a group of its own.
+    single_replicate
+        Groups with one replicate: their consensus is that profile (as in
+        pycytominer). ``"warn"`` (default) says how many there are, ``"ignore"``
+        stays silent, ``"raise"`` refuses.
+    level
+        Level recorded on the result.
+
+    Returns
+    -------
+    AnnData of consensus profiles (float64), ``.obs`` = ``by``, ``count_key`` and
+    constant metadata, provenance extended with ``pp.consensus``.
+
+    Notes
+    -----
+    MODZ with NaN: pycytominer's weighted sum counts a NaN as 0 (and a lone
+    replicate's NaN becomes 0). Here a NaN value is left out and the remaining
+    weights are rescaled to the same total, and a feature missing in every
+    replicate stays NaN (with a warning). Without NaN the numbers are the same.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> wells = ip.datasets.simulate(n_plates=3, n_perturbations=6, n_moa=2, n_features=30, seed=0)
+    >>> sig = ip.pp.consensus(wells, by="Metadata_Perturbation", operation="modz")
+    >>> sig.n_obs, int(sig.obs.loc[sig.obs["Metadata_Perturbation"] == "pert_000", "Metadata_Replicate_Count"].iloc[0])
+    (7, 3)
+    """
+    if operation not in _OPERATIONS:
+        raise ValueError(f"operation must be one of {_OPERATIONS}, got {operation!r}.")
+    method = method.lower()
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+    if single_replicate not in ("warn", "ignore", "raise"):
+        raise ValueError(f"single_replicate must be 'warn', 'ignore' or 'raise', got {single_replicate!r}.")
+    if not isinstance(adata, ad.AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    by = check_obs_keys(adata, as_list(by), param="by")
+    if not by:
+        raise ValueError("by: give at least one .obs column identifying replicates.")
+    X = get_matrix(adata, layer=layer)
+    if not is_dask(X):
+        X = np.asarray(X)
+        if X.dtype.kind not in "fbiu":
+            raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
+    what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    codes, groups = group_codes(adata.obs, by, dropna=dropna, param="by")
+    n_groups = len(groups)
+    if n_groups == 0:
+        raise ValueError(f"by={by}: every row has a missing key; nothing to summarize.")
+    order, starts = sort_groups(codes, n_groups)
+    sizes = np.diff(starts)
+    singles = int((sizes == 1).sum())
+    if singles:
+        msg = (
+            f"consensus: {singles} of {n_groups} group(s) of {by} have a single replicate; their consensus is "
+            "that one profile (as in pycytominer)."
+        )
+        if single_replicate == "raise":
+            raise ValueError(msg + " Pass single_replicate='warn' or 'ignore' to accept this.")
+        if single_replicate == "warn":
+            warnings.warn(msg, UserWarning, stacklevel=2)
+    if operation in ("median", "mean"):
+        Xout = group_reduce(X, codes, n_groups, operation, var_names=adata.var_names, what=what)
+    else:
+        if is_dask(X):
+            if X.dtype.kind == "f" and bool(__import__("dask.array").array.isinf(X).any().compute()):
+                raise ValueError(f"{what} contains inf values; replace them (e.g. with NaN) before consensus.")
+        elif X.dtype.kind == "f":
+            check_finite(X, what=what, var_names=adata.var_names, allow_nan=True)
+        Xout = group_apply(X, codes, n_groups, _modz_block(method, min_weight, precision))
+    result, dropped_meta, n_nan = grouped_result(
+        adata, by, groups, order, starts, Xout, count_key=count_key, keep_metadata=keep_metadata, level=level,
+        what="consensus",
+    )
+    log_step(
+        result, "pp.consensus",
+        {"by": by, "operation": operation, "method": method, "min_weight": min_weight, "precision": precision,
+         "layer": layer, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna, "level": level},
+        n_profiles=int(adata.n_obs), n_groups=n_groups, n_single_replicate=singles, dropped_metadata=dropped_meta,
+        n_nan_values=n_nan, dask=is_dask(X),
+    )
+    return result

@@ -1,0 +1,534 @@
+"""Feature selection with pycytominer 1.7.1's operations and semantics.
+
+Operations (applied in the order given, each on the features the previous ones kept,
+as in pycytominer):
+
+* ``variance_threshold``: drop features whose variance (``ddof=0``, NaN skipped) is
+  not above ``min_variance`` (scikit-learn ``VarianceThreshold``);
+* ``frequency_threshold``: drop features whose ratio of the second most common to
+  the most common value is below ``freq_cut``, or whose number of distinct values
+  over the number of rows is below ``unique_cut``;
+* ``correlation_threshold``: Pearson (or Spearman/Kendall) correlations; for every
+  pair correlated above ``corr_threshold`` drop the member with the larger total
+  absolute correlation to all features (pycytominer's ``determine_high_cor_pair``);
+* ``drop_na_columns``: drop features with a NaN fraction above ``na_cutoff``;
+* ``blocklist``: drop the standard CellProfiler blocklist (shipped with imgprof) or
+  a given list;
+* ``drop_outliers``: drop features whose max or min absolute value exceeds ``outlier_cutoff``;
+* ``noise_removal``: drop features whose mean within-group standard deviation
+  (``ddof=0``) across replicate groups exceeds ``noise_removal_stdev_cutoff``.
+
+Statistics are vectorised numpy (correlations from matrix products, frequencies from
+one sort per column); dask arrays are reduced with dask. The result of each
+operation is kept in ``adata.uns[key_added]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._core.groups import group_codes, group_reduce
+from .._core.provenance import log_step
+from .._core.validation import check_finite, check_obs_keys, finish, get_matrix, is_dask, resolve_mask, start
+
+__all__ = ["feature_select", "OPERATIONS", "load_blocklist", "BLOCKLIST_PATH"]
+
+#: Operations understood by :func:`feature_select` (pycytominer's names).
+OPERATIONS = (
+    "variance_threshold",
+    "frequency_threshold",
+    "correlation_threshold",
+    "drop_na_columns",
+    "blocklist",
+    "drop_outliers",
+    "noise_removal",
+)
+#: The standard CellProfiler blocklist shipped with imgprof (copied from pycytominer, BSD-3).
+BLOCKLIST_PATH = Path(__file__).with_name("data") / "blocklist.txt"
+_VALUE_OPS = set(OPERATIONS) - {"blocklist"}
+
+
+def load_blocklist(path: str | Path | None = None) -> list[str]:
+    """Feature names of a blocklist file (one per line, ``#`` comments).
+
+    ``None`` reads the standard CellProfiler blocklist shipped with imgprof
+    (pycytominer's ``blocklist_features.txt``, 55 features). A file with a
+    ``blocklist`` header line (pycytominer's CSV format) is accepted too.
+
+    Examples
+    --------
+    >>> from imgprof.pp.feature_select import load_blocklist
+    >>> len(load_blocklist())
+    55
+    """
+    p = Path(path) if path is not None else BLOCKLIST_PATH
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: blocklist file not found.")
+    names = []
+    for line in p.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and line != "blocklist":
+            names.append(line)
+    return names
+
+
+# ----------------------------------------------------------------------------------------------
+# array kernels (numpy only)
+# ----------------------------------------------------------------------------------------------
+def _frequency_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: (count of 2nd most common value / count of most common, number of distinct values).
+
+    NaN are not values (pandas ``value_counts``/``nunique``); a column with fewer
+    than two distinct values has ratio 0.
+    """
+    n, p = X.shape
+    if n == 0 or p == 0:
+        return np.zeros(p), np.zeros(p, dtype=np.int64)
+    S = np.sort(X, axis=0)  # NaN last
+    valid = ~np.isnan(S)
+    n_valid = valid.sum(axis=0)
+    new = np.empty_like(valid)
+    new[0] = valid[0]
+    new[1:] = (S[1:] != S[:-1]) & valid[1:]
+    n_unique = new.sum(axis=0)
+    pos = np.flatnonzero(new.T.ravel())  # run starts, column-major
+    col, row = np.divmod(pos, n)
+    nxt = np.empty_like(row)
+    same = np.append(col[1:] == col[:-1], False)
+    nxt[:-1] = row[1:]
+    nxt = np.where(same, nxt, n_valid[col])
+    length = nxt - row
+    order = np.lexsort((-length, col))
+    col_s, len_s = col[order], length[order]
+    first = np.flatnonzero(np.r_[True, col_s[1:] != col_s[:-1]]) if col_s.size else np.zeros(0, dtype=np.int64)
+    top1 = np.zeros(p)
+    top2 = np.zeros(p)
+    top1[col_s[first]] = len_s[first]
+    second = first + 1
+    ok = second < col_s.size
+    ok[ok] = col_s[second[ok]] == col_s[first[ok]]
+    top2[col_s[first[ok]]] = len_s[second[ok]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where((n_unique >= 2) & (top1 > 0), top2 / np.where(top1 > 0, top1, 1), 0.0)
+    return ratio, n_unique
+
+
+def _constant_cols(X: np.ndarray) -> np.ndarray:
+    """Columns with a single distinct non-NaN value (or none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return ~(np.nanmax(X, axis=0) > np.nanmin(X, axis=0))
+
+
+def _pearson_pairwise(X: np.ndarray) -> np.ndarray:
+    """Pearson correlation matrix of the columns; pairwise-complete when NaN are present.
+
+    Without NaN this is ``np.corrcoef`` (pycytominer's path). With NaN it matches
+    pandas ``DataFrame.corr()`` (each pair on the rows where both are present),
+    computed with four matrix products on globally centred data instead of a
+    per-pair loop. Pairs without variance are NaN.
+    """
+    n, p = X.shape
+    if p == 0:
+        return np.zeros((0, 0))
+    nan = np.isnan(X)
+    const = _constant_cols(X)
+    if not nan.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            C = np.corrcoef(X, rowvar=False) if p > 1 else np.ones((1, 1))
+        C = np.atleast_2d(C)
+    else:
+        M = (~nan).astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mu = np.nanmean(X, axis=0)
+        Z = np.where(nan, 0.0, X - np.where(np.isnan(mu), 0.0, mu))
+        N = M.T @ M  # rows where both are present
+        Sx = Z.T @ M  # [i, j]: sum of x_i over rows where i and j are present
+        Sxx = (Z * Z).T @ M
+        Sxy = Z.T @ Z
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = Sxy - Sx * Sx.T / N
+            vx = Sxx - Sx * Sx / N  # var of i over the pair's rows (x n)
+            vy = vx.T
+            tiny = 1e-12
+            bad = (N < 1) | (vx <= tiny * Sxx) | (vy <= tiny * Sxx.T)
+            C = cov / np.sqrt(vx * vy)
+        C[bad] = np.nan
+    if const.any():
+        C[const, :] = np.nan
+        C[:, const] = np.nan
+    return C
+
+
+def _correlation_matrix(X: np.ndarray, method: str) -> np.ndarray:
+    if method == "pearson":
+        return _pearson_pairwise(X)
+    if method == "spearman" and not np.isnan(X).any():
+        from scipy.stats import rankdata
+
+        return _pearson_pairwise(rankdata(X, axis=0, method="average"))
+    C = pd.DataFrame(X).corr(method=method).to_numpy()
+    const = _constant_cols(X)
+    C[const, :] = np.nan
+    C[:, const] = np.nan
+    return C
+
+
+def _correlation_exclusions(C: np.ndarray, threshold: float) -> np.ndarray:
+    """pycytominer's rule: for each pair with corr > threshold drop the member with the larger
+    total absolute correlation (ranked with pandas' ``sort_values``). Returns a boolean mask."""
+    p = C.shape[0]
+    excluded = np.zeros(p, dtype=bool)
+    if p < 2:
+        return excluded
+    colsum = np.nansum(np.abs(C), axis=0)
+    order = pd.Series(colsum).sort_values().index.to_numpy()
+    rank = np.empty(p, dtype=np.int64)
+    rank[order] = np.arange(p)
+    with np.errstate(invalid="ignore"):
+        high = np.tril(C > threshold, k=-1)
+    i, j = np.nonzero(high)
+    if i.size:
+        drop = np.where(rank[i] > rank[j], i, j)
+        excluded[np.unique(drop)] = True
+    return excluded
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics: numpy or dask
+# ----------------------------------------------------------------------------------------------
+def _stat_na_fraction(X, n):
+    if is_dask(X):
+        import dask.array as da
+
+        return np.asarray(da.isnan(X).sum(axis=0).compute()) / n
+    return np.isnan(X).sum(axis=0) / n
+
+
+def _stat_variance(X, min_variance):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if is_dask(X):
+            import dask
+            import dask.array as da
+
+            var, ptp_hi, ptp_lo = dask.compute(da.nanvar(X, axis=0), da.max(X, axis=0), da.min(X, axis=0))
+            ptp = np.asarray(ptp_hi) - np.asarray(ptp_lo)
+            var = np.asarray(var)
+        else:
+            var = np.nanvar(X, axis=0)
+            ptp = np.ptp(X, axis=0) if min_variance == 0 else None
+        if min_variance == 0:  # scikit-learn: also use the peak-to-peak range
+            var = np.nanmin(np.vstack([var, ptp]), axis=0)
+    return var
+
+
+def _stat_minmax(X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if is_dask(X):
+            import dask
+            import dask.array as da
+
+            hi, lo = dask.compute(da.nanmax(X, axis=0), da.nanmin(X, axis=0))
+            return np.asarray(hi), np.asarray(lo)
+        return np.nanmax(X, axis=0), np.nanmin(X, axis=0)
+
+
+def _stat_frequency(X):
+    if not is_dask(X):
+        return _frequency_stats(X)
+    import dask.array as da
+
+    n = X.shape[0]
+    width = int(max(1, min(X.shape[1], (2**27) // max(n * 8, 1))))  # ~128 MB per task
+    Xr = X.rechunk({0: -1, 1: width})
+
+    def block(b):
+        r, u = _frequency_stats(np.asarray(b, dtype=np.float64))
+        return np.vstack([r, u.astype(np.float64)])
+
+    out = np.asarray(Xr.map_blocks(block, chunks=((2,), Xr.chunks[1]), dtype=np.float64).compute())
+    return out[0], out[1].astype(np.int64)
+
+
+def _stat_correlation(X, method):
+    if not is_dask(X):
+        return _correlation_matrix(X, method)
+    if method != "pearson":
+        raise NotImplementedError(
+            f"corr_method={method!r} is not available for dask arrays; use 'pearson' or compute .X first."
+        )
+    import dask
+    import dask.array as da
+
+    mu = np.asarray(da.nanmean(X, axis=0).compute())
+    mu = np.where(np.isnan(mu), 0.0, mu)
+    nan = da.isnan(X)
+    M = (~nan).astype(np.float64)
+    Z = da.where(nan, 0.0, X - mu)
+    N, Sx, Sxx, Sxy, hi, lo = dask.compute(M.T @ M, Z.T @ M, (Z * Z).T @ M, Z.T @ Z, da.nanmax(X, 0), da.nanmin(X, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = Sxy - Sx * Sx.T / N
+        vx = Sxx - Sx * Sx / N
+        vy = vx.T
+        bad = (N < 1) | (vx <= 1e-12 * Sxx) | (vy <= 1e-12 * Sxx.T)
+        C = cov / np.sqrt(vx * vy)
+    C[bad] = np.nan
+    const = ~(np.asarray(hi) > np.asarray(lo))
+    C[const, :] = np.nan
+    C[:, const] = np.nan
+    return C
+
+
+def _stat_noise(X, codes, n_groups):
+    """Mean over groups of the within-group std (ddof=0), NaN skipped."""
+    std = group_reduce(X, codes, n_groups, "std", ddof=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(std, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+def feature_select(
+    adata,
+    operation: str | Sequence[str] = "variance_threshold",
+    *,
+    samples=None,
+    features: Sequence[str] | None = None,
+    na_cutoff: float = 0.05,
+    corr_threshold: float = 0.9,
+    corr_method: str = "pearson",
+    freq_cut: float = 0.05,
+    unique_cut: float = 0.01,
+    min_variance: float = 1e-6,
+    blocklist: str | Path | Sequence[str] | None = None,
+    outlier_cutoff: float = 500.0,
+    noise_removal_perturb_groups: str | Sequence | None = None,
+    noise_removal_stdev_cutoff: float | None = None,
+    layer: str | None = None,
+    key_added: str = "feature_select",
+    copy: bool = False,
+):
+    """Drop uninformative, redundant or noisy features (pycytominer's ``feature_select``).
+
+    Parameters
+    ----------
+    adata
+        Profiles (``.X`` numpy or dask).
+    operation
+        One operation or a list, applied in order; see the module docs. Names as in
+        pycytominer: ``"variance_threshold"``, ``"frequency_threshold"``,
+        ``"correlation_threshold"``, ``"drop_na_columns"``, ``"blocklist"``,
+        ``"drop_outliers"``, ``"noise_removal"``.
+    samples
+        Rows the statistics are computed on: a query on ``.obs``, a boolean mask or
+        obs names (``None`` or ``"all"``: all rows). Every row is kept in the output.
+    features
+        Features considered (default all); the others are never dropped.
+    na_cutoff
+        ``drop_na_columns``: largest tolerated NaN fraction.
+    corr_threshold, corr_method
+        ``correlation_threshold``: cut-off (pairs strictly above it, signed correlation)
+        and ``"pearson"``, ``"spearman"`` or ``"kendall"``.
+    freq_cut, unique_cut
+        ``frequency_threshold`` cut-offs (pycytominer 1.7 defaults 0.05 and 0.01).
+    min_variance
+        ``variance_threshold``: features with variance ``<= min_variance`` are dropped.
+    blocklist
+        ``blocklist``: ``None`` (the standard CellProfiler blocklist), a path to a
+        blocklist file, or a list of feature names.
+    outlier_cutoff
+        ``drop_outliers``: largest tolerated absolute max/min.
+    noise_removal_perturb_groups, noise_removal_stdev_cutoff
+        ``noise_removal``: an ``.obs`` column (or one label per row) defining replicate
+        groups, and the largest tolerated mean within-group std.
+    layer
+        Compute the statistics on ``adata.layers[layer]`` instead of ``.X``.
+    key_added
+        ``adata.uns[key_added]`` receives ``{operation: [dropped features]}``.
+    copy
+        Return a new AnnData instead of subsetting ``adata`` in place.
+
+    Returns
+    -------
+    ``None`` or, with ``copy=True``, the AnnData restricted to the selected features.
+    ``adata.uns[key_added]`` records what each operation dropped (a feature is listed
+    under the first operation that dropped it); the step goes to the provenance log.
+
+    Raises
+    ------
+    ValueError
+        inf values, an unknown operation or out-of-range cut-off, ``noise_removal``
+        without its two arguments, or a selection that would drop every feature.
+    KeyError
+        A missing ``.obs`` column, layer or feature.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.simulate(n_plates=2, n_constant=3, n_correlated=5, seed=0)
+    >>> ip.pp.feature_select(adata, ["variance_threshold", "correlation_threshold", "blocklist"])
+    >>> len(adata.uns["feature_select"]["variance_threshold"])
+    3
+    """
+    ops = [operation] if isinstance(operation, str) else list(operation)
+    unknown = [o for o in ops if o not in OPERATIONS]
+    if unknown or not ops:
+        raise ValueError(f"operation: {unknown or ops} not supported; choose from {list(OPERATIONS)}.")
+    if len(set(ops)) != len(ops):
+        raise ValueError(f"operation: {ops} lists an operation twice.")
+    for name, val in (("na_cutoff", na_cutoff), ("corr_threshold", corr_threshold), ("freq_cut", freq_cut), ("unique_cut", unique_cut)):
+        if not (0 <= val <= 1):
+            raise ValueError(f"{name} must be between 0 and 1, got {val!r}.")
+    if min_variance < 0:
+        raise ValueError(f"min_variance must be >= 0, got {min_variance!r}.")
+    if corr_method not in ("pearson", "spearman", "kendall"):
+        raise ValueError(f"corr_method must be 'pearson', 'spearman' or 'kendall', got {corr_method!r}.")
+    if "noise_removal" in ops and (noise_removal_perturb_groups is None or noise_removal_stdev_cutoff is None):
+        raise ValueError(
+            "noise_removal needs both noise_removal_perturb_groups (an .obs column or one label per row) and "
+            "noise_removal_stdev_cutoff."
+        )
+
+    adata = start(adata, copy)
+    X_all = get_matrix(adata, layer=layer)
+    dask_mode = is_dask(X_all)
+    what = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
+    if features is None:
+        cand = np.arange(adata.n_vars)
+    else:
+        feats = [features] if isinstance(features, str) else list(features)
+        cand = adata.var_names.get_indexer(pd.Index(feats))
+        missing = [f for f, i in zip(feats, cand) if i < 0]
+        if missing:
+            raise KeyError(f"features: {missing[:5]} not found in adata.var_names.")
+    if isinstance(samples, str) and samples == "all":
+        samples = None
+    mask = resolve_mask(adata, samples, param="samples")
+    n_rows = int(mask.sum())
+
+    X = None
+    if _VALUE_OPS & set(ops):
+        X = X_all if mask.all() else X_all[np.flatnonzero(mask)]
+        if dask_mode:
+            if X.dtype.kind not in "fbiu":
+                raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
+            X = X.astype(np.float64) if X.dtype != np.float64 else X
+            import dask.array as da
+
+            n_inf = np.asarray(da.isinf(X).sum(axis=0).compute())
+            if n_inf.any():
+                cols = np.flatnonzero(n_inf)
+                raise ValueError(
+                    f"{what} contains {int(n_inf.sum())} inf value(s) in {cols.size} column(s), e.g. "
+                    f"{[str(adata.var_names[c]) for c in cols[:5]]}. Replace them (e.g. with NaN) first."
+                )
+        else:
+            X = np.asarray(X)
+            if X.dtype.kind not in "fbiu":
+                raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
+            X = X.astype(np.float64, copy=False)
+            check_finite(X, what=what, var_names=adata.var_names, allow_nan=True)
+
+    noise_codes = None
+    if "noise_removal" in ops:
+        groups_arg = noise_removal_perturb_groups
+        if isinstance(groups_arg, str):
+            check_obs_keys(adata, groups_arg, param="noise_removal_perturb_groups")
+            labels = adata.obs[groups_arg]
+        else:
+            labels = pd.Series(np.asarray(groups_arg, dtype=object), index=adata.obs_names)
+            if len(labels) != adata.n_obs:
+                raise ValueError(
+                    f"noise_removal_perturb_groups: {len(labels)} labels given for {adata.n_obs} observations."
+                )
+        labels = labels[mask]
+        n_na = int(pd.isna(labels).sum())
+        if n_na:
+            warnings.warn(
+                f"noise_removal: {n_na} row(s) have no group label; they are left out of the within-group std "
+                "(as pandas groupby does).",
+                UserWarning,
+                stacklevel=2,
+            )
+        noise_codes, noise_groups = group_codes(labels.to_frame("g"), "g", dropna=True, param="noise_removal_perturb_groups")
+
+    remaining = list(cand)  # positions into adata.var_names, in var order
+    dropped: dict[str, list[str]] = {}
+    var_names = adata.var_names
+    for op in ops:
+        rem = np.asarray(remaining, dtype=np.int64)
+        Xr = X[:, rem] if X is not None and op in _VALUE_OPS else None
+        if op == "variance_threshold":
+            var = _stat_variance(Xr, min_variance)
+            with np.errstate(invalid="ignore"):
+                drop = ~(var > min_variance)
+        elif op == "frequency_threshold":
+            ratio, n_unique = _stat_frequency(Xr)
+            drop = (ratio < freq_cut) | (n_unique / max(n_rows, 1) < unique_cut)
+        elif op == "correlation_threshold":
+            C = _stat_correlation(Xr, corr_method)
+            drop = _correlation_exclusions(C, corr_threshold)
+        elif op == "drop_na_columns":
+            drop = _stat_na_fraction(Xr, n_rows) > na_cutoff
+        elif op == "blocklist":
+            if blocklist is None or isinstance(blocklist, (str, Path)):
+                block = set(load_blocklist(blocklist))
+            else:
+                block = {str(b) for b in blocklist}
+            drop = np.array([str(var_names[i]) in block for i in rem], dtype=bool)
+        elif op == "drop_outliers":
+            hi, lo = _stat_minmax(Xr)
+            with np.errstate(invalid="ignore"):
+                drop = (np.abs(hi) > outlier_cutoff) | (np.abs(lo) > outlier_cutoff)
+        else:  # noise_removal
+            stdev = _stat_noise(Xr, noise_codes, len(noise_groups))
+            with np.errstate(invalid="ignore"):
+                drop = stdev > noise_removal_stdev_cutoff
+        drop = np.asarray(drop, dtype=bool)
+        dropped[op] = [str(var_names[i]) for i in rem[drop]]
+        remaining = rem[~drop].tolist()
+        if not remaining and adata.n_vars - len(cand) == 0:
+            raise ValueError(
+                f"feature_select: operation {op!r} drops every remaining feature ({int(drop.sum())}); "
+                "nothing would be left. Check the cut-offs and the samples= selection."
+            )
+
+    all_dropped = {n for names in dropped.values() for n in names}
+    keep = ~adata.var_names.isin(list(all_dropped))
+    adata.uns[key_added] = {op: list(names) for op, names in dropped.items()}
+    if not keep.all():
+        adata._inplace_subset_var(keep)
+    log_step(
+        adata,
+        "pp.feature_select",
+        {
+            "operation": ops,
+            "samples": samples if not isinstance(samples, (np.ndarray, pd.Series)) else "<mask>",
+            "features": None if features is None else len(cand),
+            "na_cutoff": na_cutoff,
+            "corr_threshold": corr_threshold,
+            "corr_method": corr_method,
+            "freq_cut": freq_cut,
+            "unique_cut": unique_cut,
+            "min_variance": min_variance,
+            "blocklist": blocklist if blocklist is None or isinstance(blocklist, (str, Path)) else f"<{len(blocklist)} names>",
+            "outlier_cutoff": outlier_cutoff,
+            "noise_removal_perturb_groups": noise_removal_perturb_groups if isinstance(noise_removal_perturb_groups, str) else None,
+            "noise_removal_stdev_cutoff": noise_removal_stdev_cutoff,
+            "layer": layer,
+            "key_added": key_added,
+        },
+        n_dropped={op: len(v) for op, v in dropped.items()},
+        n_kept=int(keep.sum()),
+    )
+    return finish(adata, copy)

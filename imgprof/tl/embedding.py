@@ -1,0 +1,237 @@
+"""Scanpy's PCA, neighbour graph, Leiden clustering and UMAP with defaults that suit profiles.
+
+These are thin wrappers: the work is done by :func:`scanpy.pp.pca`,
+:func:`scanpy.pp.neighbors`, :func:`scanpy.tl.leiden` (igraph flavour) and
+:func:`scanpy.tl.umap`, which write the keys scanpy's plotting expects
+(``obsm["X_pca"]``, ``uns["neighbors"]``, ``obs["leiden"]``,
+``obsm["X_umap"]``), so ``sc.pl.umap(adata, color=...)`` works unchanged.
+What the wrappers add: input checks with clear messages before any work,
+profile-friendly defaults (cosine metric, the largest sensible number of
+PCs, igraph Leiden), and a provenance entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anndata import AnnData
+
+from .._core.provenance import log_step
+from .._core.validation import check_finite, finish, get_matrix, is_dask, start
+
+
+def pca(
+    adata: AnnData,
+    n_comps: int | None = 50,
+    *,
+    layer: str | None = None,
+    zero_center: bool = True,
+    svd_solver: str | None = None,
+    random_state: int = 0,
+    key_added: str | None = None,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Principal components of the profiles (:func:`scanpy.pp.pca`).
+
+    Parameters
+    ----------
+    adata
+        Profiles; ``.X`` (or ``layer``) must be finite.
+    n_comps
+        Components; capped at ``min(n_obs, n_vars) - 1`` (profiles often have
+        fewer wells than scanpy's default of 50 assumes). ``None`` → that cap.
+    layer
+        Use ``adata.layers[layer]`` instead of ``.X``.
+    zero_center, svd_solver, random_state
+        As in :func:`scanpy.pp.pca`.
+    key_added
+        Store under ``obsm[key_added]``/``varm[key_added]``/``uns[key_added]``
+        (scanpy's ``X_pca``/``PCs``/``pca`` by default).
+    copy
+        Return a modified copy.
+    **kwargs
+        Passed to :func:`scanpy.pp.pca`.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.pca(adata, n_comps=20)
+    >>> adata.obsm["X_pca"].shape
+    (768, 20)
+    """
+    X = get_matrix(adata, layer=layer)
+    what = f"adata.layers[{layer!r}]" if layer else "adata.X"
+    check_finite(X, what=what, var_names=list(map(str, adata.var_names)))
+    cap = min(adata.n_obs, adata.n_vars) - 1
+    if cap < 1:
+        raise ValueError(f"pca: need at least 2 observations and 2 features, got shape {adata.shape}.")
+    n = cap if n_comps is None else int(min(n_comps, cap))
+    if n < 1:
+        raise ValueError(f"pca: n_comps must be >= 1, got {n_comps}.")
+    import scanpy as sc
+
+    adata = start(adata, copy)
+    kw = dict(n_comps=n, zero_center=zero_center, random_state=random_state, layer=layer, **kwargs)
+    if svd_solver is not None:
+        kw["svd_solver"] = svd_solver
+    if key_added is not None:
+        kw["key_added"] = key_added
+    sc.pp.pca(adata, **kw)
+    log_step(adata, "tl.pca", dict(n_comps=n, layer=layer, zero_center=zero_center, svd_solver=svd_solver,
+                                   random_state=random_state, key_added=key_added, **kwargs),
+             dask=is_dask(adata.X))
+    return finish(adata, copy)
+
+
+def _check_rep(adata: AnnData, use_rep: str | None) -> str:
+    if use_rep is None:
+        use_rep = "X_pca" if "X_pca" in adata.obsm else "X"
+    X = get_matrix(adata, use_rep=use_rep)
+    if not is_dask(X):
+        what = "adata.X" if use_rep == "X" else f"adata.obsm[{use_rep!r}]"
+        check_finite(X, what=what)
+    return use_rep
+
+
+def neighbors(
+    adata: AnnData,
+    n_neighbors: int = 15,
+    *,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    metric: str = "cosine",
+    random_state: int = 0,
+    key_added: str | None = None,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """k-nearest-neighbour graph (:func:`scanpy.pp.neighbors`), cosine by default.
+
+    Profiles are compared by cosine similarity (or correlation) in the
+    profiling field, so ``metric="cosine"`` is the default.
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    n_neighbors
+        Neighbours per observation (capped at ``n_obs - 1``).
+    use_rep
+        Representation: an ``.obsm`` key such as ``"X_harmony"``, or ``"X"``;
+        default ``"X_pca"`` when present, else ``"X"``.
+    n_pcs, metric, random_state, key_added
+        As in :func:`scanpy.pp.neighbors`.
+    copy
+        Return a modified copy.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.pca(adata, n_comps=20)
+    >>> ip.tl.neighbors(adata)
+    >>> "connectivities" in adata.obsp
+    True
+    """
+    use_rep = _check_rep(adata, use_rep)
+    if adata.n_obs < 3:
+        raise ValueError(f"neighbors: need at least 3 observations, got {adata.n_obs}.")
+    k = int(min(n_neighbors, adata.n_obs - 1))
+    import scanpy as sc
+
+    adata = start(adata, copy)
+    sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
+                    random_state=random_state, key_added=key_added, **kwargs)
+    log_step(adata, "tl.neighbors", dict(n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
+                                         random_state=random_state, key_added=key_added, **kwargs))
+    return finish(adata, copy)
+
+
+def _check_graph(adata: AnnData, neighbors_key: str | None, fn: str) -> None:
+    key = neighbors_key or "neighbors"
+    if key not in adata.uns:
+        raise KeyError(
+            f"{fn}: adata.uns[{key!r}] not found: compute the neighbour graph first with ip.tl.neighbors(adata"
+            + (f", key_added={neighbors_key!r}" if neighbors_key else "") + ")."
+        )
+    ckey = adata.uns[key].get("connectivities_key", "connectivities")
+    if ckey not in adata.obsp:
+        raise KeyError(f"{fn}: adata.obsp[{ckey!r}] is missing; rerun ip.tl.neighbors(adata).")
+
+
+def leiden(
+    adata: AnnData,
+    resolution: float = 1.0,
+    *,
+    key_added: str = "leiden",
+    neighbors_key: str | None = None,
+    n_iterations: int = 2,
+    random_state: int = 0,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Leiden clusters with igraph (:func:`scanpy.tl.leiden` ``flavor="igraph"``).
+
+    The igraph implementation is scanpy's future default and much faster
+    than ``leidenalg`` on large graphs; ``n_iterations=2`` and an undirected
+    graph are what scanpy recommends with it.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.pca(adata, n_comps=20)
+    >>> ip.tl.neighbors(adata)
+    >>> ip.tl.leiden(adata)
+    >>> adata.obs["leiden"].nunique() > 1
+    True
+    """
+    _check_graph(adata, neighbors_key, "leiden")
+    import scanpy as sc
+
+    adata = start(adata, copy)
+    sc.tl.leiden(adata, resolution=resolution, key_added=key_added, neighbors_key=neighbors_key,
+                 flavor="igraph", directed=False, n_iterations=n_iterations, random_state=random_state, **kwargs)
+    log_step(adata, "tl.leiden", dict(resolution=resolution, key_added=key_added, neighbors_key=neighbors_key,
+                                      n_iterations=n_iterations, random_state=random_state, flavor="igraph", **kwargs),
+             n_clusters=int(adata.obs[key_added].nunique()))
+    return finish(adata, copy)
+
+
+def umap(
+    adata: AnnData,
+    *,
+    min_dist: float = 0.5,
+    spread: float = 1.0,
+    n_components: int = 2,
+    neighbors_key: str | None = None,
+    random_state: int = 0,
+    key_added: str | None = None,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """UMAP of the neighbour graph (:func:`scanpy.tl.umap`), stored as ``obsm["X_umap"]``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.pca(adata, n_comps=20)
+    >>> ip.tl.neighbors(adata)
+    >>> ip.tl.umap(adata)
+    >>> adata.obsm["X_umap"].shape
+    (768, 2)
+    """
+    _check_graph(adata, neighbors_key, "umap")
+    import scanpy as sc
+
+    adata = start(adata, copy)
+    kw = dict(min_dist=min_dist, spread=spread, n_components=n_components, neighbors_key=neighbors_key,
+              random_state=random_state, **kwargs)
+    if key_added is not None:
+        kw["key_added"] = key_added
+    sc.tl.umap(adata, **kw)
+    log_step(adata, "tl.umap", dict(kw, key_added=key_added))
+    return finish(adata, copy)

@@ -1,0 +1,91 @@
+"""Harmony integration through harmonypy (Korsunsky et al. 2019)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anndata import AnnData
+
+from .._core.validation import finish, start
+from ._validate import prepare, store
+
+
+def harmony(
+    adata: AnnData,
+    batch_key: str,
+    *,
+    use_rep: str = "X_pca",
+    key_added: str = "X_harmony",
+    theta: float | None = None,
+    sigma: float = 0.1,
+    nclust: int | None = None,
+    max_iter_harmony: int = 10,
+    random_state: int = 0,
+    verbose: bool = False,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Correct an embedding for batch with Harmony.
+
+    Calls :func:`harmonypy.run_harmony` on ``adata.obsm[use_rep]`` with
+    ``adata.obs`` as metadata, so the result is exactly what harmonypy gives
+    when called directly with the same parameters (tested).
+
+    Parameters
+    ----------
+    adata
+        Profiles (cells or wells).
+    batch_key
+        Column of ``adata.obs`` holding the batch (plate, batch or source).
+    use_rep
+        Embedding to correct (``"X_pca"`` by default; ``"X"`` for the features).
+    key_added
+        Key of ``adata.obsm`` for the corrected embedding.
+    theta, sigma, nclust, max_iter_harmony, random_state, verbose
+        harmonypy parameters (same defaults, except ``verbose=False``).
+    copy
+        Return a modified copy instead of writing into ``adata``.
+    **kwargs
+        Other :func:`harmonypy.run_harmony` arguments (``lamb``, ``tau``,
+        ``block_size``, ``ncores``...).
+
+    Returns
+    -------
+    None, or the modified copy when ``copy=True``. Sets
+    ``adata.obsm[key_added]`` (``n_obs × n_components``).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.pca(adata, n_comps=20)
+    >>> ip.tl.harmony(adata, "Metadata_Batch")
+    >>> adata.obsm["X_harmony"].shape
+    (768, 20)
+    """
+    X, codes, levels = prepare(adata, batch_key, use_rep)
+    import harmonypy
+
+    adata = start(adata, copy)
+    out = harmonypy.run_harmony(
+        X,
+        adata.obs,
+        batch_key,
+        theta=theta,
+        sigma=sigma,
+        nclust=nclust,
+        max_iter_harmony=max_iter_harmony,
+        random_state=random_state,
+        verbose=verbose,
+        **kwargs,
+    )
+    Z = out.Z_corr
+    if Z.shape[0] != adata.n_obs:  # harmonypy < 0.2 returned d × N
+        Z = Z.T
+    params = dict(
+        batch_key=batch_key, use_rep=use_rep, theta=theta, sigma=sigma, nclust=nclust,
+        max_iter_harmony=max_iter_harmony, random_state=random_state, **kwargs,
+    )
+    store(adata, Z, key_added=key_added, function="tl.harmony", params=params, use_rep=use_rep,
+          n_batches=len(levels), n_iterations=len(out.objective_harmony))
+    return finish(adata, copy)

@@ -1,0 +1,122 @@
+"""One entry point for every batch-correction method: ``ip.tl.integrate(adata, method, batch_key)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from anndata import AnnData
+
+from .._core.validation import finish, start
+from ._validate import prepare, store
+
+#: Method name → (module, function, default ``use_rep``).
+_METHODS: dict[str, tuple[str, str, str]] = {
+    "none": ("integrate", "no_correction", "X"),
+    "harmony": ("harmony", "harmony", "X_pca"),
+    "scvi": ("scvi", "scvi", "X"),
+    "combat": ("combat", "combat", "X"),
+    "sphering": ("sphering", "sphering", "X"),
+    "mnn": ("mnn", "mnn", "X"),
+    "scanorama": ("scanorama", "scanorama", "X_pca"),
+    "rpca": ("rpca", "rpca", "X"),
+}
+
+#: Names accepted by :func:`integrate`.
+METHODS: tuple[str, ...] = tuple(_METHODS)
+
+
+def no_correction(
+    adata: AnnData,
+    batch_key: str,
+    *,
+    use_rep: str = "X",
+    key_added: str = "X_none",
+    add_layer: bool = False,
+    copy: bool = False,
+) -> AnnData | None:
+    """The uncorrected baseline: copy ``use_rep`` to ``adata.obsm[key_added]``.
+
+    Benchmarks compare every method against this entry, read the same way.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.integrate(adata, "none", "Metadata_Batch")
+    >>> (adata.obsm["X_none"] == adata.X).all()
+    True
+    """
+    X, _, levels = prepare(adata, batch_key, use_rep, add_layer=add_layer)
+    adata = start(adata, copy)
+    store(adata, X.copy(), key_added=key_added, function="tl.no_correction",
+          params=dict(batch_key=batch_key, use_rep=use_rep), use_rep=use_rep, add_layer=add_layer,
+          n_batches=len(levels))
+    return finish(adata, copy)
+
+
+def get_method(method: str) -> Callable[..., Any]:
+    """The function behind a method name (``"harmony"`` → :func:`imgprof.tl.harmony`)."""
+    import importlib
+
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ValueError(f"integrate: unknown method {method!r}; choose one of {list(_METHODS)}.")
+    module, func, _ = _METHODS[method.lower()]
+    return getattr(importlib.import_module(f".{module}", __package__), func)
+
+
+def integrate(
+    adata: AnnData,
+    method: str,
+    batch_key: str,
+    *,
+    use_rep: str | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    **params: Any,
+) -> AnnData | Any | None:
+    """Correct batch effects with one of several methods, all called the same way.
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    method
+        ``"none"`` (baseline), ``"harmony"``, ``"scvi"``, ``"combat"``,
+        ``"sphering"``, ``"mnn"``, ``"scanorama"`` or ``"rpca"``.
+    batch_key
+        Column of ``adata.obs`` with the batch (plate, batch or source).
+    use_rep
+        ``"X"`` or an ``.obsm`` key; default per method (``"X_pca"`` for
+        harmony and scanorama, ``"X"`` for the others).
+    key_added
+        ``.obsm`` key for the result; default ``f"X_{method}"``.
+    copy
+        Return a modified copy.
+    **params
+        Method parameters (see :func:`harmony`, :func:`scvi`, :func:`combat`,
+        :func:`sphering`, :func:`mnn`, :func:`scanorama`, :func:`rpca`).
+
+    Returns
+    -------
+    None, or the modified copy. The result is always
+    ``adata.obsm[key_added]`` (a corrected feature matrix or an embedding,
+    usable as ``use_rep`` by ``ip.tl.neighbors`` and the metrics); the
+    method and its parameters are in the provenance log.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.pca(adata, n_comps=30)
+    >>> for m in ["none", "harmony", "combat", "mnn", "rpca"]:
+    ...     ip.tl.integrate(adata, m, "Metadata_Batch")
+    >>> sorted(k for k in adata.obsm if k != "X_pca")
+    ['X_combat', 'X_harmony', 'X_mnn', 'X_none', 'X_rpca']
+    """
+    fn = get_method(method)
+    name = method.lower()
+    kw = dict(params)
+    kw["use_rep"] = _METHODS[name][2] if use_rep is None else use_rep
+    kw["key_added"] = f"X_{name}" if key_added is None else key_added
+    return fn(adata, batch_key, copy=copy, **kw)

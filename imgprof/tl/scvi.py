@@ -1,0 +1,164 @@
+"""Variational-autoencoder integration with scvi-tools, using a Gaussian likelihood.
+
+scVI's default model (``scvi.model.SCVI``) has a count likelihood (ZINB/NB),
+which is wrong for normalised, signed morphology features. scvi-tools ≥ 1.4
+ships ``scvi.external.CYTOVI`` for continuous cytometry-like features: a VAE
+whose decoder outputs a Normal (or Beta) distribution per feature, with the
+batch injected into the decoder (so the latent space is freed from it) and a
+mixture-of-Gaussians prior. CytoVI's own pipeline expects arcsinh-transformed,
+min-max-scaled protein intensities, but with ``protein_likelihood="normal"``
+(its default) the model places no range constraint on the input; we feed it
+the profiles standardised per feature (``standardize=True``), which is the
+scale a Normal likelihood with unit-order variances suits.
+
+torch and scvi-tools are imported only when this function runs; install them
+with ``pip install imgprof[scvi]``. Training uses the GPU when one is
+available (``accelerator="auto"``) and the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._core.validation import finish, start
+from ._validate import prepare, store
+
+
+def default_max_epochs(n_obs: int) -> int:
+    """scvi-tools' heuristic: ``min(round(20000 / n_obs * 400), 400)`` epochs."""
+    return int(max(1, min(round(20000 / max(n_obs, 1) * 400), 400)))
+
+
+def _import_scvi():
+    try:
+        import scvi  # noqa: F401
+        from scvi.external import CYTOVI
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "ip.tl.scvi needs scvi-tools >= 1.4 (scvi.external.CYTOVI) and torch: pip install 'imgprof[scvi]'."
+        ) from e
+    return scvi, CYTOVI
+
+
+def scvi(
+    adata: AnnData,
+    batch_key: str,
+    *,
+    use_rep: str = "X",
+    key_added: str = "X_scvi",
+    n_latent: int | None = None,
+    n_hidden: int = 128,
+    n_layers: int = 1,
+    max_epochs: int | None = None,
+    batch_size: int = 128,
+    standardize: bool = True,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    early_stopping: bool = True,
+    progress_bar: bool = False,
+    seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    train_kwargs: dict[str, Any] | None = None,
+    return_model: bool = False,
+    copy: bool = False,
+):
+    """Learn a batch-corrected latent space with a Gaussian-likelihood VAE (scvi-tools' CytoVI).
+
+    Parameters
+    ----------
+    adata
+        Profiles (normalised features).
+    batch_key
+        Batch column of ``adata.obs`` (injected into the decoder).
+    use_rep
+        ``"X"`` (default) or an ``.obsm`` key.
+    key_added
+        ``.obsm`` key for the latent means.
+    n_latent, n_hidden, n_layers
+        Network size; ``n_latent=None`` uses CytoVI's heuristic (half the
+        features, clamped to 10–20).
+    max_epochs
+        Training epochs; default scvi-tools' heuristic
+        (``min(round(20000 / n_obs × 400), 400)``).
+    batch_size
+        Minibatch size.
+    standardize
+        z-score every feature over all observations before training.
+    accelerator, devices
+        Lightning settings: ``"auto"`` trains on a GPU when present, else the CPU.
+    early_stopping
+        Stop on the validation loss (CytoVI's default, patience 30).
+    progress_bar
+        Show Lightning's progress bar.
+    seed
+        ``scvi.settings.seed`` for reproducibility.
+    model_kwargs, train_kwargs
+        Extra arguments to ``CYTOVI(...)`` and ``CYTOVI.train(...)``.
+    return_model
+        Return the trained model (with ``copy=True``: ``(adata, model)``).
+    copy
+        Return a modified copy.
+
+    Returns
+    -------
+    None, the copy, or the model (see ``return_model``). Sets
+    ``adata.obsm[key_added]``; epochs, seconds per epoch and the device go
+    to the provenance log.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> ip.tl.scvi(adata, "Metadata_Batch", max_epochs=2)  # doctest: +SKIP
+    >>> adata.obsm["X_scvi"].shape[0]  # doctest: +SKIP
+    768
+    """
+    X, codes, levels = prepare(adata, batch_key, use_rep)
+    if max_epochs is not None and int(max_epochs) < 1:
+        raise ValueError(f"scvi: max_epochs must be >= 1, got {max_epochs}.")
+    if standardize:
+        sd = X.std(axis=0)
+        bad = np.flatnonzero(sd == 0)
+        if bad.size:
+            raise ValueError(
+                f"scvi: {bad.size} column(s) of {use_rep!r} are constant (e.g. index {bad[:5].tolist()}); "
+                "drop them first (ip.pp.feature_select) or pass standardize=False."
+            )
+        X = (X - X.mean(axis=0)) / sd
+    scvi_mod, CYTOVI = _import_scvi()
+    import torch
+
+    adata = start(adata, copy)
+    scvi_mod.settings.seed = seed
+    epochs = int(max_epochs) if max_epochs is not None else default_max_epochs(adata.n_obs)
+    obs = pd.DataFrame({"batch": pd.Categorical.from_codes(codes, categories=levels)}, index=adata.obs_names.copy())
+    tmp = AnnData(X=np.ascontiguousarray(X, dtype=np.float32), obs=obs)
+    CYTOVI.setup_anndata(tmp, batch_key="batch")
+    model = CYTOVI(tmp, n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers, **(model_kwargs or {}))
+    tk = dict(max_epochs=epochs, batch_size=batch_size, accelerator=accelerator, devices=devices,
+              early_stopping=early_stopping, enable_progress_bar=progress_bar)
+    tk.update(train_kwargs or {})
+    t0 = time.perf_counter()
+    model.train(**tk)
+    seconds = time.perf_counter() - t0
+    trained = int(model.trainer.current_epoch) if getattr(model, "trainer", None) is not None else epochs
+    trained = max(trained, 1)
+    Z = model.get_latent_representation()
+    device = str(next(model.module.parameters()).device)
+    if device.startswith("cuda"):
+        device = f"{device} ({torch.cuda.get_device_name()})"
+    params = dict(batch_key=batch_key, use_rep=use_rep, n_latent=model.module.n_latent, n_hidden=n_hidden,
+                  n_layers=n_layers, max_epochs=epochs, batch_size=batch_size, standardize=standardize,
+                  accelerator=accelerator, early_stopping=early_stopping, seed=seed,
+                  model_kwargs=model_kwargs or {}, train_kwargs=train_kwargs or {})
+    store(adata, Z, key_added=key_added, function="tl.scvi", params=params, use_rep=use_rep, kind="embedding",
+          n_batches=len(levels), model="scvi.external.CYTOVI", epochs_trained=trained,
+          seconds_train=round(seconds, 3), seconds_per_epoch=round(seconds / trained, 3), device=device)
+    if return_model:
+        return (finish(adata, copy), model) if copy else model
+    return finish(adata, copy)

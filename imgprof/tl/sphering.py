@@ -1,0 +1,270 @@
+"""Sphering (whitening) fitted on negative controls, with the regularisation chosen from a grid.
+
+The kernel reproduces :class:`pycytominer.operations.Spherize` (values
+identical, tested) but computes the singular value decomposition once, so
+that a whole grid of regularisation values costs one SVD. The grid value is
+chosen, as in the JUMP/Arevalo et al. (2024) pipelines, by replicate
+retrieval: the mean of the replicate mAP against negative controls and
+against non-replicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._core.validation import check_obs_keys, finish, resolve_mask, start
+from ._validate import check_batches, get_rep, store
+
+#: Regularisation values tried by default (added to the singular values, as in pycytominer).
+DEFAULT_EPSILON_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in range(-5, 4))
+METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")
+
+
+@dataclass
+class SpherizeFit:
+    """One SVD of the (centred, optionally standardised) control matrix.
+
+    ``whitening(epsilon)`` gives pycytominer's ``W`` for any regularisation.
+    """
+
+    method: str
+    mean: np.ndarray
+    scale: np.ndarray
+    Vt: np.ndarray
+    sigma: np.ndarray
+    n: int
+
+    def whitening(self, epsilon: float) -> np.ndarray:
+        s = self.sigma + epsilon
+        W = (self.Vt / s[:, None]).T * np.sqrt(self.n - 1)
+        if self.method.startswith("ZCA"):
+            W = W @ self.Vt
+        return W
+
+    def transform(self, X: np.ndarray, epsilon: float) -> np.ndarray:
+        return ((X - self.mean) / self.scale) @ self.whitening(epsilon)
+
+
+def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str] | None = None) -> SpherizeFit:
+    """Fit the sphering transform on control rows ``Xc`` (pure numpy kernel).
+
+    Follows pycytominer's ``Spherize.fit`` step by step: ``-cor`` methods
+    standardise with the controls' mean and (population) standard deviation,
+    the others only centre; the SVD's singular values are padded to the
+    feature count when there are fewer controls than features.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, a constant control column (``-cor`` methods)
+        or linearly dependent columns.
+    """
+    if method not in METHODS:
+        raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
+    Xc = np.asarray(Xc, dtype=np.float64)
+    n, d = Xc.shape
+    if n < 2:
+        raise ValueError(f"sphering: need at least 2 control rows to fit, got {n}.")
+    mean = Xc.mean(axis=0)
+    if method.endswith("-cor"):
+        scale = Xc.std(axis=0)
+        bad = np.flatnonzero(scale == 0)
+        if bad.size:
+            cols = [str(names[i]) for i in bad[:5]] if names is not None else bad[:5].tolist()
+            raise ValueError(
+                f"sphering: {bad.size} column(s) are constant across the controls, e.g. {cols}; "
+                "remove low-variance features first (ip.pp.feature_select)."
+            )
+    else:
+        scale = np.ones(d)
+    Z = (Xc - mean) / scale
+    # Vt must be d × d; U is only needed small (full_matrices only when n <= d, as U is then n × n).
+    _, sigma, Vt = np.linalg.svd(Z, full_matrices=n <= d)
+    # Same rank rule as np.linalg.matrix_rank, from the singular values we already have.
+    r = int(np.sum(sigma > sigma.max() * max(n, d) * np.finfo(sigma.dtype).eps)) if sigma.size else 0
+    if not (r == d or r == n - 1):
+        raise ValueError(
+            f"sphering: the control matrix is not full rank (n={n} controls, d={d} features, rank {r}); "
+            "some features are linear combinations of others. Drop correlated features first "
+            "(ip.pp.feature_select(..., operations=['correlation_threshold']))."
+        )
+    if n <= d:
+        sigma = np.concatenate([sigma[:r], np.repeat(sigma[r - 1], d - r)])
+    return SpherizeFit(method=method, mean=mean, scale=scale, Vt=Vt, sigma=sigma, n=n)
+
+
+def _average_precision(sims: np.ndarray, positive: np.ndarray) -> float:
+    order = np.argsort(-sims, kind="stable")
+    hits = positive[order]
+    if not hits.any():
+        return np.nan
+    ranks = np.flatnonzero(hits) + 1
+    return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+
+
+def replicate_map(
+    Y: np.ndarray,
+    labels: np.ndarray,
+    is_control: np.ndarray,
+    *,
+    max_queries: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Replicate retrieval score used to pick the sphering regularisation.
+
+    For every non-control row whose label has another non-control replicate,
+    rank rows by cosine similarity and compute the average precision of its
+    replicates among (a) the negative controls (``map_negcon``) and (b) the
+    non-replicate treatments (``map_nonrep``); average per label, then over
+    labels (copairs' mAP convention). ``score`` is their mean, the criterion
+    of Arevalo et al. (2024).
+    """
+    Yn = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
+    labels = np.asarray(labels).astype(str)
+    trt = ~is_control
+    vc = pd.Series(labels[trt]).value_counts()
+    ok_labels = set(vc.index[vc >= 2])
+    queries = np.flatnonzero(trt & np.isin(labels, list(ok_labels)))
+    if queries.size == 0:
+        raise ValueError("sphering: no treatment label has 2 or more replicates; cannot score the epsilon grid.")
+    if queries.size > max_queries:
+        queries = np.sort(np.random.default_rng(seed).choice(queries, max_queries, replace=False))
+    ctrl = np.flatnonzero(is_control)
+    rows = {"negcon": [], "nonrep": []}
+    for q in queries:
+        same = (labels == labels[q]) & trt
+        same[q] = False
+        pos = np.flatnonzero(same)
+        sims_pos = Yn[pos] @ Yn[q]
+        if ctrl.size:
+            neg = ctrl
+            s = np.concatenate([sims_pos, Yn[neg] @ Yn[q]])
+            p = np.concatenate([np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+            rows["negcon"].append((labels[q], _average_precision(s, p)))
+        neg = np.flatnonzero(trt & (labels != labels[q]))
+        if neg.size:
+            s = np.concatenate([sims_pos, Yn[neg] @ Yn[q]])
+            p = np.concatenate([np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+            rows["nonrep"].append((labels[q], _average_precision(s, p)))
+    out = {}
+    for k, v in rows.items():
+        if v:
+            df = pd.DataFrame(v, columns=["label", "ap"])
+            out[f"map_{k}"] = float(df.groupby("label")["ap"].mean().mean())
+        else:
+            out[f"map_{k}"] = np.nan
+    out["score"] = float(np.nanmean([out["map_negcon"], out["map_nonrep"]]))
+    return out
+
+
+def sphering(
+    adata: AnnData,
+    batch_key: str | None = None,
+    *,
+    use_rep: str = "X",
+    key_added: str = "X_sphering",
+    controls="Metadata_control_type == 'negcon'",
+    method: str = "ZCA-cor",
+    epsilon: float | Sequence[float] = DEFAULT_EPSILON_GRID,
+    label_key: str | None = None,
+    add_layer: bool = False,
+    copy: bool = False,
+) -> AnnData | None:
+    """Whiten profiles with a sphering transform fitted on negative controls.
+
+    The transform (pycytominer's ``Spherize``, default ``ZCA-cor``) is fitted
+    on the control rows only and applied to all rows: directions in which
+    controls vary (including plate and batch effects the controls share)
+    are shrunk, so treatment effects stand out. ``epsilon`` is added to the
+    singular values; a sequence of values is a grid, from which the value
+    with the best replicate retrieval (:func:`replicate_map` on
+    ``label_key``) is kept, as in Arevalo et al. (2024).
+
+    Parameters
+    ----------
+    adata
+        Profiles (normalised features).
+    batch_key
+        Optional batch column; sphering does not use it, but it is
+        validated and logged so that all ``ip.tl.integrate`` methods share one call.
+    use_rep
+        ``"X"`` (default) or an ``.obsm`` key.
+    key_added
+        ``.obsm`` key for the sphered profiles.
+    controls
+        Negative controls to fit on: an ``.obs`` query string, a boolean mask or obs names.
+    method
+        ``"ZCA-cor"``, ``"ZCA"``, ``"PCA-cor"`` or ``"PCA"``.
+    epsilon
+        One regularisation value, or a grid (default ``1e-5 … 1e3``).
+    label_key
+        ``.obs`` column naming replicates (e.g. ``"Metadata_Perturbation"``);
+        required to choose from a grid.
+    add_layer
+        Also store the result as ``adata.layers[key_added]`` (same array).
+    copy
+        Return a modified copy.
+
+    Returns
+    -------
+    None, or the modified copy. ``adata.obsm[key_added]``; the grid scores go
+    to the provenance log and ``adata.uns["sphering"]``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.lincs_plate()
+    >>> ip.tl.sphering(adata, controls="Metadata_pert_type == 'control'", label_key="Metadata_broad_sample")
+    >>> adata.uns["sphering"]["epsilon"] > 0
+    True
+    """
+    if method not in METHODS:
+        raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
+    grid = [float(e) for e in np.atleast_1d(np.asarray(epsilon, dtype=float))]
+    if not grid or any(not np.isfinite(e) or e < 0 for e in grid):
+        raise ValueError(f"sphering: epsilon must be non-negative finite value(s), got {epsilon!r}.")
+    if len(grid) > 1 and label_key is None:
+        raise ValueError(
+            "sphering: choosing epsilon from a grid needs label_key= (the .obs column naming replicates, "
+            "e.g. 'Metadata_Perturbation') to score replicate retrieval; or pass one value, e.g. epsilon=1e-2."
+        )
+    if label_key is not None:
+        check_obs_keys(adata, label_key, param="label_key")
+    if add_layer and use_rep not in (None, "X"):
+        raise ValueError(f"add_layer=True needs use_rep='X' (got {use_rep!r}).")
+    levels = None
+    if batch_key is not None:
+        _, levels = check_batches(adata, batch_key)
+    mask = resolve_mask(adata, controls, param="controls")
+    X = get_rep(adata, use_rep)
+    names = list(map(str, adata.var_names)) if use_rep in (None, "X") else None
+    fit = spherize_fit(X[mask], method, names=names)
+
+    adata = start(adata, copy)
+    scores = []
+    if len(grid) == 1:
+        best = grid[0]
+    else:
+        labels = adata.obs[label_key].to_numpy()
+        for e in grid:
+            s = replicate_map(fit.transform(X, e), labels, mask)
+            scores.append({"epsilon": e, **s})
+        table = pd.DataFrame(scores)
+        best = float(table.loc[table["score"].idxmax(), "epsilon"])
+    Y = fit.transform(X, best)
+    adata.uns["sphering"] = {
+        "epsilon": best,
+        "method": method,
+        "n_controls": int(mask.sum()),
+        "grid": pd.DataFrame(scores).to_dict(orient="list") if scores else {},
+    }
+    params = dict(batch_key=batch_key, use_rep=use_rep, controls=controls, method=method, epsilon=grid, label_key=label_key)
+    store(adata, Y, key_added=key_added, function="tl.sphering", params=params, use_rep=use_rep, add_layer=add_layer,
+          epsilon_chosen=best, n_controls=int(mask.sum()), grid_scores=scores,
+          n_batches=len(levels) if levels else None)
+    return finish(adata, copy)
