@@ -196,9 +196,12 @@ def make_data(datadir: Path, n_plates: int, n_features: int) -> None:
     (datadir / "features.json").write_text(json.dumps(list(map(str, adata.var_names))))
 
 
-def _spawn(tool, task, datadir, outdir, repeats):
+def _spawn(tool, task, datadir, outdir, repeats, threads=None):
     cmd = [sys.executable, __file__, "--worker", tool, task, str(datadir), str(outdir), str(repeats)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env[var] = str(threads)
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         return {"tool": tool, "task": task, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}
@@ -231,6 +234,8 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dask", action="store_true", help="also time imgprof on a dask array (LocalCluster, 2 workers)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS/OpenMP/numba threads for both tools' processes (default: the libraries' own)")
     p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/normalize.md; --quick: not written)")
     p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -247,7 +252,7 @@ def main(argv=None) -> int:
         rows = []
         for task in args.tasks:
             tools = ["imgprof", "pycytominer"] + (["imgprof-dask"] if args.dask and TASKS[task][2] == "normalize" else [])
-            res = {t: _spawn(t, task, datadir, outdir, args.repeats) for t in tools}
+            res = {t: _spawn(t, task, datadir, outdir, args.repeats, args.threads) for t in tools}
             agree = _agreement(task, outdir)
             rows.append((task, res, agree))
             ours, ref = res["imgprof"], res["pycytominer"]
@@ -280,7 +285,9 @@ def _markdown(rows, n_plates, n_features, args) -> str:
         f"{args.repeats} runs, each tool in its own process on its native input (AnnData / DataFrame).",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
         f" numpy {numpy.__version__}, imgprof {imgprof.__version__}.",
-        "Peak memory: growth of resident memory during the timed call.",
+        "Peak memory: growth of resident memory during the timed call."
+        + (f" BLAS/OpenMP/numba threads: {args.threads} for both tools." if args.threads else "")
+        + (f" Load average when written: {os.getloadavg()[0]:.1f} (shared machine)." if hasattr(os, "getloadavg") else ""),
         "",
         "| task | imgprof (s) | pycytominer (s) | speed-up | imgprof peak (MB) | pycytominer peak (MB) | outputs |",
         "|---|---:|---:|---:|---:|---:|---|",

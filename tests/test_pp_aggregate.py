@@ -285,3 +285,13 @@ def test_zarr_store_is_read_lazily(sim_cells, tmp_path):
     assert type(lazy.X).__module__.startswith("dask")
     out = ip.pp.aggregate(path)
     np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)
+
+
+def test_parquet_folder_partitioned_by_plate(sim_cells, tmp_path):
+    df = ip.io.to_pandas(sim_cells)
+    folder = tmp_path / "by_plate"
+    folder.mkdir()
+    for i, (_, part) in enumerate(df.groupby("Metadata_Plate", sort=True)):
+        part.to_parquet(folder / f"part{i}.parquet")
+    out = ip.pp.aggregate(folder, batch_rows=100)
+    np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)

@@ -219,6 +219,19 @@ def test_dask_local_cluster():
         lazy.X = da.from_array(full.X, chunks=(50, 10))
         ip.pp.normalize(lazy, "spherize", controls=NEGCON, by="Metadata_Plate")
         np.testing.assert_allclose(lazy.X.compute(), ref.X, rtol=1e-10, atol=1e-10)
+        # a reference set too large for memory: ZCA fitted from a dask-reduced Gram matrix
+        import sys
+
+        mod = sys.modules["imgprof.pp.normalize"]
+        old_limit, mod._DASK_IN_MEMORY = mod._DASK_IN_MEMORY, 100
+        try:
+            ref = ip.pp.normalize(full, "spherize", spherize_method="ZCA", copy=True)
+            lazy = full.copy()
+            lazy.X = da.from_array(full.X, chunks=(50, 10))
+            ip.pp.normalize(lazy, "spherize", spherize_method="ZCA")
+            np.testing.assert_allclose(lazy.X.compute(), ref.X, rtol=1e-8, atol=1e-8)
+        finally:
+            mod._DASK_IN_MEMORY = old_limit
         bad = full.copy()
         bad.X = da.from_array(np.where(np.arange(24) == 3, np.inf, full.X), chunks=(50, 10))
         with pytest.raises(ValueError, match="inf"):

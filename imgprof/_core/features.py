@@ -83,7 +83,7 @@ def split_columns(
 
 def check_numeric_features(df: pd.DataFrame, features: Sequence[str], *, source: str) -> None:
     """Raise ``TypeError`` naming every feature column that is not numeric."""
-    dtypes = df.dtypes  # one lookup for all columns (df[c] per column is slow on wide tables)
+    dtypes = dict(df.dtypes.items())  # one lookup for all columns (df[c] per column is slow on wide tables)
     bad = [c for c in features if not (pd.api.types.is_numeric_dtype(dtypes[c]) or pd.api.types.is_bool_dtype(dtypes[c]))]
     if bad:
         examples = {c: df[c].dropna().astype(str).head(2).tolist() for c in bad[:3]}
@@ -95,7 +95,7 @@ def check_numeric_features(df: pd.DataFrame, features: Sequence[str], *, source:
 
 def feature_matrix(df: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
     """Stack feature columns into one float matrix (float32 kept when all are float32)."""
-    all_dtypes = df.dtypes
+    all_dtypes = dict(df.dtypes.items())
     dtypes = {all_dtypes[c] for c in features}
     dtype = np.float32 if dtypes == {np.dtype("float32")} else np.float64
     return df.loc[:, list(features)].to_numpy(dtype=dtype, na_value=np.nan)

@@ -98,7 +98,6 @@ def smooth_illumination(
     size = min(30.0, float(max(img.shape)) / 40.0) if filter_size is None else float(filter_size)
     work = img
     if downsample > 1 and method in ("median", "gaussian"):
-        from skimage.transform import resize
         from skimage.measure import block_reduce
 
         work = block_reduce(img, (downsample, downsample), np.mean)

@@ -121,7 +121,8 @@ class _Source:
             else:
                 sep = _sep_for(p)
                 check_unique_columns(_sniff_header(p, sep), source=label)
-                df = pd.read_csv(p, sep=sep, low_memory=False)
+                # round_trip: correctly rounded floats (pandas' default parser can be 1 ulp off).
+                df = pd.read_csv(p, sep=sep, low_memory=False, float_precision="round_trip")
         if df.shape[0] == 0:
             raise ValueError(f"{label}: the table has a header but no rows.")
         return df
@@ -134,7 +135,7 @@ class _Source:
 
 def _as_numeric_if_empty(df: pd.DataFrame, cols: Sequence[str]) -> None:
     """SQLite returns all-NULL columns as object; make them float so they count as numeric."""
-    dtypes = df.dtypes
+    dtypes = dict(df.dtypes.items())
     for c in cols:
         if dtypes[c] == object and df[c].isna().all():
             df[c] = df[c].astype("float64")
@@ -206,9 +207,6 @@ class _ObjectTable:
         self.df = df
         self.meta = meta
         self.features = feats
-
-    def keys(self, table_number: bool) -> list[str]:
-        return ["TableNumber", "ImageNumber"] if table_number else ["ImageNumber"]
 
 
 def _image_table(df: pd.DataFrame, label: str, image_columns, image_features, rename_metadata: bool):
@@ -366,7 +364,7 @@ def _merge_one(
     summary: dict = {"source": str(source.path), "n_objects": {}, "unmatched_anchor": {}, "unreferenced": {}}
     for comp, t in tables.items():
         summary["n_objects"][comp] = int(t.df.shape[0])
-        dup = t.df.duplicated(subset=[*keys, "__obj__"])
+        dup = t.df[[*keys, "__obj__"]].duplicated()  # narrow frame: DataFrame.duplicated walks every column
         if dup.any():
             raise ValueError(
                 f"{t.label}: {int(dup.sum())} duplicated object key(s) {keys + ['ObjectNumber']}, "
@@ -446,7 +444,7 @@ def _merge_one(
 
     # 3. Image-level columns, joined on the image keys.
     if img is not None:
-        dup = img.duplicated(subset=keys)
+        dup = img[keys].duplicated()
         if dup.any():
             raise ValueError(f"{ilabel}: {int(dup.sum())} duplicated image key(s) {keys}, e.g. {_examples(img[dup], keys)}.")
         m = ids.merge(img.assign(__img__=True), on=keys, how="left")
@@ -651,8 +649,10 @@ def read_cellprofiler(
         summaries.append(s)
     if len(frames) > 1:
         if "Metadata_TableNumber" not in obs_cols:
-            for p, df in zip(paths, frames):
-                df.insert(0, "Metadata_TableNumber", p.name)
+            frames = [
+                pd.concat([pd.Series(p.name, index=df.index, name="Metadata_TableNumber"), df], axis=1)
+                for p, df in zip(paths, frames)
+            ]
             idx = obs_cols.index("Metadata_ImageNumber")
             obs_cols = [*obs_cols[:idx], "Metadata_TableNumber", *obs_cols[idx:]]
         df = pd.concat(frames, ignore_index=True)

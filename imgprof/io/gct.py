@@ -140,7 +140,12 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
             if len(parts) != header_offset + n_cols:
                 raise ValueError(f"{path}: column-metadata line {4 + i} has {len(parts)} fields, expected {header_offset + n_cols}.")
             cmeta[parts[0]] = parts[header_offset:]
-        body = pd.read_csv(fh, sep="\t", header=None, dtype=str, keep_default_na=False)
+        # metadata columns as text; the data block parsed as float by pandas' C parser
+        data_cols = range(header_offset, header_offset + n_cols)
+        body = pd.read_csv(
+            fh, sep="\t", header=None, keep_default_na=False, dtype=dict.fromkeys(range(header_offset), str),
+            na_values=dict.fromkeys(data_cols, ["NaN", "nan", "NA", ""]), low_memory=False, float_precision="round_trip",
+        )
     if body.shape[0] != n_rows:
         raise ValueError(f"{path}: found {body.shape[0]} data rows, line 2 declares {n_rows}.")
     if body.shape[1] != header_offset + n_cols:
@@ -149,11 +154,16 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
     _check_unique(row_ids, "gene (row)", path)
     rmeta_names = header[1:header_offset]
     var = pd.DataFrame({name: body.iloc[:, 1 + j].to_numpy() for j, name in enumerate(rmeta_names)}, index=row_ids)
-    try:
-        block = body.iloc[:, header_offset:].replace({"NaN": np.nan, "nan": np.nan, "NA": np.nan, "": np.nan})
-        X = block.to_numpy(dtype=np.float64).T
-    except ValueError as e:
-        raise ValueError(f"{path}: the data block holds non-numeric values ({e}).") from e
+    block = body.iloc[:, header_offset:]
+    bad = [j for j, dt in enumerate(block.dtypes) if not pd.api.types.is_numeric_dtype(dt)]
+    if bad:
+        col = block.iloc[:, bad[0]]
+        ex = col[pd.to_numeric(col, errors="coerce").isna() & col.notna()].astype(str).head(3).tolist()
+        raise ValueError(
+            f"{path}: the data block holds non-numeric values in {len(bad)} sample column(s), "
+            f"e.g. {col_ids[bad[0]]!r}: {ex}."
+        )
+    X = block.to_numpy(dtype=np.float64).T
     obs = pd.DataFrame(cmeta, index=col_ids)
     return _finish(X, obs, var, path, version, obs_prefix, convert_neg_666, "io.read_gct")
 

@@ -90,7 +90,7 @@ def from_pandas(
     if obs.index.has_duplicates:
         raise ValueError(f"{source}: the table's index has duplicated labels; reset it first (df.reset_index(drop=True)).")
     var = parse_feature_names(feats)
-    dtypes = df.dtypes
+    dtypes = dict(df.dtypes.items())
     var["input_dtype"] = [str(dtypes[c]) for c in feats]
     adata = ad.AnnData(X=X, obs=obs, var=var)
     store = uns(adata)

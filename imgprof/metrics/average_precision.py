@@ -107,6 +107,14 @@ def _key(S: np.ndarray) -> np.ndarray:
     return key
 
 
+def _weighted_count(M: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """``M @ size`` for a boolean ``M`` without an int64 copy of ``M``."""
+    if (size == 1).all():
+        return np.count_nonzero(M, axis=1).astype(np.int64)
+    dt = np.float32 if size.sum() < 2**24 else np.float64
+    return np.rint(M.astype(dt) @ size.astype(dt)).astype(np.int64)
+
+
 def _clear_self(M: np.ndarray, R: np.ndarray, cols: np.ndarray, buf: np.ndarray) -> None:
     """Set ``M[b, j] = False`` where candidate ``cols[j]`` is the query row ``R[b]`` itself."""
     buf[cols] = np.arange(cols.size)
@@ -169,8 +177,11 @@ def _ap_dense(pr, pk, Kn, n_rows):
         pad = np.full((n_rows, pmax), np.inf, dtype=np.float32)
         pad[pr, m] = pk
         cnt_pad = np.empty((n_rows, pmax), dtype=np.int64)
+        buf = np.empty(Kn.shape, dtype=bool)
+        acc = np.uint32 if Kn.shape[1] < 2**32 else np.uint64
         for j in range(pmax):
-            cnt_pad[:, j] = np.count_nonzero(Kn < pad[:, j : j + 1], axis=1)
+            np.less(Kn, pad[:, j : j + 1], out=buf)
+            cnt_pad[:, j] = buf.view(np.uint8).sum(axis=1, dtype=acc)
         cnt = cnt_pad[pr, m]
     else:
         Kn = np.sort(Kn, axis=1)
@@ -347,14 +358,14 @@ def average_precision_kernel(
         Mn = _pairs.combo_mask(enc, neg_s, neg_d, a, all_b)
         self_p = Mp[np.arange(a.size), a] if same_set else np.zeros(a.size, bool)
         self_n = Mn[np.arange(a.size), a] if same_set else np.zeros(a.size, bool)
-        nneg_combo[a] = Mn.astype(np.int64) @ size - self_n
+        nneg_combo[a] = _weighted_count(Mn, size) - self_n
         if expand:
             Lw = np.asarray((enc.combo_labels.T @ (Mp * size).T).T)  # (|a|, n_labels)
             for k, c in enumerate(a):
                 labs = enc.combo_labels[c].indices
                 npos_label[int(c)] = (Lw[k, labs] - self_p[k]).astype(np.int64)
         else:
-            npos_combo[a] = Mp.astype(np.int64) @ size - self_p
+            npos_combo[a] = _weighted_count(Mp, size) - self_p
 
     # ---- units ----
     cq = enc.combo_q

@@ -131,8 +131,9 @@ def pipeline_summary(data, *, label: str | Mapping[str, str] | None = None, mods
     One row per modality: ``n_obs``, ``n_vars``, ``n_pcs``, ``n_clusters``, ``ari_label``,
     ``nmi_label``. When observations are shared between modalities (a paired join),
     one extra row per pair of modalities (``modality="A|B"``) gives ``ari_clusters``
-    (agreement of the two Leiden partitions) and ``knn_jaccard`` (mean Jaccard overlap
-    of each observation's neighbours in the two modalities; chance ≈ k/n).
+    (agreement of the two Leiden partitions; 0 = chance), ``knn_jaccard`` (mean Jaccard
+    overlap of each observation's neighbours in the two modalities) and
+    ``knn_jaccard_chance`` (its approximate value for unrelated neighbourhoods).
 
     Examples
     --------
@@ -170,6 +171,11 @@ def pipeline_summary(data, *, label: str | Mapping[str, str] | None = None, mods
             ka, kb = _knn_sets(ms[a], shared), _knn_sets(ms[b], shared)
             sset = set(shared)
             jac = [len((p & sset) & (q & sset)) / max(1, len((p | q) & sset)) for p, q in zip(ka, kb)]
-            rows.append({"modality": f"{a}|{b}", "n_obs": len(shared), "ari_clusters": float(adjusted_rand_score(la, lb)),
-                         "knn_jaccard": float(np.mean(jac))})
+            # chance: two independent random neighbour sets of the same sizes among the other n - 1 observations
+            n_o = len(shared)
+            ks = np.array([[len(p & sset), len(q & sset)] for p, q in zip(ka, kb)], dtype=float)
+            inter = ks[:, 0] * ks[:, 1] / max(1, n_o - 1)
+            chance = float(np.mean(inter / np.maximum(1e-12, ks.sum(axis=1) - inter)))
+            rows.append({"modality": f"{a}|{b}", "n_obs": n_o, "ari_clusters": float(adjusted_rand_score(la, lb)),
+                         "knn_jaccard": float(np.mean(jac)), "knn_jaccard_chance": chance})
     return pd.DataFrame(rows)

@@ -140,7 +140,7 @@ def aggregate(
     level: str = "well",
     features: Sequence[str] | None = None,
     metadata: Sequence[str] | None = None,
-    batch_rows: int = 65_536,
+    batch_rows: int = 32_768,
     n_jobs: int | None = None,
 ) -> ad.AnnData:
     """Aggregate single-cell profiles into well (or any ``by``) profiles.
@@ -194,11 +194,13 @@ def aggregate(
     -----
     *Out of core.* A dask ``.X`` is re-chunked on group boundaries (sorted first
     when the rows are not grouped) and each chunk reduced in its own task, so
-    memory per task is one chunk. A parquet file is read in batches of
-    ``batch_rows`` rows; it must hold each group in consecutive rows (sorted or
-    partitioned by ``by``, as CellProfiler/CytoTable exports per plate and well
-    are): peak memory is one batch plus the largest group, independent of the
-    number of cells. A group that reappears after another one started raises.
+    memory per task is one chunk. A parquet file (or a folder of parquet files)
+    is read in batches of ``batch_rows`` rows, one row group at a time; it must
+    hold each group in consecutive rows (sorted or partitioned by ``by``, as
+    CellProfiler/CytoTable exports per plate and well are): peak memory is one
+    row group plus one batch plus the largest group, independent of the number
+    of cells (write files with moderate row groups, e.g. ``row_group_size=50_000``).
+    A group that reappears after another one started raises.
 
     *Differences from pycytominer.* Features are every column of ``.X`` (not
     inferred from the ``Cells_``/``Nuclei_``/``Cytoplasm_`` prefixes); integer
@@ -389,8 +391,20 @@ def _aggregate_parquet(
         return meta.loc[~keep].reset_index(drop=True), X[~keep]
 
     read_cols = list(dict.fromkeys(by + keep_cols + feat_cols))
-    scanner = dataset.scanner(columns=read_cols, batch_size=batch_rows)
-    for batch in scanner.to_batches():
+    if path.is_file():
+        import pyarrow.parquet as pq
+
+        # sequential row-group reads, no read-ahead: memory = one row group + one batch + the open group
+        # pre_buffer=False: with pre-buffering pyarrow keeps column chunks and memory grows with the file
+        batches = pq.ParquetFile(str(path), pre_buffer=False).iter_batches(
+            batch_size=batch_rows, columns=read_cols, use_threads=True
+        )
+    else:
+        batches = dataset.scanner(
+            columns=read_cols, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
+            fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False),
+        ).to_batches()
+    for batch in batches:
         if batch.num_rows == 0:
             continue
         n_cells += batch.num_rows

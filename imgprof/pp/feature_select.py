@@ -84,35 +84,40 @@ def _frequency_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column: (count of 2nd most common value / count of most common, number of distinct values).
 
     NaN are not values (pandas ``value_counts``/``nunique``); a column with fewer
-    than two distinct values has ratio 0.
+    than two distinct values has ratio 0. One sort per column, then run lengths.
     """
     n, p = X.shape
     if n == 0 or p == 0:
         return np.zeros(p), np.zeros(p, dtype=np.int64)
-    S = np.sort(X, axis=0)  # NaN last
+    S = np.sort(np.ascontiguousarray(X.T), axis=1)  # (p, n), NaN last
     valid = ~np.isnan(S)
-    n_valid = valid.sum(axis=0)
+    n_valid = valid.sum(axis=1)
     new = np.empty_like(valid)
-    new[0] = valid[0]
-    new[1:] = (S[1:] != S[:-1]) & valid[1:]
-    n_unique = new.sum(axis=0)
-    pos = np.flatnonzero(new.T.ravel())  # run starts, column-major
-    col, row = np.divmod(pos, n)
-    nxt = np.empty_like(row)
-    same = np.append(col[1:] == col[:-1], False)
-    nxt[:-1] = row[1:]
-    nxt = np.where(same, nxt, n_valid[col])
-    length = nxt - row
-    order = np.lexsort((-length, col))
-    col_s, len_s = col[order], length[order]
-    first = np.flatnonzero(np.r_[True, col_s[1:] != col_s[:-1]]) if col_s.size else np.zeros(0, dtype=np.int64)
-    top1 = np.zeros(p)
-    top2 = np.zeros(p)
-    top1[col_s[first]] = len_s[first]
-    second = first + 1
-    ok = second < col_s.size
-    ok[ok] = col_s[second[ok]] == col_s[first[ok]]
-    top2[col_s[first[ok]]] = len_s[second[ok]]
+    new[:, 0] = valid[:, 0]
+    new[:, 1:] = (S[:, 1:] != S[:, :-1]) & valid[:, 1:]
+    n_unique = new.sum(axis=1)
+    # columns whose values are all distinct: both top counts are 1
+    top1 = np.where(n_valid > 0, 1.0, 0.0)
+    top2 = np.where(n_valid > 1, 1.0, 0.0)
+    dup = np.flatnonzero(n_unique < n_valid)
+    if dup.size:
+        sub = new[dup]
+        pos = np.flatnonzero(sub.ravel())  # run starts, column by column
+        col, row = np.divmod(pos, n)
+        change = np.r_[True, col[1:] != col[:-1]]
+        nxt = np.empty_like(row)
+        nxt[:-1] = row[1:]
+        length = np.where(np.append(~change[1:], False), nxt, n_valid[dup][col]) - row
+        seg = np.flatnonzero(change)  # first run of each column
+        seg_id = np.cumsum(change) - 1
+        m1 = np.maximum.reduceat(length, seg)
+        # remove one occurrence of each column's maximum: the next maximum is the runner-up
+        first_max = np.flatnonzero(length == m1[seg_id])
+        keep_first = np.r_[True, col[first_max][1:] != col[first_max][:-1]]
+        rest = length.copy()
+        rest[first_max[keep_first]] = 0
+        top1[dup] = m1
+        top2[dup] = np.maximum.reduceat(rest, seg)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where((n_unique >= 2) & (top1 > 0), top2 / np.where(top1 > 0, top1, 1), 0.0)
     return ratio, n_unique

@@ -82,7 +82,7 @@ def _fit_inverse_normal(Xg: np.ndarray, n_quantiles: int) -> tuple[np.ndarray, n
 
 def _apply_inverse_normal(X: np.ndarray, quantiles: np.ndarray, references: np.ndarray) -> np.ndarray:
     """Map ``X`` through the fitted quantiles onto a standard normal (column by column)."""
-    from scipy import stats
+    from scipy.special import ndtri  # what scipy.stats.norm.ppf calls
 
     X = np.array(X, dtype=np.float64, copy=True)
     for j in range(X.shape[1]):
@@ -99,9 +99,9 @@ def _apply_inverse_normal(X: np.ndarray, quantiles: np.ndarray, references: np.n
         col[low_idx] = 0.0
         X[:, j] = col
     with np.errstate(invalid="ignore", divide="ignore"):
-        X = stats.norm.ppf(X)
-    clip_min = stats.norm.ppf(_BOUNDS_THRESHOLD - np.spacing(1))
-    clip_max = stats.norm.ppf(1 - (_BOUNDS_THRESHOLD - np.spacing(1)))
+        X = ndtri(X)
+    clip_min = ndtri(_BOUNDS_THRESHOLD - np.spacing(1))
+    clip_max = ndtri(1 - (_BOUNDS_THRESHOLD - np.spacing(1)))
     return np.clip(X, clip_min, clip_max)
 
 
@@ -119,32 +119,77 @@ def _spherize_moments(Xf: np.ndarray, method: str, center: bool) -> tuple[np.nda
     return mean, np.ones_like(mean), const
 
 
-def _fit_spherize(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> tuple[np.ndarray, int]:
-    """Whitening matrix ``W`` (``d x d``) of the already centred/scaled reference matrix ``Xt``.
+class _Whitener:
+    """A whitening map ``x -> x @ W``, stored densely or as ``V^T diag(coef) V + diag * I`` (ZCA, low rank)."""
 
-    Follows pycytominer's ``Spherize.fit``: SVD of ``Xt``, singular values beyond
-    the rank replaced by the last non-zero one when ``n <= d``, ``epsilon`` added,
-    ``W = V diag(sqrt(n - 1) / (s + epsilon))`` and, for ZCA, rotated back by ``V^T``.
-    The thin SVD is used (same ``V`` as pycytominer's full SVD, without the
-    ``n x n`` ``U``); the ZCA projector on the null space is formed in closed form.
-    For PCA with ``n <= d`` only the ``r`` components with non-zero variance are
-    returned (``W`` is ``d x r``): pycytominer also returns ``d - r`` components
-    spanning the references' null space, whose basis is arbitrary (it changes with
-    rounding), so they carry no defined values.
+    __slots__ = ("dense", "V", "coef", "diag")
 
-    Returns ``(W, rank)``.
+    def __init__(self, dense=None, V=None, coef=None, diag=0.0):
+        self.dense, self.V, self.coef, self.diag = dense, V, coef, diag
+
+    @property
+    def out_dim(self) -> int:
+        return self.dense.shape[1] if self.dense is not None else self.V.shape[1]
+
+    def truncate(self, k: int) -> _Whitener:
+        return _Whitener(dense=self.dense[:, :k]) if self.dense is not None else self
+
+    def apply(self, Xt: np.ndarray) -> np.ndarray:
+        if self.dense is not None:
+            return Xt @ self.dense
+        out = ((Xt @ self.V.T) * self.coef) @ self.V
+        out += self.diag * Xt
+        return out
+
+
+#: Gram-matrix eigendecomposition is used for ZCA when lambda_min / lambda_max exceeds this
+#: (relative error of the singular values ~ 1e-16 / ratio); otherwise the SVD of the data.
+_GRAM_MIN_RATIO = 1e-8
+
+
+def _zca_from_gram(G: np.ndarray, n: int, epsilon: float) -> _Whitener | None:
+    """ZCA map from the Gram matrix ``Xt^T Xt`` (``None`` when too ill-conditioned for it)."""
+    lam, E = np.linalg.eigh(G)
+    if not lam[0] > _GRAM_MIN_RATIO * lam[-1] > 0:
+        return None
+    S = np.sqrt(lam)
+    return _Whitener(dense=(E * (np.sqrt(n - 1) / (S + epsilon))) @ E.T)
+
+
+def _fit_spherize(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> tuple[_Whitener, int]:
+    """Whitening map of the already centred/scaled reference matrix ``Xt`` (``n x d``).
+
+    Follows pycytominer's ``Spherize.fit``: SVD ``Xt = U S V^T``, singular values
+    beyond the rank replaced by the last non-zero one when ``n <= d``, ``epsilon``
+    added, ``W = V diag(sqrt(n - 1) / (s + epsilon))`` and, for ZCA, rotated back
+    by ``V^T``. Differences in how it is computed, not in what:
+
+    * the ``n x n`` matrix ``U`` is never formed (pycytominer's ``full_matrices=True``);
+    * ZCA with ``n > d`` uses the eigendecomposition of ``Xt^T Xt`` (``V`` and ``S**2``)
+      when it is well conditioned (``W`` does not depend on eigenvector signs), else the SVD;
+    * ZCA with ``n <= d`` is kept as ``V_r^T diag(a - b) V_r + b I`` (the null-space
+      projector in closed form), applied without forming ``W``;
+    * PCA with ``n <= d`` returns only the ``r`` components with non-zero variance:
+      pycytominer also returns ``d - r`` components spanning the references' null
+      space, whose basis is arbitrary (it changes with rounding).
+
+    Returns ``(whitener, rank)``.
     """
     n, d = Xt.shape
     c = np.sqrt(n - 1)
     pca = method in ("PCA", "PCA-cor")
     if n > d:
+        if not pca:
+            w = _zca_from_gram(Xt.T @ Xt, n, epsilon)
+            if w is not None:
+                return w, d
         _, S, Vt = np.linalg.svd(Xt, full_matrices=False)
         tol = S.max(initial=0.0) * max(n, d) * _EPS
         r = int((S > tol).sum())
         W = (Vt / (S + epsilon)[:, None]).T * c
         if not pca:
             W = W @ Vt
-        return W, r
+        return _Whitener(dense=W), r
     # n <= d: at most n (n - 1 when centred) non-zero singular values
     _, S, Vt = np.linalg.svd(Xt, full_matrices=False)
     tol = S.max(initial=0.0) * max(n, d) * _EPS
@@ -155,15 +200,10 @@ def _fit_spherize(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> 
             f"the rank must be n - 1 or n. Remove linearly dependent reference rows or use more references."
         )
     if pca:
-        # Components beyond the rank span the null space of the references: any orthonormal
-        # basis of it is valid, so they are not defined. Only the r defined components are kept.
-        return (Vt[:r] / (S[:r] + epsilon)[:, None]).T * c, r
-    Vr = Vt[:r]
+        return _Whitener(dense=(Vt[:r] / (S[:r] + epsilon)[:, None]).T * c), r
     a = 1.0 / (S[:r] + epsilon)
     b = 1.0 / (S[r - 1] + epsilon)
-    W = (Vr.T * (c * (a - b))) @ Vr
-    W[np.diag_indices(d)] += c * b
-    return W, r
+    return _Whitener(V=Vt[:r], coef=c * (a - b), diag=c * b), r
 
 
 def _center_scale_block(x, c, C, S):
@@ -177,10 +217,10 @@ def _center_scale_block(x, c, C, S):
 def _spherize_block(x, c, means, scales, Ws):
     cc = np.asarray(c)[:, 0]
     x = np.asarray(x, dtype=np.float64)
-    out = np.empty((x.shape[0], Ws[0].shape[1]), dtype=np.float64)
+    out = np.empty((x.shape[0], Ws[0].out_dim), dtype=np.float64)
     for g in np.unique(cc):
         rows = cc == g
-        out[rows] = ((x[rows] - means[g]) / scales[g]) @ Ws[g]
+        out[rows] = Ws[g].apply((x[rows] - means[g]) / scales[g])
     return out
 
 
@@ -324,7 +364,7 @@ def normalize(
 
     Examples
     --------
-    >>> import imgprof as ip
+    >>> import numpy as np, imgprof as ip
     >>> adata = ip.datasets.simulate(n_plates=2, seed=0)
     >>> ip.pp.normalize(adata, "mad_robustize", controls="Metadata_control_type == 'negcon'", by="Metadata_Plate")
     >>> ctrl = adata[adata.obs["Metadata_control_type"] == "negcon"]
@@ -625,6 +665,46 @@ def _transform_inverse_normal(X, codes, qs, refs, n_groups, dask_mode):
     return out
 
 
+#: dask: a group's reference rows with more elements than this (and more rows than features) are
+#: whitened (ZCA) from a Gram matrix reduced with dask instead of being loaded into memory.
+_DASK_IN_MEMORY = 2**26
+
+
+def _raise_constant(const, method, var_names, groups, g) -> None:
+    if const.any() and method in ("ZCA-cor", "PCA-cor"):
+        feats = [str(var_names[c]) for c in np.flatnonzero(const)]
+        raise ValueError(
+            f"normalize('spherize', spherize_method={method!r}): {len(feats)} feature(s) are constant among the "
+            f"reference rows of group {_group_label(groups, g)}: {_describe(feats)}. Sphering would divide by "
+            "zero (pycytominer raises a 'Divide by zero' error here); "
+            "drop them first (ip.pp.feature_select(..., operation='variance_threshold', samples=controls))."
+        )
+
+
+def _spherize_gram_dask(Xf, method, center, epsilon):
+    """ZCA fit of a large dask reference block: moments and ``Xt^T Xt`` by dask reductions."""
+    import dask
+
+    n = Xf.shape[0]
+    mean, var = dask.compute(Xf.mean(axis=0), Xf.var(axis=0))
+    mean, var = np.asarray(mean), np.asarray(var)
+    const = _constant_mask_sklearn(var, mean, np.full(var.shape, n, dtype=np.float64)) | (var == 0)
+    if method == "ZCA-cor":
+        scale = np.sqrt(var)
+        scale[const] = 1.0
+    else:
+        scale = np.ones_like(mean)
+        if not center:
+            mean = np.zeros_like(mean)
+    if const.any() and method == "ZCA-cor":
+        return mean, scale, const, None
+    Xt = (Xf - mean) / scale
+    W = _zca_from_gram(np.asarray((Xt.T @ Xt).compute()), n, epsilon)
+    if W is None:
+        return None  # ill-conditioned: the caller falls back to the SVD of the loaded block
+    return mean, scale, const, W
+
+
 def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names, groups, what, dask_mode):
     """Fit one whitening matrix per group on its reference rows and apply it to the group's rows."""
     if dask_mode:
@@ -643,19 +723,23 @@ def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names,
     means, scales, Ws, ranks = [], [], [], []
     for g in range(n_groups):
         rows = order[starts[g] : starts[g + 1]]
+        big = dask_mode and rows.size * X.shape[1] > _DASK_IN_MEMORY and rows.size > X.shape[1]
+        if big and method in ("ZCA", "ZCA-cor"):
+            fitted = _spherize_gram_dask(X[np.sort(rows)], method, center, epsilon)
+            if fitted is not None:
+                mean, scale, const, W = fitted
+                _raise_constant(const, method, var_names, groups, g)
+                means.append(mean)
+                scales.append(scale)
+                Ws.append(W)
+                ranks.append(X.shape[1])
+                continue
         if dask_mode:
             Xf = np.asarray(X[np.sort(rows)].compute(), dtype=np.float64)
         else:
             Xf = X[rows]
         mean, scale, const = _spherize_moments(Xf, method, center)
-        if const.any() and method in ("ZCA-cor", "PCA-cor"):
-            feats = [str(var_names[c]) for c in np.flatnonzero(const)]
-            raise ValueError(
-                f"normalize('spherize', spherize_method={method!r}): {len(feats)} feature(s) are constant among the "
-                f"reference rows of group {_group_label(groups, g)}: {_describe(feats)}. Sphering would divide by "
-                "zero (pycytominer raises a 'Divide by zero' error here); "
-                "drop them first (ip.pp.feature_select(..., operation='variance_threshold', samples=controls))."
-            )
+        _raise_constant(const, method, var_names, groups, g)
         Xt = (Xf - mean) / scale
         W, r = _fit_spherize(Xt, method, center, epsilon)
         n, d = Xt.shape
@@ -671,10 +755,10 @@ def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names,
         scales.append(scale)
         Ws.append(W)
         ranks.append(r)
-    widths = {W.shape[1] for W in Ws}
+    widths = {W.out_dim for W in Ws}
     if len(widths) > 1:  # PCA with n <= d: keep the components every group defines
         k = min(widths)
-        Ws = [W[:, :k] for W in Ws]
+        Ws = [W.truncate(k) for W in Ws]
     if dask_mode:
         import dask.array as da
 
@@ -683,13 +767,13 @@ def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names,
         from functools import partial
 
         fn = partial(_spherize_block, means=means, scales=scales, Ws=Ws)
-        out = da.map_blocks(fn, Xr, cd, dtype=np.float64, chunks=(Xr.chunks[0], (Ws[0].shape[1],)))
+        out = da.map_blocks(fn, Xr, cd, dtype=np.float64, chunks=(Xr.chunks[0], (Ws[0].out_dim,)))
         return out, ranks
     if n_groups == 1:
-        return ((X - means[0]) / scales[0]) @ Ws[0], ranks
-    out = np.empty((X.shape[0], Ws[0].shape[1]), dtype=np.float64)
+        return Ws[0].apply((X - means[0]) / scales[0]), ranks
+    out = np.empty((X.shape[0], Ws[0].out_dim), dtype=np.float64)
     order_all, starts_all = sort_groups(codes, n_groups)
     for g in range(n_groups):
         rows = order_all[starts_all[g] : starts_all[g + 1]]
-        out[rows] = ((X[rows] - means[g]) / scales[g]) @ Ws[g]
+        out[rows] = Ws[g].apply((X[rows] - means[g]) / scales[g])
     return out, ranks

@@ -83,12 +83,12 @@ def scanorama(
     if cos_norm:
         norm = np.linalg.norm(X, axis=1, keepdims=True)
         X = X / np.where(norm > 0, norm, 1.0)
-    datasets = [np.array(X[r], dtype=np.float64, copy=True) for r in rows]
+    datasets = [np.array(X[r], copy=True) for r in rows]  # dtype kept, as scanpy's wrapper
     integrated = _scanorama.assemble(
         datasets, knn=knn, sigma=sigma, approx=approx, alpha=alpha,
         ds_names=[levels[b] for b in order], batch_size=batch_size, verbose=kwargs.pop("verbose", False), **kwargs,
     )
-    Y = np.empty((adata.n_obs, integrated[0].shape[1]), dtype=np.float64)
+    Y = np.empty((adata.n_obs, integrated[0].shape[1]), dtype=np.result_type(*[np.asarray(p).dtype for p in integrated]))
     for r, part in zip(rows, integrated):
         Y[r] = np.asarray(part.toarray() if hasattr(part, "toarray") else part)
     params = dict(batch_key=batch_key, use_rep=use_rep, knn=knn, sigma=sigma, approx=approx, alpha=alpha,

@@ -223,6 +223,9 @@ def sphering(
     >>> adata.uns["sphering"]["epsilon"] > 0
     True
     """
+    levels = None
+    if batch_key is not None:
+        _, levels = check_batches(adata, batch_key)
     if method not in METHODS:
         raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
     grid = [float(e) for e in np.atleast_1d(np.asarray(epsilon, dtype=float))]
@@ -237,9 +240,6 @@ def sphering(
         check_obs_keys(adata, label_key, param="label_key")
     if add_layer and use_rep not in (None, "X"):
         raise ValueError(f"add_layer=True needs use_rep='X' (got {use_rep!r}).")
-    levels = None
-    if batch_key is not None:
-        _, levels = check_batches(adata, batch_key)
     mask = resolve_mask(adata, controls, param="controls")
     X = get_rep(adata, use_rep)
     names = list(map(str, adata.var_names)) if use_rep in (None, "X") else None

@@ -1,0 +1,305 @@
+"""Benchmark ip.pp.aggregate against pycytominer 1.7.1 (single cells -> wells), side by side.
+
+Data: simulated CellProfiler-like single cells (float64, positive raw scales, 0.1 % NaN)
+in 2 plates x 384 wells, rows grouped by plate and well as CellProfiler writes them
+(also a shuffled copy for imgprof). Median by ``Metadata_Plate`` + ``Metadata_Well``.
+
+Every measurement runs in its own subprocess, which builds the data in the tool's native
+form (a pandas DataFrame for pycytominer, an AnnData for imgprof), warms the code up on a
+small slice (pycytominer imports, imgprof's numba kernels load from the on-disk cache),
+then times one call. Peak memory is the growth of the resident set during the timed call:
+Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs`` minus the RSS just
+before the call. The two outputs are compared (max |difference|).
+
+Streaming: parquet files of two sizes (rows grouped by plate/well, 50,000-row row groups)
+are aggregated straight from disk (``ip.pp.aggregate(path)``); peak memory is measured the
+same way, from a process that has only imported imgprof.
+
+Usage::
+
+    python benchmarks/bench_aggregate.py                 # 1,000,000 cells x 500 features
+    python benchmarks/bench_aggregate.py --quick         # 20,000 cells x 50 features smoke run
+    python benchmarks/bench_aggregate.py --cells 300000  # other sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+KEYS = ["Metadata_Plate", "Metadata_Well"]
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def make_cells(n_cells: int, n_features: int, *, n_plates: int = 2, seed: int = 0, shuffle: bool = False):
+    """Return (obs DataFrame, X float64) for ``n_cells`` cells; built in chunks (no big temporaries)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    wells = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)]
+    n_groups = n_plates * len(wells)
+    sizes = rng.multinomial(n_cells, rng.dirichlet(np.full(n_groups, 20.0)))
+    gid = np.repeat(np.arange(n_groups), sizes)
+    plate_names = np.array([f"plate_{i + 1}" for i in range(n_plates)], dtype=object)
+    well_names = np.array(wells, dtype=object)
+    obs = pd.DataFrame({"Metadata_Plate": plate_names[gid // len(wells)], "Metadata_Well": well_names[gid % len(wells)]})
+    loc = np.exp(rng.uniform(0, 6, size=n_features))
+    scale = loc * rng.uniform(0.05, 0.3, size=n_features)
+    well_effect = rng.normal(size=(n_groups, n_features)) * 0.3
+    X = np.empty((n_cells, n_features))
+    step = 50_000
+    for a in range(0, n_cells, step):
+        b = min(a + step, n_cells)
+        z = rng.standard_normal((b - a, n_features))
+        z += well_effect[gid[a:b]]
+        X[a:b] = loc + z * scale
+    k = max(1, n_cells * n_features // 1000)  # 0.1 % NaN
+    X[rng.integers(0, n_cells, k), rng.integers(0, n_features, k)] = np.nan
+    if shuffle:  # same cells, random row order
+        perm = rng.permutation(n_cells)
+        obs = obs.iloc[perm].reset_index(drop=True)
+        X = X[perm]
+    return obs, X
+
+
+def feature_names(p: int) -> list[str]:
+    comps = ("Cells", "Cytoplasm", "Nuclei")
+    return [f"{comps[i % 3]}_Intensity_Feature{i}_DNA" for i in range(p)]
+
+
+def write_parquet(path: Path, n_cells: int, n_features: int, seed: int = 0, row_group: int = 50_000) -> None:
+    """Write a sorted (plate, well) single-cell parquet file chunk by chunk."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = feature_names(n_features)
+    writer = None
+    # build in slabs of whole wells so memory stays bounded
+    slab = 200_000
+    done = 0
+    part = 0
+    while done < n_cells:
+        m = min(slab, n_cells - done)
+        obs, X = make_cells(m, n_features, seed=seed + part)
+        obs["Metadata_Plate"] = obs["Metadata_Plate"] + f"_{part:03d}"  # each slab its own plates: stays grouped
+        cols = {"Metadata_Plate": pa.array(obs["Metadata_Plate"].tolist()), "Metadata_Well": pa.array(obs["Metadata_Well"].tolist())}
+        for j, n in enumerate(names):
+            cols[n] = pa.array(np.ascontiguousarray(X[:, j]))
+        table = pa.table(cols)
+        if writer is None:
+            writer = pq.ParquetWriter(str(path), table.schema)
+        writer.write_table(table, row_group_size=row_group)
+        done += m
+        part += 1
+        del obs, X, table, cols
+    writer.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# measurement (inside a worker subprocess)
+# ----------------------------------------------------------------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(spec: dict) -> dict:
+    import gc
+
+    import numpy as np
+
+    tool, n, p = spec["tool"], spec["cells"], spec["features"]
+    out: dict = {"tool": tool}
+    if tool == "pycytominer":
+        import pandas as pd
+        import pycytominer
+
+        obs, X = make_cells(n, p, shuffle=spec.get("shuffle", False))
+        df = pd.concat([obs, pd.DataFrame(X, columns=feature_names(p), copy=False)], axis=1)
+        del X
+        pycytominer.aggregate(df.iloc[:2000], strata=KEYS, features=feature_names(p))  # warm-up
+        run = lambda: pycytominer.aggregate(df, strata=KEYS, features=feature_names(p), operation="median")  # noqa: E731
+    elif tool == "imgprof":
+        import anndata as ad
+
+        import imgprof as ip
+
+        obs, X = make_cells(n, p, shuffle=spec.get("shuffle", False))
+        obs.index = obs.index.astype(str)
+        adata = ad.AnnData(X=X, obs=obs)
+        adata.var_names = feature_names(p)
+        del X
+        ip.pp.aggregate(adata[:2000].copy(), by=KEYS)  # warm-up (kernel load)
+        run = lambda: ip.pp.aggregate(adata, by=KEYS, n_jobs=spec.get("n_jobs"))  # noqa: E731
+    elif tool == "imgprof_stream":
+        import imgprof as ip
+
+        small = Path(spec["path"]).with_name("warmup.parquet")
+        if not small.exists():
+            write_parquet(small, 5000, p)
+        ip.pp.aggregate(small)  # warm-up
+        run = lambda: ip.pp.aggregate(spec["path"], by=KEYS)  # noqa: E731
+    else:
+        raise ValueError(tool)
+    gc.collect()
+    base = _rss_mb()
+    ok = _reset_peak()
+    t0 = time.perf_counter()
+    res = run()
+    dt = time.perf_counter() - t0
+    out.update(seconds=dt, base_mb=base, peak_extra_mb=_hwm_mb() - base, peak_method="VmHWM" if ok else "VmHWM(lifetime)")
+    # save the result for the cross-check (small: n_groups x p)
+    if tool == "pycytominer":
+        vals = res[feature_names(p)].to_numpy()
+    else:
+        vals = np.asarray(res.X)
+    np.save(spec["out"], vals)
+    out["n_groups"] = int(vals.shape[0])
+    return out
+
+
+def run_worker(spec: dict, timeout: int = 3600) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        return {"tool": spec["tool"], "error": (proc.stderr or proc.stdout)[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--cells", type=int, default=None)
+    ap.add_argument("--features", type=int, default=None)
+    ap.add_argument("--stream-cells", type=int, nargs=2, default=None, help="two parquet sizes for the streaming test")
+    ap.add_argument("--skip-stream", action="store_true")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "aggregate.md")
+    ap.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    import numpy as np
+
+    n = args.cells or (20_000 if args.quick else 1_000_000)
+    p = args.features or (50 if args.quick else 500)
+    stream = args.stream_cells or ([20_000, 60_000] if args.quick else [250_000, 1_000_000])
+    tmp = Path(tempfile.mkdtemp(prefix="bench_aggregate_"))
+    rows = []
+    specs = [
+        ("pycytominer.aggregate (median)", dict(tool="pycytominer")),
+        ("ip.pp.aggregate (median, 1 thread)", dict(tool="imgprof", n_jobs=1)),
+        ("ip.pp.aggregate (median, all CPUs)", dict(tool="imgprof")),
+        ("ip.pp.aggregate (median, all CPUs, rows shuffled)", dict(tool="imgprof", shuffle=True)),
+    ]
+    results = {}
+    for label, spec in specs:
+        spec = dict(spec, cells=n, features=p, out=str(tmp / f"{len(results)}.npy"))
+        print(f"running {label} ...", flush=True)
+        r = run_worker(spec)
+        r["label"], r["spec"] = label, spec
+        results[label] = r
+        print("   ", {k: v for k, v in r.items() if k not in ("spec",)}, flush=True)
+    ref = results[specs[0][0]]
+    ref_vals = np.load(ref["spec"]["out"]) if "error" not in ref else None
+    for label, r in results.items():
+        if "error" in r:
+            rows.append(f"| {label} | failed | | | | |")
+            continue
+        diff = ""
+        if ref_vals is not None and r is not ref:
+            v = np.load(r["spec"]["out"])
+            diff = f"{np.nanmax(np.abs(v - ref_vals)):.1e}" if v.shape == ref_vals.shape else "shape differs"
+        t_ratio = ref["seconds"] / r["seconds"] if "error" not in ref else float("nan")
+        m_ratio = ref["peak_extra_mb"] / max(r["peak_extra_mb"], 1e-9) if "error" not in ref else float("nan")
+        rows.append(
+            f"| {label} | {r['seconds']:.2f} | {t_ratio:.1f}x | {r['peak_extra_mb']:.0f} | {m_ratio:.1f}x | {diff or '-'} |"
+        )
+    lines = [
+        f"## ip.pp.aggregate vs pycytominer.aggregate: {n:,} cells x {p} features, median by plate + well",
+        "",
+        f"{2 * 384} wells (2 plates), float64, 0.1 % NaN; input {n * p * 8 / 1e9:.1f} GB. "
+        "Each row is its own subprocess; memory = peak RSS growth during the call (VmHWM minus RSS before).",
+        "",
+        "| tool | seconds | speed-up vs pycytominer | peak extra memory (MB) | memory ratio | max abs diff vs pycytominer |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+    if not args.skip_stream:
+        srows = []
+        for m in stream:
+            path = tmp / f"cells_{m}.parquet"
+            print(f"writing {path} ...", flush=True)
+            write_parquet(path, m, p)
+            size_gb = path.stat().st_size / 1e9
+            r = run_worker(dict(tool="imgprof_stream", cells=m, features=p, path=str(path), out=str(tmp / f"s{m}.npy")))
+            print("   ", r, flush=True)
+            if "error" in r:
+                srows.append(f"| {m:,} | {size_gb:.2f} | failed | | |")
+            else:
+                srows.append(
+                    f"| {m:,} | {size_gb:.2f} | {m * p * 8 / 1e9:.1f} | {r['seconds']:.1f} | {r['peak_extra_mb']:.0f} |"
+                )
+            path.unlink()
+        lines += [
+            "",
+            f"### Streaming from parquet (rows grouped by plate/well, 50,000-row row groups), {p} features",
+            "",
+            "`ip.pp.aggregate(path)`; the process holds only imgprof before the call.",
+            "",
+            "| cells | file (GB) | in memory as float64 (GB) | seconds | peak extra memory (MB) |",
+            "|---:|---:|---:|---:|---:|",
+            *srows,
+        ]
+    lines += [
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"run {time.strftime('%Y-%m-%d %H:%M')}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.quick or args.out != HERE / "results" / "aggregate.md":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
