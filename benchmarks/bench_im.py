@@ -223,8 +223,10 @@ def main() -> None:
         grows.append(f"| cp-measure: {k} | {v:.1f} | {100 * v / tot:.1f} % |")
 
     parity, _ = parity_table()
+    load = os.getloadavg()[1] if hasattr(os, "getloadavg") else float("nan")
     env = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-           f"cp-measure numba accelerator {'on' if _has_numba() else 'off'}.")
+           f"cp-measure numba accelerator {'on' if _has_numba() else 'off'}; load average during the run "
+           f"(5 min, at the end) {load:.1f} — other jobs shared the cores, so treat wall times as upper bounds.")
     md = "\n".join([
         "# ip.im benchmark: images → single-cell profiles",
         "",

@@ -95,7 +95,8 @@ def test_all_feature_groups_small(site, labels):
     for comp in COMPARTMENTS:
         groups = set(var.loc[var["compartment"] == comp, "feature_group"])
         assert {"AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution", "Correlation"} <= groups
-    assert {"Cells_Neighbors_NumberOfNeighbors_Adjacent", "Nuclei_Neighbors_FirstClosestDistance_2"} <= set(names)
+    assert {"Cells_Neighbors_NumberOfNeighbors_Adjacent", "Cells_Neighbors_PercentTouching_5",
+            "Nuclei_Neighbors_FirstClosestDistance_1"} <= set(names)
     # CellProfiler's naming: Texture_<feature>_<channel>_<scale>_<direction>_<levels>, Granularity_<n>_<channel>
     for n in ("Cells_Texture_Contrast_cellbody_5_03_256", "Nuclei_Granularity_16_DNA",
               "Cytoplasm_RadialDistribution_FracAtD_PH3_4of4", "Cells_Correlation_Correlation_DNA_PH3",

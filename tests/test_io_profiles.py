@@ -148,7 +148,7 @@ def test_simulated_data_round_trips(tmp_path):
 
 
 def test_empty_files(tmp_path):
-    for name in ("e.csv", "e.csv.gz", "e.parquet", "e.tsv"):
+    for name in ("e.csv", "e.csv.gz", "e.parquet", "e.tsv", "e.h5ad"):
         (tmp_path / name).write_bytes(b"")
         with pytest.raises(ValueError, match=rf"{name}: the file is empty \(0 bytes\)"):
             ip.io.read_profiles(tmp_path / name)

@@ -142,20 +142,47 @@ def test_simulated_dense_and_paired_paths(monkeypatch, fill):
     assert theirs["n_pos_pairs"].max() > 16
 
 
-def test_any_all_dict_pair_definitions_match_copairs_matcher():
+def _brute_counts(meta, sameby, diffby):
+    """Oracle: count partners by the definition (all: every column; any: at least one column)."""
+    v = {c: meta[c].to_numpy() for c in meta.columns}
+    n = len(meta)
+    out = np.zeros(n, int)
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            ok = all(v[c][i] == v[c][j] for c in sameby.get("all", []))
+            if sameby.get("any"):
+                ok &= any(v[c][i] == v[c][j] for c in sameby["any"])
+            ok &= all(v[c][i] != v[c][j] for c in diffby.get("all", []))
+            if diffby.get("any"):
+                ok &= any(v[c][i] != v[c][j] for c in diffby["any"])
+            out[i] += ok
+    return out
+
+
+def test_any_all_dict_pair_definitions():
+    import itertools
+
     from copairs.matching import Matcher
 
     X, meta = _simulated()
-    meta = meta.iloc[:200].copy()
-    X = X[:200]
-    sameby = {"all": ["Metadata_Batch"], "any": ["Metadata_moa", "Metadata_Plate"]}
-    diffby = {"any": ["Metadata_Perturbation", "Metadata_Well"]}
+    meta = meta.iloc[:60].copy()
+    X = X[:60]
     cols = ["Metadata_Batch", "Metadata_moa", "Metadata_Plate", "Metadata_Well", "Metadata_Perturbation"]
-    m = Matcher(meta[cols], cols, seed=0)
-    pairs = np.asarray(list(__import__("itertools").chain.from_iterable(m.get_all_pairs(sameby, diffby).values())))
+    # 1) checked against copairs' Matcher (its fast path: sameby 'any' only)
+    sameby = {"any": ["Metadata_moa", "Metadata_Plate"]}
+    diffby = {"all": ["Metadata_Batch"], "any": ["Metadata_Perturbation", "Metadata_Well"]}
+    pairs = np.asarray(list(itertools.chain.from_iterable(Matcher(meta[cols], cols, seed=0).get_all_pairs(sameby, diffby).values())))
     expected = np.bincount(pairs.ravel(), minlength=len(meta))
     ours = _quiet(ip.metrics.average_precision_kernel, X, meta, sameby, diffby, [], ["Metadata_Perturbation"])
     np.testing.assert_array_equal(ours["n_pos_pairs"].to_numpy(), expected)
+    np.testing.assert_array_equal(_brute_counts(meta, sameby, diffby), expected)
+    # 2) 'all' and 'any' together, against the oracle
+    sameby = {"all": ["Metadata_Batch"], "any": ["Metadata_moa", "Metadata_Plate"]}
+    diffby = {"any": ["Metadata_Perturbation", "Metadata_Well"]}
+    ours = _quiet(ip.metrics.average_precision_kernel, X, meta, sameby, diffby, [], ["Metadata_Perturbation"])
+    np.testing.assert_array_equal(ours["n_pos_pairs"].to_numpy(), _brute_counts(meta, sameby, diffby))
 
 
 def test_reference_retrieval_equals_cross_set_pairs_in_copairs():
@@ -175,8 +202,9 @@ def test_reference_retrieval_equals_cross_set_pairs_in_copairs():
     # AnnData form
     import anndata as ad
 
-    q = ad.AnnData(X[in_a], obs=meta.loc[in_a].reset_index(drop=True).set_axis(lambda i: f"q{i}"))
-    r = ad.AnnData(X[~in_a], obs=meta.loc[~in_a].reset_index(drop=True).set_axis(lambda i: f"r{i}"))
+    qo, ro = meta.loc[in_a].reset_index(drop=True), meta.loc[~in_a].reset_index(drop=True)
+    q = ad.AnnData(X[in_a], obs=qo.set_axis([f"q{i}" for i in range(len(qo))]))
+    r = ad.AnnData(X[~in_a], obs=ro.set_axis([f"r{i}" for i in range(len(ro))]))
     api = _quiet(ip.metrics.average_precision, q, ["Metadata_Perturbation"], neg_diffby=["Metadata_Perturbation"], reference=r)
     _assert_same(api.reset_index(drop=True), theirs.loc[in_a].reset_index(drop=True))
 

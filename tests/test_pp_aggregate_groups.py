@@ -129,3 +129,22 @@ def test_dask_reductions_and_group_apply():
         return np.stack([np.nanmax(x[c == g], axis=0) for g in range(n)])
 
     np.testing.assert_array_equal(G.group_apply(Xd, codes, 9, fn), G.group_apply(X, codes, 9, fn))
+
+
+def test_median_kernel_on_awkward_orders_and_ties():
+    rng = np.random.default_rng(7)
+    n = 4000
+    cols = [
+        np.full(n, 3.0),  # all equal
+        np.arange(n, dtype=float),  # sorted
+        np.arange(n, dtype=float)[::-1],  # reversed
+        rng.integers(0, 2, n).astype(float),  # two values
+        np.tile([1.0, 5.0, 1.0, 9.0], n // 4),  # organ-pipe-ish repeats
+        -rng.exponential(size=n),  # negative, skewed
+    ]
+    X = np.column_stack(cols)
+    for codes in (np.zeros(n, dtype=int), np.repeat(np.arange(100), 40), np.arange(n) % 7):
+        ng = codes.max() + 1
+        out = G.group_reduce(X, codes, ng, "median", n_jobs=1)
+        ref = np.stack([np.median(X[codes == g], axis=0) for g in range(ng)])
+        np.testing.assert_array_equal(out, ref)

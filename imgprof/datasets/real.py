@@ -129,7 +129,7 @@ def l1000_plate(obs_prefix: str | None = None) -> ad.AnnData:
     Examples
     --------
     >>> import imgprof as ip
-    >>> ip.datasets.l1000_plate().obs["pert_type"].value_counts()["ctl_vehicle"]
+    >>> int(ip.datasets.l1000_plate().obs["pert_type"].value_counts()["ctl_vehicle"])
     26
     """
     from ..io.gct import read_gct

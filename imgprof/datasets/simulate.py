@@ -120,7 +120,7 @@ def simulate(
     --------
     >>> import imgprof as ip
     >>> adata = ip.datasets.simulate(n_plates=2, n_perturbations=12, n_moa=3, seed=0)
-    >>> adata.obs["Metadata_control_type"].value_counts()["negcon"]
+    >>> int(adata.obs["Metadata_control_type"].value_counts()["negcon"])
     32
     """
     if level not in ("well", "single_cell"):

@@ -199,7 +199,9 @@ def measure_objects(
         Feature groups among ``AreaShape``, ``Intensity``, ``Texture``, ``Granularity``,
         ``RadialDistribution``, ``Correlation``, ``Neighbors``.
     channels
-        Channels to measure (default: all). Correlation uses every pair of them.
+        Channels to measure (default: all). Correlation uses every pair of them, in this
+        order (``Correlation_Correlation_A_B`` for A listed before B; JUMP profiles list
+        channels alphabetically).
     compartments
         Compartments to measure (default: all in ``labels``).
     primary
@@ -222,8 +224,9 @@ def measure_objects(
         16-bit); inferred from integer inputs, else 65535.
     neighbors
         ``"adjacent"`` (touching objects), ``"expanded"`` (expand until adjacent) or a
-        distance in pixels; a mapping gives one per compartment. Default:
-        ``{"Cells": "adjacent", "Nuclei": 2}``; compartments not listed are skipped.
+        distance in pixels (or a list of those); a mapping gives them per compartment.
+        Default ``{"Cells": ("adjacent", 5), "Nuclei": (1,)}`` as in the JUMP pipelines;
+        compartments not listed are skipped.
     intensity_convention
         ``"cellprofiler"`` (quartiles at ``n*q``, CellProfiler's convention; cp-measure's
         ``legacy=True``) or ``"numpy"`` (``numpy.percentile``).
@@ -281,7 +284,7 @@ def measure_objects(
     if primary not in labels:
         raise KeyError(f"primary={primary!r} is not among the label images {list(labels)}.")
     if neighbors is None:
-        neighbors = {"Cells": "adjacent", "Nuclei": 2}
+        neighbors = {"Cells": ("adjacent", 5), "Nuclei": (1,)}  # as in the JUMP Cell Painting pipelines
     elif not isinstance(neighbors, Mapping):
         neighbors = dict.fromkeys(comps, neighbors)
     scale = int(scale_max) if scale_max is not None else (inferred_scale or 65535)
@@ -354,8 +357,11 @@ def measure_objects(
                             r = timed("Correlation", corr[cname], imgs[a], imgs[b], clean, **kw)
                         res.update({_name_correlation(comp, k, a, b): np.asarray(v, float) for k, v in r.items()})
             if "Neighbors" in features and comp in neighbors:
-                r = timed("Neighbors", _neighbors, multi["neighbors"], clean, neighbors[comp])
-                res.update({f"{comp}_{k}": v for k, v in r.items()})
+                methods = neighbors[comp]
+                methods = [methods] if isinstance(methods, (str, int)) else list(methods)
+                for method in methods:
+                    r = timed("Neighbors", _neighbors, multi["neighbors"], clean, method)
+                    res.update({f"{comp}_{k}": v for k, v in r.items()})
         for name, values in res.items():
             values = np.asarray(values, dtype=float).reshape(-1)
             if values.shape[0] != len(ids):

@@ -24,6 +24,7 @@ import pandas as pd
 
 from .._core.features import check_numeric_features, check_unique_columns
 from .._core.provenance import log_step
+from .profiles import _from_parts
 from .._core.validation import as_list
 
 PathLike = str | os.PathLike
@@ -133,45 +134,52 @@ class _Source:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_numeric_if_empty(df: pd.DataFrame, cols: Sequence[str]) -> None:
+def _as_numeric_if_empty(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     """SQLite returns all-NULL columns as object; make them float so they count as numeric."""
     dtypes = dict(df.dtypes.items())
-    for c in cols:
-        if dtypes[c] == object and df[c].isna().all():
-            df[c] = df[c].astype("float64")
+    empty = [c for c in cols if dtypes[c] == object and df[c].isna().all()]
+    return df.astype(dict.fromkeys(empty, "float64")) if empty else df
+
+
+def _matrix(df: pd.DataFrame, cols: Sequence[str], dtype) -> np.ndarray:
+    """The measurement block as one array (a single selection: fast with copy-on-write too)."""
+    if not cols:
+        return np.empty((len(df), 0), dtype=dtype)
+    if all(pd.api.types.is_numeric_dtype(t) for t in df.dtypes):
+        # One interleave of the whole (numeric) table, then pick columns: selecting ~2,000 columns with
+        # .loc is slow when pandas keeps one block per column (copy-on-write mode, as pycytominer sets it).
+        return df.to_numpy(dtype=dtype, na_value=np.nan)[:, df.columns.get_indexer(list(cols))]
+    return df.loc[:, list(cols)].to_numpy(dtype=dtype, na_value=np.nan)
 
 
 class _ObjectTable:
-    """One compartment table with standardized column names.
+    """One compartment table, standardized.
 
-    ``df`` holds ``keys`` (``TableNumber``? + ``ImageNumber``), ``__obj__`` (the object number),
-    metadata columns (already in their ``.obs`` names) and ``<Compartment>_*`` features.
+    ``ids``: ``TableNumber``? + ``ImageNumber`` + ``__obj__`` (the object number);
+    ``meta_df``: metadata columns in their ``.obs`` names (parents, object-level metadata);
+    ``X``: the ``<Compartment>_*`` measurements; ``features``/``dtypes``: their names and input dtypes.
     """
 
-    def __init__(self, compartment: str, df: pd.DataFrame, label: str):
-        self.compartment = compartment
+    def __init__(self, compartment: str, df: pd.DataFrame, label: str, dtype):
+        self.compartment = comp = compartment
         self.label = label
-        comp = compartment
         cols = [str(c) for c in df.columns]
         df.columns = cols
         if "ImageNumber" not in cols:
             raise KeyError(f"{label}: join key column 'ImageNumber' not found in the {comp} table.")
         # Object number: 'ObjectNumber' (CSV, cytominer-database) or '<Comp>_Number_Object_Number' (ExportToDatabase).
-        num_col = f"{comp}_Number_Object_Number" if f"{comp}_Number_Object_Number" in cols else (
-            "Number_Object_Number" if "Number_Object_Number" in cols else None
-        )
+        num_col = next((c for c in (f"{comp}_Number_Object_Number", "Number_Object_Number") if c in cols), None)
         self.folded: list[str] = []
+        skip = {"ImageNumber", "TableNumber", "ObjectNumber"}
         if "ObjectNumber" in cols:
             obj = df["ObjectNumber"]
             if num_col is not None and df[num_col].equals(obj):
                 self.folded.append(num_col)  # identical copy of the object number: kept once
-                df = df.drop(columns=[num_col])
-                cols = list(df.columns)
+                skip.add(num_col)
         elif num_col is not None:
             obj = df[num_col]
             self.folded.append(num_col)
-            df = df.drop(columns=[num_col])
-            cols = list(df.columns)
+            skip.add(num_col)
         else:
             raise KeyError(
                 f"{label}: join key column 'ObjectNumber' (or '{comp}_Number_Object_Number') not found in the {comp} table."
@@ -179,100 +187,122 @@ class _ObjectTable:
         if obj.isna().any():
             raise ValueError(f"{label}: the object number column has {int(obj.isna().sum())} missing value(s).")
         self.has_table_number = "TableNumber" in cols
-        rename: dict[str, str] = {}
-        meta: list[str] = []
-        feats: list[str] = []
+        meta_src, meta, feat_src, feats = [], [], [], []
         for c in cols:
-            if c in ("ImageNumber", "TableNumber", "ObjectNumber"):
+            if c in skip:
                 continue
             if c.startswith("Metadata_"):
+                meta_src.append(c)
                 meta.append(c)
                 continue
             name = c if c.startswith(f"{comp}_") else f"{comp}_{c}"
-            if name.startswith(f"{comp}_Parent_"):
-                rename[c] = f"Metadata_{name}"
-                meta.append(f"Metadata_{name}")
-            elif name == f"{comp}_Number_Object_Number":  # differs from ObjectNumber: keep both
-                rename[c] = f"Metadata_{name}"
+            if name.startswith(f"{comp}_Parent_") or name == f"{comp}_Number_Object_Number":
+                meta_src.append(c)  # object links (and an object number that differs from ObjectNumber)
                 meta.append(f"Metadata_{name}")
             else:
-                rename[c] = name
+                feat_src.append(c)
                 feats.append(name)
-        df = df.rename(columns=rename)
-        check_unique_columns(list(df.columns), source=f"{label} (after prefixing columns with '{comp}_')")
-        _as_numeric_if_empty(df, feats)
-        check_numeric_features(df, feats, source=label)
-        df = df.drop(columns=[c for c in ("ObjectNumber",) if c in df.columns])
-        df = pd.concat([df, pd.Series(obj.to_numpy(), index=df.index, name="__obj__")], axis=1)
-        self.df = df
+        check_unique_columns(
+            [*meta, *feats, "ImageNumber"], source=f"{label} (after prefixing columns with '{comp}_')"
+        )
+        df = _as_numeric_if_empty(df, feat_src)
+        _check_numeric_named(df, feat_src, feats, label)
+        keys = [k for k in ("TableNumber", "ImageNumber") if k in cols]
+        ids = df.loc[:, keys].reset_index(drop=True)
+        ids["__obj__"] = obj.to_numpy()
+        self.ids = ids
+        meta_df = df.loc[:, meta_src].reset_index(drop=True)
+        meta_df.columns = meta
+        self.meta_df = meta_df
         self.meta = meta
         self.features = feats
+        all_dtypes = dict(df.dtypes.items())
+        self.dtypes = [str(all_dtypes[c]) for c in feat_src]
+        self.X = _matrix(df, feat_src, dtype)
 
 
-def _image_table(df: pd.DataFrame, label: str, image_columns, image_features, rename_metadata: bool):
-    """Split the image table into keys, ``.obs`` columns and (optional) image features."""
-    cols = [str(c) for c in df.columns]
-    df.columns = cols
-    if "ImageNumber" not in cols:
-        raise KeyError(f"{label}: join key column 'ImageNumber' not found in the image table.")
-    # SQLite image tables prefix every measurement with 'Image_'; CSV ones do not.
-    base = {c: (c[len("Image_"):] if c.startswith("Image_") else c) for c in cols if c not in ("ImageNumber", "TableNumber")}
-    check_unique_columns(list(base.values()), source=f"{label} (after removing the 'Image_' prefix)")
+def _check_numeric_named(df: pd.DataFrame, src: Sequence[str], names: Sequence[str], label: str) -> None:
+    """check_numeric_features on the source columns, reporting their prefixed names."""
+    dtypes = dict(df.dtypes.items())
+    bad = [(s, n) for s, n in zip(src, names) if not pd.api.types.is_numeric_dtype(dtypes[s])]
+    if bad:
+        sub = df.loc[:, [s for s, _ in bad]]
+        sub.columns = [n for _, n in bad]
+        check_numeric_features(sub, list(sub.columns), source=label)
 
-    def group(b: str) -> str:
-        return b.split("_", 1)[0]
 
-    if image_columns == "all":
-        obs_cols = list(base)
-    elif image_columns is None:
-        obs_cols = []
-    else:
-        wanted = as_list(image_columns)
-        groups = {w for w in wanted if "_" not in w}
-        names = {w for w in wanted if "_" in w}
-        obs_cols = [c for c, b in base.items() if group(b) in groups or b in names or c in names]
-        missing = [w for w in names if w not in base and w not in base.values()]
-        if missing:
-            raise KeyError(f"image_columns: column(s) {missing} not found in the image table {label}.")
-    feat_cols: list[str] = []
-    if image_features:
-        skip = {"Metadata", "FileName", "PathName", "URL", "MD5Digest", "ModuleError", "ExecutionTime", "Group",
-                "ImageSet", "Channel", "Frame", "Series", "Height", "Width", "Scaling"}
-        cats = None if image_features is True else set(as_list(image_features))
-        for c, b in base.items():
-            if cats is None:
-                ok = group(b) not in skip and pd.api.types.is_numeric_dtype(df[c])
-            else:
-                ok = group(b) in cats
-            if ok:
-                feat_cols.append(c)
-        if cats is not None:
-            absent = sorted(cats - {group(base[c]) for c in feat_cols})
-            if absent:
-                raise KeyError(f"image_features: no image column in categor(ies) {absent} in {label}.")
-        obs_cols = [c for c in obs_cols if c not in set(feat_cols)]
-    # Image metadata (Plate, Well, Site...) first, then the other groups in table order.
-    obs_cols = sorted(obs_cols, key=lambda c: group(base[c]) != "Metadata")
-    out: dict[str, np.ndarray] = {k: df[k].to_numpy() for k in ("TableNumber", "ImageNumber") if k in cols}
-    obs_names = []
-    for c in obs_cols:
-        b = base[c]
-        if rename_metadata:  # Image_Metadata_Plate -> Metadata_Plate, FileName_OrigDNA -> Metadata_FileName_OrigDNA
-            name = b if b.startswith("Metadata_") else f"Metadata_{b}"
-        elif b.startswith("Metadata_"):  # names kept as the table has them
-            name = c
+class _ImageTable:
+    """The image table split into keys, ``.obs`` columns and (optional) image features."""
+
+    def __init__(self, df: pd.DataFrame, label: str, image_columns, image_features, rename_metadata: bool, dtype):
+        self.label = label
+        cols = [str(c) for c in df.columns]
+        df.columns = cols
+        if "ImageNumber" not in cols:
+            raise KeyError(f"{label}: join key column 'ImageNumber' not found in the image table.")
+        # SQLite image tables prefix every measurement with 'Image_'; CSV ones do not.
+        base = {c: c.removeprefix("Image_") for c in cols if c not in ("ImageNumber", "TableNumber")}
+        check_unique_columns(list(base.values()), source=f"{label} (after removing the 'Image_' prefix)")
+
+        def group(b: str) -> str:
+            return b.split("_", 1)[0]
+
+        if image_columns == "all":
+            obs_cols = list(base)
+        elif image_columns is None:
+            obs_cols = []
         else:
-            name = c if c.startswith("Image_") else f"Image_{c}"
-        obs_names.append(name)
-    feat_names = [c if c.startswith("Image_") else f"Image_{c}" for c in feat_cols]
-    check_unique_columns([*out, *obs_names, *feat_names], source=f"{label} (image columns as named in .obs/.X)")
-    for c, name in zip([*obs_cols, *feat_cols], [*obs_names, *feat_names]):
-        out[name] = df[c].to_numpy()
-    out = pd.DataFrame(out, index=df.index)
-    _as_numeric_if_empty(out, feat_names)
-    check_numeric_features(out, feat_names, source=label)
-    n_left = len(base) - len(obs_cols) - len(feat_cols)
-    return out, obs_names, feat_names, n_left
+            wanted = as_list(image_columns)
+            groups = {w for w in wanted if "_" not in w}
+            names = {w for w in wanted if "_" in w}
+            obs_cols = [c for c, b in base.items() if group(b) in groups or b in names or c in names]
+            missing = [w for w in names if w not in base and w not in base.values()]
+            if missing:
+                raise KeyError(f"image_columns: column(s) {missing} not found in the image table {label}.")
+        feat_cols: list[str] = []
+        if image_features:
+            skip = {"Metadata", "FileName", "PathName", "URL", "MD5Digest", "ModuleError", "ExecutionTime", "Group",
+                    "ImageSet", "Channel", "Frame", "Series", "Height", "Width", "Scaling"}
+            cats = None if image_features is True else set(as_list(image_features))
+            dtypes = dict(df.dtypes.items())
+            for c, b in base.items():
+                if cats is None:
+                    ok = group(b) not in skip and pd.api.types.is_numeric_dtype(dtypes[c])
+                else:
+                    ok = group(b) in cats
+                if ok:
+                    feat_cols.append(c)
+            if cats is not None:
+                absent = sorted(cats - {group(base[c]) for c in feat_cols})
+                if absent:
+                    raise KeyError(f"image_features: no image column in group(s) {absent} in {label}.")
+            obs_cols = [c for c in obs_cols if c not in set(feat_cols)]
+        # Image metadata (Plate, Well, Site...) first, then the other groups in table order.
+        obs_cols = sorted(obs_cols, key=lambda c: group(base[c]) != "Metadata")
+        obs_names = []
+        for c in obs_cols:
+            b = base[c]
+            if rename_metadata:  # Image_Metadata_Plate -> Metadata_Plate, FileName_OrigDNA -> Metadata_FileName_OrigDNA
+                obs_names.append(b if b.startswith("Metadata_") else f"Metadata_{b}")
+            elif b.startswith("Metadata_"):  # names kept as the table has them
+                obs_names.append(c)
+            else:
+                obs_names.append(c if c.startswith("Image_") else f"Image_{c}")
+        feat_names = [c if c.startswith("Image_") else f"Image_{c}" for c in feat_cols]
+        keys = [k for k in ("TableNumber", "ImageNumber") if k in cols]
+        check_unique_columns([*keys, *obs_names, *feat_names], source=f"{label} (image columns as named in .obs/.X)")
+        df = _as_numeric_if_empty(df, feat_cols)
+        _check_numeric_named(df, feat_cols, feat_names, label)
+        self.keys = df.loc[:, keys].reset_index(drop=True)
+        obs = df.loc[:, obs_cols].reset_index(drop=True)
+        obs.columns = obs_names
+        self.obs = obs
+        self.obs_names = obs_names
+        self.features = feat_names
+        all_dtypes = dict(df.dtypes.items())
+        self.dtypes = [str(all_dtypes[c]) for c in feat_cols]
+        self.X = _matrix(df, feat_cols, dtype)
+        self.n_left = len(base) - len(obs_cols) - len(feat_cols)
 
 
 def default_linking(compartments: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -322,6 +352,31 @@ def _examples(df: pd.DataFrame, cols: Sequence[str], n: int = 3) -> list:
     return [tuple(r) for r in df.loc[:, list(cols)].head(n).itertuples(index=False)]
 
 
+def _take(X: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Rows ``pos`` of ``X``; ``-1`` gives a row of NaN."""
+    if (pos >= 0).all():
+        return X[pos]
+    out = np.full((len(pos), X.shape[1]), np.nan, dtype=X.dtype if X.dtype.kind == "f" else np.float64)
+    ok = pos >= 0
+    out[ok] = X[pos[ok]]
+    return out
+
+
+def _take_frame(df: pd.DataFrame, pos: np.ndarray) -> pd.DataFrame:
+    return (df.reindex(pos) if (pos < 0).any() else df.iloc[pos]).reset_index(drop=True)
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    return bool(((a.to_numpy() == b.to_numpy()) | (a.isna().to_numpy() & b.isna().to_numpy())).all())
+
+
+class _Merged:
+    """The joined single cells of one source: ``obs`` (narrow), ``X`` and feature names/dtypes."""
+
+    def __init__(self, obs: pd.DataFrame, X: np.ndarray, features: list[str], dtypes: list[str], summary: dict):
+        self.obs, self.X, self.features, self.dtypes, self.summary = obs, X, features, dtypes, summary
+
+
 def _merge_one(
     source: _Source,
     *,
@@ -333,60 +388,56 @@ def _merge_one(
     rename_image_metadata: bool,
     join: str,
     strict: bool,
-) -> tuple[pd.DataFrame, list[str], list[str], dict]:
-    """Merge the tables of one source; return (frame, obs columns, feature columns, summary).
+    dtype,
+) -> _Merged:
+    """Join the tables of one source.
 
-    The join is computed on the narrow key columns only; the wide measurement blocks are then
-    gathered once by row position (no wide DataFrame merges).
+    The join runs on the narrow key columns only; each compartment's measurement block is then
+    gathered once by row position, so no wide DataFrame is ever merged or copied.
     """
     anchor, links = _check_linking(linking if linking is not None else default_linking(compartments), compartments)
     tables: dict[str, _ObjectTable] = {}
     for comp in compartments:
         name = source.find(comp, role="compartment")
-        tables[comp] = _ObjectTable(comp, source.read(name), source.label(name))
+        tables[comp] = _ObjectTable(comp, source.read(name), source.label(name), dtype)
     with_tn = [t.has_table_number for t in tables.values()]
     img = None
     if image_table is not None:
         iname = source.find(image_table, role="image")
-        ilabel = source.label(iname)
-        img, img_obs, img_feats, n_left = _image_table(
-            source.read(iname), ilabel, image_columns, image_features, rename_image_metadata
-        )
-        with_tn.append("TableNumber" in img.columns)
-    else:
-        img_obs, img_feats, n_left = [], [], 0
+        img = _ImageTable(source.read(iname), source.label(iname), image_columns, image_features, rename_image_metadata, dtype)
+        with_tn.append("TableNumber" in img.keys.columns)
     if any(with_tn) and not all(with_tn):
         lacking = [t.label for t in tables.values() if not t.has_table_number]
-        if img is not None and "TableNumber" not in img.columns:
-            lacking.append(ilabel)
+        if img is not None and "TableNumber" not in img.keys.columns:
+            lacking.append(img.label)
         raise KeyError(f"join key column 'TableNumber' is missing from {lacking} but present in the other tables.")
     keys = ["TableNumber", "ImageNumber"] if all(with_tn) else ["ImageNumber"]
     summary: dict = {"source": str(source.path), "n_objects": {}, "unmatched_anchor": {}, "unreferenced": {}}
     for comp, t in tables.items():
-        summary["n_objects"][comp] = int(t.df.shape[0])
-        dup = t.df[[*keys, "__obj__"]].duplicated()  # narrow frame: DataFrame.duplicated walks every column
+        summary["n_objects"][comp] = int(len(t.ids))
+        dup = t.ids.duplicated()
         if dup.any():
             raise ValueError(
                 f"{t.label}: {int(dup.sum())} duplicated object key(s) {keys + ['ObjectNumber']}, "
-                f"e.g. {_examples(t.df[dup], [*keys, '__obj__'])}; each object must appear once."
+                f"e.g. {_examples(t.ids[dup], [*keys, '__obj__'])}; each object must appear once."
             )
 
-    # 1. Link anchor objects to their parents, on key columns only.
+    # 1. Link each anchor object to its parents, on the key columns only.
     a = tables[anchor]
-    n = len(a.df)
+    n = len(a.ids)
     positions: dict[str, np.ndarray] = {}
     keep = np.ones(n, dtype=bool)
     for other, parent_col in links.items():
         t = tables[other]
         link = parent_col if parent_col.startswith("Metadata_") else f"Metadata_{parent_col}"
-        if link not in a.df.columns:
-            raw = parent_col.split(f"{anchor}_", 1)[-1]
+        if link not in a.meta_df.columns:
+            raw = parent_col.removeprefix("Metadata_").split(f"{anchor}_", 1)[-1]
             raise KeyError(
                 f"{a.label}: join key column {raw!r} (read as {parent_col!r}) not found in the {anchor} table; "
                 f"it links each {anchor} object to its parent in {other}."
             )
-        left = a.df[[*keys, link]]
-        right = t.df[[*keys, "__obj__"]].assign(__pos__=np.arange(len(t.df)))
+        left = pd.concat([a.ids[keys], a.meta_df[link]], axis=1)
+        right = t.ids.assign(__pos__=np.arange(len(t.ids)))
         m = left.merge(right, how="left", left_on=[*keys, link], right_on=[*keys, "__obj__"], validate="many_to_one")
         pos = m["__pos__"].to_numpy(dtype=float)
         unmatched = np.isnan(pos)
@@ -394,89 +445,86 @@ def _merge_one(
             k = int(unmatched.sum())
             summary["unmatched_anchor"][other] = k
             if strict and join == "inner":
-                ex = _examples(a.df.loc[unmatched].rename(columns={"__obj__": "ObjectNumber"}), [*keys, "ObjectNumber", link])
+                bad = pd.concat([a.ids, a.meta_df[link]], axis=1).loc[unmatched].rename(columns={"__obj__": "ObjectNumber"})
                 raise ValueError(
                     f"{k} of {n} {anchor} object(s) in {a.label} have no matching {other} object in "
                     f"{t.label} (join key {keys + [link.removeprefix('Metadata_')]} → {keys + ['ObjectNumber']}), "
-                    f"e.g. {ex}. The tables do not belong together, or some objects have no parent: pass "
-                    f"join='left' to keep them with missing {other} features, or strict=False to drop them "
-                    "(pycytominer drops them silently)."
+                    f"e.g. {_examples(bad, [*keys, 'ObjectNumber', link])}. The tables do not belong together, or "
+                    f"some objects have no parent: pass join='left' to keep them with missing {other} features, "
+                    "or strict=False to drop them (pycytominer drops them silently)."
                 )
             if join == "inner":
                 keep &= ~unmatched
         positions[other] = np.where(unmatched, -1, np.nan_to_num(pos, nan=-1)).astype(np.int64)
+    rows = np.flatnonzero(keep)
     for other, pos in positions.items():
-        used = np.zeros(len(tables[other].df), dtype=bool)
-        used[pos[keep & (pos >= 0)]] = True
+        used = np.zeros(len(tables[other].ids), dtype=bool)
+        kept = pos[rows]
+        used[kept[kept >= 0]] = True
         summary["unreferenced"][other] = int((~used).sum())
 
-    # 2. Gather each compartment's block by row position.
-    def block(t: _ObjectTable, cols: list[str], pos: np.ndarray | None) -> pd.DataFrame:
-        df = t.df[cols].reset_index(drop=True)
-        if pos is None:
-            return df.iloc[np.flatnonzero(keep)].reset_index(drop=True)
-        pos = pos[keep]
-        return df.reindex(pos).reset_index(drop=True) if (pos < 0).any() else df.iloc[pos].reset_index(drop=True)
-
-    ids = block(a, keys, None)
-    parts = [block(a, ["__obj__", *a.meta, *a.features], None).rename(columns={"__obj__": "Metadata_ObjectNumber"})]
-    obs_cols: list[str] = ["Metadata_ObjectNumber", *a.meta]
+    # 2. Gather metadata (narrow frames) and measurement blocks (arrays) by row position.
+    ids = a.ids[keys].iloc[rows].reset_index(drop=True)
+    meta_parts = [
+        pd.concat([a.ids["__obj__"].iloc[rows].reset_index(drop=True).rename("Metadata_ObjectNumber"),
+                   a.meta_df.iloc[rows].reset_index(drop=True)], axis=1)
+    ]
+    blocks = {anchor: a.X[rows]}
     for other in links:
         t = tables[other]
-        part = block(t, ["__obj__", *t.meta, *t.features], positions[other])
-        part = part.rename(columns={"__obj__": f"Metadata_{other}_ObjectNumber"})
-        obs_cols.append(f"Metadata_{other}_ObjectNumber")
-        for c in t.meta:
-            if c in obs_cols:  # object-level metadata repeated in several tables: one copy when identical
-                prev = next(p[c] for p in parts if c in p.columns)
-                same = (prev == part[c]) | (prev.isna() & part[c].isna())
-                if bool(same.all()):
-                    part = part.drop(columns=c)
-                    continue
-                new = f"Metadata_{other}_{c.removeprefix('Metadata_')}"
-                part = part.rename(columns={c: new})
-                obs_cols.append(new)
+        pos = positions[other][rows]
+        part = pd.concat([t.ids["__obj__"].rename(f"Metadata_{other}_ObjectNumber"), t.meta_df], axis=1)
+        part = _take_frame(part, pos)
+        for c in t.meta:  # object-level metadata repeated in several tables: one copy when identical
+            prev = next((p[c] for p in meta_parts if c in p.columns), None)
+            if prev is None:
+                continue
+            if _same(prev, part[c]):
+                part = part.drop(columns=c)
             else:
-                obs_cols.append(c)
-        parts.append(part)
-    objects = pd.concat(parts, axis=1)
-    feat_cols = [f for comp in compartments for f in tables[comp].features]
+                part = part.rename(columns={c: f"Metadata_{other}_{c.removeprefix('Metadata_')}"})
+        meta_parts.append(part)
+        blocks[other] = _take(t.X, pos)
+    objects = pd.concat(meta_parts, axis=1)
+    features = [f for comp in compartments for f in tables[comp].features]
+    dtypes = [d for comp in compartments for d in tables[comp].dtypes]
+    X_parts = [blocks[comp] for comp in compartments]
 
     # 3. Image-level columns, joined on the image keys.
     if img is not None:
-        dup = img[keys].duplicated()
+        dup = img.keys.duplicated()
         if dup.any():
-            raise ValueError(f"{ilabel}: {int(dup.sum())} duplicated image key(s) {keys}, e.g. {_examples(img[dup], keys)}.")
-        m = ids.merge(img.assign(__img__=True), on=keys, how="left")
-        missing = m["__img__"].isna().to_numpy()
+            raise ValueError(f"{img.label}: {int(dup.sum())} duplicated image key(s) {keys}, e.g. {_examples(img.keys[dup], keys)}.")
+        m = ids.merge(img.keys.assign(__pos__=np.arange(len(img.keys))), on=keys, how="left")
+        ipos = m["__pos__"].to_numpy(dtype=float)
+        missing = np.isnan(ipos)
         if missing.any():
             ex = sorted(set(_examples(ids[missing], keys, n=len(ids))))[:5]
             if strict:
                 raise ValueError(
-                    f"{int(missing.sum())} object(s) reference image(s) {ex} absent from the image table {ilabel} "
+                    f"{int(missing.sum())} object(s) reference image(s) {ex} absent from the image table {img.label} "
                     f"(join key {keys}). Pass strict=False to keep them with missing image metadata."
                 )
             summary["objects_without_image"] = int(missing.sum())
-        image_part = m[[*img_obs, *img_feats]]
+        ipos = np.where(missing, -1, np.nan_to_num(ipos, nan=-1)).astype(np.int64)
+        image_obs = _take_frame(img.obs, ipos)
         # Image metadata also written into the object tables: keep the image copy when identical.
-        for c in [c for c in img_obs if c in objects.columns]:
-            same = (image_part[c] == objects[c]) | (image_part[c].isna() & objects[c].isna())
-            if bool(same.all()):
+        for c in [c for c in img.obs_names if c in objects.columns]:
+            if _same(image_obs[c], objects[c]):
                 objects = objects.drop(columns=c)
-                obs_cols.remove(c)
             else:
-                new = f"Metadata_Object_{c.removeprefix('Metadata_')}"
-                objects = objects.rename(columns={c: new})
-                obs_cols[obs_cols.index(c)] = new
-        summary["image_columns_not_read"] = int(n_left)
+                objects = objects.rename(columns={c: f"Metadata_Object_{c.removeprefix('Metadata_')}"})
+        features += img.features
+        dtypes += img.dtypes
+        X_parts.append(_take(img.X, ipos))
+        summary["image_columns_not_read"] = int(img.n_left)
     else:
-        image_part = pd.DataFrame(index=ids.index)
-    id_cols = [f"Metadata_{k}" for k in keys]
-    df = pd.concat([image_part, ids.rename(columns=dict(zip(keys, id_cols))), objects], axis=1)
-    obs_all = list(dict.fromkeys([*img_obs, *id_cols, *obs_cols]))
-    feats_all = [*feat_cols, *img_feats]
+        image_obs = pd.DataFrame(index=ids.index)
+    ids.columns = [f"Metadata_{k}" for k in keys]
+    obs = pd.concat([image_obs, ids, objects], axis=1)
     summary["folded_object_number_columns"] = sorted({c for t in tables.values() for c in t.folded})
-    return df.loc[:, obs_all + feats_all], obs_all, feats_all, summary
+    X = np.hstack(X_parts) if X_parts else np.empty((len(obs), 0))
+    return _Merged(obs, X.astype(dtype, copy=False), features, dtypes, summary)
 
 
 def _sources(path) -> list[Path]:
@@ -629,47 +677,46 @@ def read_cellprofiler(
         raise ValueError("compartments: give at least one compartment table.")
     if len({c.lower() for c in compartments}) != len(compartments):
         raise ValueError(f"compartments: duplicated names in {compartments}.")
+    dtype = np.dtype(dtype)
     paths = _expand_folders(_sources(path), image_table)
-    frames, obs_cols, feat_cols, summaries = [], None, None, []
+    merged: list[_Merged] = []
     for p in paths:
-        df, o, f, s = _merge_one(
+        m = _merge_one(
             _Source(p), compartments=compartments, image_table=image_table, linking=linking,
             image_columns=image_columns, image_features=image_features, rename_image_metadata=rename_image_metadata,
-            join=join, strict=strict,
+            join=join, strict=strict, dtype=dtype,
         )
-        if feat_cols is not None and f != feat_cols:
-            diff = sorted(set(f) ^ set(feat_cols))
+        if merged and m.features != merged[0].features:
+            diff = sorted(set(m.features) ^ set(merged[0].features))
             raise ValueError(
                 f"{p}: its feature columns differ from those of {paths[0]} ({len(diff)} differ, e.g. {diff[:5]}); "
                 "read the folders separately and intersect the features."
             )
-        obs_cols = o if obs_cols is None else list(dict.fromkeys([*obs_cols, *o]))
-        feat_cols = f
-        frames.append(df)
-        summaries.append(s)
-    if len(frames) > 1:
-        if "Metadata_TableNumber" not in obs_cols:
-            frames = [
-                pd.concat([pd.Series(p.name, index=df.index, name="Metadata_TableNumber"), df], axis=1)
-                for p, df in zip(paths, frames)
-            ]
-            idx = obs_cols.index("Metadata_ImageNumber")
-            obs_cols = [*obs_cols[:idx], "Metadata_TableNumber", *obs_cols[idx:]]
-        df = pd.concat(frames, ignore_index=True)
+        merged.append(m)
+    features = merged[0].features
+    if len(merged) > 1:
+        frames = []
+        for p, m in zip(paths, merged):
+            o = m.obs
+            if "Metadata_TableNumber" not in o.columns:  # keeps ImageNumber unique across folders
+                o = o.copy()
+                o.insert(list(o.columns).index("Metadata_ImageNumber"), "Metadata_TableNumber", p.name)
+            frames.append(o)
+        obs = pd.concat(frames, ignore_index=True)
+        X = np.vstack([m.X for m in merged])
+        dtypes = [d if len({m.dtypes[i] for m in merged}) == 1 else "float64" for i, d in enumerate(merged[0].dtypes)]
     else:
-        df = frames[0]
-    if df.shape[0] == 0:
+        obs, X, dtypes = merged[0].obs, merged[0].X, merged[0].dtypes
+    if len(obs) == 0:
         raise ValueError(f"{path}: no object left after joining the compartments.")
-    from .profiles import from_pandas
-
-    if np.dtype(dtype) != np.float64:
-        df[feat_cols] = df[feat_cols].astype(dtype)
-    adata = from_pandas(df.loc[:, obs_cols + feat_cols], metadata=obs_cols, features=feat_cols, level="single_cell",
-                        source=str(path))
+    if dtype != np.float64:
+        dtypes = [str(dtype)] * len(features)
+    check_unique_columns([*map(str, obs.columns), *features], source=f"{path} (joined tables)")
+    adata = _from_parts(obs.reset_index(drop=True), X, features, dtypes, level="single_cell", source=str(path))
     params = dict(
         path=[str(p) for p in paths] if len(paths) > 1 else str(paths[0]), compartments=compartments,
         image_table=image_table, linking=linking, image_columns=image_columns, image_features=image_features,
-        rename_image_metadata=rename_image_metadata, join=join, strict=strict, dtype=str(np.dtype(dtype)),
+        rename_image_metadata=rename_image_metadata, join=join, strict=strict, dtype=str(dtype),
     )
-    log_step(adata, "io.read_cellprofiler", params, sources=summaries)
+    log_step(adata, "io.read_cellprofiler", params, sources=[m.summary for m in merged])
     return adata

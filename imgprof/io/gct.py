@@ -140,11 +140,12 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
             if len(parts) != header_offset + n_cols:
                 raise ValueError(f"{path}: column-metadata line {4 + i} has {len(parts)} fields, expected {header_offset + n_cols}.")
             cmeta[parts[0]] = parts[header_offset:]
-        # metadata columns as text; the data block parsed as float by pandas' C parser
-        data_cols = range(header_offset, header_offset + n_cols)
+        # Metadata columns as text; the data block parsed as float by pandas' C parser with Python's
+        # correctly rounded conversion (float_precision="round_trip", so values are exact). As in
+        # cmapPy, "NaN", "nan", "NA" and empty fields are missing (data and row metadata alike).
         body = pd.read_csv(
             fh, sep="\t", header=None, keep_default_na=False, dtype=dict.fromkeys(range(header_offset), str),
-            na_values=dict.fromkeys(data_cols, ["NaN", "nan", "NA", ""]), low_memory=False, float_precision="round_trip",
+            na_values=["NaN", "nan", "NA", ""], low_memory=False, float_precision="round_trip",
         )
     if body.shape[0] != n_rows:
         raise ValueError(f"{path}: found {body.shape[0]} data rows, line 2 declares {n_rows}.")
@@ -240,7 +241,9 @@ def _h5_meta(group, path: Path, what: str) -> pd.DataFrame:
         if k not in group:
             continue
         arr = group[k][()]
-        if arr.dtype.kind in ("S", "O"):
+        if arr.dtype.kind == "S":
+            arr = np.char.decode(arr, "utf-8").astype(object)
+        elif arr.dtype.kind == "O":
             arr = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr], dtype=object)
         cols[str(k)] = arr
     ids = [str(v) for v in cols.pop("id")]
@@ -313,7 +316,7 @@ def _h5_write_meta(f, node: str, ids, df: pd.DataFrame) -> None:
     g.attrs["imgprof_fields"] = np.array(fields, dtype="S") if fields else np.array([], dtype="S1")
 
 
-def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compression: str | None = "gzip") -> None:
+def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compression: str | None = None) -> None:
     """Write AnnData (samples × genes) as GCTX (HDF5, the cmapPy / CMap layout).
 
     Parameters
@@ -325,7 +328,7 @@ def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compre
     dtype
         Matrix dtype (default: keep ``adata.X``'s float dtype; cmapPy writes float32).
     compression
-        HDF5 compression of the matrix (``None`` to disable).
+        HDF5 compression of the matrix (default none, as cmapPy writes it; ``"gzip"`` for smaller files).
 
     Examples
     --------

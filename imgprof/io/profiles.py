@@ -82,25 +82,49 @@ def from_pandas(
     check_numeric_features(df, feats, source=source)
     X = feature_matrix(df, feats)
     obs = df.loc[:, meta].copy()
-    if isinstance(df.index, pd.RangeIndex):
-        index_info = {"kind": "range", "start": int(df.index.start), "step": int(df.index.step), "name": df.index.name}
-    else:
-        index_info = {"kind": "labels", "name": df.index.name, "dtype": str(df.index.dtype)}
-    obs.index = pd.Index([str(i) for i in df.index], name=None)
-    if obs.index.has_duplicates:
-        raise ValueError(f"{source}: the table's index has duplicated labels; reset it first (df.reset_index(drop=True)).")
-    var = parse_feature_names(feats)
     dtypes = dict(df.dtypes.items())
-    var["input_dtype"] = [str(dtypes[c]) for c in feats]
-    adata = ad.AnnData(X=X, obs=obs, var=var)
-    store = uns(adata)
-    store["columns"] = [str(c) for c in df.columns]
-    store["obs_dtypes"] = json.dumps({c: str(dtypes[c]) for c in meta})
-    store["index"] = json.dumps(index_info)
     if level is None:
         level = "single_cell" if any(c.endswith("ObjectNumber") for c in df.columns) else "well"
-    set_level(adata, level)
+    adata = _from_parts(
+        obs, X, feats, [str(dtypes[c]) for c in feats], level=level, source=source,
+        columns=[str(c) for c in df.columns],
+    )
     log_step(adata, "io.from_pandas", {"source": source, "level": level}, n_metadata=len(meta), n_features=len(feats))
+    return adata
+
+
+def _from_parts(
+    obs: pd.DataFrame,
+    X,
+    features: Sequence[str],
+    input_dtypes: Sequence[str],
+    *,
+    level: str,
+    source: str,
+    columns: Sequence[str] | None = None,
+) -> ad.AnnData:
+    """AnnData from metadata + a feature matrix, recording the table layout ``to_pandas`` restores.
+
+    Shared by :func:`from_pandas` and the readers that assemble the matrix themselves (without
+    building one wide DataFrame first). ``obs.index`` becomes the obs names (as strings).
+    """
+    if isinstance(obs.index, pd.RangeIndex):
+        index_info = {"kind": "range", "start": int(obs.index.start), "step": int(obs.index.step), "name": obs.index.name}
+    else:
+        index_info = {"kind": "labels", "name": obs.index.name, "dtype": str(obs.index.dtype)}
+    obs_dtypes = {str(c): str(t) for c, t in obs.dtypes.items()}
+    obs = obs.copy(deep=False)
+    obs.index = pd.Index([str(i) for i in obs.index], name=None)
+    if obs.index.has_duplicates:
+        raise ValueError(f"{source}: the table's index has duplicated labels; reset it first (df.reset_index(drop=True)).")
+    var = parse_feature_names(features)
+    var["input_dtype"] = list(input_dtypes)
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    store = uns(adata)
+    store["columns"] = list(columns) if columns is not None else [*map(str, obs.columns), *map(str, features)]
+    store["obs_dtypes"] = json.dumps(obs_dtypes)
+    store["index"] = json.dumps(index_info)
+    set_level(adata, level)
     return adata
 
 
@@ -260,12 +284,12 @@ def read_profiles(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
     name = path.name.lower()
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes).")
     if name.endswith(".h5ad"):
         return ad.read_h5ad(path)
     if name.endswith(".zarr"):
         return ad.read_zarr(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise ValueError(f"{path}: the file is empty (0 bytes).")
     if name.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
 

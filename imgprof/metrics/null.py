@@ -76,7 +76,7 @@ def random_ap(null_size: int, n_pos: int, total: int, rng: np.random.Generator) 
     --------
     >>> import numpy as np
     >>> x = random_ap(2000, 1, 2, np.random.default_rng(0))
-    >>> sorted(set(np.round(x, 3)))
+    >>> sorted(set(np.round(x, 3).tolist()))
     [0.5, 1.0]
     """
     pos = _random_positions(rng, int(null_size), int(n_pos), int(total))

@@ -366,16 +366,18 @@ def _build_report(a: _Side, b: _Side, keys: list[_Key], dose: _Dose | None, name
     # near misses: unmatched values that coincide with a value of the other side under names="alnum"
     if len(table):
         for j, c in enumerate(k.name for k in keys):
+            vals = sorted({t[j] for cnt in counts for t in cnt})
+            loose_of = dict(zip(vals, normalize_names(pd.Series(vals, dtype=object), "alnum").tolist()))
             for own, other in ((0, 1), (1, 0)):
                 own_name = (a, b)[own].name
                 other_vals = {t[j] for t in counts[other]}
                 loose: dict[str, set] = {}
                 for v in other_vals:
-                    loose.setdefault(normalize_names([v], "alnum").iloc[0], set()).add(v)
+                    loose.setdefault(loose_of[v], set()).add(v)
                 mask = table["status"] == f"only_{own_name}"
                 for v in set(table.loc[mask, c]) - other_vals:
-                    lv = normalize_names([v], "alnum").iloc[0]
-                    if lv in loose:
+                    lv = loose_of.get(v)
+                    if lv is not None and lv in loose:
                         table.loc[mask & (table[c] == v), "note"] = (
                             f"{c} {v!r} would match {sorted(loose[lv])} with names='alnum' (punctuation ignored)"
                         )
