@@ -165,3 +165,21 @@ def test_output_written_and_errors(tmp_path, eh):
         ip.im.profile_images(eh, channels=CH, nuclei_channel="DNA", cells_channel="cellbody", features=None)
     with pytest.raises(ValueError, match="not both"):
         ip.im.profile_images(eh, channels=CH, segmenter=lambda x: x, nuclei_channel="DNA")
+
+
+def test_illumination_in_the_pipeline(tmp_path, eh):
+    imgs = ip.io.read_images(eh, channels=CH)
+    illum = ip.im.compute_illumination(imgs, method="polynomial", rescale="median")
+    ip.im.save_illumination(illum, tmp_path / "illum")
+    kw = dict(channels=CH, nuclei_channel="DNA", cells_channel="cellbody", features=["Intensity"],
+              measure_channels=["PH3"], qc=False, n_jobs=1)
+    plain = ip.im.profile_images(eh, **kw)
+    saved = ip.im.profile_images(eh, illumination=tmp_path / "illum", **kw)
+    computed = ip.im.profile_images(eh, illumination="compute", illumination_kwargs={"method": "polynomial"}, **kw)
+    np.testing.assert_allclose(np.asarray(saved.X), np.asarray(computed.X), rtol=1e-6)
+    # corrected images are segmented and measured: intensities change, but only by the (median-1) function
+    col = "Cells_Intensity_MeanIntensity_PH3"
+    a, b = np.median(plain[:, col].X), np.median(saved[:, col].X)
+    assert a != b and abs(a - b) < 0.2 * a
+    assert abs(saved.n_obs - plain.n_obs) <= 0.1 * plain.n_obs
+    assert ip.provenance(saved)["params"].iloc[-1]["illumination"] is True

@@ -366,3 +366,21 @@ def test_inputs_are_never_written(tmp_path):
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in copies}
     assert before == after
     assert sorted(q.name for q in (tmp_path / "sqlite").iterdir()) == [SQ_SQLITE[-1]]  # no journal left behind
+
+
+def test_sqlite_null_runs_stay_numeric(tmp_path):
+    # SQLite is read in chunks; a measurement NULL throughout the first chunk must stay numeric.
+    from imgprof.io.cellprofiler import _SQL_CHUNK
+
+    n = 2 * _SQL_CHUNK + 5
+    values = np.r_[np.full(_SQL_CHUNK + 3, np.nan), np.arange(n - _SQL_CHUNK - 3, dtype=float)]
+    with sqlite3.connect(tmp_path / "t.sqlite") as con:
+        pd.DataFrame({"ImageNumber": [1], "Image_Metadata_Well": ["A01"]}).to_sql("Image", con, index=False)
+        for comp in ("Cells", "Cytoplasm", "Nuclei"):
+            df = pd.DataFrame({"ImageNumber": 1, "ObjectNumber": np.arange(1, n + 1), f"{comp}_AreaShape_Area": values})
+            if comp == "Cytoplasm":
+                df["Cytoplasm_Parent_Cells"] = df["Cytoplasm_Parent_Nuclei"] = df["ObjectNumber"]
+            df.to_sql(comp, con, index=False)
+    adata = ip.io.read_cellprofiler(tmp_path / "t.sqlite")
+    assert adata.shape == (n, 3) and adata.obs["Metadata_Well"].eq("A01").all()
+    np.testing.assert_array_equal(adata[:, "Cells_AreaShape_Area"].X.ravel(), values)

@@ -118,7 +118,7 @@ def test_compare_retrieval_matches_metrics_and_sees_the_difference(two_mods):
                     controls=("Metadata_control_type == 'negcon'",) * 2)
     res = ip.mm.compare_retrieval(md, perturbation="Metadata_Perturbation", controls="mm_control",
                                   annotation="Metadata_moa", null_size=2000)
-    assert set(res["task"]) == {"activity", "consistency"}
+    assert set(res["task"]) == {"activity", "consistency", "replicating"}
     act_a = res[(res["modality"] == "morph") & (res["task"] == "activity")].set_index("id")
     direct = ip.metrics.phenotypic_activity(a, "Metadata_Perturbation", "Metadata_control_type == 'negcon'",
                                             null_size=2000).set_index("Metadata_Perturbation")
@@ -128,9 +128,14 @@ def test_compare_retrieval_matches_metrics_and_sees_the_difference(two_mods):
     n_active = a.obs.loc[a.obs["Metadata_control_type"] == "trt"].groupby("Metadata_Perturbation")["Metadata_active"].first()
     assert frac[("morph", "activity")] >= 0.6 * n_active.mean()
     assert frac[("expr", "activity")] <= 0.15
+    # percent replicating agrees with ip.metrics and shows the same contrast
+    pr = ip.metrics.percent_replicating(a, "Metadata_Perturbation", controls="Metadata_control_type == 'negcon'",
+                                        n_null=1000, seed=0)
+    assert frac[("morph", "replicating")] == pytest.approx(pr.percent)
+    assert frac[("morph", "replicating")] > frac[("expr", "replicating")] + 0.4
     comp = ip.mm.complementarity(res, task="activity")
     s = comp.attrs["summary"]
-    assert s["n_only_expr"] <= 2 and s[f"n_only_morph"] >= 5
+    assert s["n_only_expr"] <= 2 and s["n_only_morph"] >= 5
     assert s["n_both"] + s["n_only_morph"] + s["n_only_expr"] == s["n_union"]
 
 

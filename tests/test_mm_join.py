@@ -337,8 +337,8 @@ def test_report_survives_h5mu(tmp_path, morph, expr):
 
     md = ip.mm.join(morph, expr, on=("Metadata_moa", "moa"), sep="|")
     p = tmp_path / "j.h5mu"
-    md.write(p)
     with mudata.set_options(pull_on_update=False):
+        md.write(p)
         back = ip.mm.join_report(mudata.read_h5mu(p))
     assert back.matched == ip.mm.join_report(md).matched
     assert back.summary["keys"] == ["Metadata_moa"]

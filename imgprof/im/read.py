@@ -449,7 +449,7 @@ def _from_folder(folder: Path, pattern, channels, extensions, recursive, metadat
         tok = g[chan_group]
         if tok not in mapping:
             continue
-        plate = g.get("Plate") or (metadata or {}).get("Metadata_Plate") or folder.name
+        plate = g.get("Plate") or (metadata or {}).get("Metadata_Plate") or p.parent.name
         well = _well_from(g) or ""
         site = g.get("Site") or "1"
         extra = {f"Metadata_{k}": v for k, v in g.items()
@@ -594,7 +594,8 @@ def read_images(
         Constant metadata to add to every site (e.g. ``{"Metadata_Plate": "P1"}`` when
         the plate is not in the file names).
     extensions, recursive
-        Which files are images; search sub-folders too.
+        Which files are images; search sub-folders too (without a ``Plate`` group, a file's
+        folder name is its plate).
     root
         Folder against which relative ``PathName_`` entries are resolved (default: the
         load-data file's folder).

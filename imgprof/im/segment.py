@@ -701,7 +701,8 @@ class PrecomputedLabels:
         renumbered to their parent cell when ``relate=True``.
     relate
         Renumber nuclei by the cell that contains them (largest overlap) so object
-        numbers agree across compartments; nuclei outside any cell are dropped.
+        numbers agree across compartments; nuclei outside any cell are dropped and
+        several nuclei of one cell are merged into one object.
 
     Examples
     --------
@@ -728,9 +729,8 @@ class PrecomputedLabels:
         if self.relate and "Cells" in out and "Nuclei" in out:
             parent = relate_objects(out["Cells"], out["Nuclei"])
             table = np.r_[0, parent].astype(np.int32)
-            nuclei = table[out["Nuclei"]]
-            # keep one nucleus per cell (the largest piece assigned to that cell)
-            out["Nuclei"] = nuclei
+            # several nuclei in one cell become one object with the cell's number
+            out["Nuclei"] = table[out["Nuclei"]]
         return _finish_compartments(out)
 
 

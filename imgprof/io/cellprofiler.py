@@ -33,6 +33,7 @@ DEFAULT_COMPARTMENTS: tuple[str, ...] = ("Cells", "Cytoplasm", "Nuclei")
 #: Image-table column groups copied into ``.obs`` by default (as ``Metadata_<column>``).
 DEFAULT_IMAGE_COLUMNS: tuple[str, ...] = ("Metadata", "FileName", "PathName")
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+_SQL_CHUNK = 2000  # rows per SQLite fetch
 _TABLE_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet")
 
 
@@ -107,7 +108,14 @@ class _Source:
                 cur = con.execute(f'SELECT * FROM "{table}" LIMIT 0')
                 cols = [d[0] for d in cur.description]
                 check_unique_columns(cols, source=label)
-                df = pd.read_sql_query(f'SELECT * FROM "{table}"', con)
+                # In chunks: sqlite3 hands rows over as Python objects, so a whole table at once would
+                # hold every value as a Python float (several times the size of the final array).
+                # A column NULL throughout one chunk comes back as object there: make it float first.
+                chunks = [
+                    _as_numeric_if_empty(c, list(c.columns))
+                    for c in pd.read_sql_query(f'SELECT * FROM "{table}"', con, chunksize=_SQL_CHUNK)
+                ]
+                df = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=cols)
         else:
             from .profiles import _sep_for, _sniff_header
 

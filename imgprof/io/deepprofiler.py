@@ -18,6 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._core.features import check_unique_columns
 from .._core.provenance import log_step
 from .._core.validation import as_list
 
@@ -68,30 +69,43 @@ def _load_npz(path: Path, *, feature_prefix: str | None, fallback_prefix: str, d
             meta = dict(m)
         locations = np.asarray(npz["locations"]) if "locations" in npz.files else None
     n = X.shape[0]
-    obs = pd.DataFrame(index=range(n))
+    cols: dict[str, object] = {}  # name -> scalar (one value for the file) or array (one per cell)
     for k, v in meta.items():
         name = k if str(k).startswith("Metadata_") else f"Metadata_{k}"
         arr = np.asarray(v)
         if arr.ndim == 0:
-            obs[name] = str(arr.item())
+            cols[name] = str(arr.item())
         elif arr.shape[0] == n:
-            obs[name] = arr.astype(str)
+            cols[name] = arr.astype(str).astype(object)
         else:
             raise ValueError(f"{path}: metadata field {k!r} has {arr.shape[0]} values for {n} cells.")
     if parse_filename:
         for k, v in _filename_metadata(path, delimiter).items():
-            if k not in obs.columns:
-                obs[k] = v
+            cols.setdefault(k, v)
     if locations is not None:
         if locations.ndim != 2 or locations.shape[0] != n or locations.shape[1] < 2:
             raise ValueError(f"{path}: 'locations' has shape {locations.shape}, expected ({n}, >=2).")
-        obs["Metadata_Location_Center_X"] = locations[:, 0]
-        obs["Metadata_Location_Center_Y"] = locations[:, 1]
+        cols["Metadata_Location_Center_X"] = locations[:, 0]
+        cols["Metadata_Location_Center_Y"] = locations[:, 1]
+    cols["Metadata_DeepProfiler_File"] = path.name
     prefix = feature_prefix
     if prefix is None:
-        prefix = str(obs["Metadata_Model"].iloc[0]) if "Metadata_Model" in obs.columns and n else fallback_prefix
+        model = cols.get("Metadata_Model")
+        prefix = str(model if isinstance(model, str) else model[0]) if model is not None and n else fallback_prefix
     names = [f"{prefix}_{i}" for i in range(X.shape[1])]
-    return X, obs, names
+    return X, cols, names
+
+
+def _column(parts: list, counts: list[int]) -> np.ndarray:
+    """One obs column from per-file scalars/arrays (``None`` where a file lacks the field)."""
+    out = []
+    for v, n in zip(parts, counts):
+        if isinstance(v, np.ndarray):
+            out.append(v)
+        else:
+            out.append(np.full(n, np.nan if v is None else v, dtype=object))
+    arr = np.concatenate(out) if out else np.array([], dtype=object)
+    return pd.Series(arr).infer_objects().to_numpy() if arr.dtype == object else arr
 
 
 def read_deepprofiler(
@@ -154,9 +168,9 @@ def read_deepprofiler(
     for f in files:
         if not f.exists():
             raise FileNotFoundError(f"{f}: no such file.")
-    Xs, obss, names0, first = [], [], None, None
+    Xs, metas, names0, first, obs_names = [], [], None, None, []
     for f in files:
-        X, obs, names = _load_npz(
+        X, cols, names = _load_npz(
             f, feature_prefix=feature_prefix, fallback_prefix=fallback_prefix, delimiter=filename_delimiter,
             parse_filename=parse_filename,
         )
@@ -167,25 +181,24 @@ def read_deepprofiler(
                 f"{f}: {len(names)} features named {names[0]!r}... but {first} has {len(names0)} named {names0[0]!r}...; "
                 "files from different models cannot be concatenated."
             )
-        obs["Metadata_DeepProfiler_File"] = f.name
-        key = "_".join(str(obs[c].iloc[0]) for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site") if c in obs.columns and len(obs))
-        obs.index = [f"{key or f.stem}_{i}" for i in range(len(obs))]
+        ids = [cols.get(c) for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site")]
+        key = "_".join(str(v if isinstance(v, str) else v[0]) for v in ids if v is not None and X.shape[0])
+        obs_names.extend(f"{key or f.stem}_{i}" for i in range(X.shape[0]))
         Xs.append(X)
-        obss.append(obs)
-    obs = pd.concat(obss)
+        metas.append(cols)
+    counts = [x.shape[0] for x in Xs]
+    order = list(dict.fromkeys(k for m in metas for k in m))
+    obs = pd.DataFrame({k: _column([m.get(k) for m in metas], counts) for k in order})
+    obs.index = pd.Index(obs_names)
     if obs.index.has_duplicates:
         obs.index = [f"{i}_{j}" for j, i in enumerate(obs.index)]
-    obs = obs.reset_index(names="__name__")
     X = np.vstack(Xs)
     if X.shape[0] == 0:
         raise ValueError(f"{path}: the file(s) hold no cell (0 rows).")
-    from .profiles import from_pandas
+    from .profiles import _from_parts
 
-    df = pd.concat([obs.drop(columns="__name__"), pd.DataFrame(X, columns=names0)], axis=1)
-    meta = [c for c in obs.columns if c != "__name__"]
-    adata = from_pandas(df, metadata=meta, features=names0, level="single_cell", source=str(path))
-    adata.obs_names = obs["__name__"].astype(str).to_numpy()
-    adata.uns["imgprof"]["index"] = '{"kind": "labels", "name": null, "dtype": "object"}'
+    check_unique_columns([*map(str, obs.columns), *names0], source=str(path))
+    adata = _from_parts(obs, X, names0, [str(X.dtype)] * len(names0), level="single_cell", source=str(path))
     log_step(
         adata, "io.read_deepprofiler",
         {"path": [str(f) for f in files] if len(files) > 1 else str(files[0]), "feature_prefix": feature_prefix,

@@ -36,6 +36,14 @@ def _open(path: Path):
 
 
 def _coerce(series: pd.Series) -> pd.Series:
+    """Numeric dtype when every non-missing value is a number (int64 / Int64 / float), else unchanged."""
+    if series.dtype == object:
+        first = series.dropna()
+        if len(first):
+            try:  # cheap early exit for text columns
+                float(first.iloc[0])
+            except (TypeError, ValueError):
+                return series
     num = pd.to_numeric(series, errors="coerce")
     if num.notna().sum() == series.notna().sum() and series.notna().any():
         if (num.dropna() % 1 == 0).all():

@@ -392,7 +392,9 @@ def average_precision_kernel(
         act_rows = act_rows[np.lexsort((act_rows, cq[act_rows]))]
         unit_start = np.concatenate([[0], np.cumsum(np.bincount(unit_vrow, minlength=vq.size))])
         loc_buf = np.full(vc.size, -1, dtype=np.int64)
-        B = max(1, min(act_rows.size, max_block_elements // max(vc.size, 1)))
+        # combo-level masks are (block combos x all combos): bound them too
+        b_cap = max(1, 4 * max_block_elements // max(n_combo, 1))
+        B = max(1, min(act_rows.size, max_block_elements // max(vc.size, 1), b_cap))
         i0 = 0
         while i0 < act_rows.size:
             R = act_rows[i0 : i0 + B]
@@ -411,7 +413,7 @@ def average_precision_kernel(
                 continue
             qrows = vq[R]
             # positives: (row, candidate) mask, self excluded
-            P = Mp[inv][:, enc.combo_c[prow]]
+            P = Mp[:, enc.combo_c[prow]][inv]
             if same_set:
                 _clear_self(P, R, prow, loc_buf)
             # negatives: combo-level mask first; rows only if not all true
@@ -467,10 +469,9 @@ def average_precision_kernel(
                     unit_ap[R[keep]] = ap[keep]
             i0 += R.size
             if C:
-                B = max(1, min(2 * B, max_block_elements // C))
+                B = max(1, min(2 * B, max_block_elements // C, b_cap))
 
     # ---- assemble ----
-    n_units = unit_vrow.size
     total = unit_npos + unit_nneg
     if expand:
         rows_full = vq[unit_vrow]
@@ -885,7 +886,6 @@ def phenotypic_consistency(
     >>> cons["Metadata_moa"].is_unique
     True
     """
-    import anndata as ad
 
     check_obs_keys(adata, [annotation_key, perturbation_key], param="annotation_key/perturbation_key")
     if aggregate not in (None, "median", "mean"):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import as_list, check_df_keys, check_obs_keys, get_matrix, is_dask, resolve_mask
+from .._core.validation import check_df_keys, check_obs_keys, get_matrix, is_dask, resolve_mask
 
 __all__ = [
     "align",
@@ -407,7 +407,10 @@ def _as_mods(data, mods) -> dict[str, ad.AnnData]:
     return out
 
 
-_RESULT_COLS = ["modality", "task", "id", "n_profiles", "mean_average_precision", "p_value", "corrected_p_value", "retrieved"]
+_RESULT_COLS = [
+    "modality", "task", "id", "n_profiles", "mean_average_precision", "median_correlation", "p_value",
+    "corrected_p_value", "retrieved",
+]
 
 
 def compare_retrieval(
@@ -419,8 +422,10 @@ def compare_retrieval(
     mods: Sequence[str] | None = None,
     multilabel_sep: str | None = "|",
     consistency_on: str = "all",
+    replicating: bool = True,
     metric: str | Callable = "cosine",
     null_size: int = 10000,
+    n_null: int = 1000,
     threshold: float = 0.05,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -429,7 +434,9 @@ def compare_retrieval(
     For every modality: *activity* (:func:`imgprof.metrics.phenotypic_activity`:
     are a perturbation's replicates retrieved against negative controls?) and,
     with ``annotation``, *consistency* (:func:`imgprof.metrics.phenotypic_consistency`:
-    do perturbations sharing a MOA/target retrieve each other?). Run it on the
+    do perturbations sharing a MOA/target retrieve each other?), and *replicating*
+    (:func:`imgprof.metrics.percent_replicating`: is the median replicate correlation
+    above a null of non-replicates? Way et al. 2022). Run it on the
     unpaired well-level join (``ip.mm.join(..., level="well", paired=False,
     controls=...)``) so that both modalities are restricted to the shared
     mechanisms, and use the normalised key (``"mm_moa"``) as annotation.
@@ -449,15 +456,21 @@ def compare_retrieval(
         Modalities to use (default all).
     consistency_on
         ``"all"`` perturbations, or ``"active"`` ones only (significant activity).
+    replicating
+        Also run percent replicating (Spearman, ``n_null`` random non-replicate sets).
     metric, null_size, threshold, seed
-        See :func:`imgprof.metrics.mean_average_precision`.
+        See :func:`imgprof.metrics.mean_average_precision` (``threshold`` is also the
+        percent-replicating ``alpha``).
 
     Returns
     -------
-    Long DataFrame: ``modality``, ``task`` (``"activity"``/``"consistency"``), ``id``
-    (perturbation or label), ``n_profiles``, ``mean_average_precision``, ``p_value``,
-    ``corrected_p_value`` (BH within modality and task), ``retrieved``
-    (``corrected_p_value < threshold``).
+    Long DataFrame: ``modality``, ``task`` (``"activity"``, ``"consistency"``,
+    ``"replicating"``), ``id`` (perturbation or label), ``n_profiles``,
+    ``mean_average_precision`` (mAP tasks), ``median_correlation`` (replicating),
+    ``p_value``, ``corrected_p_value`` (BH within modality and task; NaN for
+    replicating, which uses the raw p as Way et al.), ``retrieved``
+    (``corrected_p_value < threshold``; ``p_value < threshold`` for replicating).
+    Per-modality percent replicating is the mean of ``retrieved`` over its rows.
 
     Examples
     --------
@@ -469,9 +482,9 @@ def compare_retrieval(
     >>> res = ip.mm.compare_retrieval(md, perturbation={"morph": "Metadata_pert_id", "expr": "pert_id"},
     ...                               controls="mm_control", annotation="mm_moa", null_size=1000)
     >>> sorted(res["task"].unique())
-    ['activity', 'consistency']
+    ['activity', 'consistency', 'replicating']
     """
-    from ..metrics import RetrievalWarning, phenotypic_activity, phenotypic_consistency
+    from ..metrics import RetrievalWarning, percent_replicating, phenotypic_activity, phenotypic_consistency
 
     if consistency_on not in ("all", "active"):
         raise ValueError(f"consistency_on={consistency_on!r}: expected 'all' or 'active'.")
@@ -529,7 +542,16 @@ def compare_retrieval(
                     "p_value": cons["p_value"].to_numpy(), "corrected_p_value": cons["corrected_p_value"].to_numpy(),
                     "retrieved": cons["below_corrected_p"].to_numpy(),
                 }))
-    res = pd.concat(out, ignore_index=True)[_RESULT_COLS]
+        if replicating:
+            rep = percent_replicating(x, pert[m], controls=cmask, n_null=n_null, alpha=threshold, seed=seed)
+            t = rep.table.loc[rep.table["median_correlation"].notna()]
+            out.append(pd.DataFrame({
+                "modality": m, "task": "replicating", "id": t[pert[m]].astype(str).to_numpy(),
+                "n_profiles": t["n_profiles"].to_numpy(), "mean_average_precision": np.nan,
+                "median_correlation": t["median_correlation"].to_numpy(), "p_value": t["p_value"].to_numpy(),
+                "corrected_p_value": np.nan, "retrieved": t["above_null"].to_numpy(),
+            }))
+    res = pd.concat(out, ignore_index=True).reindex(columns=_RESULT_COLS)
     res["retrieved"] = res["retrieved"].astype(bool)
     return res
 

@@ -363,6 +363,12 @@ def _build_report(a: _Side, b: _Side, keys: list[_Key], dose: _Dose | None, name
         rows.append(row)
     cols = ["key", *comp_names, "status", f"n_{a.name}", f"n_{b.name}", f"raw_{a.name}", f"raw_{b.name}", "note"]
     table = pd.DataFrame(rows, columns=cols)
+    if table["key"].duplicated().any():
+        dup = table.loc[table["key"].duplicated(keep=False), comp_names].head(4).to_dict("records")
+        raise ValueError(
+            f"join: key values contain the separator {KEY_SEP!r}, so different keys read the same, e.g. {dup}; "
+            "pass a names= callable that removes it."
+        )
     # near misses: unmatched values that coincide with a value of the other side under names="alnum"
     if len(table):
         for j, c in enumerate(k.name for k in keys):
@@ -523,12 +529,13 @@ def _group_consensus(sub: ad.AnnData, by: str, method: str) -> ad.AnnData:
 # ----------------------------------------------------------------------------- join
 
 
-def _keys_frame(keys_str: list[str], comp_names: list[str]) -> pd.DataFrame:
-    parts = [k.split(KEY_SEP) for k in keys_str]
-    return pd.DataFrame(parts, columns=comp_names, index=keys_str)
+def _keys_frame(keys_str: list[str], comp_names: list[str], report: JoinReport) -> pd.DataFrame:
+    """Component values of each key string (looked up, never parsed back from the string)."""
+    t = report.table.set_index("key")
+    return t.loc[list(keys_str), comp_names].set_axis(list(keys_str), axis=0)
 
 
-def _exploded(adata: ad.AnnData, side: _Side, matched: set, mod: str, comp_names) -> ad.AnnData:
+def _exploded(adata: ad.AnnData, side: _Side, matched: set, mod: str, comp_names, report) -> ad.AnnData:
     rows, ks = [], []
     for i, tuples in enumerate(side.row_keys):
         for t in tuples:
@@ -541,7 +548,7 @@ def _exploded(adata: ad.AnnData, side: _Side, matched: set, mod: str, comp_names
     obs = adata.obs.iloc[rows].copy()
     obs.index = [f"{mod}:{adata.obs_names[i]}:{k}" for i, k in zip(rows, ks)]
     obs["mm_key"] = pd.Categorical(ks)
-    kf = _keys_frame(ks, comp_names)
+    kf = _keys_frame(ks, comp_names, report)
     for c in comp_names:
         obs[f"mm_{c}"] = kf[c].to_numpy()
     sub = ad.AnnData(X=X, obs=obs, var=adata.var.copy())
@@ -686,11 +693,11 @@ def join(
     mods = {}
     if level == "perturbation":
         for x, s in zip((morph, expr), sides):
-            sub = _exploded(x, s, mset, s.name, comp_names)
+            sub = _exploded(x, s, mset, s.name, comp_names, report)
             cons = _group_consensus(sub, "mm_key", consensus)
             cons.obs_names = cons.obs["mm_key"].astype(str).to_numpy()
             cons = cons[matched].copy()
-            kf = _keys_frame(matched, comp_names)
+            kf = _keys_frame(matched, comp_names, report)
             for c in comp_names:
                 cons.obs[f"mm_{c}"] = kf[c].to_numpy()
             counts = sub.obs["mm_key"].astype(str).value_counts()
@@ -712,7 +719,7 @@ def join(
                     report,
                 )
             for x, s in zip((morph, expr), sides):
-                sub = _exploded(x, s, mset, s.name, comp_names)
+                sub = _exploded(x, s, mset, s.name, comp_names, report)
                 sub.obs_names = sub.obs["mm_key"].astype(str).to_numpy()
                 sub = sub[matched].copy()
                 log_step(sub, "mm.join", params, modality=s.name, n_keys=len(matched))
@@ -749,7 +756,7 @@ def join(
         warnings.filterwarnings("ignore", message="var_names are not unique")
         mdata = md.MuData(mods)
     if level == "perturbation" or paired:
-        kf = _keys_frame(list(mdata.obs_names), comp_names)
+        kf = _keys_frame(list(mdata.obs_names), comp_names, report)
         for c in comp_names:
             mdata.obs[c] = kf[c].to_numpy()
         for m in mod_names:

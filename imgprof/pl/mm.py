@@ -106,14 +106,14 @@ def mm_retrieval(
     show: bool | None = None,
     save: str | None = None,
 ):
-    """mAP per modality (one strip per modality), retrieved ids highlighted, with the retrieved share.
+    """Per-modality scores (one strip per modality), retrieved ids highlighted, with the retrieved share.
 
     Parameters
     ----------
     results
         Output of :func:`imgprof.mm.compare_retrieval`.
     task
-        ``"activity"`` or ``"consistency"``.
+        ``"activity"``, ``"consistency"`` (mAP) or ``"replicating"`` (median replicate correlation).
     ax, title, show, save
         Matplotlib axes, title, and scanpy-style show/save.
 
@@ -129,6 +129,7 @@ def mm_retrieval(
     r = results.loc[results["task"] == task]
     if r.empty:
         raise ValueError(f"mm_retrieval: no rows with task={task!r}.")
+    ycol = "median_correlation" if task == "replicating" and "median_correlation" in r else "mean_average_precision"
     fig, ax = get_ax(ax, figsize=(1.8 + 1.6 * r["modality"].nunique(), 3.6))
     mods = list(dict.fromkeys(r["modality"]))
     rng = np.random.default_rng(0)
@@ -136,15 +137,19 @@ def mm_retrieval(
         d = r.loc[r["modality"] == m]
         x = i + rng.uniform(-0.15, 0.15, len(d))
         ok = d["retrieved"].to_numpy(bool)
-        ax.scatter(x[ok], d["mean_average_precision"].to_numpy()[ok], color="#c44e52", s=18, label="retrieved" if i == 0 else None)
-        ax.scatter(x[~ok], d["mean_average_precision"].to_numpy()[~ok], color="#8c8c8c", s=18,
-                   label="not retrieved" if i == 0 else None)
+        y = d[ycol].to_numpy(dtype=float)
+        ax.scatter(x[ok], y[ok], color="#c44e52", s=18, label="retrieved" if i == 0 else None)
+        ax.scatter(x[~ok], y[~ok], color="#8c8c8c", s=18, label="not retrieved" if i == 0 else None)
         ax.text(i, 1.04, f"{ok.mean():.0%} of {len(d)}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(mods)))
     ax.set_xticklabels(mods)
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel("mAP")
-    ax.set_title(title or f"{task}: mAP per modality")
+    if ycol == "mean_average_precision":
+        ax.set_ylim(0, 1.12)
+    else:
+        lo = float(np.nanmin(r[ycol])) if r[ycol].notna().any() else 0.0
+        ax.set_ylim(min(0.0, lo) - 0.05, 1.12)
+    ax.set_ylabel("mAP" if ycol == "mean_average_precision" else "median replicate correlation")
+    ax.set_title(title or f"{task} per modality")
     ax.legend(fontsize=7, loc="lower right", frameon=False)
     return finish(fig, ax, show=show, save=save)
 

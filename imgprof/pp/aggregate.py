@@ -140,7 +140,7 @@ def aggregate(
     level: str = "well",
     features: Sequence[str] | None = None,
     metadata: Sequence[str] | None = None,
-    batch_rows: int = 32_768,
+    batch_rows: int = 8_192,
     n_jobs: int | None = None,
 ) -> ad.AnnData:
     """Aggregate single-cell profiles into well (or any ``by``) profiles.

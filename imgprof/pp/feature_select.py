@@ -130,6 +130,34 @@ def _constant_cols(X: np.ndarray) -> np.ndarray:
         return ~(np.nanmax(X, axis=0) > np.nanmin(X, axis=0))
 
 
+def _pairwise_sums(Z: np.ndarray, nan: np.ndarray):
+    """Pairwise-complete sums of the columns of ``Z`` (0 where ``nan``).
+
+    Returns ``N[i, j]`` (rows where both are present), ``Sx[i, j]`` (sum of column
+    i over those rows), ``Sxx[i, j]`` (sum of its squares) and ``Sxy = Z^T Z``.
+    With few NaN, ``N``, ``Sx`` and ``Sxx`` are the all-rows sums minus sparse
+    corrections over the NaN entries (``O(nnz * d)``) instead of dense products.
+    """
+    n, p = Z.shape
+    Z2 = Z * Z
+    Sxy = Z.T @ Z
+    n_nan = int(nan.sum())
+    if n_nan <= 0.25 * nan.size:
+        import scipy.sparse as sp
+
+        Nn = sp.csr_matrix(nan, dtype=np.float64)
+        NnT = Nn.T.tocsr()
+        a = np.asarray(Nn.sum(axis=0)).ravel()
+        B = (NnT @ Nn).toarray()
+        N = n - a[:, None] - a[None, :] + B
+        corr = NnT @ np.hstack([Z, Z2])  # (p, 2p): [j, i] = sum of Z[:, i] (Z2) over rows where j is NaN
+        Sx = Z.sum(axis=0)[:, None] - corr[:, :p].T
+        Sxx = Z2.sum(axis=0)[:, None] - corr[:, p:].T
+        return N, Sx, Sxx, Sxy
+    M = (~nan).astype(np.float64)
+    return M.T @ M, Z.T @ M, Z2.T @ M, Sxy
+
+
 def _pearson_pairwise(X: np.ndarray) -> np.ndarray:
     """Pearson correlation matrix of the columns; pairwise-complete when NaN are present.
 
@@ -148,15 +176,11 @@ def _pearson_pairwise(X: np.ndarray) -> np.ndarray:
             C = np.corrcoef(X, rowvar=False) if p > 1 else np.ones((1, 1))
         C = np.atleast_2d(C)
     else:
-        M = (~nan).astype(np.float64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mu = np.nanmean(X, axis=0)
         Z = np.where(nan, 0.0, X - np.where(np.isnan(mu), 0.0, mu))
-        N = M.T @ M  # rows where both are present
-        Sx = Z.T @ M  # [i, j]: sum of x_i over rows where i and j are present
-        Sxx = (Z * Z).T @ M
-        Sxy = Z.T @ Z
+        N, Sx, Sxx, Sxy = _pairwise_sums(Z, nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             cov = Sxy - Sx * Sx.T / N
             vx = Sxx - Sx * Sx / N  # var of i over the pair's rows (x n)
