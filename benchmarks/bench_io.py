@@ -13,8 +13,9 @@ Cases (all built from the real files in ../shared/data, replicated to a realisti
 * ``csv_folder``: the Target2 CellProfiler CSV site folder copied ``--copies`` times (imgprof only:
   pycytominer has no CSV reader and CytoTable is not installed here).
 
-Each measurement runs in its own subprocess; time is the best of up to three runs, peak memory
-the growth of the resident set during the timed call (Linux ``VmHWM`` after resetting it).
+Each measurement runs in its own subprocess; after one untimed warm-up call, time is the best of
+up to three runs, peak memory the largest growth of the resident set during a timed call (Linux
+``VmHWM`` after resetting it).
 Note that importing pycytominer turns on pandas' copy-on-write mode process-wide; imgprof is timed
 without it (its readers are also fast under copy-on-write, which pandas 3 makes the default).
 
@@ -161,6 +162,7 @@ def worker(tool: str, case: str, d: Path, out: Path) -> dict:
         ip.io.read_profiles  # noqa: B018  (loads imgprof.io)
     else:
         from pycytominer.cyto_utils import cells, load  # noqa: F401
+    _run(tool, case, d)  # warm-up: lazy imports and first-call setup are not measured
     times, peak, res = [], 0, None
     for _ in range(3):
         base = _reset_peak()
@@ -224,7 +226,7 @@ def main() -> None:
         f"# ip.io benchmark ({'quick' if args.quick else 'full'}: {copies} copies)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}. "
-        "Seconds: best of up to 3 runs, each tool in its own process. Peak MB: resident-set growth during the call.",
+        "Seconds: best of up to 3 runs after a warm-up, each tool in its own process. Peak MB: resident-set growth during the call.",
         "",
         "| case | rows × features (imgprof / pycytominer) | imgprof s | pycytominer s | ratio (pcm / ip) | imgprof peak MB | pycytominer peak MB | outputs |",
         "|---|---|---|---|---|---|---|---|",

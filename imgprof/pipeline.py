@@ -10,7 +10,7 @@ A config has one section per step, run in this fixed order when present::
     [feature_select] → ip.pp.feature_select
     [pca]            → ip.tl.pca
     [integrate]      methods = [...], batch_key, other keys → ip.tl.integrate per method
-    [evaluate]       → ip.metrics.average_precision + mean_average_precision per embedding
+    [evaluate]       → ip.metrics.phenotypic_activity (mAP vs controls) per embedding
     [benchmark]      → ip.bench.Benchmarker over the embeddings
     [output]         dir, format = h5ad|zarr, report = true
 
@@ -285,7 +285,7 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True) -
                 raise ConfigError(f"{cfg.where(s)}: [integrate] needs methods = [\"harmony\", ...].")
             _check_kwargs(cfg, s, ip.tl.integrate, opts, skip=("methods", "method", "params"))
         elif s == "evaluate":
-            _check_kwargs(cfg, s, ip.metrics.average_precision, cfg.sections[s], skip=("null_size", "threshold", "seed", "sameby", "use_reps"))
+            _check_kwargs(cfg, s, ip.metrics.phenotypic_activity, cfg.sections[s], skip=("use_reps",))
         elif s == "benchmark":
             _check_kwargs(cfg, s, ip.bench.Benchmarker, cfg.sections[s], skip=("embedding_obsm_keys",))
 
@@ -312,18 +312,13 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True) -
                 for m in tqdm(methods, desc="integrate", disable=not progress, leave=False):
                     ip.tl.integrate(adata, m, **opts, **per_method.get(m, {}))
             elif s == "evaluate":
-                null_size = opts.pop("null_size", 1000)
-                threshold = opts.pop("threshold", 0.05)
-                seed = opts.pop("seed", 0)
-                sameby = opts.pop("sameby", None) or opts.get("pos_sameby")
                 use_reps = opts.pop("use_reps", None) or _embeddings(adata)
                 opts.pop("use_rep", None)
                 for rep in use_reps:
-                    ap = ip.metrics.average_precision(adata, use_rep=None if rep == "X" else rep, **opts)
-                    mmap = ip.metrics.mean_average_precision(ap, sameby=sameby, null_size=null_size, threshold=threshold, seed=seed)
+                    mmap = ip.metrics.phenotypic_activity(adata, use_rep=None if rep == "X" else rep, **opts)
                     extras["map"][rep] = mmap
                     metrics_tables.append(pd.DataFrame({
-                        "embedding": rep, "metric": ["mean_mAP", "fraction_retrieved"],
+                        "embedding": rep, "metric": ["mean_mAP", "fraction_active"],
                         "value": [float(mmap["mean_average_precision"].mean()), float(mmap["below_corrected_p"].mean())],
                     }))
             elif s == "benchmark":
@@ -395,11 +390,8 @@ methods = ["none", "harmony", "combat", "sphering"]
 batch_key = "Metadata_Batch"
 
 [evaluate]
-pos_sameby = ["Metadata_target_gene"]
-pos_diffby = []
-neg_sameby = []
-neg_diffby = ["Metadata_target_gene"]
-sameby = ["Metadata_target_gene"]
+perturbation_key = "Metadata_target_gene"
+controls = "Metadata_target_gene == 'CONTROL'"
 null_size = 2000
 seed = 0
 

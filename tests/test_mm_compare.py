@@ -48,6 +48,25 @@ def test_run_pipeline_same_steps_on_each_modality():
     assert s.loc["morph|expr", "knn_jaccard"] > 0.3 > 2 * s.loc["morph|expr", "knn_jaccard_chance"]
 
 
+def test_scanpy_counts_modality_sparse():
+    """An RNA-seq-like AnnData (sparse counts) joins and runs through the same pipeline."""
+    import scipy.sparse as sp
+
+    a, _ = _two_views(seed=4)
+    rng = np.random.default_rng(4)
+    lam = np.exp(0.4 * a.X[:, :30] / a.X[:, :30].std())
+    counts = sp.csr_matrix(rng.poisson(lam * 5).astype(np.float32))
+    rna = ad.AnnData(X=counts, obs=a.obs.copy(), var=pd.DataFrame(index=[f"gene{j}" for j in range(30)]))
+    md = ip.mm.join(a, rna, on="pert", level="perturbation", mod_names=("morph", "rna"))
+    np.testing.assert_allclose(md["rna"].X, counts.toarray()[[list(a.obs_names).index(k) for k in md.obs_names]])
+    ip.mm.run_pipeline({"morph": a, "rna": rna}, normalize={"morph": "standardize", "rna": "counts"}, n_comps=5,
+                       n_neighbors=6, umap=False)
+    z = rna.layers["mm_normalized"]
+    z = z.toarray() if sp.issparse(z) else z
+    np.testing.assert_allclose(np.expm1(z).sum(axis=1), 1e4, rtol=1e-3)
+    assert sp.issparse(rna.X)  # input matrix left as it was
+
+
 def test_pipeline_summary_detects_unrelated_modalities():
     a, b = _two_views(shared=False, seed=1)
     ip.mm.run_pipeline({"morph": a, "expr": b}, n_comps=8, n_neighbors=8, umap=False)
@@ -86,6 +105,9 @@ def test_retrieval_and_report_plots():
     assert ax.get_legend() is not None
     with pytest.raises(ValueError, match="no rows with task"):
         ip.pl.mm_retrieval(res, task="activity", show=False)
+    rep_rows = res.assign(task="replicating", mean_average_precision=np.nan, median_correlation=[0.5, -0.1, 0.3, 0.2])
+    ax = ip.pl.mm_retrieval(rep_rows, task="replicating", show=False)
+    assert ax.get_ylabel() == "median replicate correlation" and ax.get_ylim()[0] < -0.1
     morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
     ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
     rep = ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|")

@@ -98,4 +98,8 @@ def feature_matrix(df: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
     all_dtypes = dict(df.dtypes.items())
     dtypes = {all_dtypes[c] for c in features}
     dtype = np.float32 if dtypes == {np.dtype("float32")} else np.float64
-    return df.loc[:, list(features)].to_numpy(dtype=dtype, na_value=np.nan)
+    sub = df.loc[:, list(features)]
+    if all(isinstance(t, np.dtype) for t in dtypes):
+        # Plain numpy columns hold NaN already; na_value= would force one more full copy.
+        return np.asarray(sub.to_numpy(dtype=dtype))
+    return sub.to_numpy(dtype=dtype, na_value=np.nan)  # nullable (Int64, boolean) columns: pd.NA -> NaN

@@ -230,9 +230,16 @@ def kbet(X: Neighbors, batches, alpha: float = 0.05) -> tuple[float, np.ndarray,
     return float((pvals >= alpha).mean()), stats, pvals
 
 
-def _diffusion_embedding(conn: sparse.spmatrix, n_comps: int) -> np.ndarray:
-    """Diffusion-map embedding of a connectivity graph (scanpy's transitions, scib-metrics' scaling)."""
-    from scipy.sparse.linalg import eigsh
+def _diffusion_embedding(conn: sparse.spmatrix, n_comps: int, power: int = 8) -> np.ndarray:
+    """Diffusion-map embedding of a connectivity graph (scanpy's transitions, scib-metrics' scaling).
+
+    The ``n_comps`` eigenpairs of largest magnitude of the symmetric transition
+    matrix ``T`` are those of ``T**power`` for even ``power``; running ARPACK on
+    ``T**power`` (applied as repeated sparse products) separates them far
+    better and needs several times fewer Lanczos restarts. Eigenvalues are
+    recovered as Rayleigh quotients ``v' T v``.
+    """
+    from scipy.sparse.linalg import LinearOperator, eigsh
 
     n = conn.shape[0]
     q = np.asarray(conn.sum(axis=0))
@@ -240,11 +247,21 @@ def _diffusion_embedding(conn: sparse.spmatrix, n_comps: int) -> np.ndarray:
     K = Q @ conn @ Q
     z = np.sqrt(np.asarray(K.sum(axis=0)))
     Z = sparse.spdiags(1.0 / z, 0, n, n)
-    T = Z @ K @ Z
+    T = (Z @ K @ Z).astype(np.float64).tocsr()
     n_comps = min(n - 1, n_comps)
-    evals, evecs = eigsh(T.astype(np.float64), k=n_comps, which="LM", ncv=None)
+    if power > 1 and power % 2 == 0 and n > 2 * n_comps + 1:
+
+        def matvec(x):
+            for _ in range(power):
+                x = T @ x
+            return x
+
+        op = LinearOperator(T.shape, matvec=matvec, dtype=np.float64)
+        _, evecs = eigsh(op, k=n_comps, which="LM")
+        evals = np.einsum("ij,ij->j", evecs, T @ evecs)
+    else:
+        evals, evecs = eigsh(T, k=n_comps, which="LM", ncv=None)
     evals, evecs = evals.astype(np.float32), evecs.astype(np.float32)
-    evals, evecs = evals[::-1], evecs[:, ::-1]
     evals = evals + np.float32(1e-8)
     scaled = np.array([e if e == 1 else e / (1 - e) for e in evals])
     return evecs * scaled

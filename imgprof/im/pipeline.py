@@ -98,6 +98,7 @@ def _process(images, i: int, cfg: dict) -> dict:
     from .qc import image_quality
 
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
     timings: dict[str, float] = {}
     report: dict[str, Any] = {"site_index": i, "n_objects": 0, "error": "", "seconds": 0.0}
     try:
@@ -136,6 +137,7 @@ def _process(images, i: int, cfg: dict) -> dict:
         out = {"df": None, "emb": None}
     report["timings"] = timings
     report["seconds"] = time.perf_counter() - t_start
+    report["cpu_seconds"] = time.process_time() - cpu_start
     out["report"] = report
     return out
 
@@ -293,12 +295,14 @@ def profile_images(
     rep = pd.DataFrame(index=range(len(table)))
     rep["n_objects"] = 0
     rep["seconds"] = np.nan
+    rep["cpu_seconds"] = np.nan
     rep["error"] = table[QC_ERROR].fillna("").astype(str)
     timing_rows: dict[int, dict] = {}
     for i, res in zip(ok, results):
         r = res["report"]
         rep.loc[i, "n_objects"] = r["n_objects"]
         rep.loc[i, "seconds"] = r["seconds"]
+        rep.loc[i, "cpu_seconds"] = r["cpu_seconds"]
         if r["error"]:
             rep.loc[i, "error"] = r["error"]
         timing_rows[i] = r["timings"]

@@ -49,9 +49,10 @@ def run_pipeline(
     mods
         Modalities to process (default all).
     normalize
-        :func:`imgprof.pp.normalize` method (``"standardize"``, ``"mad_robustize"``...) or ``None``
-        (data already normalized), one for all or one per modality. The result goes to
-        ``layers["mm_normalized"]``; ``.X`` is left unchanged.
+        :func:`imgprof.pp.normalize` method (``"standardize"``, ``"mad_robustize"``...),
+        ``"counts"`` for RNA-seq counts (scanpy's ``normalize_total`` to 10,000 per cell +
+        ``log1p``), or ``None`` (data already normalized); one for all or one per modality.
+        The result goes to ``layers["mm_normalized"]``; ``.X`` is left unchanged.
     controls
         Reference rows for the normalization (one selection for all or per modality;
         ``None``: all rows).
@@ -82,7 +83,14 @@ def run_pipeline(
     ctrl = _per_mod(controls, names, "controls")
     for m, x in ms.items():
         layer = None
-        if norm[m] is not None:
+        if norm[m] == "counts":
+            import scanpy as sc
+
+            x.layers[NORMALIZED_LAYER] = x.X.copy()
+            sc.pp.normalize_total(x, target_sum=1e4, layer=NORMALIZED_LAYER)
+            sc.pp.log1p(x, layer=NORMALIZED_LAYER)
+            layer = NORMALIZED_LAYER
+        elif norm[m] is not None:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*zero reference scale.*")
                 pp.normalize(x, method=norm[m], controls=ctrl[m], key_added=NORMALIZED_LAYER)

@@ -150,7 +150,7 @@ def mm_retrieval(
         ax.set_ylim(min(0.0, lo) - 0.05, 1.12)
     ax.set_ylabel("mAP" if ycol == "mean_average_precision" else "median replicate correlation")
     ax.set_title(title or f"{task} per modality")
-    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    ax.legend(fontsize=7, loc="best", frameon=False)
     return finish(fig, ax, show=show, save=save)
 
 

@@ -131,31 +131,28 @@ def _constant_cols(X: np.ndarray) -> np.ndarray:
 
 
 def _pairwise_sums(Z: np.ndarray, nan: np.ndarray):
-    """Pairwise-complete sums of the columns of ``Z`` (0 where ``nan``).
+    """Pairwise-complete sums of the columns of ``Z`` (globally centred, 0 where ``nan``).
 
     Returns ``N[i, j]`` (rows where both are present), ``Sx[i, j]`` (sum of column
     i over those rows), ``Sxx[i, j]`` (sum of its squares) and ``Sxy = Z^T Z``.
-    With few NaN, ``N``, ``Sx`` and ``Sxx`` are the all-rows sums minus sparse
-    corrections over the NaN entries (``O(nnz * d)``) instead of dense products.
+    ``N``, ``Sx`` and ``Sxx`` are the all-rows sums minus corrections over the rows
+    where column j is NaN; the corrections are products with the NaN mask in float32
+    (counts are exact below 2**24 rows; the correction sums carry ~1e-7 relative
+    error, on quantities that are themselves a few percent of the totals).
     """
     n, p = Z.shape
     Z2 = Z * Z
     Sxy = Z.T @ Z
-    n_nan = int(nan.sum())
-    if n_nan <= 0.25 * nan.size:
-        import scipy.sparse as sp
-
-        Nn = sp.csr_matrix(nan, dtype=np.float64)
-        NnT = Nn.T.tocsr()
-        a = np.asarray(Nn.sum(axis=0)).ravel()
-        B = (NnT @ Nn).toarray()
-        N = n - a[:, None] - a[None, :] + B
-        corr = NnT @ np.hstack([Z, Z2])  # (p, 2p): [j, i] = sum of Z[:, i] (Z2) over rows where j is NaN
-        Sx = Z.sum(axis=0)[:, None] - corr[:, :p].T
-        Sxx = Z2.sum(axis=0)[:, None] - corr[:, p:].T
-        return N, Sx, Sxx, Sxy
-    M = (~nan).astype(np.float64)
-    return M.T @ M, Z.T @ M, Z2.T @ M, Sxy
+    a = nan.sum(axis=0).astype(np.float64)
+    exact32 = n < 2**24
+    Nn = nan.astype(np.float32 if exact32 else np.float64)
+    B = np.asarray(Nn.T @ Nn, dtype=np.float64)
+    N = n - a[:, None] - a[None, :] + B
+    cz = np.asarray(Z.astype(Nn.dtype).T @ Nn, dtype=np.float64)  # [i, j]: sum of Z[:, i] where j is NaN
+    cz2 = np.asarray(Z2.astype(Nn.dtype).T @ Nn, dtype=np.float64)
+    Sx = Z.sum(axis=0)[:, None] - cz
+    Sxx = Z2.sum(axis=0)[:, None] - cz2
+    return N, Sx, Sxx, Sxy
 
 
 def _pearson_pairwise(X: np.ndarray) -> np.ndarray:
@@ -241,17 +238,18 @@ def _stat_na_fraction(X, n):
 
 
 def _stat_variance(X, min_variance):
+    """Per-column variance (ddof=0, NaN skipped; scikit-learn ``VarianceThreshold`` semantics)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if is_dask(X):
             import dask
             import dask.array as da
 
-            var, ptp_hi, ptp_lo = dask.compute(da.nanvar(X, axis=0), da.max(X, axis=0), da.min(X, axis=0))
-            ptp = np.asarray(ptp_hi) - np.asarray(ptp_lo)
-            var = np.asarray(var)
+            var, hi, lo = dask.compute(da.nanvar(X, axis=0), da.max(X, axis=0), da.min(X, axis=0))
+            var, ptp = np.asarray(var), np.asarray(hi) - np.asarray(lo)
         else:
-            var = np.nanvar(X, axis=0)
+            # two-pass grouped kernel with one group: same numbers as np.nanvar, without its copies
+            var = group_reduce(X, np.zeros(X.shape[0], dtype=np.int64), 1, "var", ddof=0, inf="propagate")[0]
             ptp = np.ptp(X, axis=0) if min_variance == 0 else None
         if min_variance == 0:  # scikit-learn: also use the peak-to-peak range
             var = np.nanmin(np.vstack([var, ptp]), axis=0)
@@ -494,11 +492,15 @@ def feature_select(
     remaining = list(cand)  # positions into adata.var_names, in var order
     dropped: dict[str, list[str]] = {}
     var_names = adata.var_names
+    p_all = X_all.shape[1]
     for op in ops:
         rem = np.asarray(remaining, dtype=np.int64)
-        Xr = X[:, rem] if X is not None and op in _VALUE_OPS else None
+        # column-wise statistics are computed on all columns (no copy) and indexed; the
+        # frequency and correlation tests work on the remaining columns only
+        if X is not None and op in ("frequency_threshold", "correlation_threshold"):
+            Xr = X if rem.size == p_all and (rem == np.arange(p_all)).all() else X[:, rem]
         if op == "variance_threshold":
-            var = _stat_variance(Xr, min_variance)
+            var = _stat_variance(X, min_variance)[rem]
             with np.errstate(invalid="ignore"):
                 drop = ~(var > min_variance)
         elif op == "frequency_threshold":
@@ -508,7 +510,7 @@ def feature_select(
             C = _stat_correlation(Xr, corr_method)
             drop = _correlation_exclusions(C, corr_threshold)
         elif op == "drop_na_columns":
-            drop = _stat_na_fraction(Xr, n_rows) > na_cutoff
+            drop = _stat_na_fraction(X, n_rows)[rem] > na_cutoff
         elif op == "blocklist":
             if blocklist is None or isinstance(blocklist, (str, Path)):
                 block = set(load_blocklist(blocklist))
@@ -516,11 +518,11 @@ def feature_select(
                 block = {str(b) for b in blocklist}
             drop = np.array([str(var_names[i]) in block for i in rem], dtype=bool)
         elif op == "drop_outliers":
-            hi, lo = _stat_minmax(Xr)
+            hi, lo = _stat_minmax(X)
             with np.errstate(invalid="ignore"):
-                drop = (np.abs(hi) > outlier_cutoff) | (np.abs(lo) > outlier_cutoff)
+                drop = (np.abs(hi[rem]) > outlier_cutoff) | (np.abs(lo[rem]) > outlier_cutoff)
         else:  # noise_removal
-            stdev = _stat_noise(Xr, noise_codes, len(noise_groups))
+            stdev = _stat_noise(X, noise_codes, len(noise_groups))[rem]
             with np.errstate(invalid="ignore"):
                 drop = stdev > noise_removal_stdev_cutoff
         drop = np.asarray(drop, dtype=bool)

@@ -586,24 +586,29 @@ def _fit_center_scale(X, fit_codes, n_groups, method, var_names, what, dask_mode
 
 
 def _quantiles_by_group(X, fit_codes, n_groups, q, dask_mode) -> list[np.ndarray]:
-    """Per-group ``nanpercentile`` of the reference rows; dask: one task per (group, column block)."""
+    """Per-group ``nanpercentile`` of the reference rows (``q``: one array, or one per group).
+
+    dask: one task per (group, column block), all groups computed together.
+    """
     order, starts = sort_groups(fit_codes, n_groups)
+    qs = list(q) if isinstance(q, list) else [q] * n_groups
     if not dask_mode:
-        return _group_quantiles(X, order, starts, q)
+        if all(qq is qs[0] for qq in qs):
+            return _group_quantiles(X, order, starts, qs[0])
+        return [_group_quantiles(X, order[starts[g] : starts[g + 1]], np.array([0, starts[g + 1] - starts[g]]), qs[g])[0]
+                for g in range(n_groups)]
     import dask
-    import dask.array as da
+
+    def _pct(block, q):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.atleast_2d(np.nanpercentile(np.asarray(block, dtype=np.float64), q, axis=0))
 
     parts = []
     for g in range(n_groups):
         rows = np.sort(order[starts[g] : starts[g + 1]])
         Xg = X[rows].rechunk({0: -1})
-
-        def _pct(block, q=q):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return np.atleast_2d(np.nanpercentile(np.asarray(block, dtype=np.float64), q, axis=0))
-
-        parts.append(Xg.map_blocks(_pct, chunks=((len(q),), Xg.chunks[1]), dtype=np.float64))
+        parts.append(Xg.map_blocks(_pct, q=qs[g], chunks=((len(qs[g]),), Xg.chunks[1]), dtype=np.float64))
     return [np.asarray(p) for p in dask.compute(*parts)]
 
 
@@ -634,11 +639,7 @@ def _fit_inverse_normal_groups(X, fit_codes, n_groups, n_quantiles, dask_mode):
             q, r = _fit_inverse_normal(X[order[starts[g] : starts[g + 1]]], n_quantiles)
             qs.append(q)
         return qs, refs
-    qs = []
-    for g in range(n_groups):
-        codes_g = np.where(fit_codes == g, 0, -1)
-        qs.append(_quantiles_by_group(X, codes_g, 1, refs[g] * 100, True)[0])
-    return qs, refs
+    return _quantiles_by_group(X, fit_codes, n_groups, [r * 100 for r in refs], True), refs
 
 
 def _transform_inverse_normal(X, codes, qs, refs, n_groups, dask_mode):
@@ -721,9 +722,18 @@ def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names,
             )
     order, starts = sort_groups(fit_codes, n_groups)
     means, scales, Ws, ranks = [], [], [], []
+    loaded = {}
+    if dask_mode:  # load the reference blocks that fit in memory in one pass
+        import dask
+
+        small = [g for g in range(n_groups)
+                 if not ((starts[g + 1] - starts[g]) * X.shape[1] > _DASK_IN_MEMORY
+                         and starts[g + 1] - starts[g] > X.shape[1] and method in ("ZCA", "ZCA-cor"))]
+        blocks = dask.compute(*[X[np.sort(order[starts[g] : starts[g + 1]])] for g in small])
+        loaded = {g: np.asarray(b, dtype=np.float64) for g, b in zip(small, blocks)}
     for g in range(n_groups):
         rows = order[starts[g] : starts[g + 1]]
-        big = dask_mode and rows.size * X.shape[1] > _DASK_IN_MEMORY and rows.size > X.shape[1]
+        big = dask_mode and g not in loaded
         if big and method in ("ZCA", "ZCA-cor"):
             fitted = _spherize_gram_dask(X[np.sort(rows)], method, center, epsilon)
             if fitted is not None:
@@ -735,7 +745,7 @@ def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names,
                 ranks.append(X.shape[1])
                 continue
         if dask_mode:
-            Xf = np.asarray(X[np.sort(rows)].compute(), dtype=np.float64)
+            Xf = loaded[g] if g in loaded else np.asarray(X[np.sort(rows)].compute(), dtype=np.float64)
         else:
             Xf = X[rows]
         mean, scale, const = _spherize_moments(Xf, method, center)

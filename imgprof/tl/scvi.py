@@ -34,6 +34,17 @@ def default_max_epochs(n_obs: int) -> int:
     return int(max(1, min(round(20000 / max(n_obs, 1) * 400), 400)))
 
 
+def kl_warmup_epochs(max_epochs: int) -> int:
+    """KL warm-up: half the training, at most CytoVI's 400 epochs.
+
+    CytoVI warms the KL weight up over 400 epochs whatever ``max_epochs`` is,
+    so shorter runs never reach the full KL term and the latent space keeps
+    batch information (on the simulator, 100 epochs: same-batch 10-NN share
+    0.64 with 400 warm-up epochs vs 0.39 with 50).
+    """
+    return int(min(400, max(1, round(max_epochs / 2))))
+
+
 def _import_scvi():
     try:
         import scvi  # noqa: F401
@@ -84,7 +95,9 @@ def scvi(
         features, clamped to 10–20).
     max_epochs
         Training epochs; default scvi-tools' heuristic
-        (``min(round(20000 / n_obs × 400), 400)``).
+        (``min(round(20000 / n_obs × 400), 400)``). The KL weight warms up
+        over half of them (at most 400; :func:`kl_warmup_epochs`); override
+        with ``train_kwargs={"n_epochs_kl_warmup": ...}``.
     batch_size
         Minibatch size.
     standardize
@@ -141,7 +154,8 @@ def scvi(
     CYTOVI.setup_anndata(tmp, batch_key="batch")
     model = CYTOVI(tmp, n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers, **(model_kwargs or {}))
     tk = dict(max_epochs=epochs, batch_size=batch_size, accelerator=accelerator, devices=devices,
-              early_stopping=early_stopping, enable_progress_bar=progress_bar)
+              early_stopping=early_stopping, enable_progress_bar=progress_bar,
+              n_epochs_kl_warmup=kl_warmup_epochs(epochs))
     tk.update(train_kwargs or {})
     t0 = time.perf_counter()
     model.train(**tk)
@@ -155,6 +169,7 @@ def scvi(
     params = dict(batch_key=batch_key, use_rep=use_rep, n_latent=model.module.n_latent, n_hidden=n_hidden,
                   n_layers=n_layers, max_epochs=epochs, batch_size=batch_size, standardize=standardize,
                   accelerator=accelerator, early_stopping=early_stopping, seed=seed,
+                  n_epochs_kl_warmup=tk["n_epochs_kl_warmup"],
                   model_kwargs=model_kwargs or {}, train_kwargs=train_kwargs or {})
     store(adata, Z, key_added=key_added, function="tl.scvi", params=params, use_rep=use_rep, kind="embedding",
           n_batches=len(levels), model="scvi.external.CYTOVI", epochs_trained=trained,

@@ -150,9 +150,11 @@ fig.tight_layout()
 #
 # `join(level="well", paired=False, controls=...)` keeps, in each modality, the wells of the
 # perturbations whose MOA is shared, plus the vehicle controls. `compare_retrieval` then runs the
-# same two tests in each modality with `ip.metrics`: **activity** (are a compound's wells retrieved
-# against DMSO? Each compound has one well per dose, so "replicates" are its doses) and
-# **consistency** (do compounds with the same MOA retrieve each other?).
+# same tests in each modality with `ip.metrics`: **activity** (are a compound's wells retrieved
+# against DMSO? mAP), **replicating** (is the median correlation between a compound's wells above a
+# null of unrelated wells? Way et al. 2022) and **consistency** (do compounds with the same MOA
+# retrieve each other?). Each compound has one well per dose on these plates, so its "replicates"
+# are its six doses.
 
 # %%
 md_wells = ip.mm.join(
@@ -166,7 +168,10 @@ res = ip.mm.compare_retrieval(
     md_wells, perturbation={"morph": "Metadata_pert_id", "expr": "pert_id"}, controls="mm_control",
     annotation="mm_moa", null_size=5000,
 )
-res.groupby(["modality", "task"]).agg(n=("id", "size"), retrieved=("retrieved", "sum"), mean_mAP=("mean_average_precision", "mean"))
+res.groupby(["modality", "task"]).agg(
+    n=("id", "size"), retrieved=("retrieved", "sum"), share=("retrieved", "mean"),
+    mean_mAP=("mean_average_precision", "mean"), median_corr=("median_correlation", "median"),
+).round(2)
 
 # %%
 comp = ip.mm.complementarity(res, task="consistency", ids=rep_moa.matched)
@@ -174,9 +179,10 @@ print(comp.attrs["summary"])
 comp
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
 ip.pl.mm_retrieval(res, task="activity", ax=axes[0], show=False)
-ip.pl.mm_complementarity(comp, ax=axes[1], show=False)
+ip.pl.mm_retrieval(res, task="replicating", ax=axes[1], show=False)
+ip.pl.mm_complementarity(comp, ax=axes[2], show=False)
 fig.tight_layout()
 
 # %% [markdown]
