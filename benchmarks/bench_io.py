@@ -220,7 +220,7 @@ def main() -> None:
                 a, b = np.load(out / f"imgprof_{case}.npz"), np.load(out / f"pycytominer_{case}.npz")
                 diffs = [float(np.nanmax(np.abs(a[k] - b[k]))) if len(a[k]) else 0.0 for k in a.files if k in b.files]
                 same_nan = all(np.array_equal(np.isnan(a[k]), np.isnan(b[k])) for k in a.files if k in b.files)
-                agree = f"max |Δ| {max(diffs):.1e} on {len(diffs)} checked columns" + ("" if same_nan else ", NaN differ")
+                agree = f"max abs diff {max(diffs):.1e} on {len(diffs)} checked columns" + ("" if same_nan else ", NaN differ")
             rows.append((case, ip_res, ref, agree))
     lines = [
         f"# ip.io benchmark ({'quick' if args.quick else 'full'}: {copies} copies)",

@@ -239,11 +239,17 @@ def test_dask_distributed_cluster(sim_cells):
     lazy = sim_cells.copy()
     lazy.X = da.from_array(np.asarray(sim_cells.X), chunks=(150, 30))
     ref = ip.pp.aggregate(sim_cells)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as client:
-            out = ip.pp.aggregate(lazy)
-            assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) >= 0
+            with distributed.get_task_stream(client) as ts:
+                out = ip.pp.aggregate(lazy)
+                lazy_wells = out.copy()
+                lazy_wells.X = da.from_array(out.X, chunks=(10, 30))
+                sig = ip.pp.consensus(lazy_wells, by="Metadata_Perturbation", operation="modz", single_replicate="ignore")
+    assert len(ts.data) > 0  # the work ran as tasks on the cluster
     np.testing.assert_allclose(out.X, ref.X, equal_nan=True)
+    ref_sig = ip.pp.consensus(ref, by="Metadata_Perturbation", operation="modz", single_replicate="ignore")
+    np.testing.assert_allclose(sig.X, ref_sig.X, rtol=1e-12, equal_nan=True)
 
 
 def test_parquet_streaming_matches_in_memory(sim_cells, tmp_path):
@@ -295,3 +301,18 @@ def test_parquet_folder_partitioned_by_plate(sim_cells, tmp_path):
         part.to_parquet(folder / f"part{i}.parquet")
     out = ip.pp.aggregate(folder, batch_rows=100)
     np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_dask_distributed_two_process_workers(sim_cells):
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    lazy = sim_cells.copy()
+    lazy.X = da.from_array(np.asarray(sim_cells.X), chunks=(200, 15))
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GB", dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster):
+        out = ip.pp.aggregate(lazy, func="median")
+        ip.pp.qc(lazy, by="Metadata_Plate")
+    np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)
+    assert "Metadata_qc_pass" in lazy.obs.columns
