@@ -380,7 +380,7 @@ controls = "Metadata_target_gene == 'CONTROL'"
 by = "Metadata_Batch"
 
 [feature_select]
-operations = ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"]
+operation = ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"]
 
 [pca]
 n_comps = 30

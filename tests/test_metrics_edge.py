@@ -146,3 +146,22 @@ def test_ties_rank_positives_first():
     assert ap["average_precision"].iloc[0] == 1.0
     # row 2: positive row 3 (sim 0) below negatives rows 0, 1 (sim 1) -> AP 1/3
     assert ap["average_precision"].iloc[2] == pytest.approx(1 / 3)
+
+
+def test_phenotypic_activity_tolerates_missing_key_on_control_rows():
+    import imgprof as ip
+
+    adata = ip.datasets.simulate(n_plates=2, n_perturbations=12, n_moa=3, n_features=30, seed=3)
+    adata.obs["Metadata_Perturbation"] = adata.obs["Metadata_Perturbation"].astype(object)
+    ctrl = (adata.obs["Metadata_control_type"] == "negcon").to_numpy()
+    adata.obs.loc[ctrl, "Metadata_Perturbation"] = None
+    res = ip.metrics.phenotypic_activity(
+        adata, "Metadata_Perturbation", controls="Metadata_control_type == 'negcon'", null_size=200, seed=0
+    )
+    assert len(res) == 12 and res["mean_average_precision"].notna().all()
+    # a treated row with a missing key is still an error
+    adata.obs.loc[adata.obs_names[~ctrl][0], "Metadata_Perturbation"] = None
+    import pytest
+
+    with pytest.raises(ValueError, match="Metadata_Perturbation"):
+        ip.metrics.phenotypic_activity(adata, "Metadata_Perturbation", controls="Metadata_control_type == 'negcon'", null_size=200)

@@ -71,10 +71,11 @@ def test_run_on_a_copy_of_the_cellprofiler_example(tmp_path, examplehuman_copy):
 path = "{examplehuman_copy}"
 
 [qc]
+by = "Metadata_ImageNumber"
 
 [aggregate]
 by = ["Metadata_ImageNumber"]
-method = "median"
+operation = "median"
 
 [output]
 dir = "out"

@@ -81,7 +81,7 @@ def test_parity_nf1_sqlite(func):
     df = _nf1_cells()
     feats = [c for c in df.columns if c.startswith(("Cells_", "Cytoplasm_"))]
     adata = ip.io.from_pandas(df, features=feats)
-    wells = ip.pp.aggregate(adata, by=KEYS, func=func)
+    wells = ip.pp.aggregate(adata, by=KEYS, operation=func)
     ref = pycytominer.aggregate(df, strata=KEYS, features=feats, operation=func)
     assert wells.n_obs == 8 and wells.uns["imgprof"]["level"] == "well"
     assert wells.obs["Metadata_Object_Count"].sum() == len(df)
@@ -94,7 +94,7 @@ def test_parity_examplehuman_parquet(func):
     feats = [c for c in df.columns if c not in meta]
     assert any(df[c].dtype.kind == "i" for c in feats)  # integer features are part of the test
     adata = ip.io.from_pandas(df, metadata=meta)
-    wells = ip.pp.aggregate(adata, by=KEYS, func=func)
+    wells = ip.pp.aggregate(adata, by=KEYS, operation=func)
     ref = pycytominer.aggregate(df, strata=KEYS, features=feats, operation=func)
     _compare(ip.io.to_pandas(wells), ref, KEYS, feats)
 
@@ -124,7 +124,7 @@ def test_parity_simulated_nan_constant(func):
     df = ip.io.to_pandas(cells)
     feats = list(cells.var_names)
     ref = pycytominer.aggregate(df, strata=KEYS, features=feats, operation=func)
-    wells = ip.pp.aggregate(cells, func=func)
+    wells = ip.pp.aggregate(cells, operation=func)
     _compare(ip.io.to_pandas(wells), ref, KEYS, feats)
     # metadata constant within a well are kept, varying ones (site, object number) are not
     assert {"Metadata_Perturbation", "Metadata_moa", "Metadata_Count_Cells"} <= set(wells.obs.columns)
@@ -154,8 +154,8 @@ def test_input_untouched_and_layer():
     cells = ip.datasets.simulate(n_plates=1, n_perturbations=4, n_moa=2, n_controls=4, n_features=10, level="single_cell", seed=1)
     before = cells.X.copy()
     cells.layers["double"] = cells.X * 2
-    a = ip.pp.aggregate(cells, func="mean")
-    b = ip.pp.aggregate(cells, func="mean", layer="double")
+    a = ip.pp.aggregate(cells, operation="mean")
+    b = ip.pp.aggregate(cells, operation="mean", layer="double")
     np.testing.assert_allclose(b.X, 2 * a.X)
     np.testing.assert_array_equal(cells.X, before)
     assert cells.uns["imgprof"]["level"] == "single_cell"
@@ -168,8 +168,8 @@ def test_missing_by_key_names_column():
     cells = ip.datasets.simulate(n_plates=1, n_perturbations=4, n_moa=2, n_controls=4, n_features=10, level="single_cell", seed=0)
     with pytest.raises(KeyError, match="Metadata_Wel"):
         ip.pp.aggregate(cells, by=["Metadata_Plate", "Metadata_Wel"])
-    with pytest.raises(ValueError, match="func"):
-        ip.pp.aggregate(cells, func="sum")
+    with pytest.raises(ValueError, match="operation"):
+        ip.pp.aggregate(cells, operation="sum")
 
 
 def test_inf_raises_naming_feature():
@@ -177,7 +177,7 @@ def test_inf_raises_naming_feature():
     cells.X[4, 2] = np.inf
     with pytest.raises(ValueError, match=str(cells.var_names[2])):
         ip.pp.aggregate(cells)
-    out = ip.pp.aggregate(cells, inf="propagate", func="mean")
+    out = ip.pp.aggregate(cells, inf="propagate", operation="mean")
     assert np.isinf(out.X[:, 2]).sum() == 1
 
 
@@ -312,7 +312,7 @@ def test_dask_distributed_two_process_workers(sim_cells):
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GB", dashboard_address=":0"
     ) as cluster, distributed.Client(cluster):
-        out = ip.pp.aggregate(lazy, func="median")
+        out = ip.pp.aggregate(lazy, operation="median")
         ip.pp.qc(lazy, by="Metadata_Plate")
     np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)
     assert "Metadata_qc_pass" in lazy.obs.columns

@@ -117,7 +117,7 @@ def check_finite(X, *, what: str = "adata.X", var_names: Sequence[str] | None = 
         names = [str(var_names[c]) for c in cols[:5]] if var_names is not None else cols[:5].tolist()
         raise ValueError(
             f"{what} contains {n} {kind} value(s) in {len(cols)} column(s), e.g. {names}. "
-            "Impute or drop them first (e.g. ip.pp.feature_select(..., operations=['drop_na_columns']))."
+            "Impute or drop them first (e.g. ip.pp.feature_select(..., operation=['drop_na_columns']))."
         )
 
 

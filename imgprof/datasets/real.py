@@ -106,7 +106,10 @@ def nelisa() -> ad.AnnData:
     """nELISA secretome proteomics: 1,525 wells × 191 proteins, 4 plates (A549, 24 h).
 
     ``Metadata_control_type``: ``negcon`` (DMSO, 64 per plate), ``poscon_*``, NaN =
-    treatment. Source: alxndrkalinin/2024_Kalinin_mAP (BSD-3-Clause).
+    treatment. The values are already normalized per plate against DMSO (on every
+    plate the DMSO median is 0 and the scaled MAD 1), so re-running
+    ``mad_robustize`` on negcon changes nothing. DMSO wells have no
+    ``Metadata_broad_sample``. Source: alxndrkalinin/2024_Kalinin_mAP (BSD-3-Clause).
 
     Examples
     --------

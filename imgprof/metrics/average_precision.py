@@ -816,6 +816,13 @@ def phenotypic_activity(
     if _REF in adata.obs.columns:
         raise ValueError(f"adata.obs already has a column {_REF!r}; rename it.")
     obs = adata.obs.copy()
+    # Controls are picked by ``controls=``: a missing perturbation key on a control row
+    # (e.g. DMSO wells with no broad_sample) is not an error.
+    for k in keys:
+        fill = cmask & obs[k].isna().to_numpy()
+        if fill.any():
+            obs[k] = obs[k].astype(object)
+            obs.loc[fill, k] = "__control__"
     ref = np.full(adata.n_obs, -1, dtype=np.int64)
     ref[cmask] = np.arange(int(cmask.sum()))
     obs[_REF] = ref

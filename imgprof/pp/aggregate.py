@@ -32,10 +32,10 @@ DEFAULT_BY = ("Metadata_Plate", "Metadata_Well")
 _FUNCS = ("median", "mean")
 
 
-def _check_func(func: str) -> str:
-    if func not in _FUNCS:
-        raise ValueError(f"func must be one of {_FUNCS} (pycytominer's operations), got {func!r}.")
-    return func
+def _check_func(operation: str) -> str:
+    if operation not in _FUNCS:
+        raise ValueError(f"operation must be one of {_FUNCS} (pycytominer's operations), got {operation!r}.")
+    return operation
 
 
 def _warn_nan(X: np.ndarray, var_names, *, what: str) -> int:
@@ -48,7 +48,7 @@ def _warn_nan(X: np.ndarray, var_names, *, what: str) -> int:
         warnings.warn(
             f"{what}: {n} value(s) in {cols.size} feature(s) are NaN because every input value of that "
             f"feature was NaN within a group (e.g. {names}); they stay NaN, as in pycytominer. "
-            "Drop or impute such features (ip.pp.feature_select(..., operations=['drop_na_columns'])).",
+            "Drop or impute such features (ip.pp.feature_select(..., operation=['drop_na_columns'])).",
             UserWarning,
             stacklevel=4,
         )
@@ -131,7 +131,7 @@ def aggregate(
     adata: ad.AnnData | PathLike,
     by: str | Sequence[str] = DEFAULT_BY,
     *,
-    func: str = "median",
+    operation: str = "median",
     layer: str | None = None,
     count_key: str | None = "Metadata_Object_Count",
     keep_metadata: bool | Sequence[str] = True,
@@ -157,8 +157,8 @@ def aggregate(
         streamed (see Notes).
     by
         ``.obs`` column(s) defining the groups (pycytominer's ``strata``).
-    func
-        ``"median"`` (default) or ``"mean"``. NaN are skipped.
+    operation
+        ``"median"`` (default) or ``"mean"`` (pycytominer's ``operation``). NaN are skipped.
     layer
         Aggregate ``adata.layers[layer]`` instead of ``.X``.
     count_key
@@ -218,7 +218,7 @@ def aggregate(
     >>> wells.n_obs, int(wells.obs["Metadata_Object_Count"].sum()) == cells.n_obs
     (8, True)
     """
-    func = _check_func(func)
+    func = _check_func(operation)
     if inf not in ("raise", "propagate"):
         raise ValueError(f"inf must be 'raise' or 'propagate', got {inf!r}.")
     by = as_list(by)
@@ -264,7 +264,7 @@ def aggregate(
     )
     log_step(
         result, "pp.aggregate",
-        {"by": by, "func": func, "layer": layer, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna, "inf": inf, "level": level},
+        {"by": by, "operation": func, "layer": layer, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna, "inf": inf, "level": level},
         n_cells=int(adata.n_obs), n_groups=n_groups, n_rows_missing_key=n_dropped, dropped_metadata=dropped_meta,
         n_nan_values=n_nan, dask=is_dask(X),
     )
@@ -454,7 +454,7 @@ def _aggregate_parquet(
     set_level(result, level)
     log_step(
         result, "pp.aggregate",
-        {"source": str(path), "by": by, "func": func, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna,
+        {"source": str(path), "by": by, "operation": func, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna,
          "inf": inf, "level": level, "batch_rows": batch_rows},
         n_cells=n_cells, n_groups=len(gobs), n_rows_missing_key=n_missing, dropped_metadata=dropped_meta,
         dropped_id_columns=drop_ids, n_nan_values=n_nan, streamed=True,

@@ -91,7 +91,7 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
         raise ValueError(
             f"sphering: the control matrix is not full rank (n={n} controls, d={d} features, rank {r}); "
             "some features are linear combinations of others. Drop correlated features first "
-            "(ip.pp.feature_select(..., operations=['correlation_threshold']))."
+            "(ip.pp.feature_select(..., operation=['correlation_threshold']))."
         )
     if n <= d:
         sigma = np.concatenate([sigma[:r], np.repeat(sigma[r - 1], d - r)])

@@ -40,11 +40,11 @@ cells.var.groupby(["compartment", "feature_group"], observed=True).size().unstac
 # QC writes flags into `.obs` and never drops a cell by itself.
 
 # %%
-ip.pp.qc(cells)
+ip.pp.qc(cells, by="Metadata_ImageNumber")  # this example has one image and no plate column
 [c for c in cells.obs.columns if c.startswith("Metadata_qc")]
 
 # %%
-image_profile = ip.pp.aggregate(cells, by=["Metadata_ImageNumber"], method="median")
+image_profile = ip.pp.aggregate(cells, by=["Metadata_ImageNumber"], operation="median")
 image_profile
 
 # %% [markdown]
@@ -55,9 +55,9 @@ image_profile
 
 # %%
 sim_cells = ip.datasets.simulate(n_plates=4, n_perturbations=24, n_moa=4, n_features=120, level="single_cell", cells_per_well=20, seed=0)
-wells = ip.pp.aggregate(sim_cells, by=["Metadata_Plate", "Metadata_Well"], method="median")
+wells = ip.pp.aggregate(sim_cells, by=["Metadata_Plate", "Metadata_Well"], operation="median")
 ip.pp.normalize(wells, method="mad_robustize", controls="Metadata_control_type == 'negcon'", by="Metadata_Plate")
-ip.pp.feature_select(wells, operations=["variance_threshold", "correlation_threshold", "drop_na_columns"])
+ip.pp.feature_select(wells, operation=["variance_threshold", "correlation_threshold", "drop_na_columns"])
 wells
 
 # %% [markdown]
