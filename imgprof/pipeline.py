@@ -133,6 +133,10 @@ def load_config(path: str | os.PathLike) -> Config:
             vals = inp[key] if isinstance(inp[key], list) else [inp[key]]
             vals = [str((base / v).resolve()) if not Path(v).is_absolute() else v for v in vals]
             inp[key] = vals if isinstance(inp[key], list) else vals[0]
+    for key in ("segmenter", "illumination"):
+        val = inp.get(key)
+        if isinstance(val, str) and not Path(val).is_absolute() and (base / val).exists():
+            inp[key] = str((base / val).resolve())
     ann = cfg.sections.get("annotate", {})
     if isinstance(ann.get("platemap"), str) and not Path(ann["platemap"]).is_absolute():
         ann["platemap"] = str((base / ann["platemap"]).resolve())
@@ -388,6 +392,10 @@ n_comps = 30
 [integrate]
 methods = ["none", "harmony", "combat", "sphering"]
 batch_key = "Metadata_Batch"
+
+[integrate.params.sphering]          # options for one method only
+controls = "Metadata_target_gene == 'CONTROL'"
+label_key = "Metadata_target_gene"   # epsilon chosen from a grid by replicate retrieval
 
 [evaluate]
 perturbation_key = "Metadata_target_gene"

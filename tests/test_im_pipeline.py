@@ -110,6 +110,7 @@ def test_bad_sites_reported_and_skipped_in_parallel(tmp_path, eh):
     assert (par.obs.groupby("Metadata_Site", observed=True).size() > 30).all()
 
 
+@pytest.mark.filterwarnings("ignore:read_images:UserWarning", "ignore:profile_images. 1 site:UserWarning")
 def test_site_failing_during_processing_does_not_abort(tmp_path, eh):
     folder = write_bad_plate(tmp_path / "plate", eh)
 

@@ -108,3 +108,37 @@ def test_demo_runs_end_to_end(tmp_path):
     assert html.count("<img") >= 3
     adata = ip.io.read_profiles(out / "profiles.h5ad")
     assert {"X_harmony", "X_combat"} <= set(adata.obsm.keys())
+
+
+@pytest.mark.slow
+def test_run_starts_from_an_image_folder(tmp_path):
+    src = ip.datasets.examplehuman_images_path()
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in src.glob("*.tif"):
+        shutil.copy(p, images / p.name)
+    shutil.copy(src / "ExampleHuman.cppipe", tmp_path / "ExampleHuman.cppipe")
+    cfg = _write(
+        tmp_path,
+        """
+[input]
+path = "images"
+kind = "images"
+channels = { "0" = "DNA", "1" = "PH3", "2" = "cellbody" }
+segmenter = "ExampleHuman.cppipe"
+features = ["AreaShape", "Intensity"]
+n_jobs = 1
+
+[aggregate]
+by = ["Metadata_Well"]
+
+[output]
+dir = "out"
+""",
+    )
+    res = runner.invoke(app, ["run", str(cfg), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    wells = ip.io.read_profiles(tmp_path / "out" / "profiles.h5ad")
+    assert wells.n_obs == 1
+    assert int(wells.obs["Metadata_Object_Count"].iloc[0]) == 289  # CellProfiler found 289 cells
+    assert "Cells_AreaShape_Area" in wells.var_names
