@@ -91,6 +91,26 @@ def test_leiden_is_igraph_and_same_as_scanpy(cm):
     assert ip.provenance(a).iloc[-1]["params"]["flavor"] == "igraph"
 
 
+@pytest.mark.slow
+def test_neighbors_large_uses_pynndescent():
+    """From 4096 rows scanpy switches to pynndescent (whose csr_array breaks scanpy 1.11 with new scipy)."""
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=4, size=(5, 10))
+    lab = rng.integers(0, 5, 5000)
+    a = ad.AnnData(X=centers[lab] + rng.normal(size=(5000, 10)), obs=pd.DataFrame({"c": lab.astype(str)}))
+    a.obs_names = a.obs_names.astype(str)
+    ip.tl.neighbors(a, use_rep="X", n_neighbors=10)
+    D = a.obsp["distances"]
+    assert D.shape == (5000, 5000) and (np.diff(D.indptr) == 9).all()
+    rows = np.repeat(np.arange(5000), 9)
+    assert (lab[rows] == lab[D.indices]).mean() > 0.95  # neighbours come from the same cluster
+    ip.tl.leiden(a, resolution=0.2)
+    assert a.obs["leiden"].nunique() >= 5
+
+
 def test_graph_required(cm):
     a = cm.copy()
     with pytest.raises(KeyError, match="ip.tl.neighbors"):

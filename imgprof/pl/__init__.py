@@ -15,3 +15,7 @@ __all__ += ["map_scatter", "percent_replicating"]
 from .mm import mm_complementarity, mm_cross_retrieval, mm_embedding, mm_join_report, mm_retrieval  # noqa: E402
 
 __all__ += ["mm_complementarity", "mm_cross_retrieval", "mm_embedding", "mm_join_report", "mm_retrieval"]
+
+from .bench import benchmark_table, plot_results_table  # noqa: E402
+
+__all__ += ["benchmark_table", "plot_results_table"]

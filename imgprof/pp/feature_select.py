@@ -316,7 +316,7 @@ def _stat_correlation(X, method):
 
 def _stat_noise(X, codes, n_groups):
     """Mean over groups of the within-group std (ddof=0), NaN skipped."""
-    std = group_reduce(X, codes, n_groups, "std", ddof=0)
+    std = group_reduce(X, codes, n_groups, "std", ddof=0, inf="propagate")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(std, axis=0)

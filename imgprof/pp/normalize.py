@@ -402,8 +402,8 @@ def normalize(
     what = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
     if not dask_mode:
         check_finite(X, what=what, var_names=var_names, allow_nan=method != "spherize")
-    elif method == "inverse_normal":
-        _check_inf_dask(X, var_names, what)
+    elif method != "spherize":
+        _check_inf_dask(X, var_names, what)  # before any kernel sees the values
 
     mask = resolve_mask(adata, controls, param="controls")
     if by is not None:
@@ -567,18 +567,18 @@ def _check_all_nan(C: np.ndarray, var_names, groups) -> None:
 def _fit_center_scale(X, fit_codes, n_groups, method, var_names, what, dask_mode):
     """Per-group centre, scale and zero-scale mask (``(n_groups, p)`` each)."""
     if method == "mad_robustize":
-        C, mad = group_median_mad(X, fit_codes, n_groups, mad_scale=MAD_SCALE, var_names=var_names, what=what)
+        C, mad = group_median_mad(X, fit_codes, n_groups, mad_scale=MAD_SCALE, inf="propagate")
         zero = mad == 0
         return C, mad, zero
     if method == "standardize":
-        mean = group_reduce(X, fit_codes, n_groups, "mean", var_names=var_names, what=what)
-        var = group_reduce(X, fit_codes, n_groups, "var", ddof=0)
-        cnt = group_reduce(X, fit_codes, n_groups, "count")
+        mean = group_reduce(X, fit_codes, n_groups, "mean", inf="propagate")
+        var = group_reduce(X, fit_codes, n_groups, "var", ddof=0, inf="propagate")
+        cnt = group_reduce(X, fit_codes, n_groups, "count", inf="propagate")
         with np.errstate(invalid="ignore"):
             zero = _constant_mask_sklearn(var, mean, cnt) & ~np.isnan(var)
         return mean, np.sqrt(var), zero
     # robustize
-    C = group_reduce(X, fit_codes, n_groups, "median", var_names=var_names, what=what)
+    C = group_reduce(X, fit_codes, n_groups, "median", inf="propagate")
     qs = _quantiles_by_group(X, fit_codes, n_groups, np.array([25.0, 75.0]), dask_mode)
     S = np.stack([q[1] - q[0] for q in qs])
     zero = S < 10 * _EPS
@@ -683,27 +683,28 @@ def _raise_constant(const, method, var_names, groups, g) -> None:
 
 
 def _spherize_gram_dask(Xf, method, center, epsilon):
-    """ZCA fit of a large dask reference block: moments and ``Xt^T Xt`` by dask reductions."""
+    """ZCA fit of a large dask reference block: moments and ``Xt^T Xt`` in one dask computation."""
     import dask
+    import dask.array as da
 
     n = Xf.shape[0]
-    mean, var = dask.compute(Xf.mean(axis=0), Xf.var(axis=0))
-    mean, var = np.asarray(mean), np.asarray(var)
-    const = _constant_mask_sklearn(var, mean, np.full(var.shape, n, dtype=np.float64)) | (var == 0)
+    mean_d, var_d = Xf.mean(axis=0), Xf.var(axis=0)
+    const_d = (var_d <= n * _EPS * var_d + (n * mean_d * _EPS) ** 2) | (var_d == 0)
     if method == "ZCA-cor":
-        scale = np.sqrt(var)
-        scale[const] = 1.0
+        scale_d = da.where(const_d, 1.0, da.sqrt(var_d))
+        shift_d = mean_d
     else:
-        scale = np.ones_like(mean)
-        if not center:
-            mean = np.zeros_like(mean)
+        scale_d = da.ones_like(mean_d)
+        shift_d = mean_d if center else da.zeros_like(mean_d)
+    Xt = (Xf - shift_d) / scale_d
+    shift, scale, const, G = dask.compute(shift_d, scale_d, const_d, Xt.T @ Xt)
+    shift, scale, const = np.asarray(shift), np.asarray(scale), np.asarray(const)
     if const.any() and method == "ZCA-cor":
-        return mean, scale, const, None
-    Xt = (Xf - mean) / scale
-    W = _zca_from_gram(np.asarray((Xt.T @ Xt).compute()), n, epsilon)
+        return shift, scale, const, None
+    W = _zca_from_gram(np.asarray(G), n, epsilon)
     if W is None:
         return None  # ill-conditioned: the caller falls back to the SVD of the loaded block
-    return mean, scale, const, W
+    return shift, scale, const, W
 
 
 def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names, groups, what, dask_mode):

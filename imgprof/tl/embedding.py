@@ -95,6 +95,32 @@ def _check_rep(adata: AnnData, use_rep: str | None) -> str:
     return use_rep
 
 
+def _pynndescent_transformer(n_obs: int, n_neighbors: int, metric: str, random_state: int, metric_kwds: dict):
+    """scanpy's default approximate-kNN transformer for ``n_obs >= 4096``, returning a ``csr_matrix``.
+
+    With scipy >= 1.15, pynndescent returns a ``csr_array``, on which scanpy
+    1.11 calls the removed ``getnnz`` and fails; this subclass converts the
+    result. Parameters are scanpy's (UMAP's) defaults, so the graph is the
+    one scanpy would build.
+    """
+    import numpy as np
+    import scanpy as sc
+    import scipy.sparse as sparse
+    from pynndescent import PyNNDescentTransformer
+
+    class _CSRMatrixNNDescent(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **fit_params):
+            return sparse.csr_matrix(super().fit_transform(X, y, **fit_params))
+
+        def transform(self, X, y=None):
+            return sparse.csr_matrix(super().transform(X, y))
+
+    return _CSRMatrixNNDescent(
+        n_neighbors=n_neighbors, metric=metric, metric_kwds=metric_kwds, random_state=random_state,
+        n_jobs=sc.settings.n_jobs, n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)), n_iters=max(5, round(np.log2(n_obs))),
+    )
+
+
 def neighbors(
     adata: AnnData,
     n_neighbors: int = 15,
@@ -110,7 +136,11 @@ def neighbors(
     """k-nearest-neighbour graph (:func:`scanpy.pp.neighbors`), cosine by default.
 
     Profiles are compared by cosine similarity (or correlation) in the
-    profiling field, so ``metric="cosine"`` is the default.
+    profiling field, so ``metric="cosine"`` is the default. From 4096
+    observations scanpy uses pynndescent; with scipy >= 1.15 scanpy 1.11's
+    own call then fails (``csr_array`` has no ``getnnz``), so this wrapper
+    passes scanpy the same pynndescent transformer, with scanpy's settings,
+    made to return a ``csr_matrix``.
 
     Parameters
     ----------
@@ -142,8 +172,15 @@ def neighbors(
     import scanpy as sc
 
     adata = start(adata, copy)
+    # scanpy switches to pynndescent at 4096 observations (8192 for euclidean); see _pynndescent_transformer.
+    call = dict(kwargs)
+    approx = adata.n_obs >= (8192 if metric == "euclidean" else 4096)
+    if approx and call.get("transformer") is None and call.get("knn", True) and call.get("method") != "rapids":
+        call["transformer"] = _pynndescent_transformer(
+            adata.n_obs, k, metric, random_state, dict(call.pop("metric_kwds", None) or {})
+        )
     sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
-                    random_state=random_state, key_added=key_added, **kwargs)
+                    random_state=random_state, key_added=key_added, **call)
     log_step(adata, "tl.neighbors", dict(n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
                                          random_state=random_state, key_added=key_added, **kwargs))
     return finish(adata, copy)
