@@ -131,7 +131,7 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
             t0 = time.perf_counter()
             out = _run_pcm(task, df, feats)
             times.append(time.perf_counter() - t0)
-            peak = _rss_kb("VmHWM") - base
+            peak = max(0, _rss_kb("VmHWM") - base)
             if sum(times) > 60:
                 break
         if kind == "normalize":
@@ -164,7 +164,7 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
             if dask_mode:
                 res = out.X.compute() if kind == "normalize" else None
             times.append(time.perf_counter() - t0)
-            peak = _rss_kb("VmHWM") - base
+            peak = max(0, _rss_kb("VmHWM") - base)
             if sum(times) > 60:
                 break
         if kind == "normalize":

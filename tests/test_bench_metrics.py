@@ -110,7 +110,7 @@ def test_batch_metrics_rank_mixed_above_separated():
     )
     # labels stay well separated in both: label-level scores are near perfect
     assert ip.bench.clisi_knn(nn_m, lab) > 0.99
-    assert ip.bench.graph_connectivity(nn_m.subset_neighbors(15), lab) == pytest.approx(1.0)
+    assert ip.bench.graph_connectivity(nn_m.subset_neighbors(15), lab) > 0.95
     assert ip.bench.nmi_ari_cluster_labels_kmeans(Xm, lab)["nmi"] > 0.95
     assert ip.bench.nmi_ari_cluster_labels_leiden(nn_m.subset_neighbors(15), lab)["ari"] > 0.9
     # the batch shift is what integration would remove

@@ -148,3 +148,15 @@ def test_median_kernel_on_awkward_orders_and_ties():
         out = G.group_reduce(X, codes, ng, "median", n_jobs=1)
         ref = np.stack([np.median(X[codes == g], axis=0) for g in range(ng)])
         np.testing.assert_array_equal(out, ref)
+
+
+def test_median_mad_with_an_all_inf_column_terminates():
+    import numpy as np
+
+    from imgprof._core.groups import group_median_mad
+
+    X = np.full((40, 2), np.inf)
+    X[:, 1] = np.arange(40.0)
+    med, mad = group_median_mad(X, np.zeros(40, dtype=np.int64), 1, inf="propagate", n_jobs=1)
+    assert med[0, 0] == np.inf and np.isnan(mad[0, 0])
+    assert med[0, 1] == 19.5 and mad[0, 1] == 10.0

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import imgprof as ip

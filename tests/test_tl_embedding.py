@@ -104,8 +104,8 @@ def test_neighbors_large_uses_pynndescent():
     a.obs_names = a.obs_names.astype(str)
     ip.tl.neighbors(a, use_rep="X", n_neighbors=10)
     D = a.obsp["distances"]
-    assert D.shape == (5000, 5000) and (np.diff(D.indptr) == 9).all()
-    rows = np.repeat(np.arange(5000), 9)
+    assert D.shape == (5000, 5000) and (np.diff(D.indptr) >= 9).all()
+    rows = np.repeat(np.arange(5000), np.diff(D.indptr))
     assert (lab[rows] == lab[D.indices]).mean() > 0.95  # neighbours come from the same cluster
     ip.tl.leiden(a, resolution=0.2)
     assert a.obs["leiden"].nunique() >= 5

@@ -119,6 +119,10 @@ def median_kernel(X, order, starts, g0, g1, c0, c1, out, mad, want_mad, n_inf): 
             med = _median(row, mm)
             out[g, c0 + j] = med
             if want_mad:
+                if not (med - med == 0.0):
+                    # median is +-inf: |x - inf| would hold NaN (inf - inf) and stall the selection
+                    mad[g, c0 + j] = np.nan
+                    continue
                 for t in range(mm):
                     row[t] = abs(row[t] - med)
                 mad[g, c0 + j] = _median(row, mm)

@@ -309,7 +309,7 @@ def umap_connectivities(indices: np.ndarray, distances: np.ndarray) -> sparse.cs
     n, k = indices.shape
     d = np.asarray(distances, dtype=np.float32)
     sigmas, rhos = _smooth_knn_dist(d, float(k))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         val = np.exp(-((d - rhos[:, None]) / sigmas[:, None])).astype(np.float32)
     val = np.where((d - rhos[:, None] <= 0.0) | (sigmas[:, None] == 0.0), np.float32(1.0), val)
     val = np.where(indices == np.arange(n)[:, None], np.float32(0.0), val)

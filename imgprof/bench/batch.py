@@ -265,6 +265,9 @@ def _diffusion_embedding(conn: sparse.spmatrix, n_comps: int, power: int = 8) ->
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     n = conn.shape[0]
+    # float64 from the start: with float32 transitions (scib-metrics), the eigenvalue 1 of every
+    # extra connected component comes out as 1 ± 1e-7 and its scaling e / (1 - e) explodes at random.
+    conn = sparse.csr_matrix(conn, dtype=np.float64)
     q = np.asarray(conn.sum(axis=0))
     Q = sparse.spdiags(1.0 / q, 0, n, n)
     K = Q @ conn @ Q

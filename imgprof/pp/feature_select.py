@@ -544,7 +544,7 @@ def feature_select(
         "pp.feature_select",
         {
             "operation": ops,
-            "samples": samples if not isinstance(samples, (np.ndarray, pd.Series)) else "<mask>",
+            "samples": samples if samples is None or isinstance(samples, str) else f"<selection of {int(mask.sum())} rows>",
             "features": None if features is None else len(cand),
             "na_cutoff": na_cutoff,
             "corr_threshold": corr_threshold,

@@ -244,6 +244,12 @@ def _group_label(groups: pd.DataFrame | None, g: int) -> str:
     return str(row.iloc[0]) if len(row) == 1 else str(tuple(row.tolist()))
 
 
+def _short(selection) -> str:
+    if selection is None or isinstance(selection, str):
+        return repr(selection)
+    return f"<{type(selection).__name__} of length {len(selection)}>"
+
+
 def _describe(names: Sequence[str], k: int = 5) -> str:
     names = list(names)
     more = f" (+{len(names) - k} more)" if len(names) > k else ""
@@ -423,13 +429,13 @@ def normalize(
     none = np.flatnonzero(n_ref == 0)
     if none.size:
         raise ValueError(
-            f"controls={controls!r} selects no observation in group(s) {_describe([_group_label(groups, g) for g in none])} "
+            f"controls={_short(controls)} selects no observation in group(s) {_describe([_group_label(groups, g) for g in none])} "
             f"of by={by!r}; every group needs reference rows."
         )
     single = np.flatnonzero(n_ref < 2)
     if single.size:
         raise ValueError(
-            f"controls={controls!r} selects a single observation in group(s) "
+            f"controls={_short(controls)} selects a single observation in group(s) "
             f"{_describe([_group_label(groups, g) for g in single])} of by={by!r}; at least two are needed to "
             "estimate a scale. Pool groups (a coarser by=) or use more controls."
         )
@@ -507,7 +513,7 @@ def normalize(
         "pp.normalize",
         {
             "method": method,
-            "controls": controls if not isinstance(controls, (np.ndarray, pd.Series)) else "<mask>",
+            "controls": controls if controls is None or isinstance(controls, str) else f"<selection of {int(mask.sum())} rows>",
             "by": by,
             "features": None if features is None else len(cols),
             "epsilon": epsilon,
@@ -710,12 +716,10 @@ def _spherize_gram_dask(Xf, method, center, epsilon):
 def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names, groups, what, dask_mode):
     """Fit one whitening matrix per group on its reference rows and apply it to the group's rows."""
     if dask_mode:
+        import dask
         import dask.array as da
 
-        n_nan, n_inf = da.isnan(X).sum(), da.isinf(X).sum()
-        import dask
-
-        n_nan, n_inf = dask.compute(n_nan, n_inf)
+        n_nan, n_inf = dask.compute(da.isnan(X).sum(), da.isinf(X).sum())
         if n_nan or n_inf:
             raise ValueError(
                 f"normalize('spherize'): {what} contains {int(n_nan)} NaN and {int(n_inf)} inf value(s); sphering "
@@ -725,8 +729,6 @@ def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names,
     means, scales, Ws, ranks = [], [], [], []
     loaded = {}
     if dask_mode:  # load the reference blocks that fit in memory in one pass
-        import dask
-
         small = [g for g in range(n_groups)
                  if not ((starts[g + 1] - starts[g]) * X.shape[1] > _DASK_IN_MEMORY
                          and starts[g + 1] - starts[g] > X.shape[1] and method in ("ZCA", "ZCA-cor"))]

@@ -44,7 +44,7 @@ def no_correction(
     >>> import imgprof as ip
     >>> adata = ip.datasets.cmqtl_crispri()
     >>> ip.tl.integrate(adata, "none", "Metadata_Batch")
-    >>> (adata.obsm["X_none"] == adata.X).all()
+    >>> bool((adata.obsm["X_none"] == adata.X).all())
     True
     """
     X, _, levels = prepare(adata, batch_key, use_rep, add_layer=add_layer)

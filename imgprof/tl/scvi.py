@@ -72,6 +72,7 @@ def scvi(
     devices: int | str = "auto",
     early_stopping: bool = True,
     progress_bar: bool = False,
+    num_threads: int | None = None,
     seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
     train_kwargs: dict[str, Any] | None = None,
@@ -108,6 +109,10 @@ def scvi(
         Stop on the validation loss (CytoVI's default, patience 30).
     progress_bar
         Show Lightning's progress bar.
+    num_threads
+        CPU threads for torch during this call (restored afterwards); default
+        torch's own. On a busy machine 1 thread can be far faster than
+        several (torch's OpenMP threads spin when cores are oversubscribed).
     seed
         ``scvi.settings.seed`` for reproducibility.
     model_kwargs, train_kwargs
@@ -132,6 +137,8 @@ def scvi(
     768
     """
     X, codes, levels = prepare(adata, batch_key, use_rep)
+    if num_threads is not None and int(num_threads) < 1:
+        raise ValueError(f"scvi: num_threads must be >= 1, got {num_threads}.")
     if max_epochs is not None and int(max_epochs) < 1:
         raise ValueError(f"scvi: max_epochs must be >= 1, got {max_epochs}.")
     if standardize:
@@ -157,23 +164,30 @@ def scvi(
               early_stopping=early_stopping, enable_progress_bar=progress_bar,
               n_epochs_kl_warmup=kl_warmup_epochs(epochs))
     tk.update(train_kwargs or {})
-    t0 = time.perf_counter()
-    model.train(**tk)
-    seconds = time.perf_counter() - t0
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        t0 = time.perf_counter()
+        model.train(**tk)
+        seconds = time.perf_counter() - t0
+        Z = model.get_latent_representation()
+    finally:
+        torch.set_num_threads(threads_before)
     trained = int(model.trainer.current_epoch) if getattr(model, "trainer", None) is not None else epochs
     trained = max(trained, 1)
-    Z = model.get_latent_representation()
     device = str(next(model.module.parameters()).device)
     if device.startswith("cuda"):
         device = f"{device} ({torch.cuda.get_device_name()})"
     params = dict(batch_key=batch_key, use_rep=use_rep, n_latent=model.module.n_latent, n_hidden=n_hidden,
                   n_layers=n_layers, max_epochs=epochs, batch_size=batch_size, standardize=standardize,
                   accelerator=accelerator, early_stopping=early_stopping, seed=seed,
-                  n_epochs_kl_warmup=tk["n_epochs_kl_warmup"],
+                  n_epochs_kl_warmup=tk["n_epochs_kl_warmup"], num_threads=num_threads,
                   model_kwargs=model_kwargs or {}, train_kwargs=train_kwargs or {})
     store(adata, Z, key_added=key_added, function="tl.scvi", params=params, use_rep=use_rep, kind="embedding",
           n_batches=len(levels), model="scvi.external.CYTOVI", epochs_trained=trained,
-          seconds_train=round(seconds, 3), seconds_per_epoch=round(seconds / trained, 3), device=device)
+          seconds_train=round(seconds, 3), seconds_per_epoch=round(seconds / trained, 3), device=device,
+          torch_threads=int(num_threads) if num_threads is not None else threads_before)
     if return_model:
         return (finish(adata, copy), model) if copy else model
     return finish(adata, copy)

@@ -1,11 +1,12 @@
 """Sphering (whitening) fitted on negative controls, with the regularisation chosen from a grid.
 
-The kernel reproduces :class:`pycytominer.operations.Spherize` (values
-identical, tested) but computes the singular value decomposition once, so
-that a whole grid of regularisation values costs one SVD. The grid value is
-chosen, as in the JUMP/Arevalo et al. (2024) pipelines, by replicate
-retrieval: the mean of the replicate mAP against negative controls and
-against non-replicates.
+The whitening kernel is the one behind ``ip.pp.normalize(method="spherize")``
+(``imgprof.pp.normalize._spherize_moments`` / ``_fit_spherize``), which
+reproduces :class:`pycytominer.operations.Spherize` (values identical, tested
+here too). This module adds the choice of the regularisation from a grid, as
+in the JUMP / Arevalo et al. (2024) pipelines: the value with the best
+replicate retrieval (mean of replicate mAP against negative controls and
+against non-replicates) is kept.
 """
 
 from __future__ import annotations
@@ -27,75 +28,55 @@ METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")
 
 @dataclass
 class SpherizeFit:
-    """One SVD of the (centred, optionally standardised) control matrix.
-
-    ``whitening(epsilon)`` gives pycytominer's ``W`` for any regularisation.
-    """
+    """Centre/scale of the controls; ``transform(X, epsilon)`` whitens any rows with that regularisation."""
 
     method: str
     mean: np.ndarray
     scale: np.ndarray
-    Vt: np.ndarray
-    sigma: np.ndarray
-    n: int
-
-    def whitening(self, epsilon: float) -> np.ndarray:
-        s = self.sigma + epsilon
-        W = (self.Vt / s[:, None]).T * np.sqrt(self.n - 1)
-        if self.method.startswith("ZCA"):
-            W = W @ self.Vt
-        return W
+    Zc: np.ndarray  # centred/scaled controls
 
     def transform(self, X: np.ndarray, epsilon: float) -> np.ndarray:
-        return ((X - self.mean) / self.scale) @ self.whitening(epsilon)
+        from ..pp.normalize import _fit_spherize
+
+        whitener, _ = _fit_spherize(self.Zc, self.method, True, float(epsilon))
+        return whitener.apply((X - self.mean) / self.scale)
 
 
 def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str] | None = None) -> SpherizeFit:
-    """Fit the sphering transform on control rows ``Xc`` (pure numpy kernel).
+    """Prepare the sphering of rows against control rows ``Xc`` (reuses ``ip.pp.normalize``'s kernel).
 
-    Follows pycytominer's ``Spherize.fit`` step by step: ``-cor`` methods
-    standardise with the controls' mean and (population) standard deviation,
-    the others only centre; the SVD's singular values are padded to the
-    feature count when there are fewer controls than features.
-
-    Raises
-    ------
-    ValueError
-        For an unknown method, a constant control column (``-cor`` methods)
-        or linearly dependent columns.
+    Raises, as pycytominer does, for a constant control column (``-cor``
+    methods) and for linearly dependent columns (rank below ``d`` with more
+    controls than features).
     """
+    from ..pp.normalize import _fit_spherize, _spherize_moments
+
     if method not in METHODS:
         raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
     Xc = np.asarray(Xc, dtype=np.float64)
     n, d = Xc.shape
     if n < 2:
         raise ValueError(f"sphering: need at least 2 control rows to fit, got {n}.")
-    mean = Xc.mean(axis=0)
-    if method.endswith("-cor"):
-        scale = Xc.std(axis=0)
-        bad = np.flatnonzero(scale == 0)
-        if bad.size:
-            cols = [str(names[i]) for i in bad[:5]] if names is not None else bad[:5].tolist()
+    mean, scale, const = _spherize_moments(Xc, method, True)
+    if method.endswith("-cor") and const.any():
+        bad = np.flatnonzero(const)
+        cols = [str(names[i]) for i in bad[:5]] if names is not None else bad[:5].tolist()
+        raise ValueError(
+            f"sphering: {bad.size} column(s) are constant across the controls, e.g. {cols}; "
+            "remove low-variance features first (ip.pp.feature_select)."
+        )
+    Zc = (Xc - mean) / scale
+    if n > d:
+        _, r = _fit_spherize(Zc, "PCA", True, 0.0)  # rank from the SVD
+        if r < d:
             raise ValueError(
-                f"sphering: {bad.size} column(s) are constant across the controls, e.g. {cols}; "
-                "remove low-variance features first (ip.pp.feature_select)."
+                f"sphering: the control matrix is not full rank (n={n} controls, d={d} features, rank {r}); "
+                "some features are linear combinations of others. Drop correlated features first "
+                "(ip.pp.feature_select(..., operations=['correlation_threshold']))."
             )
     else:
-        scale = np.ones(d)
-    Z = (Xc - mean) / scale
-    # Vt must be d × d; U is only needed small (full_matrices only when n <= d, as U is then n × n).
-    _, sigma, Vt = np.linalg.svd(Z, full_matrices=n <= d)
-    # Same rank rule as np.linalg.matrix_rank, from the singular values we already have.
-    r = int(np.sum(sigma > sigma.max() * max(n, d) * np.finfo(sigma.dtype).eps)) if sigma.size else 0
-    if not (r == d or r == n - 1):
-        raise ValueError(
-            f"sphering: the control matrix is not full rank (n={n} controls, d={d} features, rank {r}); "
-            "some features are linear combinations of others. Drop correlated features first "
-            "(ip.pp.feature_select(..., operation=['correlation_threshold']))."
-        )
-    if n <= d:
-        sigma = np.concatenate([sigma[:r], np.repeat(sigma[r - 1], d - r)])
-    return SpherizeFit(method=method, mean=mean, scale=scale, Vt=Vt, sigma=sigma, n=n)
+        _fit_spherize(Zc, method, True, 0.0)  # raises for rank other than n - 1 or n
+    return SpherizeFit(method=method, mean=mean, scale=scale, Zc=Zc)
 
 
 def _average_precision(sims: np.ndarray, positive: np.ndarray) -> float:
