@@ -82,6 +82,7 @@ def test_knn_exact_self_first():
     assert C.diagonal().sum() == 0
 
 
+@pytest.mark.slow
 def test_knn_pynndescent_recall():
     pytest.importorskip("pynndescent")
     rng = np.random.default_rng(0)

@@ -31,6 +31,21 @@ def codes_of(values) -> tuple[np.ndarray, int]:
     return codes, len(cat.categories)
 
 
+def limited_threads(user_api: str | None = "blas"):
+    """Context manager limiting BLAS (``user_api="blas"``) or all native thread pools (``None``) to one thread.
+
+    Used where we parallelize with our own threads, and around ARPACK, whose
+    small dense products are much slower with a multithreaded BLAS.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api=user_api)
+
+
 def _n_threads(n_jobs: int | None) -> int:
     if n_jobs is None or n_jobs < 1:
         return os.cpu_count() or 1
@@ -131,16 +146,8 @@ def cluster_distance_sums(
         out[start:stop] = acc
 
     starts = list(range(0, n, block_rows))
-    n_threads = min(_n_threads(n_jobs), len(starts))
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=1, user_api="blas"):
-            _run(work, starts, n_threads)
-    else:  # pragma: no cover
-        _run(work, starts, n_threads)
+    with limited_threads("blas"):
+        _run(work, starts, min(_n_threads(n_jobs), len(starts)))
     return out
 
 

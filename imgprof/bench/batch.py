@@ -22,6 +22,8 @@ from scipy.sparse.csgraph import connected_components
 from ._checks import check_embedding, check_neighbors_n, check_vector
 from ._kernels import (
     BetweenCluster,
+    _n_threads,
+    limited_threads,
     cluster_distance_sums,
     codes_of,
     lisi_probabilities,
@@ -31,30 +33,8 @@ from ._kernels import (
 )
 from ._neighbors import Neighbors, as_neighbors, knn
 
-def _n_threads(n_jobs):
-    import os
-
-    return (os.cpu_count() or 1) if n_jobs is None or n_jobs < 1 else int(n_jobs)
-
-
-class _single_threaded_blas:
-    """Context manager limiting BLAS and OpenMP to one thread (no-op without threadpoolctl)."""
-
-    def __enter__(self):
-        try:
-            from threadpoolctl import threadpool_limits
-
-            self._ctx = threadpool_limits(limits=1)
-        except ImportError:  # pragma: no cover
-            self._ctx = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.__exit__(*exc)
-        return False
-
 logger = logging.getLogger(__name__)
+
 
 __all__ = [
     "bras",
@@ -356,7 +336,7 @@ def kbet_per_label(
     # ARPACK and the small dense products inside it are far slower with a
     # multithreaded BLAS (thread start-up and spinning dominate); labels run
     # in parallel threads instead.
-    with _single_threaded_blas():
+    with limited_threads(None):
         return _kbet_per_label(nn, batches, labels, alpha, diffusion_n_comps, return_df, n_jobs)
 
 

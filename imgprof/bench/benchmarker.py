@@ -469,9 +469,7 @@ class Benchmarker:
             dtype=float,
         )
         if min_max_scale:
-            lo, hi = wide.min(), wide.max()
-            rng = (hi - lo).replace(0, np.nan)
-            wide = ((wide - lo) / rng).where(rng.notna(), 0.0).where(wide.notna())
+            wide = min_max(wide)
         types = {m: self._types[m] for m in metrics}
         agg = {}
         for t in (BATCH, BIO):
@@ -492,6 +490,17 @@ class Benchmarker:
         long = out.stack(level=[0, 1], future_stack=True).rename("value").reset_index()
         long = long[["embedding", "metric_type", "metric", "value"]]
         return long
+
+
+def min_max(df: pd.DataFrame) -> pd.DataFrame:
+    """Scale every column to ``[0, 1]`` like ``sklearn.preprocessing.MinMaxScaler`` (constant column → 0, NaN kept)."""
+    V = df.to_numpy(dtype=float)
+    lo, hi = np.nanmin(V, axis=0), np.nanmax(V, axis=0)
+    rng = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        S = np.where(rng > 0, (V - lo) / np.where(rng > 0, rng, 1.0), 0.0)
+    S[np.isnan(V)] = np.nan
+    return pd.DataFrame(S, index=df.index, columns=df.columns)
 
 
 def _progress(items, show: bool, **kw):

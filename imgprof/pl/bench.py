@@ -35,9 +35,9 @@ def _wide(results, min_max_scale: bool) -> pd.DataFrame:
     if min_max_scale:
         metric_cols = [c for c in wide.columns if c[0] != _AGG]
         sub = wide[metric_cols]
-        lo, hi = sub.min(), sub.max()
-        rng = (hi - lo).replace(0, np.nan)
-        scaled = ((sub - lo) / rng).where(rng.notna(), 0.0).where(sub.notna())
+        from ..bench.benchmarker import min_max
+
+        scaled = min_max(sub)
         wide = scaled.copy()
         agg = {}
         for t in ("Batch correction", "Bio conservation"):
