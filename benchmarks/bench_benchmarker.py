@@ -52,7 +52,7 @@ def make_data(n_cells: int, n_comps: int = 50, seed: int = 0):
     import imgprof as ip
 
     # 8 plates x 100 wells; cells_per_well scales the size (about 62 cells per well for 50,000 cells).
-    cpw = max(3, int(round(n_cells / 800)))
+    cpw = max(3, round(n_cells / 800))
     a = ip.datasets.simulate(
         n_plates=8, n_batches=4, n_perturbations=60, n_moa=8, n_controls=40, n_features=300,
         level="single_cell", cells_per_well=cpw, cell_noise=2.0, seed=seed,

@@ -371,7 +371,7 @@ def main(argv=None):
     ap.add_argument("--p", type=int, default=50)
     ap.add_argument("--extra", default="{}")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--repeat", type=int, default=1, help="alternate ours/reference this many times (median) for Harmony and Leiden")
+    ap.add_argument("--repeat", type=int, default=1, help="alternate ours/reference this many times (median) for every pair")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP/OpenBLAS/MKL/numba/torch threads in the workers (both tools alike)")
     args = ap.parse_args(argv)
@@ -433,8 +433,10 @@ def main(argv=None):
         n, p = sizes["methods"]
         for m, refname in [("combat", "sc.pp.combat"), ("scanorama", "sce.pp.scanorama_integrate"),
                            ("sphering", "pycytominer Spherize (1 ε)"), ("mnn", None), ("rpca", None)]:
-            ours = run(f"{m}_imgprof", n, p)
-            ref = run(f"{m}_ref", n, p) if refname else {}
+            if refname:
+                ours, ref = pair(f"{m}_imgprof", f"{m}_ref", n, p, repeat=args.repeat)
+            else:
+                ours, ref = run(f"{m}_imgprof", n, p), {}
             what = f"{n:,} × {p}" + (" (50 PCs)" if m == "scanorama" else "") + ", 4 batches"
             note = "ours: grid of 1 ε" if m == "sphering" else ("no Python reference" if refname is None else "")
             rows.append((m, what, refname or "—", ours, ref, note))

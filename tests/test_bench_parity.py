@@ -16,7 +16,7 @@ import pytest
 import imgprof as ip
 
 sm = pytest.importorskip("scib_metrics")
-from scib_metrics.nearest_neighbors import NeighborsResults  # noqa: E402
+from scib_metrics.nearest_neighbors import NeighborsResults
 
 TOL = 1e-3
 
@@ -159,8 +159,8 @@ def test_benchmarker_matches_scib_benchmarker(cmqtl):
         nn = ip.bench.knn(X, k)
         return NeighborsResults(nn.indices, nn.distances)
 
-    bio = dict(isolated_labels=True, nmi_ari_cluster_labels_leiden=True, nmi_ari_cluster_labels_kmeans=False,
-               silhouette_label=True, clisi_knn=True)
+    bio = {"isolated_labels": True, "nmi_ari_cluster_labels_leiden": True, "nmi_ari_cluster_labels_kmeans": False,
+           "silhouette_label": True, "clisi_knn": True}
     ref = Benchmarker(a, "Metadata_Batch", "Metadata_target_gene", keys, BioConservation(**bio), BatchCorrection(),
                       pre_integrated_embedding_obsm_key="X_pca", progress_bar=False)
     ref.prepare(neighbor_computer=nc)

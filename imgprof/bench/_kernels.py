@@ -322,7 +322,7 @@ def pcr(
     else:
         C = cov.reshape(n, -1).astype(np.float64)
     C = C - C.mean(axis=0)
-    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    U, s, _ = np.linalg.svd(Xc, full_matrices=False)
     k = n_components or max_comp
     coords = U[:, :k] * s[:k]
     var = (s[:k] ** 2) / (n - 1)

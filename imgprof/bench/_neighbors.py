@@ -231,8 +231,8 @@ def _pynndescent_knn(X: np.ndarray, k: int, metric: str, random_state: int, n_jo
         low_memory=True,
         n_jobs=n_jobs if n_jobs is not None else -1,
         compressed=False,
-        n_trees=min(64, 5 + int(round(n**0.5 / 20.0))),
-        n_iters=max(5, int(round(np.log2(n)))),
+        n_trees=min(64, 5 + round(n**0.5 / 20.0)),
+        n_iters=max(5, round(float(np.log2(n)))),
         max_candidates=60,
     )
     return index.neighbor_graph

@@ -19,13 +19,13 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from ._checks import check_embedding, check_neighbors_n, check_vector
+from ._checks import check_embedding, check_vector
 from ._kernels import (
     BetweenCluster,
     _n_threads,
-    limited_threads,
     cluster_distance_sums,
     codes_of,
+    limited_threads,
     lisi_probabilities,
     pcr,
     silhouette_from_sums,

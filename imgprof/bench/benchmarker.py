@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,13 @@ from .._core.validation import as_list, check_obs_keys, resolve_mask
 from . import batch as _batch
 from . import bio as _bio
 from ._checks import check_embedding
-from ._kernels import cluster_distance_sums, codes_of, lisi_probabilities, silhouette_from_sums, simpson_index
+from ._kernels import (
+    cluster_distance_sums,
+    codes_of,
+    lisi_probabilities,
+    silhouette_from_sums,
+    simpson_index,
+)
 from ._neighbors import Neighbors, as_neighbors, knn
 
 MetricType = bool | dict[str, Any] | None
@@ -289,7 +295,7 @@ class Benchmarker:
         """
         for key in self._embedding_obsm_keys:
             self._embedding(key)
-        needs_pre = BATCH in self._metric_collection and bool(getattr(self._batch_metrics, "pcr_comparison"))
+        needs_pre = BATCH in self._metric_collection and bool(self._batch_metrics.pcr_comparison)
         if needs_pre:
             self._X_pre = self._timed("(all)", "pre-integrated PCA", self._pre_embedding)
         kmax = max(self._n_neighbors)
@@ -299,7 +305,7 @@ class Benchmarker:
             X = self._embedding(key)
             k = min(kmax, X.shape[0])
             if neighbor_computer is not None:
-                nn = self._timed(key, "neighbors", lambda: as_neighbors(neighbor_computer(X, k)))
+                nn = self._timed(key, "neighbors", lambda X=X, k=k: as_neighbors(neighbor_computer(X, k)))
             else:
                 nn = self._timed(key, "neighbors", knn, X, k, method=self._neighbors_method, n_jobs=self._n_jobs)
             self._neighbors[key] = nn

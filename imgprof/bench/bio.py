@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -136,7 +135,10 @@ def _scaled_clisi(lisi: np.ndarray, n_labels: int) -> float:
 
 
 def _nmi_ari(labels, pred) -> tuple[float, float]:
-    from sklearn.metrics.cluster import adjusted_rand_score, normalized_mutual_info_score
+    from sklearn.metrics.cluster import (
+        adjusted_rand_score,
+        normalized_mutual_info_score,
+    )
 
     return (
         float(normalized_mutual_info_score(labels, pred, average_method="arithmetic")),
@@ -390,6 +392,3 @@ def map_negcon(
     score = _mean_map(ap)
     return (score, ap) if return_ap else score
 
-
-def _as_sequence(x) -> Sequence:
-    return x
