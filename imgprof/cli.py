@@ -84,7 +84,7 @@ def benchmark(
     except ConfigError as e:
         _fail(str(e))
     bm = ip.bench.run_methods(adata, methods=[m.strip() for m in methods.split(",") if m.strip()], batch_key=batch_key, label_key=label_key)
-    table = bm.get_results() if hasattr(bm, "get_results") else bm
+    table = bm.get_results(tidy=False) if hasattr(bm, "get_results") else bm
     path = out / "benchmark.csv"
     table.to_csv(path)
     typer.echo(table.to_string())

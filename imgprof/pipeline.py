@@ -329,11 +329,9 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True) -
                 keys = opts.pop("embedding_obsm_keys", None) or _embeddings(adata)
                 bm = ip.bench.Benchmarker(adata, embedding_obsm_keys=keys, **opts)
                 bm.benchmark()
-                table = bm.get_results()
                 extras["benchmark"] = bm
-                tidy = table.reset_index().melt(id_vars=table.index.name or "index", var_name="metric", value_name="value")
-                tidy = tidy.rename(columns={table.index.name or "index": "embedding"})
-                metrics_tables.append(tidy)
+                tidy = bm.get_results(tidy=True)  # embedding, metric_type, metric, value
+                metrics_tables.append(tidy[["embedding", "metric", "value", "metric_type"]])
         except ConfigError:
             raise
         except (KeyError, ValueError, TypeError) as e:

@@ -128,7 +128,7 @@ def write_report(
                 res = plot(bm, show=False)
                 fig = getattr(res, "figure", None) or plt.gcf()
                 body += _fig_to_img(fig)
-            body += _table(bm.get_results())
+            body += _table(bm.get_results(tidy=False))
             parts.append(_section("Batch-correction benchmark", body))
         except Exception as e:
             notes.append(f"benchmark figure skipped: {e}")

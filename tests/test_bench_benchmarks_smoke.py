@@ -18,5 +18,5 @@ def test_bench_benchmarker_smoke(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
-    for step in ("neighbours (prepare)", "kbet_per_label", "silhouette_label", "**total**", "peak RSS"):
+    for step in ("prepare: neighbours", "kbet_per_label", "silhouette_label", "**total**", "peak RSS"):
         assert step in text

@@ -62,7 +62,8 @@ def cluster_distance_sums(
     block_rows: int = 128,
     block_cols: int = 2048,
     n_jobs: int | None = None,
-) -> np.ndarray:
+    knn_k: int | None = None,
+):
     """``S[i, c] = sum_{j in cluster c} d(x_i, x_j)`` for all observations and clusters.
 
     The pairwise distances are produced tile by tile (``block_rows`` ×
@@ -87,14 +88,20 @@ def cluster_distance_sums(
         Tile shape.
     n_jobs
         Threads (default: all cores).
+    knn_k
+        Also return the exact ``knn_k`` nearest neighbours (Euclidean, self
+        included) found in the same pass over the distances (see
+        :func:`knn_from_candidates`): ``(S, indices, distances)``.
 
     Returns
     -------
-    ``(n, n_clusters)`` float64 array.
+    ``(n, n_clusters)`` float64 array (and the kNN arrays when ``knn_k`` is set).
     """
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
     codes = np.asarray(codes, dtype=np.int64)
+    if knn_k is not None and metric != "euclidean":
+        raise ValueError("knn_k is only supported with metric='euclidean'.")
     if dtype is None:
         dtype = np.float64 if n <= 20_000 else np.float32
     if metric == "cosine":
@@ -123,6 +130,10 @@ def cluster_distance_sums(
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)  # column of observation i in the sorted order
     out = np.zeros((n, n_clusters), dtype=np.float64)
+    if knn_k is not None:
+        sel = KnnSelector(Xc, sq, knn_k, A, BT, dtype)
+        out_i = np.empty((n, knn_k), dtype=np.int64)
+        out_d = np.empty((n, knn_k), dtype=np.float64)
 
     def work(start: int) -> None:
         stop = min(start + block_rows, n)
@@ -130,9 +141,13 @@ def cluster_distance_sums(
         acc = np.zeros((stop - start, n_clusters), dtype=np.float64)
         G = np.empty((stop - start, block_cols), dtype=dtype)
         rows = np.arange(start, stop)
+        if knn_k is not None:
+            state = sel.start(Ar, start, stop, block_cols)
         for k, c0, c1 in tiles:
             g = G[:, : c1 - c0]
             np.matmul(Ar, BT[:, c0:c1], out=g)
+            if knn_k is not None:
+                sel.scan(state, g, c0)
             if metric == "euclidean":
                 np.maximum(g, 0, out=g)
                 np.sqrt(g, out=g)
@@ -144,11 +159,90 @@ def cluster_distance_sums(
                 np.clip(g, 0, 2, out=g)
             acc[:, k] += g.sum(axis=1, dtype=np.float64)
         out[start:stop] = acc
+        if knn_k is not None:
+            i_, d_ = sel.finish(state, start, stop, col_index=order)
+            out_i[start:stop], out_d[start:stop] = i_, d_
 
     starts = list(range(0, n, block_rows))
     with limited_threads("blas"):
         _run(work, starts, min(_n_threads(n_jobs), len(starts)))
+    if knn_k is not None:
+        return out, out_i, out_d
     return out
+
+
+class KnnSelector:
+    """Exact Euclidean kNN from a blocked pass over squared distances ``A @ BT``.
+
+    ``A = [x, |x|², 1]`` and ``BT = [-2y, 1, |y|²]ᵀ`` (rows centered), so a tile
+    product is a tile of squared distances.
+
+    1. :meth:`start`: for every row of a block, the ``k + margin``-th smallest
+       squared distance to a fixed random sample of columns bounds its
+       ``k + margin``-th nearest neighbour distance from above (plus a
+       tolerance covering float32 rounding).
+    2. :meth:`scan`: in each tile, only the pairs under that bound are kept
+       (about ``k · n / sample`` per row), found with a word-wise ``nonzero``
+       since hits are rare.
+    3. :meth:`finish`: the best ``k + margin`` candidates are re-measured in
+       float64 and sorted; results equal brute force up to exact ties.
+    """
+
+    def __init__(self, Xc, sq, k, A, BT, dtype, *, sample: int = 8192, margin: int = 8, seed: int = 0):
+        n = Xc.shape[0]
+        self.Xc, self.k, self.dtype = Xc, int(k), dtype
+        self.kk = min(n, self.k + margin)
+        rng = np.random.default_rng(seed)
+        cols = np.sort(rng.choice(n, size=min(n, max(sample, 4 * self.kk)), replace=False))
+        self.BS = np.ascontiguousarray(BT[:, cols])
+        self.tol = 1e-5 * (sq + sq.max()) + 1e-9
+
+    def start(self, Ar, start, stop, block_cols):
+        thr = np.partition(Ar @ self.BS, self.kk - 1, axis=1)[:, self.kk - 1] + self.tol[start:stop]
+        R = stop - start
+        return {"thr": thr.astype(self.dtype)[:, None], "M": np.empty((R, block_cols), dtype=bool),
+                "rows": [], "cols": [], "vals": []}
+
+    def scan(self, state, g, c0):
+        R, w = g.shape
+        m = state["M"][:, :w]
+        np.less_equal(g, state["thr"], out=m)
+        if w % 8 == 0:
+            wr, wc = np.nonzero(m.view(np.uint64))
+            rr, kb = np.nonzero(m.reshape(R, w // 8, 8)[wr, wc])
+            r, cc = wr[rr], wc[rr] * 8 + kb
+        else:
+            r, cc = np.nonzero(m)
+        state["rows"].append(r)
+        state["cols"].append(cc + c0)
+        state["vals"].append(g[r, cc])
+
+    def finish(self, state, start, stop, col_index=None):
+        R, k, kk = stop - start, self.k, self.kk
+        r = np.concatenate(state["rows"])
+        cc = np.concatenate(state["cols"])
+        v = np.concatenate(state["vals"])
+        if col_index is not None:
+            cc = col_index[cc]
+        o = np.argsort(r, kind="stable")
+        r, cc, v = r[o], cc[o], v[o]
+        cnt = np.bincount(r, minlength=R)
+        first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+        pos = np.arange(r.size) - first[r]
+        width = int(cnt.max())
+        V = np.full((R, width), np.inf, dtype=np.float64)
+        C = np.zeros((R, width), dtype=np.int64)
+        V[r, pos] = v
+        C[r, pos] = cc
+        q = min(kk, width)
+        sel = np.argpartition(V, q - 1, axis=1)[:, :q] if width > q else np.argsort(V, axis=1)[:, :q]
+        Cs = np.take_along_axis(C, sel, 1)
+        bad = ~np.isfinite(np.take_along_axis(V, sel, 1))
+        Xc = self.Xc
+        D = np.sqrt(np.maximum(((Xc[Cs] - Xc[start:stop, None, :]) ** 2).sum(-1), 0.0))
+        D[bad] = np.inf
+        o2 = np.argsort(D, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(Cs, o2, 1), np.take_along_axis(D, o2, 1)
 
 
 def _run(work, starts, n_threads: int) -> None:

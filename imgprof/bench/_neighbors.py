@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from ._kernels import _n_threads, _run, limited_threads
+from ._kernels import KnnSelector, _n_threads, _run, limited_threads
 
 #: Above this many observations ``method="auto"`` switches from exact to approximate search.
 EXACT_MAX_N = 75_000
@@ -155,60 +155,21 @@ def _blocked_knn(
     sq = np.einsum("ij,ij->i", Xc, Xc)
     A = np.ascontiguousarray(np.hstack([Xc, sq[:, None], np.ones((n, 1))]), dtype=np.float32)
     BT = np.ascontiguousarray(np.hstack([-2.0 * Xc, np.ones((n, 1)), sq[:, None]]).T, dtype=np.float32)
-    kk = min(n, k + margin)
-    rng = np.random.default_rng(seed)
-    S = np.sort(rng.choice(n, size=min(n, max(sample, 4 * kk)), replace=False))
-    BS = np.ascontiguousarray(BT[:, S])
-    tol = 1e-5 * (sq + sq.max()) + 1e-9
+    sel = KnnSelector(Xc, sq, k, A, BT, np.float32, sample=sample, margin=margin, seed=seed)
     out_i = np.empty((n, k), dtype=np.int64)
     out_d = np.empty((n, k), dtype=np.float64)
 
     def work(start: int) -> None:
         stop = min(start + block_rows, n)
-        R = stop - start
         Ar = A[start:stop]
-        thr = (np.partition(Ar @ BS, kk - 1, axis=1)[:, kk - 1] + tol[start:stop]).astype(np.float32)[:, None]
-        rows, cols, vals = [], [], []
-        G = np.empty((R, block_cols), dtype=np.float32)
-        M = np.empty((R, block_cols), dtype=bool)
+        state = sel.start(Ar, start, stop, block_cols)
+        G = np.empty((stop - start, block_cols), dtype=np.float32)
         for c0 in range(0, n, block_cols):
             c1 = min(c0 + block_cols, n)
-            w = c1 - c0
-            g = G[:, :w]
+            g = G[:, : c1 - c0]
             np.matmul(Ar, BT[:, c0:c1], out=g)
-            m = M[:, :w]
-            np.less_equal(g, thr, out=m)
-            if w % 8 == 0:  # scan 8 flags at a time: hits are rare
-                wr, wc = np.nonzero(m.view(np.uint64))
-                rr, kb = np.nonzero(m.reshape(R, w // 8, 8)[wr, wc])
-                r, cc = wr[rr], wc[rr] * 8 + kb
-            else:
-                r, cc = np.nonzero(m)
-            rows.append(r)
-            cols.append(cc + c0)
-            vals.append(g[r, cc])
-        r = np.concatenate(rows)
-        cc = np.concatenate(cols)
-        v = np.concatenate(vals)
-        o = np.argsort(r, kind="stable")
-        r, cc, v = r[o], cc[o], v[o]
-        cnt = np.bincount(r, minlength=R)
-        first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-        pos = np.arange(r.size) - first[r]
-        width = int(cnt.max())
-        V = np.full((R, width), np.inf, dtype=np.float32)
-        C = np.zeros((R, width), dtype=np.int64)
-        V[r, pos] = v
-        C[r, pos] = cc
-        q = min(kk, width)
-        sel = np.argpartition(V, q - 1, axis=1)[:, :q] if width > q else np.argsort(V, axis=1)[:, :q]
-        Cs = np.take_along_axis(C, sel, 1)
-        bad = ~np.isfinite(np.take_along_axis(V, sel, 1))
-        D = np.sqrt(np.maximum(((Xc[Cs] - Xc[start:stop, None, :]) ** 2).sum(-1), 0.0))
-        D[bad] = np.inf
-        o2 = np.argsort(D, axis=1, kind="stable")[:, :k]
-        out_i[start:stop] = np.take_along_axis(Cs, o2, 1)
-        out_d[start:stop] = np.take_along_axis(D, o2, 1)
+            sel.scan(state, g, c0)
+        out_i[start:stop], out_d[start:stop] = sel.finish(state, start, stop)
 
     starts = list(range(0, n, block_rows))
     with limited_threads("blas"):

@@ -35,9 +35,11 @@ from ._kernels import (
     silhouette_from_sums,
     simpson_index,
 )
-from ._neighbors import Neighbors, as_neighbors, knn
+from ._neighbors import EXACT_MAX_N, Neighbors, _self_first, as_neighbors, knn
 
 MetricType = bool | dict[str, Any] | None
+
+_PREPARE_STEPS = ("neighbors", "neighbors + label silhouette", "pre-integrated PCA")
 
 BATCH = "Batch correction"
 BIO = "Bio conservation"
@@ -243,6 +245,7 @@ class Benchmarker:
         self._batch = self._check_column(batch_key, "batch_key", min_levels=2 if BATCH in self._metric_collection else 1)
         self._labels = self._check_column(label_key, "label_key", min_levels=2 if BIO in self._metric_collection else 1)
         self._neighbors: dict[str, Neighbors] = {}
+        self._sil_cache: dict[str, np.ndarray] = {}
         self._X_pre: np.ndarray | None = None
         self._raw: dict[tuple[str, str], float] = {}
         self._types: dict[str, str] = {}
@@ -306,10 +309,32 @@ class Benchmarker:
             k = min(kmax, X.shape[0])
             if neighbor_computer is not None:
                 nn = self._timed(key, "neighbors", lambda X=X, k=k: as_neighbors(neighbor_computer(X, k)))
+            elif self._fuse_silhouette(X):
+                nn = self._timed(key, "neighbors + label silhouette", self._fused, key, X, k)
             else:
                 nn = self._timed(key, "neighbors", knn, X, k, method=self._neighbors_method, n_jobs=self._n_jobs)
             self._neighbors[key] = nn
         self._prepared = True
+
+    def _fuse_silhouette(self, X: np.ndarray) -> bool:
+        """Exact Euclidean neighbours and label silhouettes can come from one pass over the distances."""
+        bio = self._metric_collection.get(BIO)
+        if bio is None:
+            return False
+        wants = any(name in ("silhouette_label", "isolated_labels") and not (name == "silhouette_label" and kw
+                    and set(kw) - {"rescale"}) for name, kw in _enabled(bio))
+        method = self._neighbors_method
+        exact = method == "exact" or (method == "auto" and X.shape[0] <= EXACT_MAX_N)
+        return wants and exact
+
+    def _fused(self, key: str, X: np.ndarray, k: int) -> Neighbors:
+        codes, L = codes_of(self._labels)
+        S, idx, dist = cluster_distance_sums(X, codes, L, n_jobs=self._n_jobs, knn_k=k)
+        self._sil_cache[key] = silhouette_from_sums(S, codes, "nearest")
+        idx = np.ascontiguousarray(idx)
+        dist = np.ascontiguousarray(dist, dtype=np.float32 if X.dtype == np.float32 else np.float64)
+        _self_first(idx, dist)
+        return Neighbors(idx, dist, method="exact")
 
     def _pre_embedding(self) -> np.ndarray:
         if self._pre_key is not None:
@@ -338,7 +363,7 @@ class Benchmarker:
                 stacklevel=2,
             )
             self._raw.clear()
-            self._timings = [t for t in self._timings if t["step"] in ("neighbors", "pre-integrated PCA")]
+            self._timings = [t for t in self._timings if t["step"] in _PREPARE_STEPS]
         if not self._prepared:
             self.prepare()
         n_metrics = sum(len(_enabled(s)) for s in self._metric_collection.values())
@@ -346,7 +371,7 @@ class Benchmarker:
         for key in embs:
             pbar = _bar(n_metrics, self._progress_bar)
             X = self._embedding(key)
-            cache: dict[str, Any] = {}
+            cache: dict[str, Any] = {"key": key}
             for mtype, spec in self._metric_collection.items():
                 for name, kwargs in _enabled(spec):
                     if pbar is not None:
@@ -373,6 +398,8 @@ class Benchmarker:
         return nn if k == nn.n_neighbors else nn.subset_neighbors(k)
 
     def _label_silhouette(self, X, cache) -> np.ndarray:
+        if "sil_label" not in cache and cache.get("key") in self._sil_cache:
+            cache["sil_label"] = self._sil_cache[cache["key"]]
         if "sil_label" not in cache:
             codes, L = codes_of(self._labels)
             S = cluster_distance_sums(X, codes, L, n_jobs=self._n_jobs)
