@@ -169,10 +169,28 @@ def run_worker(tool: str, n_cells: int) -> dict:
     return res
 
 
+def best_of(runs: list[dict]) -> dict | None:
+    """Fastest run (by total); each step's time is its minimum over the runs."""
+    if not runs:
+        return None
+    best = dict(min(runs, key=lambda r: r["total"]))
+    best["neighbors"] = min(r["neighbors"] for r in runs)
+    best["metrics"] = {m: min(r["metrics"].get(m, 0.0) for r in runs) for m in best["metrics"]}
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    best["n_runs"] = len(runs)
+    best["totals"] = [r["total"] for r in runs]
+    return best
+
+
 def fmt_table(scib: dict | None, ours: dict, n_obs: int) -> str:
     lines = []
     lines.append(f"Data: {n_obs:,} simulated single cells × 2 embeddings (50 dims), 4 batches, 9 labels. "
-                 f"Machine: {os.cpu_count()} cores. Same metric set on both sides (scib-metrics defaults).\n")
+                 f"Machine: {os.cpu_count()} cores, shared with other jobs. Same metric set on both sides "
+                 "(scib-metrics defaults). Each tool ran "
+                 f"{ours.get('n_runs', 1)} time(s) in fresh processes, alternating; best of the runs shown "
+                 f"(all totals: imgprof {', '.join(f'{t:.0f}' for t in ours.get('totals', [ours['total']]))} s"
+                 + (f"; scib-metrics {', '.join(f'{t:.0f}' for t in scib.get('totals', [scib['total']]))} s"
+                    if scib is not None else "") + ").\n")
     lines.append("imgprof finds the exact neighbours and the label silhouettes (used by silhouette_label and "
                  "isolated_labels) in one pass over the distances during `prepare`, so those two metrics show ~0 s "
                  "on its side; compare the totals.\n")
@@ -221,14 +239,22 @@ def main(argv=None):
     ap.add_argument("--only", choices=["imgprof", "scib"], default=None)
     ap.add_argument("--worker", choices=["imgprof", "scib"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="runs per tool, alternating tools; the best of them is reported (default 2, --quick 1)")
     args = ap.parse_args(argv)
     n_cells = args.n_cells or (5_000 if args.quick else 50_000)
     if args.worker:
         res = worker_scib(n_cells) if args.worker == "scib" else worker_imgprof(n_cells)
         print(json.dumps(res, default=float))
         return
-    ours = run_worker("imgprof", n_cells) if args.only in (None, "imgprof") else None
-    scib = run_worker("scib", n_cells) if args.only in (None, "scib") else None
+    repeats = args.repeats or (1 if args.quick or args.n_cells else 2)
+    runs: dict[str, list[dict]] = {"imgprof": [], "scib": []}
+    for _ in range(repeats):  # alternate the tools so that machine load affects both alike
+        for tool in ("imgprof", "scib"):
+            if args.only in (None, tool):
+                runs[tool].append(run_worker(tool, n_cells))
+    ours = best_of(runs["imgprof"])
+    scib = best_of(runs["scib"])
     if ours is None:
         print(json.dumps(scib, indent=1, default=float))
         return

@@ -321,22 +321,25 @@ def lisi_probabilities(
     D = np.asarray(knn_dists, dtype=np.float64)
     n = D.shape[0]
     mask = np.asarray(knn_idx) != np.arange(n)[:, None]
+    # Self edges get weight 0: a huge finite distance makes exp(-d * beta) exactly 0 and d * P exactly 0.
+    Dm = np.where(mask, D, 1e300)
     logU = np.log(perplexity)
 
-    def hbeta(Dr, Mr, beta):
+    def hbeta(Dr, beta):
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            P = np.where(Mr, np.exp(-Dr * beta[:, None]), 0.0)
-            sumP = np.nansum(P, axis=1)
+            P = np.exp(-Dr * beta[:, None])
+            sumP = P.sum(axis=1)
             ok = sumP != 0
             safe = np.where(ok, sumP, 1.0)
-            H = np.where(ok, np.log(safe) + beta * np.nansum(Dr * P, axis=1) / safe, 0.0)
-            P = np.where(ok[:, None], P / safe[:, None], 0.0)
+            H = np.where(ok, np.log(safe) + beta * np.einsum("ij,ij->i", Dr, P) / safe, 0.0)
+            P /= safe[:, None]
+            P[~ok] = 0.0
         return H, P
 
     beta = np.ones(n)
     betamin = np.full(n, -np.inf)
     betamax = np.full(n, np.inf)
-    H, P = hbeta(D, mask, beta)
+    H, P = hbeta(Dm, beta)
     Hdiff = H - logU
     tries = np.zeros(n, dtype=np.int64)
     active = (np.abs(Hdiff) >= tol) & (tries < max_tries)
@@ -351,7 +354,7 @@ def lisi_probabilities(
             np.where(bmax == np.inf, b * 2, (b + bmax) / 2),
             np.where(bmin == -np.inf, b / 2, (b + bmin) / 2),
         )
-        h, p = hbeta(D[a], mask[a], new_b)
+        h, p = hbeta(Dm[a], new_b)
         H[a], P[a] = h, p
         Hdiff[a] = h - logU
         beta[a], betamin[a], betamax[a] = new_b, new_bmin, new_bmax
