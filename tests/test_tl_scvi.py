@@ -21,7 +21,7 @@ def sim():
 
 def test_scvi_tiny_fit(sim):
     a = sim.copy()
-    model = ip.tl.scvi(a, "Metadata_Batch", n_latent=8, max_epochs=2, return_model=True)
+    model = ip.tl.scvi(a, "Metadata_Batch", n_latent=8, max_epochs=2, return_model=True, num_threads=1)
     Z = a.obsm["X_scvi"]
     assert Z.shape == (a.n_obs, 8) and np.isfinite(Z).all()
     assert type(model).__name__ == "CYTOVI"
@@ -37,8 +37,8 @@ def test_scvi_tiny_fit(sim):
 
 def test_scvi_reproducible(sim):
     a, b = sim.copy(), sim.copy()
-    ip.tl.scvi(a, "Metadata_Batch", n_latent=8, max_epochs=1, seed=1)
-    ip.tl.scvi(b, "Metadata_Batch", n_latent=8, max_epochs=1, seed=1)
+    ip.tl.scvi(a, "Metadata_Batch", n_latent=8, max_epochs=1, seed=1, num_threads=1)
+    ip.tl.scvi(b, "Metadata_Batch", n_latent=8, max_epochs=1, seed=1, num_threads=1)
     np.testing.assert_allclose(a.obsm["X_scvi"], b.obsm["X_scvi"], rtol=1e-5, atol=1e-5)
 
 

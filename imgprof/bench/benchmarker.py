@@ -309,6 +309,11 @@ class Benchmarker:
             k = min(kmax, X.shape[0])
             if neighbor_computer is not None:
                 nn = self._timed(key, "neighbors", lambda X=X, k=k: as_neighbors(neighbor_computer(X, k)))
+                if nn.n_samples != X.shape[0] or nn.n_neighbors < 2:
+                    raise ValueError(
+                        f"neighbor_computer returned {nn.indices.shape} neighbours for {key!r}; expected "
+                        f"({X.shape[0]}, {k})."
+                    )
             elif self._fuse_silhouette(X):
                 nn = self._timed(key, "neighbors + label silhouette", self._fused, key, X, k)
             else:

@@ -140,8 +140,8 @@ def plot_results_table(
     for j, (mtype, metric) in enumerate(wide.columns):
         x0 = name_w + col_w * j
         xc = x0 + col_w / 2
-        ax.text(xc, height - head_h + 0.1, "\n".join(textwrap.wrap(str(metric), 11)), ha="center", va="bottom",
-                fontsize=8.5)
+        label = "\n".join(textwrap.wrap(str(metric), 8, break_long_words=False)) or str(metric)
+        ax.text(xc, height - head_h + 0.1, label, ha="center", va="bottom", fontsize=8)
         vals = wide.iloc[:, j].to_numpy(dtype=float)
         if mtype == _AGG:
             if first_agg:
