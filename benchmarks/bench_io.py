@@ -43,25 +43,9 @@ ROOT = HERE.parent
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def _reset_peak() -> int:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-    return _rss_kb()
-
-
-def _rss_kb(field: str = "VmRSS") -> int:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import reset_peak as _reset_peak  # noqa: E402
+from _memory import rss_kb as _rss_kb  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
