@@ -11,9 +11,13 @@ then times one call. Peak memory is the growth of the resident set during the ti
 Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs`` minus the RSS just
 before the call. The two outputs are compared (max |difference|).
 
-Streaming: parquet files of two sizes (rows grouped by plate/well, 50,000-row row groups)
-are aggregated straight from disk (``ip.pp.aggregate(path)``); peak memory is measured the
-same way, from a process that has only imported imgprof.
+pycytominer runs on both row orders (grouped as CellProfiler writes them, and shuffled), so
+each imgprof row is compared with pycytominer on the same data.
+
+Streaming: parquet files (rows grouped by plate/well, 50,000-row row groups) and AnnData
+zarr stores (``write_zarr``'s default chunks) of several sizes are aggregated straight from disk
+(``ip.pp.aggregate(path)``); peak memory is measured the same way, from a process that has
+only imported imgprof.
 
 Usage::
 
@@ -79,22 +83,63 @@ def feature_names(p: int) -> list[str]:
     return [f"{comps[i % 3]}_Intensity_Feature{i}_DNA" for i in range(p)]
 
 
+WELLS = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)]
+
+
+def grouped_layout(n_cells: int, *, n_plates: int | None = None, seed: int = 0, chunk_cells: int = 200_000):
+    """Cells per well and chunks of whole wells of about ``chunk_cells``.
+
+    Default: 2 plates (x 384 wells) per 250,000 cells, so a well holds ~325 cells at every size,
+    as in a real screen that grows by plates.
+    """
+    import numpy as np
+
+    if n_plates is None:
+        n_plates = 2 * max(1, -(-n_cells // 250_000))
+    rng = np.random.default_rng(seed)
+    n_groups = n_plates * len(WELLS)
+    sizes = rng.multinomial(n_cells, rng.dirichlet(np.full(n_groups, 20.0)))
+    ends = np.cumsum(sizes)
+    cuts = np.unique(np.searchsorted(ends, np.arange(chunk_cells, n_cells, chunk_cells)) + 1)
+    edges = [0, *[int(c) for c in cuts if 0 < c < n_groups], n_groups]
+    return sizes, list(zip(edges[:-1], edges[1:]))
+
+
+def grouped_chunk(sizes, g0: int, g1: int, n_features: int, *, seed: int = 0, keys_only: bool = False):
+    """(obs, X) of wells ``g0..g1-1``, rows grouped by plate and well, 0.1 % NaN (same model as make_cells)."""
+    import numpy as np
+    import pandas as pd
+
+    gid = np.repeat(np.arange(g0, g1), sizes[g0:g1])
+    plates = np.array([f"plate_{i + 1}" for i in range(len(sizes) // len(WELLS))], dtype=object)
+    obs = pd.DataFrame({"Metadata_Plate": plates[gid // len(WELLS)], "Metadata_Well": np.array(WELLS, dtype=object)[gid % len(WELLS)]})
+    if keys_only:
+        return obs, None
+    base = np.random.default_rng(seed)
+    loc = np.exp(base.uniform(0, 6, size=n_features))
+    scale = loc * base.uniform(0.05, 0.3, size=n_features)
+    rng = np.random.default_rng([seed, g0])
+    effect = rng.normal(size=(g1 - g0, n_features)) * 0.3
+    X = rng.standard_normal((gid.size, n_features))
+    X += effect[gid - g0]
+    X *= scale
+    X += loc
+    k = max(1, gid.size * n_features // 1000)
+    X[rng.integers(0, gid.size, k), rng.integers(0, n_features, k)] = np.nan
+    return obs, X
+
+
 def write_parquet(path: Path, n_cells: int, n_features: int, seed: int = 0, row_group: int = 50_000) -> None:
-    """Write a sorted (plate, well) single-cell parquet file chunk by chunk."""
+    """Write a (plate, well)-grouped single-cell parquet file, chunk of wells by chunk of wells."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = feature_names(n_features)
+    sizes, chunks = grouped_layout(n_cells, seed=seed)
     writer = None
-    # build in slabs of whole wells so memory stays bounded
-    slab = 200_000
-    done = 0
-    part = 0
-    while done < n_cells:
-        m = min(slab, n_cells - done)
-        obs, X = make_cells(m, n_features, seed=seed + part)
-        obs["Metadata_Plate"] = obs["Metadata_Plate"] + f"_{part:03d}"  # each slab its own plates: stays grouped
+    for g0, g1 in chunks:
+        obs, X = grouped_chunk(sizes, g0, g1, n_features, seed=seed)
         cols = {"Metadata_Plate": pa.array(obs["Metadata_Plate"].tolist()), "Metadata_Well": pa.array(obs["Metadata_Well"].tolist())}
         for j, n in enumerate(names):
             cols[n] = pa.array(np.ascontiguousarray(X[:, j]))
@@ -102,10 +147,35 @@ def write_parquet(path: Path, n_cells: int, n_features: int, seed: int = 0, row_
         if writer is None:
             writer = pq.ParquetWriter(str(path), table.schema)
         writer.write_table(table, row_group_size=row_group)
-        done += m
-        part += 1
         del obs, X, table, cols
     writer.close()
+
+
+def write_zarr(path: Path, n_cells: int, n_features: int, seed: int = 0) -> None:
+    """Write a (plate, well)-grouped AnnData zarr store chunk of wells by chunk of wells (X as a
+    dask array; the store gets anndata/zarr's default chunks)."""
+    import warnings
+
+    import anndata as ad
+    import dask
+    import dask.array as da
+    import numpy as np
+    import pandas as pd
+
+    sizes, chunks = grouped_layout(n_cells, seed=seed)
+    obs = pd.concat([grouped_chunk(sizes, g0, g1, 1, keys_only=True)[0] for g0, g1 in chunks], ignore_index=True)
+    obs = obs.astype("category")
+    obs.index = obs.index.astype(str)
+    X = da.concatenate([
+        da.from_delayed(dask.delayed(lambda a, b: grouped_chunk(sizes, a, b, n_features, seed=seed)[1])(g0, g1),
+                        shape=(int(sizes[g0:g1].sum()), n_features), dtype=np.float64)
+        for g0, g1 in chunks
+    ])
+    adata = ad.AnnData(X=X, obs=obs)
+    adata.var_names = feature_names(n_features)
+    with warnings.catch_warnings(), dask.config.set(scheduler="synchronous"):
+        warnings.simplefilter("ignore")
+        adata.write_zarr(str(path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,9 +237,10 @@ def worker(spec: dict) -> dict:
     elif tool == "imgprof_stream":
         import imgprof as ip
 
-        small = Path(spec["path"]).with_name("warmup.parquet")
+        fmt = "zarr" if spec["path"].endswith(".zarr") else "parquet"
+        small = Path(spec["path"]).with_name(f"warmup.{fmt}")
         if not small.exists():
-            write_parquet(small, 5000, p)
+            (write_zarr if fmt == "zarr" else write_parquet)(small, 5000, p)
         ip.pp.aggregate(small)  # warm-up
         run = lambda: ip.pp.aggregate(spec["path"], by=KEYS)  # noqa: E731
     else:
@@ -208,7 +279,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--cells", type=int, default=None)
     ap.add_argument("--features", type=int, default=None)
-    ap.add_argument("--stream-cells", type=int, nargs=2, default=None, help="two parquet sizes for the streaming test")
+    ap.add_argument("--stream-cells", type=int, nargs="+", default=None, help="sizes (cells) for the streaming test")
     ap.add_argument("--skip-stream", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "aggregate.md")
     ap.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
@@ -220,13 +291,15 @@ def main() -> None:
 
     n = args.cells or (20_000 if args.quick else 1_000_000)
     p = args.features or (50 if args.quick else 500)
-    stream = args.stream_cells or ([20_000, 60_000] if args.quick else [250_000, 1_000_000])
+    stream = args.stream_cells or ([20_000, 60_000] if args.quick else [250_000, 1_000_000, 2_000_000])
     tmp = Path(tempfile.mkdtemp(prefix="bench_aggregate_"))
     rows = []
     specs = [
         ("pycytominer.aggregate (median)", dict(tool="pycytominer")),
         ("ip.pp.aggregate (median, 1 thread)", dict(tool="imgprof", n_jobs=1)),
         ("ip.pp.aggregate (median, all CPUs)", dict(tool="imgprof")),
+        ("pycytominer.aggregate (median, rows shuffled)", dict(tool="pycytominer", shuffle=True)),
+        ("ip.pp.aggregate (median, 1 thread, rows shuffled)", dict(tool="imgprof", shuffle=True, n_jobs=1)),
         ("ip.pp.aggregate (median, all CPUs, rows shuffled)", dict(tool="imgprof", shuffle=True)),
     ]
     results = {}
@@ -237,14 +310,17 @@ def main() -> None:
         r["label"], r["spec"] = label, spec
         results[label] = r
         print("   ", {k: v for k, v in r.items() if k not in ("spec",)}, flush=True)
-    ref = results[specs[0][0]]
-    ref_vals = np.load(ref["spec"]["out"]) if "error" not in ref else None
+    first = results[specs[0][0]]
+    ref_vals = np.load(first["spec"]["out"]) if "error" not in first else None
     for label, r in results.items():
         if "error" in r:
             rows.append(f"| {label} | failed | | | | | | |")
             continue
+        # each row against pycytominer on the same row order
+        ref = next(x for x in results.values() if x["spec"]["tool"] == "pycytominer"
+                   and x["spec"].get("shuffle", False) == r["spec"].get("shuffle", False))
         diff = ""
-        if ref_vals is not None and r is not ref:
+        if ref_vals is not None and r is not first:
             v = np.load(r["spec"]["out"])
             diff = f"{np.nanmax(np.abs(v - ref_vals)):.1e}" if v.shape == ref_vals.shape else "shape differs"
         t_ratio = ref["seconds"] / r["seconds"] if "error" not in ref else float("nan")
@@ -259,36 +335,56 @@ def main() -> None:
         "",
         f"{2 * 384} wells (2 plates), float64, 0.1 % NaN; input {n * p * 8 / 1e9:.1f} GB. "
         "Each row is its own subprocess; memory = peak RSS growth during the call (VmHWM minus RSS before). "
-        "CPU s = process CPU time (all threads), less sensitive than wall time to other load on the machine.",
+        "CPU s = process CPU time (all threads), less sensitive than wall time to other load on the machine. "
+        "Speed-up and memory ratio: against pycytominer on the same row order; the difference: against "
+        "pycytominer on grouped rows.",
         "",
         "| tool | wall s | wall speed-up | CPU s | CPU speed-up | peak extra memory (MB) | memory ratio | max abs diff vs pycytominer |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     if not args.skip_stream:
+        import shutil
+
         srows = []
-        for m in stream:
-            path = tmp / f"cells_{m}.parquet"
-            print(f"writing {path} ...", flush=True)
-            write_parquet(path, m, p)
-            size_gb = path.stat().st_size / 1e9
-            r = run_worker(dict(tool="imgprof_stream", cells=m, features=p, path=str(path), out=str(tmp / f"s{m}.npy")))
-            print("   ", r, flush=True)
-            if "error" in r:
-                srows.append(f"| {m:,} | {size_gb:.2f} | failed | | |")
-            else:
-                srows.append(
-                    f"| {m:,} | {size_gb:.2f} | {m * p * 8 / 1e9:.1f} | {r['seconds']:.1f} | {r['peak_extra_mb']:.0f} |"
-                )
-            path.unlink()
+        for fmt in ("parquet", "zarr"):
+            for m in stream:
+                path = tmp / f"cells_{m}.{fmt}"
+                print(f"writing {path} ...", flush=True)
+                (write_zarr if fmt == "zarr" else write_parquet)(path, m, p)
+                size_gb = sum(f.stat().st_size for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file()) / 1e9
+                if fmt == "zarr":
+                    import zarr
+
+                    chunks = zarr.open_group(str(path), mode="r")["X"].chunks
+                    label = f"zarr ({chunks[0]:,} x {chunks[1]} chunks)"
+                else:
+                    import pyarrow.parquet as pq
+
+                    md = pq.read_metadata(str(path))
+                    label = f"parquet ({md.num_row_groups} row groups, footer {md.serialized_size / 1e6:.1f} MB)"
+                r = run_worker(dict(tool="imgprof_stream", cells=m, features=p, path=str(path), out=str(tmp / f"s{m}.npy")))
+                print("   ", r, flush=True)
+                if "error" in r:
+                    srows.append(f"| {label} | {m:,} | {size_gb:.2f} | failed | | | | |")
+                else:
+                    srows.append(
+                        f"| {label} | {m:,} | {size_gb:.2f} | {m * p * 8 / 1e9:.1f} | {r['n_groups']:,} "
+                        f"| {r['n_groups'] * p * 8 / 1e6:.0f} | {r['seconds']:.1f} | {r['peak_extra_mb']:.0f} |"
+                    )
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         lines += [
             "",
-            f"### Streaming from parquet (rows grouped by plate/well, 50,000-row row groups), {p} features",
+            f"### Streaming from disk (rows grouped by plate/well), {p} features",
             "",
-            "`ip.pp.aggregate(path)`; the process holds only imgprof before the call.",
+            "`ip.pp.aggregate(path)`; the process holds only imgprof before the call. Zarr: an AnnData store "
+            "written by `write_zarr` with its default chunks. The screen grows by plates (2 plates of 384 wells "
+            "per 250,000 cells, ~325 cells per well), so the result (wells x features) grows with it, and so "
+            "does the parquet footer, which pyarrow parses whole (about 1 KB per column and row group; "
+            "`footer` is its size on disk).",
             "",
-            "| cells | file (GB) | in memory as float64 (GB) | seconds | peak extra memory (MB) |",
-            "|---:|---:|---:|---:|---:|",
+            "| format | cells | on disk (GB) | in memory as float64 (GB) | groups | result (MB) | seconds | peak extra memory (MB) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
             *srows,
         ]
     lines += [

@@ -254,11 +254,11 @@ def test_dask_distributed_cluster(sim_cells):
 
 def test_parquet_streaming_matches_in_memory(sim_cells, tmp_path):
     df = ip.io.to_pandas(sim_cells).sort_values(KEYS, kind="stable")
-    path = tmp_path / "cells.parquet"
-    df.to_parquet(path, row_group_size=64)
     ref = ip.pp.aggregate(sim_cells)
-    for batch_rows in (33, 10_000):  # groups split across many batches, and one batch
-        out = ip.pp.aggregate(path, batch_rows=batch_rows)
+    for row_group in (7, 33, 10_000):  # groups spanning several row groups, and one row group
+        path = tmp_path / f"cells_{row_group}.parquet"
+        df.to_parquet(path, row_group_size=row_group)
+        out = ip.pp.aggregate(path)
         np.testing.assert_allclose(out.X, ref.X, rtol=1e-12, equal_nan=True)
         assert list(out.var_names) == list(ref.var_names)
         pd.testing.assert_frame_equal(
@@ -277,20 +277,97 @@ def test_parquet_streaming_refuses_ungrouped_file(sim_cells, tmp_path):
     path = tmp_path / "shuffled.parquet"
     df.to_parquet(path)
     with pytest.raises(ValueError, match="not (grouped|sorted)"):
-        ip.pp.aggregate(path, batch_rows=50)
+        ip.pp.aggregate(path)
     with pytest.raises(KeyError, match="Metadata_Nope"):
         ip.pp.aggregate(path, by=["Metadata_Nope"])
 
 
-def test_zarr_store_is_read_lazily(sim_cells, tmp_path):
-    path = tmp_path / "cells.zarr"
+def _write_zarr(adata, path, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sim_cells.write_zarr(path)
+        adata.write_zarr(path, **kw)
+
+
+def _obs_equal(out, ref, cols):
+    pd.testing.assert_frame_equal(
+        out.obs[cols].reset_index(drop=True), ref.obs[cols].reset_index(drop=True),
+        check_dtype=False, check_categorical=False,
+    )
+
+
+def test_zarr_store_is_read_lazily(sim_cells, tmp_path):
+    path = tmp_path / "cells.zarr"
+    _write_zarr(sim_cells, path)
     lazy = ip.pp.read_zarr_lazy(path)
     assert type(lazy.X).__module__.startswith("dask")
     out = ip.pp.aggregate(path)
     np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)
+
+
+def test_zarr_grouped_store_streams_chunk_by_chunk(sim_cells, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules["imgprof.pp.aggregate"], "_ZARR_UNIT_BYTES", 1)  # one row chunk per read
+    cells = sim_cells[np.lexsort([sim_cells.obs[k].astype(str) for k in reversed(KEYS)])].copy()
+    cells.layers["double"] = np.asarray(cells.X) * 2
+    path = tmp_path / "sorted.zarr"
+    _write_zarr(cells, path, chunks=(37, 7))  # groups span chunks; column chunks become blocks
+    ref = ip.pp.aggregate(cells)
+    out = ip.pp.aggregate(path)
+    np.testing.assert_allclose(out.X, ref.X, rtol=1e-12, equal_nan=True)
+    _obs_equal(out, ref, KEYS + ["Metadata_Object_Count", "Metadata_Perturbation"])
+    step = ip.provenance(out)["extra"].iloc[-1]
+    assert step["streamed"] is True and step["n_chunks_read"] > 1
+    assert list(out.var_names) == list(cells.var_names)
+    # keep_metadata variants, a layer, the mean
+    lean = ip.pp.aggregate(path, keep_metadata=False)
+    assert list(lean.obs.columns) == KEYS + ["Metadata_Object_Count"]
+    listed = ip.pp.aggregate(path, keep_metadata=["Metadata_Perturbation"])
+    assert list(listed.obs.columns) == KEYS + ["Metadata_Object_Count", "Metadata_Perturbation"]
+    np.testing.assert_allclose(ip.pp.aggregate(path, layer="double").X, 2 * ref.X, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(
+        ip.pp.aggregate(path, operation="mean").X, ip.pp.aggregate(cells, operation="mean").X, rtol=1e-12, equal_nan=True
+    )
+    with pytest.raises(KeyError, match="Metadata_Nope"):
+        ip.pp.aggregate(path, by=["Metadata_Nope"])
+    with pytest.raises(KeyError, match="layer='nope'"):
+        ip.pp.aggregate(path, layer="nope")
+
+
+def test_zarr_ungrouped_store_falls_back_to_dask(sim_cells, tmp_path):
+    cells = sim_cells[np.random.default_rng(1).permutation(sim_cells.n_obs)].copy()
+    path = tmp_path / "shuffled.zarr"
+    _write_zarr(cells, path, chunks=(50, 30))
+    out = ip.pp.aggregate(path)
+    np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, rtol=1e-12, equal_nan=True)
+    assert ip.provenance(out)["extra"].iloc[-1]["dask"] is True
+
+
+def test_parquet_streaming_dtypes_missing_keys_and_inf(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({
+        "Metadata_Plate": ["p1"] * n,
+        "Metadata_Well": np.repeat(["A01", "A02", None], n // 3),
+        "Cells_Count_Int": pd.array(rng.integers(0, 9, n), dtype="Int64"),
+        "Cells_Flag_Bool": pd.array(rng.random(n) > 0.5, dtype="boolean"),
+        "Cells_Area": rng.random(n),
+    })
+    df.loc[3, "Cells_Count_Int"] = pd.NA
+    df.loc[4, "Cells_Flag_Bool"] = pd.NA
+    path = tmp_path / "mixed.parquet"
+    df.to_parquet(path, row_group_size=16)
+    feats = ["Cells_Count_Int", "Cells_Flag_Bool", "Cells_Area"]
+    ref = pycytominer.aggregate(df.astype({"Cells_Count_Int": float, "Cells_Flag_Bool": float}), strata=KEYS, features=feats)
+    out = ip.pp.aggregate(path)
+    np.testing.assert_allclose(out.X, ref[feats].to_numpy(dtype=float), rtol=1e-12)
+    assert pd.isna(out.obs["Metadata_Well"].iloc[-1])  # missing well: its own group, last
+    kept = ip.pp.aggregate(path, dropna=True)
+    assert kept.n_obs == 2 and ip.provenance(kept)["extra"].iloc[-1]["n_rows_missing_key"] == n // 3
+    df.loc[7, "Cells_Area"] = np.inf
+    df.to_parquet(path, row_group_size=16)
+    with pytest.raises(ValueError, match="Cells_Area"):
+        ip.pp.aggregate(path)
 
 
 def test_parquet_folder_partitioned_by_plate(sim_cells, tmp_path):
@@ -299,8 +376,13 @@ def test_parquet_folder_partitioned_by_plate(sim_cells, tmp_path):
     folder.mkdir()
     for i, (_, part) in enumerate(df.groupby("Metadata_Plate", sort=True)):
         part.to_parquet(folder / f"part{i}.parquet")
-    out = ip.pp.aggregate(folder, batch_rows=100)
+    out = ip.pp.aggregate(folder)
     np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)
+    assert ip.provenance(out)["extra"].iloc[-1]["n_files"] == 2
+    # every file must hold the same columns: the one that does not is named
+    part.drop(columns=[sim_cells.var_names[0]]).to_parquet(folder / "part1.parquet")
+    with pytest.raises(KeyError, match="part1.parquet"):
+        ip.pp.aggregate(folder)
 
 
 @pytest.mark.slow

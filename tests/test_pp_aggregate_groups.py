@@ -160,3 +160,31 @@ def test_median_mad_with_an_all_inf_column_terminates():
     med, mad = group_median_mad(X, np.zeros(40, dtype=np.int64), 1, inf="propagate", n_jobs=1)
     assert med[0, 0] == np.inf and np.isnan(mad[0, 0])
     assert med[0, 1] == 19.5 and mad[0, 1] == 10.0
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "with_inf", "sorted", "bimodal"])
+def test_sample_filter_median_is_exact_around_the_threshold(kind):
+    """Groups of 590-1,210 rows (both sides of the sample-filter threshold), odd and even sizes."""
+    rng = np.random.default_rng(11)
+    sizes = np.array([590, 599, 600, 601, 602, 777, 1200, 1201, 1210])
+    codes = np.repeat(np.arange(sizes.size), sizes)
+    n = codes.size
+    if kind == "normal":
+        X = rng.normal(size=(n, 6))
+    elif kind == "ties":
+        X = rng.integers(0, 4, size=(n, 6)).astype(float)
+    elif kind == "with_inf":
+        X = rng.normal(size=(n, 6))
+        X[rng.random(X.shape) < 0.3] = np.inf
+        X[rng.random(X.shape) < 0.25] = -np.inf
+    elif kind == "sorted":
+        X = np.tile(np.arange(n, dtype=float)[:, None], (1, 6))
+    else:  # two far-apart modes: the middle ranks sit in a gap
+        X = np.where(rng.random((n, 6)) < 0.5, rng.normal(size=(n, 6)), 1e6 + rng.normal(size=(n, 6)))
+    med, mad = G.group_median_mad(X, codes, sizes.size, want_mad=True, inf="propagate", n_jobs=1)
+    for g in range(sizes.size):
+        xg = X[codes == g]
+        ref = np.median(xg, axis=0)
+        np.testing.assert_array_equal(med[g], ref)
+        finite = np.isfinite(ref)
+        np.testing.assert_array_equal(mad[g][finite], np.median(np.abs(xg - ref), axis=0)[finite])

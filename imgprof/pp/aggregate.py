@@ -140,7 +140,6 @@ def aggregate(
     level: str = "well",
     features: Sequence[str] | None = None,
     metadata: Sequence[str] | None = None,
-    batch_rows: int = 8_192,
     n_jobs: int | None = None,
 ) -> ad.AnnData:
     """Aggregate single-cell profiles into well (or any ``by``) profiles.
@@ -179,8 +178,6 @@ def aggregate(
     features, metadata
         For parquet input only: explicit feature / metadata columns (default:
         ``Metadata_*`` columns are metadata, every other column a feature).
-    batch_rows
-        For parquet input: rows read per batch.
     n_jobs
         Threads for the in-memory kernels (default: all CPUs).
 
@@ -192,15 +189,24 @@ def aggregate(
 
     Notes
     -----
-    *Out of core.* A dask ``.X`` is re-chunked on group boundaries (sorted first
-    when the rows are not grouped) and each chunk reduced in its own task, so
-    memory per task is one chunk. A parquet file (or a folder of parquet files)
-    is read in batches of ``batch_rows`` rows, one row group at a time; it must
-    hold each group in consecutive rows (sorted or partitioned by ``by``, as
-    CellProfiler/CytoTable exports per plate and well are): peak memory is one
-    row group plus one batch plus the largest group, independent of the number
-    of cells (write files with moderate row groups, e.g. ``row_group_size=50_000``).
-    A group that reappears after another one started raises.
+    *Out of core.* Pass a path and ``.X`` is never loaded whole. A parquet
+    file (or a folder of parquet files) is read one row group at a time and,
+    within it, one block of columns per thread, narrow enough that each read
+    decodes about 8 MB. A ``.zarr`` AnnData store is opened with only the
+    ``.obs`` columns that can be kept (no cell names) and, when its rows are
+    grouped by ``by``, its ``.X`` (or ``layer``) is read a few row chunks at a
+    time; otherwise it goes the dask way. Both streamed sources must hold each
+    group in consecutive rows (sorted or partitioned by ``by``, as
+    CellProfiler/CytoTable exports per plate and well are); a group that
+    reappears after another one started raises. The working memory is then a
+    few blocks per thread plus the rows of the group still open, whatever the
+    number of cells; what grows with the screen is the ``(groups x features)``
+    result and, for parquet, the file footer pyarrow parses (about 1 KB per
+    column and row group: prefer large row groups, which cost nothing extra
+    here). A dask ``.X`` is re-chunked on group boundaries (sorted first when
+    the rows are not grouped) and each chunk reduced in its own task, so memory
+    per task is one chunk; this runs on any scheduler, ``dask.distributed``
+    included.
 
     *Differences from pycytominer.* Features are every column of ``.X`` (not
     inferred from the ``Cells_``/``Nuclei_``/``Cytoplasm_`` prefixes); integer
@@ -232,13 +238,24 @@ def aggregate(
         if name.endswith((".parquet", ".pq")) or (path.is_dir() and any(path.glob("*.parquet"))):
             return _aggregate_parquet(
                 path, by, func=func, count_key=count_key, keep_metadata=keep_metadata, dropna=dropna, inf=inf,
-                level=level, features=features, metadata=metadata, batch_rows=batch_rows, n_jobs=n_jobs,
+                level=level, features=features, metadata=metadata, n_jobs=n_jobs,
             )
         if name.endswith(".zarr"):
-            adata = read_zarr_lazy(path)
+            if features is not None or metadata is not None:
+                raise ValueError("features= and metadata= apply to parquet input only.")
+            adata = _open_zarr_store(path, by, keep_metadata, layer)
+            zarr_X = adata.zarr_layer if layer is not None else adata.zarr_X
+            if zarr_X is not None and count_key not in by:
+                try:
+                    return _aggregate_zarr_streamed(
+                        path, adata, zarr_X, by, func=func, count_key=count_key, keep_metadata=keep_metadata,
+                        dropna=dropna, inf=inf, level=level, n_jobs=n_jobs,
+                    )
+                except _NotGrouped:
+                    pass  # rows not grouped by `by`: the dask path below sorts them
         else:
             raise ValueError(f"{path}: aggregate streams .parquet files and .zarr stores; read other formats with ip.io.read_profiles.")
-    elif not isinstance(adata, ad.AnnData):
+    elif not isinstance(adata, (ad.AnnData, _ZarrProfiles)):
         raise TypeError(f"adata must be an AnnData or a path, got {type(adata).__name__}.")
     if features is not None or metadata is not None:
         raise ValueError("features= and metadata= apply to parquet input only; subset the AnnData instead (adata[:, cols]).")
@@ -300,18 +317,266 @@ def read_zarr_lazy(path: PathLike) -> ad.AnnData:
     return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
 
 
+class _ZarrProfiles:
+    """The parts of an AnnData zarr store ``aggregate`` needs: lean ``.obs``, lazy ``.X``.
+
+    ``.obs`` holds only the columns that can end up in the result, with a
+    ``RangeIndex`` instead of the (string) cell names, so the memory it takes in
+    the calling process is a few bytes per cell and column (categoricals).
+    """
+
+    def __init__(self, obs: pd.DataFrame, var: pd.DataFrame, uns: dict, X, layers: dict, zarr_X, zarr_layer):
+        self.obs, self.var, self.uns, self.X, self.layers = obs, var, uns, X, layers
+        self.zarr_X, self.zarr_layer = zarr_X, zarr_layer  # the dense zarr arrays (None when sparse)
+        self.var_names = var.index
+        self.n_obs = len(obs)
+
+
+def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None) -> _ZarrProfiles:
+    import zarr
+    from anndata.experimental import read_elem_lazy
+
+    g = zarr.open_group(str(path), mode="r")
+    for key in ("obs", "var", "X"):
+        if key not in g:
+            raise ValueError(f"{path}: not an AnnData zarr store (no {key!r} element).")
+    og = g["obs"]
+    columns = [str(c) for c in og.attrs.get("column-order", [])]
+    available = pd.DataFrame(columns=columns)
+    check_df_keys(available, by, param="by", where=f"{path} (obs)")
+    if keep_metadata is True:
+        wanted = columns
+    elif keep_metadata is False:
+        wanted = by
+    else:
+        check_df_keys(available, as_list(keep_metadata), param="keep_metadata", where=f"{path} (obs)")
+        wanted = by + as_list(keep_metadata)
+    wanted = [c for c in columns if c in set(wanted)]
+    def dense(elem):
+        return elem if isinstance(elem, zarr.Array) and len(elem.shape) == 2 else None
+
+    zarr_layer = None
+    if layer is not None:
+        if "layers" not in g or layer not in g["layers"]:
+            have = list(g["layers"].keys()) if "layers" in g else []
+            raise KeyError(f"layer={layer!r} not found in {path} (layers: {have}).")
+        layers = {layer: read_elem_lazy(g["layers"][layer])}
+        zarr_layer = dense(g["layers"][layer])
+    else:
+        layers = {}
+    X = read_elem_lazy(g["X"])
+    obs = pd.DataFrame({c: ad.io.read_elem(og[c]) for c in wanted}, index=pd.RangeIndex(X.shape[0]))
+    var = ad.io.read_elem(g["var"])
+    uns = ad.io.read_elem(g["uns"]) if "uns" in g else {}
+    return _ZarrProfiles(obs, var, uns, X, layers, dense(g["X"]), zarr_layer)
+
+
 # ----------------------------------------------------------------------------------------------
 # parquet streaming
 # ----------------------------------------------------------------------------------------------
-def _aggregate_parquet(
-    path: Path, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, features, metadata, batch_rows, n_jobs,
-) -> ad.AnnData:
-    import pyarrow as pa
+#: Decoded float64 bytes of one (row group x column block) read; pyarrow holds about 3.5x this
+#: while decoding, so each reading thread holds a few tens of MB whatever the file size.
+_READ_BLOCK_BYTES = 8 << 20
+#: Rows of a zarr store read at once: whole chunks, about this many bytes of float64.
+_ZARR_UNIT_BYTES = 64 << 20
+
+
+class _NotGrouped(ValueError):
+    """The rows of a streamed source are not grouped by the ``by`` keys."""
+
+
+class _Streamed:
+    """Accumulates the groups reduced while streaming a source that holds each group in consecutive rows."""
+
+    def __init__(self, by: list[str], keep_cols: list[str], var_names: Sequence[str]):
+        self.by, self.keep_cols = by, keep_cols
+        self.var_names = list(var_names)
+        self.p = len(self.var_names)
+        self.results: list[np.ndarray] = []
+        self.group_rows: list[pd.DataFrame] = []
+        self.sizes: list[int] = []
+        self.non_constant: set[str] = set()
+        self.seen: set[tuple] = set()
+        self.n_cells = 0
+        self.n_missing = 0
+
+    def run(self, units, read_meta, read_block, blocks_for, *, func, inf, dropna, jobs, where, release=None) -> None:
+        """Stream ``units`` (row ranges) in order.
+
+        ``read_meta(unit)`` gives the unit's ``by`` + kept metadata columns (a DataFrame),
+        ``read_block(unit, c0, c1)`` its float64 feature columns ``c0:c1``;
+        ``blocks_for(n_rows)`` the column blocks and the threads each block's reduction uses.
+        The last group of a unit is held back (it may go on in the next unit).
+        ``release()``, when given, runs after each unit (e.g. to hand cached allocator memory back).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        by, p = self.by, self.p
+        pend_meta: pd.DataFrame | None = None
+        pend_X = np.empty((0, p))  # rows of the open group
+        with ThreadPoolExecutor(jobs) as ex:
+            for ui, unit in enumerate(units):
+                final = ui == len(units) - 1
+                meta = read_meta(unit)
+                self.n_cells += len(meta)
+                ok = None
+                if dropna:
+                    ok = meta.loc[:, by].notna().all(axis=1).to_numpy()
+                    self.n_missing += int((~ok).sum())
+                    meta = meta.loc[ok]
+                    ok = None if ok.all() else ok
+                n_pend = 0 if pend_meta is None else len(pend_meta)
+                if n_pend:
+                    meta = pd.concat([pend_meta, meta], ignore_index=True)
+                else:
+                    meta = meta.reset_index(drop=True)
+                if len(meta) == 0:
+                    continue
+                codes, groups = group_codes(meta, by, dropna=False, sort=False, param="by", where=where)
+                if (np.diff(codes) < 0).any():
+                    raise _NotGrouped(
+                        f"{where}: the rows are not grouped by {by} (a group reappears after another started). "
+                        "Sort or partition the data by these keys (e.g. with duckdb or pandas per plate) to stream "
+                        "them, or load them and pass an AnnData."
+                    )
+                n_groups = len(groups)
+                last = n_groups if final else n_groups - 1
+                k = int(np.searchsorted(codes, last))  # rows [0, k) belong to complete groups
+                blocks, reduce_jobs = blocks_for(n_pend + len(meta))
+
+                def block_task(bl, unit=unit, ok=ok, n_pend=n_pend, k=k, last=last, codes=codes, pend_X=pend_X):
+                    c0, c1 = bl
+                    Xn = read_block(unit, c0, c1)
+                    if ok is not None:
+                        Xn = Xn[ok]
+                    if n_pend:
+                        Xn = np.concatenate([pend_X[:, c0:c1], Xn])
+                    red = None
+                    if last > 0:
+                        red = group_reduce(
+                            Xn[:k], codes[:k], last, func, inf=inf, var_names=self.var_names[c0:c1], what=where,
+                            n_jobs=reduce_jobs,
+                        )
+                    return red, Xn[k:].copy()
+
+                outs = list(ex.map(block_task, blocks)) if len(blocks) > 1 else [block_task(blocks[0])]
+                if last > 0:
+                    red = np.empty((last, p))
+                    for (c0, c1), (r, _) in zip(blocks, outs):
+                        red[:, c0:c1] = r
+                    self._add_groups(meta.iloc[:k], codes[:k], groups.iloc[:last], red, where)
+                pend_meta = meta.iloc[k:].reset_index(drop=True)
+                pend_X = np.concatenate([tail for _, tail in outs], axis=1) if len(pend_meta) else np.empty((0, p))
+                del outs
+                if release is not None:
+                    release()
+
+    def _add_groups(self, mk: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, red: np.ndarray, where: str) -> None:
+        order, starts = sort_groups(codes, len(groups))
+        gmeta = groups.copy()
+        for c in self.keep_cols:
+            constant, first = group_first_constant(mk[c], order, starts)
+            if not constant:
+                self.non_constant.add(c)
+            gmeta[c] = mk[c].iloc[first].to_numpy()
+        for row in gmeta.loc[:, self.by].itertuples(index=False, name=None):
+            t = tuple(None if pd.isna(v) else v for v in row)
+            if t in self.seen:
+                raise _NotGrouped(
+                    f"{where}: group {dict(zip(self.by, t))} appears in two separate runs of rows; the data are not "
+                    f"sorted/partitioned by {self.by}. Sort them to stream, or load them and pass an AnnData."
+                )
+            self.seen.add(t)
+        self.results.append(red)
+        self.group_rows.append(gmeta)
+        self.sizes.extend(np.diff(starts).tolist())
+
+    def result(
+        self, *, source: str, var: pd.DataFrame, uns: dict, obs_dtypes: dict, meta_cols: list[str], keep_metadata,
+        count_key, func, dropna, inf, level, extra: dict,
+    ) -> ad.AnnData:
+        """The aggregated AnnData: groups in pycytominer's (sorted key) order."""
+        by = self.by
+        if not self.results:
+            raise ValueError(f"{source}: no rows to aggregate.")
+        gobs = pd.concat(self.group_rows, ignore_index=True)
+        sort_codes, _ = group_codes(gobs, by, dropna=False, sort=True)
+        perm = np.argsort(sort_codes, kind="stable")
+        # place each piece at its sorted rows and let it go: peak = the result plus one piece
+        dest = np.empty_like(perm)
+        dest[perm] = np.arange(perm.size)
+        Xout = np.empty((perm.size, self.p))
+        pos = 0
+        while self.results:
+            piece = self.results.pop(0)
+            Xout[dest[pos : pos + piece.shape[0]]] = piece
+            pos += piece.shape[0]
+            del piece
+        gobs = gobs.iloc[perm].reset_index(drop=True)
+        size_arr = np.asarray(self.sizes, dtype=np.int64)[perm]
+        non_constant = sorted(self.non_constant)
+        if non_constant and not isinstance(keep_metadata, bool):
+            raise ValueError(f"keep_metadata: column(s) {non_constant} are not constant within every group of {by}.")
+        dropped_meta = [c for c in meta_cols if c not in self.keep_cols and c not in by] + non_constant
+        gobs = gobs.drop(columns=non_constant)
+        if count_key is not None:
+            if count_key in gobs.columns:
+                gobs = gobs.drop(columns=count_key)
+                dropped_meta.append(count_key)
+            gobs.insert(len(by), count_key, size_arr)
+        gobs.index = pd.Index([str(i) for i in range(len(gobs))])
+        n_nan = _warn_nan(Xout, list(var.index), what="aggregate")
+        obs_dtypes = {c: d for c, d in obs_dtypes.items() if c in gobs.columns}
+        if count_key is not None:
+            obs_dtypes[count_key] = "int64"
+        result = ad.AnnData(X=Xout, obs=gobs, var=var, uns=_new_uns(uns, gobs, list(var.index), obs_dtypes))
+        set_level(result, level)
+        log_step(
+            result, "pp.aggregate",
+            {"source": source, "by": by, "operation": func, "count_key": count_key, "keep_metadata": keep_metadata,
+             "dropna": dropna, "inf": inf, "level": level},
+            n_cells=self.n_cells, n_groups=len(gobs), n_rows_missing_key=self.n_missing, dropped_metadata=dropped_meta,
+            n_nan_values=n_nan, streamed=True, **extra,
+        )
+        return result
+
+
+def _parquet_files(path: Path) -> list[str]:
+    if path.is_file():
+        return [str(path)]
     import pyarrow.dataset as pds
 
-    dataset = pds.dataset(str(path), format="parquet")
-    schema = dataset.schema
-    empty = schema.empty_table().to_pandas()
+    return sorted(pds.dataset(str(path), format="parquet").files)
+
+
+def _arrow_to_matrix(table, cols: list[str], out: np.ndarray) -> None:
+    """Copy the named columns of an arrow table into the float64 matrix ``out`` (nulls -> NaN)."""
+    import pyarrow as pa
+
+    for j, c in enumerate(cols):
+        col = table.column(c)
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if not pa.types.is_floating(col.type):  # integers, booleans (nulls -> NaN)
+            col = col.cast(pa.float64())
+        out[:, j] = col.to_numpy()
+
+
+def _resolve_threads(n_jobs: int | None) -> int:
+    return n_jobs if n_jobs is not None and n_jobs > 0 else (os.cpu_count() or 1)
+
+
+def _aggregate_parquet(
+    path: Path, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, features, metadata, n_jobs,
+) -> ad.AnnData:
+    import threading
+
+    import pyarrow.parquet as pq
+
+    files = _parquet_files(path)
+    if not files:
+        raise ValueError(f"{path}: no parquet file to aggregate.")
+    empty = pq.read_schema(files[0]).empty_table().to_pandas()
     meta_cols, feat_cols = split_columns(
         empty, metadata=metadata, features=features, metadata_prefix=METADATA_PREFIXES, source=str(path)
     )
@@ -329,134 +594,106 @@ def _aggregate_parquet(
     p = len(feat_cols)
     if p == 0:
         raise ValueError(f"{path}: no feature column to aggregate.")
+    meta_read = list(dict.fromkeys(by + keep_cols))
+    jobs = _resolve_threads(n_jobs)
 
-    results: list[np.ndarray] = []
-    group_rows: list[pd.DataFrame] = []
-    sizes: list[int] = []
-    non_constant: set[str] = set()
-    seen: set[tuple] = set()
-    n_inf = np.zeros(p, dtype=np.int64)
-    n_cells = 0
-    n_missing = 0
-    pend_meta: pd.DataFrame | None = None
-    pend_X: np.ndarray | None = None
+    units: list[tuple[str, int]] = []
+    for f in files:
+        md = pq.read_metadata(f)
+        names = set(md.schema.to_arrow_schema().names)
+        missing = [c for c in meta_read + feat_cols if c not in names]
+        if missing:
+            raise KeyError(f"{f}: column(s) {missing[:5]} missing (present in {files[0]}); every file must have the same columns.")
+        units += [(f, rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows > 0]
+        del md
 
-    def key_tuples(frame: pd.DataFrame) -> list[tuple]:
-        return [tuple(None if pd.isna(v) else v for v in row) for row in frame.loc[:, by].itertuples(index=False, name=None)]
+    # One ParquetFile per thread (readers are not shared across threads), all sharing the
+    # current file's footer: parsed, it takes ~1 KB per column and row group, so one copy per
+    # thread would grow with the file. No pre-buffering, which keeps column chunks alive.
+    local = threading.local()
+    lock = threading.Lock()
+    footer: dict = {}
 
-    def flush(meta: pd.DataFrame, X: np.ndarray, final: bool):
-        nonlocal n_missing
-        if dropna:
-            ok = meta.loc[:, by].notna().all(axis=1).to_numpy()
-            n_missing += int((~ok).sum())
-            meta, X = meta.loc[ok], X[ok]
-        if len(meta) == 0:
-            return None, None
-        codes, groups = group_codes(meta, by, dropna=False, sort=False, param="by", where=str(path))
-        if (np.diff(codes) < 0).any():
-            raise ValueError(
-                f"{path}: the rows are not grouped by {by} (a group reappears after another started). "
-                "Sort or partition the file by these keys (e.g. with duckdb or pandas per plate) to stream it, "
-                "or load it and pass an AnnData."
-            )
-        n_groups = len(groups)
-        # hold back the last group: it may continue in the next batch
-        last = n_groups - 1 if not final else n_groups
-        keep = codes < last
-        if last > 0:
-            cc = codes[keep]
-            Xc = X[keep]
-            red = group_reduce(Xc, cc, last, func, inf="propagate", n_jobs=n_jobs)
-            n_inf[:] += np.isinf(Xc).sum(axis=0) if inf == "raise" else 0
-            order, starts = sort_groups(cc, last)
-            gmeta = groups.iloc[:last].copy()
-            mk = meta.loc[keep]
-            for c in keep_cols:
-                constant, first = group_first_constant(mk[c], order, starts)
-                if not constant:
-                    non_constant.add(c)
-                gmeta[c] = mk[c].iloc[first].to_numpy()
-            for t in key_tuples(gmeta):
-                if t in seen:
-                    raise ValueError(
-                        f"{path}: group {dict(zip(by, t))} appears in two separate runs of rows; the file is not "
-                        f"sorted/partitioned by {by}. Sort it to stream, or load it and pass an AnnData."
-                    )
-                seen.add(t)
-            results.append(red)
-            group_rows.append(gmeta)
-            sizes.extend(np.diff(starts).tolist())
-        if final:
-            return None, None
-        return meta.loc[~keep].reset_index(drop=True), X[~keep]
+    def reader(f: str):
+        if getattr(local, "name", None) != f:
+            with lock:
+                if f not in footer:
+                    footer.clear()
+                    footer[f] = pq.read_metadata(f)
+                md = footer[f]
+            local.pf = pq.ParquetFile(f, pre_buffer=False, metadata=md)
+            local.name = f
+        return local.pf
 
-    read_cols = list(dict.fromkeys(by + keep_cols + feat_cols))
-    if path.is_file():
-        import pyarrow.parquet as pq
+    def read_meta(unit):
+        return reader(unit[0]).read_row_group(unit[1], columns=meta_read).to_pandas()
 
-        # sequential row-group reads, no read-ahead: memory = one row group + one batch + the open group
-        # pre_buffer=False: with pre-buffering pyarrow keeps column chunks and memory grows with the file
-        batches = pq.ParquetFile(str(path), pre_buffer=False).iter_batches(
-            batch_size=batch_rows, columns=read_cols, use_threads=True
-        )
-    else:
-        batches = dataset.scanner(
-            columns=read_cols, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
-            fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False),
-        ).to_batches()
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        n_cells += batch.num_rows
-        meta = batch.select(by + [c for c in keep_cols if c not in by_set]).to_pandas()
-        Xb = np.empty((batch.num_rows, p), dtype=np.float64)
-        for j, c in enumerate(feat_cols):
-            col = batch.column(c)
-            if pa.types.is_dictionary(col.type):
-                col = col.dictionary_decode()
-            Xb[:, j] = col.to_numpy(zero_copy_only=False)
-        if pend_meta is not None and len(pend_meta):
-            meta = pd.concat([pend_meta, meta], ignore_index=True)
-            Xb = np.concatenate([pend_X, Xb])
-        pend_meta, pend_X = flush(meta, Xb, final=False)
-    if pend_meta is not None and len(pend_meta):
-        flush(pend_meta, pend_X, final=True)
-    if inf == "raise":
-        from .._core.groups import _raise_inf
+    def read_block(unit, c0, c1):
+        cols = feat_cols[c0:c1]
+        table = reader(unit[0]).read_row_group(unit[1], columns=cols)
+        out = np.empty((table.num_rows, c1 - c0))
+        _arrow_to_matrix(table, cols, out)
+        return out
 
-        _raise_inf(n_inf, feat_cols, str(path))
-    if not results:
-        raise ValueError(f"{path}: no rows to aggregate.")
-    Xout = np.concatenate(results)
-    gobs = pd.concat(group_rows, ignore_index=True)
-    # pycytominer order: groups sorted by key (NaN last)
-    sort_codes, _ = group_codes(gobs, by, dropna=False, sort=True)
-    perm = np.argsort(sort_codes, kind="stable")
-    Xout = Xout[perm]
-    gobs = gobs.iloc[perm].reset_index(drop=True)
-    size_arr = np.asarray(sizes, dtype=np.int64)[perm]
-    dropped_meta = [c for c in meta_cols if c not in keep_cols] + sorted(non_constant)
-    if non_constant and not isinstance(keep_metadata, bool):
-        raise ValueError(f"keep_metadata: column(s) {sorted(non_constant)} are not constant within every group of {by}.")
-    gobs = gobs.drop(columns=sorted(non_constant))
-    if count_key is not None:
-        if count_key in gobs.columns:
-            gobs = gobs.drop(columns=count_key)
-        gobs.insert(len(by), count_key, size_arr)
-    gobs.index = pd.Index([str(i) for i in range(len(gobs))])
-    n_nan = _warn_nan(Xout, feat_cols, what="aggregate")
+    def blocks_for(rows):
+        # narrow blocks: each read decodes about _READ_BLOCK_BYTES; at least two blocks per thread
+        width = max(1, _READ_BLOCK_BYTES // max(8 * rows, 1))
+        width = min(width, max(1, -(-p // (2 * jobs))))
+        return [(c, min(c + width, p)) for c in range(0, p, width)], 1
+
+    acc = _Streamed(by, keep_cols, feat_cols)
+    import pyarrow as pa
+
+    # pyarrow's allocator keeps freed decode buffers per thread; hand them back after each row group
+    acc.run(units, read_meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs, where=str(path),
+            release=pa.default_memory_pool().release_unused)
     var = parse_feature_names(feat_cols)
     var["input_dtype"] = "float64"
-    obs_dtypes = {c: str(empty[c].dtype) for c in gobs.columns if c in empty.columns}
-    if count_key is not None:
-        obs_dtypes[count_key] = "int64"
-    result = ad.AnnData(X=Xout, obs=gobs, var=var, uns=_new_uns({}, gobs, feat_cols, obs_dtypes))
-    set_level(result, level)
-    log_step(
-        result, "pp.aggregate",
-        {"source": str(path), "by": by, "operation": func, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna,
-         "inf": inf, "level": level, "batch_rows": batch_rows},
-        n_cells=n_cells, n_groups=len(gobs), n_rows_missing_key=n_missing, dropped_metadata=dropped_meta,
-        dropped_id_columns=drop_ids, n_nan_values=n_nan, streamed=True,
+    return acc.result(
+        source=str(path), var=var, uns={}, obs_dtypes={c: str(empty[c].dtype) for c in empty.columns},
+        meta_cols=meta_cols, keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf,
+        level=level, extra={"dropped_id_columns": drop_ids, "n_files": len(files), "n_row_groups": len(units)},
     )
-    return result
+
+
+def _aggregate_zarr_streamed(
+    path: Path, store: "_ZarrProfiles", zarr_X, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, n_jobs,
+) -> ad.AnnData:
+    """Stream a dense zarr ``X`` whose rows are grouped by ``by``: whole row chunks, one unit at a time."""
+    obs = store.obs
+    n, p = zarr_X.shape
+    chunk_rows = int(zarr_X.chunks[0]) or n
+    per_unit = chunk_rows * max(1, _ZARR_UNIT_BYTES // max(chunk_rows * p * 8, 1))
+    units = [(a, min(a + per_unit, n)) for a in range(0, n, per_unit)]
+    col_chunk = int(zarr_X.chunks[1]) or p
+    jobs = _resolve_threads(n_jobs)
+    col_blocks = [(c, min(c + col_chunk, p)) for c in range(0, p, col_chunk)]
+    meta_cols = [c for c in obs.columns if c not in set(by)]
+    keep_cols = [] if keep_metadata is False else (meta_cols if keep_metadata is True else as_list(keep_metadata))
+    keep_cols = [c for c in keep_cols if c not in set(by)]
+    meta_read = list(dict.fromkeys(by + keep_cols))
+
+    def read_meta(unit):
+        return obs.iloc[unit[0] : unit[1]].loc[:, meta_read]
+
+    def read_block(unit, c0, c1):
+        X = np.asarray(zarr_X[unit[0] : unit[1], c0:c1])
+        if X.dtype.kind not in "fbiu":
+            raise TypeError(f"{path}: X must be numeric, got dtype {X.dtype}.")
+        return X.astype(np.float64, copy=False)
+
+    def blocks_for(rows):
+        # blocks follow the store's column chunks (a read decompresses whole chunks)
+        return col_blocks, max(1, jobs // len(col_blocks))
+
+    acc = _Streamed(by, keep_cols, store.var_names)
+    acc.run(units, read_meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs, where=str(path))
+    src_dtypes = json.loads(store.uns.get(UNS_KEY, {}).get("obs_dtypes", "{}") or "{}") if isinstance(store.uns, dict) else {}
+    var = store.var.copy()
+    if "input_dtype" in var.columns:
+        var["input_dtype"] = "float64"
+    return acc.result(
+        source=str(path), var=var, uns=store.uns, obs_dtypes=src_dtypes, meta_cols=meta_cols,
+        keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf, level=level,
+        extra={"n_chunks_read": len(units)},
+    )
