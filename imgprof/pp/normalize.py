@@ -33,6 +33,7 @@ import pandas as pd
 from .._core.groups import group_codes, group_median_mad, group_reduce, group_sizes, sort_groups
 from .._core.provenance import log_step
 from .._core.validation import check_finite, finish, get_matrix, is_dask, resolve_mask, start
+from .._core.whitening import EPS, constant_mask_sklearn, fit_whitener, spherize_moments, zca_from_gram
 
 __all__ = ["normalize", "METHODS", "SPHERIZE_METHODS", "MAD_SCALE"]
 
@@ -44,18 +45,11 @@ SPHERIZE_METHODS = ("ZCA", "PCA", "ZCA-cor", "PCA-cor")
 MAD_SCALE = 1.4826
 #: scikit-learn's ``QuantileTransformer`` bound threshold.
 _BOUNDS_THRESHOLD = 1e-7
-_EPS = np.finfo(np.float64).eps
 
 
 # ----------------------------------------------------------------------------------------------
 # array kernels (numpy only)
 # ----------------------------------------------------------------------------------------------
-def _constant_mask_sklearn(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """scikit-learn's ``_is_constant_feature`` (float64 accumulators)."""
-    upper = n * _EPS * var + (n * mean * _EPS) ** 2
-    return var <= upper
-
-
 def _group_quantiles(X: np.ndarray, order: np.ndarray, starts: np.ndarray, q: np.ndarray) -> list[np.ndarray]:
     """``np.nanpercentile(X[rows of g], q, axis=0)`` for every group (list of ``(len(q), p)``)."""
     out = []
@@ -103,107 +97,6 @@ def _apply_inverse_normal(X: np.ndarray, quantiles: np.ndarray, references: np.n
     clip_min = ndtri(_BOUNDS_THRESHOLD - np.spacing(1))
     clip_max = ndtri(1 - (_BOUNDS_THRESHOLD - np.spacing(1)))
     return np.clip(X, clip_min, clip_max)
-
-
-def _spherize_moments(Xf: np.ndarray, method: str, center: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre and scale of a sphering fit, plus the (near-)constant-feature mask."""
-    mean = Xf.mean(axis=0)
-    var = Xf.var(axis=0)
-    const = _constant_mask_sklearn(var, mean, np.full(var.shape, Xf.shape[0], dtype=np.float64)) | (var == 0)
-    if method in ("ZCA-cor", "PCA-cor"):
-        scale = np.sqrt(var)
-        scale[const] = 1.0
-        return mean, scale, const
-    if not center:
-        mean = np.zeros_like(mean)
-    return mean, np.ones_like(mean), const
-
-
-class _Whitener:
-    """A whitening map ``x -> x @ W``, stored densely or as ``V^T diag(coef) V + diag * I`` (ZCA, low rank)."""
-
-    __slots__ = ("dense", "V", "coef", "diag")
-
-    def __init__(self, dense=None, V=None, coef=None, diag=0.0):
-        self.dense, self.V, self.coef, self.diag = dense, V, coef, diag
-
-    @property
-    def out_dim(self) -> int:
-        return self.dense.shape[1] if self.dense is not None else self.V.shape[1]
-
-    def truncate(self, k: int) -> _Whitener:
-        return _Whitener(dense=self.dense[:, :k]) if self.dense is not None else self
-
-    def apply(self, Xt: np.ndarray) -> np.ndarray:
-        if self.dense is not None:
-            return Xt @ self.dense
-        out = ((Xt @ self.V.T) * self.coef) @ self.V
-        out += self.diag * Xt
-        return out
-
-
-#: Gram-matrix eigendecomposition is used for ZCA when lambda_min / lambda_max exceeds this
-#: (relative error of the singular values ~ 1e-16 / ratio); otherwise the SVD of the data.
-_GRAM_MIN_RATIO = 1e-8
-
-
-def _zca_from_gram(G: np.ndarray, n: int, epsilon: float) -> _Whitener | None:
-    """ZCA map from the Gram matrix ``Xt^T Xt`` (``None`` when too ill-conditioned for it)."""
-    lam, E = np.linalg.eigh(G)
-    if not lam[0] > _GRAM_MIN_RATIO * lam[-1] > 0:
-        return None
-    S = np.sqrt(lam)
-    return _Whitener(dense=(E * (np.sqrt(n - 1) / (S + epsilon))) @ E.T)
-
-
-def _fit_spherize(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> tuple[_Whitener, int]:
-    """Whitening map of the already centred/scaled reference matrix ``Xt`` (``n x d``).
-
-    Follows pycytominer's ``Spherize.fit``: SVD ``Xt = U S V^T``, singular values
-    beyond the rank replaced by the last non-zero one when ``n <= d``, ``epsilon``
-    added, ``W = V diag(sqrt(n - 1) / (s + epsilon))`` and, for ZCA, rotated back
-    by ``V^T``. Differences in how it is computed, not in what:
-
-    * the ``n x n`` matrix ``U`` is never formed (pycytominer's ``full_matrices=True``);
-    * ZCA with ``n > d`` uses the eigendecomposition of ``Xt^T Xt`` (``V`` and ``S**2``)
-      when it is well conditioned (``W`` does not depend on eigenvector signs), else the SVD;
-    * ZCA with ``n <= d`` is kept as ``V_r^T diag(a - b) V_r + b I`` (the null-space
-      projector in closed form), applied without forming ``W``;
-    * PCA with ``n <= d`` returns only the ``r`` components with non-zero variance:
-      pycytominer also returns ``d - r`` components spanning the references' null
-      space, whose basis is arbitrary (it changes with rounding).
-
-    Returns ``(whitener, rank)``.
-    """
-    n, d = Xt.shape
-    c = np.sqrt(n - 1)
-    pca = method in ("PCA", "PCA-cor")
-    if n > d:
-        if not pca:
-            w = _zca_from_gram(Xt.T @ Xt, n, epsilon)
-            if w is not None:
-                return w, d
-        _, S, Vt = np.linalg.svd(Xt, full_matrices=False)
-        tol = S.max(initial=0.0) * max(n, d) * _EPS
-        r = int((S > tol).sum())
-        W = (Vt / (S + epsilon)[:, None]).T * c
-        if not pca:
-            W = W @ Vt
-        return _Whitener(dense=W), r
-    # n <= d: at most n (n - 1 when centred) non-zero singular values
-    _, S, Vt = np.linalg.svd(Xt, full_matrices=False)
-    tol = S.max(initial=0.0) * max(n, d) * _EPS
-    r = int((S > tol).sum())
-    if r not in (n - 1, n) or r == 0:
-        raise ValueError(
-            f"spherize: the reference matrix has rank {r} with n={n} rows and d={d} features; with n <= d "
-            f"the rank must be n - 1 or n. Remove linearly dependent reference rows or use more references."
-        )
-    if pca:
-        return _Whitener(dense=(Vt[:r] / (S[:r] + epsilon)[:, None]).T * c), r
-    a = 1.0 / (S[:r] + epsilon)
-    b = 1.0 / (S[r - 1] + epsilon)
-    return _Whitener(V=Vt[:r], coef=c * (a - b), diag=c * b), r
 
 
 def _center_scale_block(x, c, C, S):
@@ -581,13 +474,13 @@ def _fit_center_scale(X, fit_codes, n_groups, method, var_names, what, dask_mode
         var = group_reduce(X, fit_codes, n_groups, "var", ddof=0, inf="propagate")
         cnt = group_reduce(X, fit_codes, n_groups, "count", inf="propagate")
         with np.errstate(invalid="ignore"):
-            zero = _constant_mask_sklearn(var, mean, cnt) & ~np.isnan(var)
+            zero = constant_mask_sklearn(var, mean, cnt) & ~np.isnan(var)
         return mean, np.sqrt(var), zero
     # robustize
     C = group_reduce(X, fit_codes, n_groups, "median", inf="propagate")
     qs = _quantiles_by_group(X, fit_codes, n_groups, np.array([25.0, 75.0]), dask_mode)
     S = np.stack([q[1] - q[0] for q in qs])
-    zero = S < 10 * _EPS
+    zero = S < 10 * EPS
     return C, S, zero
 
 
@@ -695,7 +588,7 @@ def _spherize_gram_dask(Xf, method, center, epsilon):
 
     n = Xf.shape[0]
     mean_d, var_d = Xf.mean(axis=0), Xf.var(axis=0)
-    const_d = (var_d <= n * _EPS * var_d + (n * mean_d * _EPS) ** 2) | (var_d == 0)
+    const_d = (var_d <= n * EPS * var_d + (n * mean_d * EPS) ** 2) | (var_d == 0)
     if method == "ZCA-cor":
         scale_d = da.where(const_d, 1.0, da.sqrt(var_d))
         shift_d = mean_d
@@ -707,7 +600,7 @@ def _spherize_gram_dask(Xf, method, center, epsilon):
     shift, scale, const = np.asarray(shift), np.asarray(scale), np.asarray(const)
     if const.any() and method == "ZCA-cor":
         return shift, scale, const, None
-    W = _zca_from_gram(np.asarray(G), n, epsilon)
+    W = zca_from_gram(np.asarray(G), n, epsilon)
     if W is None:
         return None  # ill-conditioned: the caller falls back to the SVD of the loaded block
     return shift, scale, const, W
@@ -751,10 +644,10 @@ def _spherize(X, codes, fit_codes, n_groups, method, center, epsilon, var_names,
             Xf = loaded[g] if g in loaded else np.asarray(X[np.sort(rows)].compute(), dtype=np.float64)
         else:
             Xf = X[rows]
-        mean, scale, const = _spherize_moments(Xf, method, center)
+        mean, scale, const = spherize_moments(Xf, method, center)
         _raise_constant(const, method, var_names, groups, g)
         Xt = (Xf - mean) / scale
-        W, r = _fit_spherize(Xt, method, center, epsilon)
+        W, r = fit_whitener(Xt, method, center, epsilon)
         n, d = Xt.shape
         if n > d and r < d:
             warnings.warn(

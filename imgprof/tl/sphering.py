@@ -1,7 +1,7 @@
 """Sphering (whitening) fitted on negative controls, with the regularisation chosen from a grid.
 
 The whitening kernel is the one behind ``ip.pp.normalize(method="spherize")``
-(``imgprof.pp.normalize._spherize_moments`` / ``_fit_spherize``), which
+(``imgprof._core.whitening``: ``spherize_moments`` / ``fit_whitener``), which
 reproduces :class:`pycytominer.operations.Spherize` (values identical, tested
 here too). This module adds the choice of the regularisation from a grid, as
 in the JUMP / Arevalo et al. (2024) pipelines: the value with the best
@@ -19,6 +19,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._core.validation import check_obs_keys, finish, resolve_mask, start
+from .._core.whitening import fit_whitener, spherize_moments
 from ._validate import check_batches, get_rep, store
 
 #: Regularisation values tried by default (added to the singular values, as in pycytominer).
@@ -36,9 +37,7 @@ class SpherizeFit:
     Zc: np.ndarray  # centred/scaled controls
 
     def transform(self, X: np.ndarray, epsilon: float) -> np.ndarray:
-        from ..pp.normalize import _fit_spherize
-
-        whitener, _ = _fit_spherize(self.Zc, self.method, True, float(epsilon))
+        whitener, _ = fit_whitener(self.Zc, self.method, True, float(epsilon))
         return whitener.apply((X - self.mean) / self.scale)
 
 
@@ -49,15 +48,13 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
     methods) and for linearly dependent columns (rank below ``d`` with more
     controls than features).
     """
-    from ..pp.normalize import _fit_spherize, _spherize_moments
-
     if method not in METHODS:
         raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
     Xc = np.asarray(Xc, dtype=np.float64)
     n, d = Xc.shape
     if n < 2:
         raise ValueError(f"sphering: need at least 2 control rows to fit, got {n}.")
-    mean, scale, const = _spherize_moments(Xc, method, True)
+    mean, scale, const = spherize_moments(Xc, method, True)
     if method.endswith("-cor") and const.any():
         bad = np.flatnonzero(const)
         cols = [str(names[i]) for i in bad[:5]] if names is not None else bad[:5].tolist()
@@ -67,15 +64,15 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
         )
     Zc = (Xc - mean) / scale
     if n > d:
-        _, r = _fit_spherize(Zc, "PCA", True, 0.0)  # rank from the SVD
+        _, r = fit_whitener(Zc, "PCA", True, 0.0)  # rank from the SVD
         if r < d:
             raise ValueError(
                 f"sphering: the control matrix is not full rank (n={n} controls, d={d} features, rank {r}); "
                 "some features are linear combinations of others. Drop correlated features first "
-                "(ip.pp.feature_select(..., operations=['correlation_threshold']))."
+                "(ip.pp.feature_select(..., operation=['correlation_threshold']))."
             )
     else:
-        _fit_spherize(Zc, method, True, 0.0)  # raises for rank other than n - 1 or n
+        fit_whitener(Zc, method, True, 0.0)  # raises for rank other than n - 1 or n
     return SpherizeFit(method=method, mean=mean, scale=scale, Zc=Zc)
 
 
