@@ -267,6 +267,23 @@ def _resolve_jobs(n_jobs: int | None, n_blocks: int) -> int:
     return max(1, min(n_jobs, n_blocks))
 
 
+def _run_tasks(run, tasks: list, n_jobs: int | None, total: np.ndarray | None = None) -> None:
+    """Run ``run(task)`` for every task, on up to ``n_jobs`` threads; add the results into ``total``."""
+    jobs = _resolve_jobs(n_jobs, len(tasks))
+    if jobs == 1:
+        results = map(run, tasks)
+    else:
+        ex = ThreadPoolExecutor(jobs)
+        results = ex.map(run, tasks)
+    try:
+        for r in results:
+            if total is not None:
+                total += r
+    finally:
+        if jobs != 1:
+            ex.shutdown()
+
+
 def _col_blocks(p: int, block_size: int) -> list[tuple[int, int]]:
     return [(c, min(c + block_size, p)) for c in range(0, p, block_size)] or [(0, 0)]
 
@@ -471,14 +488,7 @@ def group_median_mad(
             k(Xc, order, starts, g0, g1, c0, c1, med, mad_arr, want_mad, n_inf_local)
             return n_inf_local
 
-        jobs = _resolve_jobs(n_jobs, len(tasks))
-        if jobs == 1:
-            for t in tasks:
-                n_inf += run(t)
-        else:
-            with ThreadPoolExecutor(jobs) as ex:
-                for r in ex.map(run, tasks):
-                    n_inf += r
+        _run_tasks(run, tasks, n_jobs, n_inf)
     else:
         for c0, c1 in blocks:
             Xb = X[order, c0:c1].astype(np.float64, copy=False)
@@ -523,14 +533,7 @@ def _group_moments(
                 k(X, codes, bl[0], bl[1], s1, s1, mn, mx, cnt, False, want_minmax, local)
                 return local
 
-            jobs = _resolve_jobs(n_jobs, len(blocks))
-            if jobs == 1:
-                for bl in blocks:
-                    n_inf += run(bl)
-            else:
-                with ThreadPoolExecutor(jobs) as ex:
-                    for r in ex.map(run, blocks):
-                        n_inf += r
+            _run_tasks(run, blocks, n_jobs, n_inf)
         else:
             valid = codes >= 0
             cv = codes[valid]
@@ -569,13 +572,7 @@ def _group_moments(
             def run2(bl):
                 k2(X, codes, bl[0], bl[1], mean0, s2)
 
-            jobs = _resolve_jobs(n_jobs, len(blocks))
-            if jobs == 1:
-                for bl in blocks:
-                    run2(bl)
-            else:
-                with ThreadPoolExecutor(jobs) as ex:
-                    list(ex.map(run2, blocks))
+            _run_tasks(run2, blocks, n_jobs)
         else:
             valid = codes >= 0
             cv = codes[valid]
