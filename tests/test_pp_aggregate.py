@@ -272,14 +272,34 @@ def test_parquet_streaming_matches_in_memory(sim_cells, tmp_path):
     np.testing.assert_allclose(out.X, pref[list(sim_cells.var_names)].to_numpy(), rtol=1e-12, equal_nan=True)
 
 
-def test_parquet_streaming_refuses_ungrouped_file(sim_cells, tmp_path):
-    df = ip.io.to_pandas(sim_cells).sample(frac=1.0, random_state=0)
+@pytest.mark.parametrize("dropna", [False, True])
+def test_parquet_ungrouped_file_is_bucketed_on_disk(sim_cells, tmp_path, monkeypatch, dropna):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_BUCKET_BYTES", 30 * 8 * 150)  # ~150 rows a bucket
+    cells = sim_cells.copy()
+    cells.obs["Metadata_Well"] = cells.obs["Metadata_Well"].astype(object)
+    cells.obs.iloc[:7, cells.obs.columns.get_loc("Metadata_Well")] = None  # a missing-key group
+    df = ip.io.to_pandas(cells).sample(frac=1.0, random_state=0)
     path = tmp_path / "shuffled.parquet"
-    df.to_parquet(path)
-    with pytest.raises(ValueError, match="not (grouped|sorted)"):
-        ip.pp.aggregate(path)
+    df.to_parquet(path, row_group_size=50)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    out = ip.pp.aggregate(path, spill_dir=spill, dropna=dropna)
+    ref = ip.pp.aggregate(cells, dropna=dropna)
+    np.testing.assert_allclose(out.X, ref.X, rtol=1e-12, equal_nan=True)
+    _obs_equal(out, ref, KEYS + ["Metadata_Object_Count", "Metadata_Perturbation"])
+    step = ip.provenance(out)["extra"].iloc[-1]
+    assert step["partitioned_buckets"] > 1 and step["n_cells"] == cells.n_obs
+    assert step["n_rows_missing_key"] == (7 if dropna else 0)
+    assert list(spill.iterdir()) == []  # bucket files removed
+    if not dropna:  # and the same numbers as pycytominer on the shuffled table
+        pref = pycytominer.aggregate(df, strata=KEYS, features=list(cells.var_names))
+        np.testing.assert_allclose(out.X, pref[list(cells.var_names)].to_numpy(), rtol=1e-12, equal_nan=True)
     with pytest.raises(KeyError, match="Metadata_Nope"):
         ip.pp.aggregate(path, by=["Metadata_Nope"])
+    with pytest.raises(ValueError, match="spill_dir"):
+        ip.pp.aggregate(cells, spill_dir=spill)
 
 
 def _write_zarr(adata, path, **kw):
@@ -289,10 +309,11 @@ def _write_zarr(adata, path, **kw):
 
 
 def _obs_equal(out, ref, cols):
-    pd.testing.assert_frame_equal(
-        out.obs[cols].reset_index(drop=True), ref.obs[cols].reset_index(drop=True),
-        check_dtype=False, check_categorical=False,
-    )
+    def norm(obs):  # missing keys as one marker (None or NaN)
+        df = obs[cols].reset_index(drop=True).astype(object)
+        return df.where(df.notna(), "<NA>")
+
+    pd.testing.assert_frame_equal(norm(out.obs), norm(ref.obs), check_dtype=False)
 
 
 def test_zarr_store_is_read_lazily(sim_cells, tmp_path):
@@ -305,9 +326,9 @@ def test_zarr_store_is_read_lazily(sim_cells, tmp_path):
 
 
 def test_zarr_grouped_store_streams_chunk_by_chunk(sim_cells, tmp_path, monkeypatch):
-    import sys
+    import importlib
 
-    monkeypatch.setattr(sys.modules["imgprof.pp.aggregate"], "_ZARR_UNIT_BYTES", 1)  # one row chunk per read
+    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_ZARR_UNIT_BYTES", 1)  # one row chunk per read
     cells = sim_cells[np.lexsort([sim_cells.obs[k].astype(str) for k in reversed(KEYS)])].copy()
     cells.layers["double"] = np.asarray(cells.X) * 2
     path = tmp_path / "sorted.zarr"
@@ -334,12 +355,29 @@ def test_zarr_grouped_store_streams_chunk_by_chunk(sim_cells, tmp_path, monkeypa
         ip.pp.aggregate(path, layer="nope")
 
 
-def test_zarr_ungrouped_store_falls_back_to_dask(sim_cells, tmp_path):
+def test_zarr_ungrouped_store_is_bucketed_on_disk(sim_cells, tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_BUCKET_BYTES", 30 * 8 * 200)
     cells = sim_cells[np.random.default_rng(1).permutation(sim_cells.n_obs)].copy()
     path = tmp_path / "shuffled.zarr"
     _write_zarr(cells, path, chunks=(50, 30))
     out = ip.pp.aggregate(path)
-    np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, rtol=1e-12, equal_nan=True)
+    ref = ip.pp.aggregate(sim_cells)
+    np.testing.assert_allclose(out.X, ref.X, rtol=1e-12, equal_nan=True)
+    _obs_equal(out, ref, KEYS + ["Metadata_Object_Count", "Metadata_Perturbation"])
+    assert ip.provenance(out)["extra"].iloc[-1]["partitioned_buckets"] > 1
+
+
+def test_zarr_sparse_store_goes_the_dask_way(tmp_path):
+    import scipy.sparse as sp
+
+    cells = ip.datasets.simulate(n_plates=1, n_features=10, level="single_cell", seed=0)
+    cells.X = sp.csr_matrix(np.nan_to_num(np.asarray(cells.X)))
+    path = tmp_path / "sparse.zarr"
+    _write_zarr(cells, path)
+    out = ip.pp.aggregate(path)
+    np.testing.assert_allclose(out.X, ip.pp.aggregate(cells).X, rtol=1e-12)
     assert ip.provenance(out)["extra"].iloc[-1]["dask"] is True
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .._core.anatomy import parse_feature_names
 from .._core.features import METADATA_PREFIXES, check_numeric_features, split_columns
-from .._core.groups import group_codes, group_first_constant, group_reduce, sort_groups
+from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
 from .._core.provenance import UNS_KEY, log_step, set_level
 from .._core.validation import as_list, check_df_keys, check_obs_keys, get_matrix, is_dask
 
@@ -141,6 +141,7 @@ def aggregate(
     features: Sequence[str] | None = None,
     metadata: Sequence[str] | None = None,
     n_jobs: int | None = None,
+    spill_dir: PathLike | None = None,
 ) -> ad.AnnData:
     """Aggregate single-cell profiles into well (or any ``by``) profiles.
 
@@ -180,6 +181,10 @@ def aggregate(
         ``Metadata_*`` columns are metadata, every other column a feature).
     n_jobs
         Threads for the in-memory kernels (default: all CPUs).
+    spill_dir
+        For a parquet or zarr path whose rows are not grouped by ``by``: folder for
+        the temporary bucket files (default: the system's temporary folder; they
+        take about the size of the features as float64 and are deleted at the end).
 
     Returns
     -------
@@ -193,15 +198,15 @@ def aggregate(
     file (or a folder of parquet files) is read one row group at a time and,
     within it, one block of columns per thread, narrow enough that each read
     decodes about 8 MB. A ``.zarr`` AnnData store is opened with only the
-    ``.obs`` columns that can be kept (no cell names) and, when its rows are
-    grouped by ``by``, its ``.X`` (or ``layer``) is read a few row chunks at a
-    time; otherwise it goes the dask way. Both streamed sources must hold each
-    group in consecutive rows (sorted or partitioned by ``by``, as
-    CellProfiler/CytoTable exports per plate and well are); a group that
-    reappears after another one started raises. The working memory is then a
-    few blocks per thread plus the rows of the group still open, whatever the
-    number of cells; what grows with the screen is the ``(groups x features)``
-    result and, for parquet, the file footer pyarrow parses (about 1 KB per
+    ``.obs`` columns that can be kept (no cell names) and its ``.X`` (or
+    ``layer``) is read a few row chunks at a time. When each group's rows are consecutive (sorted or partitioned by
+    ``by``, as CellProfiler/CytoTable exports per plate and well are), the
+    working memory is a few blocks per thread plus the rows of the group still
+    open, whatever the number of cells. When they are not, the rows are first
+    appended by bucket of groups (about 256 MB each) to temporary files in
+    ``spill_dir`` and each bucket is then reduced alone: memory is one bucket
+    plus the key columns of all rows. What grows with the screen is the
+    ``(groups x features)`` result and, for parquet, the file footer pyarrow parses (about 1 KB per
     column and row group: prefer large row groups, which cost nothing extra
     here). A dask ``.X`` is re-chunked on group boundaries (sorted first when
     the rows are not grouped) and each chunk reduced in its own task, so memory
@@ -238,7 +243,7 @@ def aggregate(
         if name.endswith((".parquet", ".pq")) or (path.is_dir() and any(path.glob("*.parquet"))):
             return _aggregate_parquet(
                 path, by, func=func, count_key=count_key, keep_metadata=keep_metadata, dropna=dropna, inf=inf,
-                level=level, features=features, metadata=metadata, n_jobs=n_jobs,
+                level=level, features=features, metadata=metadata, n_jobs=n_jobs, spill_dir=spill_dir,
             )
         if name.endswith(".zarr"):
             if features is not None or metadata is not None:
@@ -246,19 +251,18 @@ def aggregate(
             adata = _open_zarr_store(path, by, keep_metadata, layer)
             zarr_X = adata.zarr_layer if layer is not None else adata.zarr_X
             if zarr_X is not None and count_key not in by:
-                try:
-                    return _aggregate_zarr_streamed(
-                        path, adata, zarr_X, by, func=func, count_key=count_key, keep_metadata=keep_metadata,
-                        dropna=dropna, inf=inf, level=level, n_jobs=n_jobs,
-                    )
-                except _NotGrouped:
-                    pass  # rows not grouped by `by`: the dask path below sorts them
+                return _aggregate_zarr_streamed(
+                    path, adata, zarr_X, by, func=func, count_key=count_key, keep_metadata=keep_metadata,
+                    dropna=dropna, inf=inf, level=level, n_jobs=n_jobs, spill_dir=spill_dir,
+                )
         else:
             raise ValueError(f"{path}: aggregate streams .parquet files and .zarr stores; read other formats with ip.io.read_profiles.")
     elif not isinstance(adata, (ad.AnnData, _ZarrProfiles)):
         raise TypeError(f"adata must be an AnnData or a path, got {type(adata).__name__}.")
     if features is not None or metadata is not None:
         raise ValueError("features= and metadata= apply to parquet input only; subset the AnnData instead (adata[:, cols]).")
+    if spill_dir is not None:
+        raise ValueError("spill_dir= applies to parquet/zarr paths only; an AnnData is aggregated in memory (or by dask).")
     check_obs_keys(adata, by, param="by")
     if count_key is not None and count_key in by:
         raise ValueError(f"count_key={count_key!r} is also a by= key.")
@@ -379,6 +383,8 @@ def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None
 _READ_BLOCK_BYTES = 8 << 20
 #: Rows of a zarr store read at once: whole chunks, about this many bytes of float64.
 _ZARR_UNIT_BYTES = 64 << 20
+#: Rows not grouped by ``by`` are spilled to disk in buckets of groups of about this many bytes.
+_BUCKET_BYTES = 256 << 20
 
 
 class _NotGrouped(ValueError):
@@ -470,6 +476,118 @@ class _Streamed:
                 del outs
                 if release is not None:
                     release()
+
+    def run_partitioned(
+        self, units, unit_rows: list[int], meta: pd.DataFrame, read_block, blocks_for, *, func, inf, dropna, jobs, where,
+        spill_dir=None,
+    ) -> int:
+        """Aggregate rows that are *not* grouped, in bounded memory: spill them to disk by bucket.
+
+        ``meta`` holds the key (and kept metadata) columns of every row, in file order. Groups
+        are cut into buckets of consecutive groups of about ``_BUCKET_BYTES`` of float64;
+        one pass over ``units`` appends each bucket's rows, column block by column block, to
+        its own file in ``spill_dir`` (default: the system's temporary folder); then each
+        bucket is loaded alone and reduced. Memory: the key columns and codes of all rows,
+        one bucket, and the blocks in flight. Returns the number of buckets.
+        """
+        import shutil
+        import tempfile
+        from concurrent.futures import ThreadPoolExecutor
+
+        p = self.p
+        codes, groups = group_codes(meta, self.by, dropna=dropna, param="by", where=where)
+        n_groups = len(groups)
+        self.n_cells = len(meta)
+        self.n_missing = int((codes < 0).sum())
+        if n_groups == 0:
+            return 0
+        sizes = group_sizes(codes, n_groups)
+        # buckets of consecutive groups, each about _BUCKET_BYTES (a larger group is a bucket alone)
+        cap = max(1, _BUCKET_BYTES // (8 * max(p, 1)))
+        bucket_of_group = np.empty(n_groups, dtype=np.int64)
+        b, filled = 0, 0
+        for g, sz in enumerate(sizes):
+            if filled and filled + sz > cap:
+                b, filled = b + 1, 0
+            bucket_of_group[g] = b
+            filled += int(sz)
+        n_buckets = b + 1
+        bucket_of_row = np.where(codes >= 0, bucket_of_group[np.maximum(codes, 0)], -1)
+        starts_rows = np.concatenate([[0], np.cumsum(unit_rows)])
+        counts = np.zeros((len(units), n_buckets), dtype=np.int64)
+        unit_blocks: list[list[tuple[int, int]]] = []
+        folder = tempfile.mkdtemp(prefix="imgprof_aggregate_", dir=None if spill_dir is None else str(spill_dir))
+        try:
+            paths = [os.path.join(folder, f"bucket{i}.bin") for i in range(n_buckets)]
+            keep_open = n_buckets <= 256
+            handles = [open(q, "wb") for q in paths] if keep_open else None  # noqa: SIM115
+            try:
+                with ThreadPoolExecutor(jobs) as ex:
+                    for ui, unit in enumerate(units):
+                        bu = bucket_of_row[starts_rows[ui] : starts_rows[ui + 1]]
+                        order = np.argsort(bu, kind="stable")
+                        cnt = np.bincount(bu[bu >= 0], minlength=n_buckets)
+                        counts[ui] = cnt
+                        edges = np.concatenate([[0], np.cumsum(cnt)]) + int((bu < 0).sum())  # -1 rows sort first
+                        blocks, _ = blocks_for(int(unit_rows[ui]))
+                        unit_blocks.append(blocks)
+                        # at most `jobs` blocks in flight, written in order
+                        def read_sorted(c0, c1, unit=unit, order=order):
+                            return read_block(unit, c0, c1)[order]  # rows by bucket (a copy, C-ordered)
+
+                        for w0 in range(0, len(blocks), jobs):
+                            futures = [ex.submit(read_sorted, c0, c1) for c0, c1 in blocks[w0 : w0 + jobs]]
+                            for fut in futures:
+                                Xs = fut.result()
+                                for bi in np.flatnonzero(cnt):
+                                    piece = Xs[edges[bi] : edges[bi + 1]]
+                                    if keep_open:
+                                        handles[bi].write(piece.tobytes())
+                                    else:
+                                        with open(paths[bi], "ab") as fh:
+                                            fh.write(piece.tobytes())
+                                del Xs
+            finally:
+                if handles is not None:
+                    for fh in handles:
+                        fh.close()
+            Xout = np.empty((n_groups, p))
+            g_first = np.searchsorted(bucket_of_group, np.arange(n_buckets))
+            g_end = np.append(g_first[1:], n_groups)
+            for bi in range(n_buckets):
+                rows = np.flatnonzero(bucket_of_row == bi)  # in file order, as written
+                Mb = np.empty((rows.size, p))
+                with open(paths[bi], "rb") as fh:
+                    off = 0
+                    for ui in range(len(units)):
+                        nr = int(counts[ui, bi])
+                        if nr == 0:
+                            continue
+                        for c0, c1 in unit_blocks[ui]:
+                            Mb[off : off + nr, c0:c1] = np.fromfile(fh, dtype=np.float64, count=nr * (c1 - c0)).reshape(nr, c1 - c0)
+                        off += nr
+                os.remove(paths[bi])
+                g0, g1 = int(g_first[bi]), int(g_end[bi])
+                Xout[g0:g1] = group_reduce(
+                    Mb, codes[rows] - g0, g1 - g0, func, inf=inf, var_names=self.var_names, what=where, n_jobs=jobs,
+                )
+                del Mb
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        order, starts = sort_groups(codes, n_groups)
+        gmeta = groups.copy()
+        for c in gmeta.columns:  # keys read as dictionaries: back to plain values, sorted like the streamed path
+            if isinstance(gmeta[c].dtype, pd.CategoricalDtype):
+                gmeta[c] = np.asarray(gmeta[c].astype(object))
+        for c in self.keep_cols:
+            constant, first = group_first_constant(meta[c], order, starts)
+            if not constant:
+                self.non_constant.add(c)
+            gmeta[c] = meta[c].iloc[np.maximum(first, 0)].to_numpy()
+        self.results = [Xout]
+        self.group_rows = [gmeta]
+        self.sizes = sizes.tolist()
+        return n_buckets
 
     def _add_groups(self, mk: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, red: np.ndarray, where: str) -> None:
         order, starts = sort_groups(codes, len(groups))
@@ -568,6 +686,7 @@ def _resolve_threads(n_jobs: int | None) -> int:
 
 def _aggregate_parquet(
     path: Path, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, features, metadata, n_jobs,
+    spill_dir=None,
 ) -> ad.AnnData:
     import threading
 
@@ -598,13 +717,17 @@ def _aggregate_parquet(
     jobs = _resolve_threads(n_jobs)
 
     units: list[tuple[str, int]] = []
+    unit_rows: list[int] = []
     for f in files:
         md = pq.read_metadata(f)
         names = set(md.schema.to_arrow_schema().names)
         missing = [c for c in meta_read + feat_cols if c not in names]
         if missing:
             raise KeyError(f"{f}: column(s) {missing[:5]} missing (present in {files[0]}); every file must have the same columns.")
-        units += [(f, rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows > 0]
+        for rg in range(md.num_row_groups):
+            if md.row_group(rg).num_rows > 0:
+                units.append((f, rg))
+                unit_rows.append(md.row_group(rg).num_rows)
         del md
 
     # One ParquetFile per thread (readers are not shared across threads), all sharing the
@@ -641,25 +764,51 @@ def _aggregate_parquet(
         width = min(width, max(1, -(-p // (2 * jobs))))
         return [(c, min(c + width, p)) for c in range(0, p, width)], 1
 
-    acc = _Streamed(by, keep_cols, feat_cols)
     import pyarrow as pa
 
-    # pyarrow's allocator keeps freed decode buffers per thread; hand them back after each row group
-    acc.run(units, read_meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs, where=str(path),
-            release=pa.default_memory_pool().release_unused)
+    extra = {"dropped_id_columns": drop_ids, "n_files": len(files), "n_row_groups": len(units)}
+    acc = _Streamed(by, keep_cols, feat_cols)
+    try:
+        # pyarrow's allocator keeps freed decode buffers per thread; hand them back after each row group
+        acc.run(units, read_meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs, where=str(path),
+                release=pa.default_memory_pool().release_unused)
+    except _NotGrouped:
+        # rows not grouped by `by`: bucket them on disk (keys of all rows in memory, features not)
+        acc = _Streamed(by, keep_cols, feat_cols)
+        meta = _read_parquet_columns(files, meta_read)
+        extra["partitioned_buckets"] = acc.run_partitioned(
+            units, unit_rows, meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs,
+            where=str(path), spill_dir=spill_dir,
+        )
     var = parse_feature_names(feat_cols)
     var["input_dtype"] = "float64"
     return acc.result(
         source=str(path), var=var, uns={}, obs_dtypes={c: str(empty[c].dtype) for c in empty.columns},
         meta_cols=meta_cols, keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf,
-        level=level, extra={"dropped_id_columns": drop_ids, "n_files": len(files), "n_row_groups": len(units)},
+        level=level, extra=extra,
     )
+
+
+def _read_parquet_columns(files: list[str], cols: list[str]) -> pd.DataFrame:
+    """Some columns of every row of the files, strings dictionary-encoded (pandas categoricals)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for f in files:
+        schema = pq.read_schema(f)
+        text = [c for c in cols if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)]
+        tables.append(pq.read_table(f, columns=cols, read_dictionary=text))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table.to_pandas()
 
 
 def _aggregate_zarr_streamed(
     path: Path, store: "_ZarrProfiles", zarr_X, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, n_jobs,
+    spill_dir=None,
 ) -> ad.AnnData:
-    """Stream a dense zarr ``X`` whose rows are grouped by ``by``: whole row chunks, one unit at a time."""
+    """Stream a dense zarr ``X``: a few row chunks at a time when its rows are grouped by ``by``,
+    else bucketed on disk first."""
     obs = store.obs
     n, p = zarr_X.shape
     chunk_rows = int(zarr_X.chunks[0]) or n
@@ -686,8 +835,17 @@ def _aggregate_zarr_streamed(
         # blocks follow the store's column chunks (a read decompresses whole chunks)
         return col_blocks, max(1, jobs // len(col_blocks))
 
+    extra = {"n_chunks_read": len(units)}
     acc = _Streamed(by, keep_cols, store.var_names)
-    acc.run(units, read_meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs, where=str(path))
+    try:
+        acc.run(units, read_meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs, where=str(path))
+    except _NotGrouped:
+        # rows not grouped by `by`: bucket them on disk
+        acc = _Streamed(by, keep_cols, store.var_names)
+        extra["partitioned_buckets"] = acc.run_partitioned(
+            units, [b - a for a, b in units], obs.loc[:, meta_read], read_block, blocks_for, func=func, inf=inf,
+            dropna=dropna, jobs=jobs, where=str(path), spill_dir=spill_dir,
+        )
     src_dtypes = json.loads(store.uns.get(UNS_KEY, {}).get("obs_dtypes", "{}") or "{}") if isinstance(store.uns, dict) else {}
     var = store.var.copy()
     if "input_dtype" in var.columns:
@@ -695,5 +853,5 @@ def _aggregate_zarr_streamed(
     return acc.result(
         source=str(path), var=var, uns=store.uns, obs_dtypes=src_dtypes, meta_cols=meta_cols,
         keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf, level=level,
-        extra={"n_chunks_read": len(units)},
+        extra=extra,
     )
