@@ -384,3 +384,37 @@ def test_sqlite_null_runs_stay_numeric(tmp_path):
     adata = ip.io.read_cellprofiler(tmp_path / "t.sqlite")
     assert adata.shape == (n, 3) and adata.obs["Metadata_Well"].eq("A01").all()
     np.testing.assert_array_equal(adata[:, "Cells_AreaShape_Area"].X.ravel(), values)
+
+
+def _single_object_table_db(tmp_path):
+    """The NF1 database rewritten as ExportToDatabase's "single object table" (Per_Image + Per_Object)."""
+    con = sqlite3.connect(shared(*NF1_SQLITE))
+    try:
+        tables = {t: pd.read_sql(f"select * from Per_{t}", con) for t in ("Cells", "Cytoplasm", "Nuclei", "Image")}
+    finally:
+        con.close()
+    obj = None
+    for comp in ("Nuclei", "Cells", "Cytoplasm"):  # one row per object number, NULL where a compartment has none
+        t = tables[comp]
+        t = t.assign(ObjectNumber=t[f"{comp}_Number_Object_Number"])
+        obj = t if obj is None else obj.merge(t, on=["ImageNumber", "ObjectNumber"], how="outer")
+    db = tmp_path / "single_object_table.sqlite"
+    con = sqlite3.connect(db)
+    try:
+        tables["Image"].to_sql("Per_Image", con, index=False)
+        obj.sort_values(["ImageNumber", "ObjectNumber"]).to_sql("Per_Object", con, index=False)
+    finally:
+        con.close()
+    return db, len(tables["Nuclei"]), len(tables["Cells"])
+
+
+def test_sqlite_single_object_table_reads_like_separate_tables(tmp_path):
+    db, n_nuclei, n_cells = _single_object_table_db(tmp_path)
+    assert n_nuclei > n_cells  # rows without a cell exist: they must not become cells
+    ref = ip.io.read_cellprofiler(shared(*NF1_SQLITE))
+    out = ip.io.read_cellprofiler(db)
+    assert list(out.var_names) == list(ref.var_names)
+    np.testing.assert_array_equal(out.X, ref.X)
+    pd.testing.assert_frame_equal(out.obs.reset_index(drop=True), ref.obs.reset_index(drop=True))
+    with pytest.raises(KeyError, match="Mito"):
+        ip.io.read_cellprofiler(db, compartments=["Cells", "Mito"], linking={"Cells": {"Mito": "Cells_Parent_Mito"}})

@@ -49,6 +49,7 @@ class _Source:
         self.path = path
         self.kind = "sqlite" if path.is_file() else "folder"
         self._tables: list[str] | None = None
+        self._objects: tuple[str, pd.DataFrame] | None = None
 
     # -- SQLite --
     def _connect(self) -> sqlite3.Connection:
@@ -100,6 +101,55 @@ class _Source:
 
     def label(self, table: str) -> str:
         return f"{self.path}::{table}" if self.kind == "sqlite" else str(self.path / table)
+
+    def object_table(self, comp: str) -> tuple[pd.DataFrame, str]:
+        """The table of compartment ``comp`` and its label.
+
+        A SQLite file written by ExportToDatabase with "single object table" holds every
+        compartment in one ``Per_Object`` table (columns ``<Comp>_*``, one row per object
+        number): when ``comp`` has no table of its own, its columns are taken from there
+        (rows where its object number is missing hold no such object and are left out).
+        """
+        try:
+            name = self.find(comp, role="compartment")
+        except KeyError:
+            combined = self._combined_objects() if self.kind == "sqlite" else None
+            if combined is None:
+                raise
+            name, df = combined
+            own = [c for c in df.columns if str(c).startswith(f"{comp}_")]
+            if not own:
+                prefixes = sorted({str(c).split("_")[0] for c in df.columns if "_" in str(c)})
+                raise KeyError(
+                    f"{self.label(name)}: no {comp} table and no '{comp}_*' column in the combined object table "
+                    f"(column prefixes there: {prefixes})."
+                ) from None
+            ids = [c for c in ("TableNumber", "ImageNumber", "ObjectNumber") if c in df.columns]
+            part = df.loc[:, ids + own]
+            num = f"{comp}_Number_Object_Number"
+            present = part[num].notna() if num in part.columns else part[own].notna().any(axis=1)
+            part = part.loc[present.to_numpy()].reset_index(drop=True)
+            if "ObjectNumber" in part.columns and num in part.columns:
+                part = part.drop(columns="ObjectNumber")  # the row's number; the compartment's own one is kept
+            # object numbers and links come back as floats when other compartments' rows left NULLs
+            for c in [c for c in part.columns if c in (num, "ImageNumber", "ObjectNumber") or c.startswith(f"{comp}_Parent_")]:
+                v = part[c]
+                if v.dtype.kind == "f" and v.notna().all() and (v == np.floor(v)).all():
+                    part[c] = v.astype(np.int64)
+            if part.shape[0] == 0:
+                raise ValueError(f"{self.label(name)}: no {comp} object in the combined object table.")
+            return part, f"{self.label(name)} ({comp} columns)"
+        return self.read(name), self.label(name)
+
+    def _combined_objects(self) -> tuple[str, pd.DataFrame] | None:
+        """ExportToDatabase's single object table (``Per_Object``), read once; ``None`` when absent."""
+        if self._objects is None:
+            try:
+                name = self.find("Object", role="combined object")
+            except KeyError:
+                return None
+            self._objects = (name, self.read(name))
+        return self._objects
 
     def read(self, table: str) -> pd.DataFrame:
         label = self.label(table)
@@ -406,8 +456,8 @@ def _merge_one(
     anchor, links = _check_linking(linking if linking is not None else default_linking(compartments), compartments)
     tables: dict[str, _ObjectTable] = {}
     for comp in compartments:
-        name = source.find(comp, role="compartment")
-        tables[comp] = _ObjectTable(comp, source.read(name), source.label(name), dtype)
+        frame, label = source.object_table(comp)
+        tables[comp] = _ObjectTable(comp, frame, label, dtype)
     with_tn = [t.has_table_number for t in tables.values()]
     img = None
     if image_table is not None:
@@ -615,8 +665,9 @@ def read_cellprofiler(
         ``.tsv`` or ``.parquet`` too; an ExportToSpreadsheet prefix such as ``MyExpt_Cells.csv`` is
         recognised); a folder whose sub-folders each hold such a set (one per site, as
         CellProfiler writes them on a cluster); a list of such folders; or a SQLite file written by
-        ExportToDatabase (``Per_Image``, ``Per_Cells``...) or cytominer-database (``Image``,
-        ``Cells``...). Inputs are only read (SQLite is opened read-only).
+        ExportToDatabase (``Per_Image``, ``Per_Cells``...; or ``Per_Image`` + ``Per_Object`` when
+        written as a single object table) or cytominer-database (``Image``, ``Cells``...). Inputs
+        are only read (SQLite is opened read-only).
     compartments
         Object tables to join. Their features are prefixed with the compartment name
         (``AreaShape_Area`` in ``Cells.csv`` becomes ``Cells_AreaShape_Area``), as CellProfiler's
