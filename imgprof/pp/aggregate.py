@@ -38,7 +38,7 @@ def _check_func(operation: str) -> str:
     return operation
 
 
-def _warn_nan(X: np.ndarray, var_names, *, what: str) -> int:
+def _warn_nan(X: np.ndarray, var_names, *, what: str, stacklevel: int = 4) -> int:
     """Warn (naming columns) when the output holds NaN; return the NaN count."""
     nan = np.isnan(X)
     n = int(nan.sum())
@@ -50,7 +50,7 @@ def _warn_nan(X: np.ndarray, var_names, *, what: str) -> int:
             f"feature was NaN within a group (e.g. {names}); they stay NaN, as in pycytominer. "
             "Drop or impute such features (ip.pp.feature_select(..., operation=['drop_na_columns'])).",
             UserWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
     return n
 
@@ -97,6 +97,39 @@ def _group_metadata(
     return out, dropped
 
 
+def _source_obs_dtypes(uns) -> dict:
+    """The ``.obs`` dtypes recorded by ``from_pandas`` (empty when there are none)."""
+    store = uns.get(UNS_KEY, {}) if isinstance(uns, dict) else {}
+    return json.loads(store.get("obs_dtypes", "{}") or "{}")
+
+
+def _assemble(
+    out_obs: pd.DataFrame, sizes, Xout: np.ndarray, var: pd.DataFrame, src_uns, src_dtypes: dict, *, by: list[str],
+    count_key: str | None, dropped_meta: list[str], level: str, what: str, stacklevel: int,
+) -> tuple[ad.AnnData, int]:
+    """The AnnData of a grouped result: count column, string index, float ``input_dtype``, uns, level.
+
+    ``dropped_meta`` gains ``count_key`` when a metadata column of that name is
+    replaced. Returns the AnnData and the number of NaN values in ``Xout`` (warned about).
+    """
+    if count_key is not None:
+        if count_key in out_obs.columns:
+            out_obs = out_obs.drop(columns=count_key)
+            dropped_meta.append(count_key)
+        out_obs.insert(len(by), count_key, np.asarray(sizes, dtype=np.int64))
+    out_obs.index = pd.Index([str(i) for i in range(len(out_obs))])
+    n_nan = _warn_nan(Xout, var.index, what=what, stacklevel=stacklevel)
+    obs_dtypes = {c: src_dtypes[c] for c in out_obs.columns if c in src_dtypes}
+    if count_key is not None:
+        obs_dtypes[count_key] = "int64"
+    var = var.copy()
+    if "input_dtype" in var.columns:
+        var["input_dtype"] = "float64"  # medians/means are float: to_pandas must not cast them back to int
+    result = ad.AnnData(X=Xout, obs=out_obs, var=var, uns=_new_uns(src_uns, out_obs, var.index, obs_dtypes))
+    set_level(result, level)
+    return result, n_nan
+
+
 def grouped_result(
     adata: ad.AnnData, by: list[str], groups: pd.DataFrame, order: np.ndarray, starts: np.ndarray, Xout: np.ndarray,
     *, count_key: str | None, keep_metadata, level: str, what: str,
@@ -107,23 +140,10 @@ def grouped_result(
     within groups) and the number of NaN values in ``Xout`` (warned about).
     """
     out_obs, dropped_meta = _group_metadata(adata.obs, by, groups, order, starts, keep_metadata)
-    sizes = np.diff(starts)
-    if count_key is not None:
-        if count_key in out_obs.columns:
-            out_obs = out_obs.drop(columns=count_key)
-            dropped_meta.append(count_key)
-        out_obs.insert(len(by), count_key, sizes.astype(np.int64))
-    out_obs.index = pd.Index([str(i) for i in range(len(out_obs))])
-    n_nan = _warn_nan(Xout, adata.var_names, what=what)
-    src_dtypes = json.loads(adata.uns.get(UNS_KEY, {}).get("obs_dtypes", "{}") or "{}")
-    obs_dtypes = {c: src_dtypes[c] for c in out_obs.columns if c in src_dtypes}
-    if count_key is not None:
-        obs_dtypes[count_key] = "int64"
-    var = adata.var.copy()
-    if "input_dtype" in var.columns:
-        var["input_dtype"] = "float64"  # medians/means are float: to_pandas must not cast them back to int
-    result = ad.AnnData(X=Xout, obs=out_obs, var=var, uns=_new_uns(adata.uns, out_obs, adata.var_names, obs_dtypes))
-    set_level(result, level)
+    result, n_nan = _assemble(
+        out_obs, np.diff(starts), Xout, adata.var, adata.uns, _source_obs_dtypes(adata.uns), by=by,
+        count_key=count_key, dropped_meta=dropped_meta, level=level, what=what, stacklevel=5,
+    )
     return result, dropped_meta, n_nan
 
 
@@ -199,19 +219,19 @@ def aggregate(
     within it, one block of columns per thread, narrow enough that each read
     decodes about 8 MB. A ``.zarr`` AnnData store is opened with only the
     ``.obs`` columns that can be kept (no cell names) and its ``.X`` (or
-    ``layer``) is read a few row chunks at a time. When each group's rows are consecutive (sorted or partitioned by
-    ``by``, as CellProfiler/CytoTable exports per plate and well are), the
-    working memory is a few blocks per thread plus the rows of the group still
-    open, whatever the number of cells. When they are not, the rows are first
-    appended by bucket of groups (about 256 MB each) to temporary files in
-    ``spill_dir`` and each bucket is then reduced alone: memory is one bucket
-    plus the key columns of all rows. What grows with the screen is the
-    ``(groups x features)`` result and, for parquet, the file footer pyarrow parses (about 1 KB per
-    column and row group: prefer large row groups, which cost nothing extra
-    here). A dask ``.X`` is re-chunked on group boundaries (sorted first when
-    the rows are not grouped) and each chunk reduced in its own task, so memory
-    per task is one chunk; this runs on any scheduler, ``dask.distributed``
-    included.
+    ``layer``) is read a few row chunks at a time. When each group's rows are
+    consecutive (sorted or partitioned by ``by``, as CellProfiler/CytoTable
+    exports per plate and well are), the working memory is a few blocks per
+    thread plus the rows of the group still open, whatever the number of
+    cells. When they are not, the rows are first appended by bucket of groups
+    (about 256 MB each) to temporary files in ``spill_dir`` and each bucket is
+    then reduced alone: memory is one bucket plus the key columns of all rows.
+    What grows with the screen is the ``(groups x features)`` result and, for
+    parquet, the file footer pyarrow parses (about 1 KB per column and row
+    group: prefer large row groups, which cost nothing extra here). A dask
+    ``.X`` is re-chunked on group boundaries (sorted first when the rows are
+    not grouped) and each chunk reduced in its own task, so memory per task is
+    one chunk; this runs on any scheduler, ``dask.distributed`` included.
 
     *Differences from pycytominer.* Features are every column of ``.X`` (not
     inferred from the ``Cells_``/``Nuclei_``/``Cytoplasm_`` prefixes); integer
@@ -306,14 +326,9 @@ def read_zarr_lazy(path: PathLike) -> ad.AnnData:
     >>> type(ip.pp.read_zarr_lazy(p).X).__module__.split(".")[0]
     'dask'
     """
-    import zarr
-
-    g = zarr.open_group(str(path), mode="r")
-    for key in ("obs", "var", "X"):
-        if key not in g:
-            raise ValueError(f"{path}: not an AnnData zarr store (no {key!r} element).")
     from anndata.experimental import read_elem_lazy
 
+    g = _anndata_zarr_group(path)
     obs = ad.io.read_elem(g["obs"])
     var = ad.io.read_elem(g["var"])
     uns = ad.io.read_elem(g["uns"]) if "uns" in g else {}
@@ -336,14 +351,22 @@ class _ZarrProfiles:
         self.n_obs = len(obs)
 
 
-def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None) -> _ZarrProfiles:
+def _anndata_zarr_group(path: PathLike):
+    """The root group of an AnnData zarr store, opened read-only (raises if it is not one)."""
     import zarr
-    from anndata.experimental import read_elem_lazy
 
     g = zarr.open_group(str(path), mode="r")
     for key in ("obs", "var", "X"):
         if key not in g:
             raise ValueError(f"{path}: not an AnnData zarr store (no {key!r} element).")
+    return g
+
+
+def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None) -> _ZarrProfiles:
+    import zarr
+    from anndata.experimental import read_elem_lazy
+
+    g = _anndata_zarr_group(path)
     og = g["obs"]
     columns = [str(c) for c in og.attrs.get("column-order", [])]
     available = pd.DataFrame(columns=columns)
@@ -356,6 +379,7 @@ def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None
         check_df_keys(available, as_list(keep_metadata), param="keep_metadata", where=f"{path} (obs)")
         wanted = by + as_list(keep_metadata)
     wanted = [c for c in columns if c in set(wanted)]
+
     def dense(elem):
         return elem if isinstance(elem, zarr.Array) and len(elem.shape) == 2 else None
 
@@ -636,27 +660,27 @@ class _Streamed:
         if non_constant and not isinstance(keep_metadata, bool):
             raise ValueError(f"keep_metadata: column(s) {non_constant} are not constant within every group of {by}.")
         dropped_meta = [c for c in meta_cols if c not in self.keep_cols and c not in by] + non_constant
-        gobs = gobs.drop(columns=non_constant)
-        if count_key is not None:
-            if count_key in gobs.columns:
-                gobs = gobs.drop(columns=count_key)
-                dropped_meta.append(count_key)
-            gobs.insert(len(by), count_key, size_arr)
-        gobs.index = pd.Index([str(i) for i in range(len(gobs))])
-        n_nan = _warn_nan(Xout, list(var.index), what="aggregate")
-        obs_dtypes = {c: d for c, d in obs_dtypes.items() if c in gobs.columns}
-        if count_key is not None:
-            obs_dtypes[count_key] = "int64"
-        result = ad.AnnData(X=Xout, obs=gobs, var=var, uns=_new_uns(uns, gobs, list(var.index), obs_dtypes))
-        set_level(result, level)
+        result, n_nan = _assemble(
+            gobs.drop(columns=non_constant), size_arr, Xout, var, uns, obs_dtypes, by=by, count_key=count_key,
+            dropped_meta=dropped_meta, level=level, what="aggregate", stacklevel=6,
+        )
         log_step(
             result, "pp.aggregate",
             {"source": source, "by": by, "operation": func, "count_key": count_key, "keep_metadata": keep_metadata,
              "dropna": dropna, "inf": inf, "level": level},
-            n_cells=self.n_cells, n_groups=len(gobs), n_rows_missing_key=self.n_missing, dropped_metadata=dropped_meta,
+            n_cells=self.n_cells, n_groups=result.n_obs, n_rows_missing_key=self.n_missing, dropped_metadata=dropped_meta,
             n_nan_values=n_nan, streamed=True, **extra,
         )
         return result
+
+
+def _kept_columns(meta_cols: list[str], keep_metadata, by: list[str]) -> list[str]:
+    """Metadata columns a streamed aggregation carries (``keep_metadata``; ``by`` is always kept)."""
+    if keep_metadata is False:
+        return []
+    if keep_metadata is True:
+        return [c for c in meta_cols if c not in by]
+    return [c for c in as_list(keep_metadata) if c not in by]
 
 
 def _parquet_files(path: Path) -> list[str]:
@@ -707,9 +731,9 @@ def _aggregate_parquet(
     drop_ids = [c for c in ("ImageNumber", "ObjectNumber") if c in feat_cols]
     feat_cols = [c for c in feat_cols if c not in drop_ids]
     meta_cols = [c for c in meta_cols if c not in by_set]
-    keep_cols = [] if keep_metadata is False else (meta_cols if keep_metadata is True else as_list(keep_metadata))
     if not isinstance(keep_metadata, bool):
-        check_df_keys(empty, keep_cols, param="keep_metadata", where=str(path))
+        check_df_keys(empty, as_list(keep_metadata), param="keep_metadata", where=str(path))
+    keep_cols = _kept_columns(meta_cols, keep_metadata, by)
     p = len(feat_cols)
     if p == 0:
         raise ValueError(f"{path}: no feature column to aggregate.")
@@ -780,10 +804,9 @@ def _aggregate_parquet(
             units, unit_rows, meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs,
             where=str(path), spill_dir=spill_dir,
         )
-    var = parse_feature_names(feat_cols)
-    var["input_dtype"] = "float64"
     return acc.result(
-        source=str(path), var=var, uns={}, obs_dtypes={c: str(empty[c].dtype) for c in empty.columns},
+        source=str(path), var=parse_feature_names(feat_cols).assign(input_dtype="float64"), uns={},
+        obs_dtypes={c: str(empty[c].dtype) for c in empty.columns},
         meta_cols=meta_cols, keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf,
         level=level, extra=extra,
     )
@@ -818,8 +841,7 @@ def _aggregate_zarr_streamed(
     jobs = _resolve_threads(n_jobs)
     col_blocks = [(c, min(c + col_chunk, p)) for c in range(0, p, col_chunk)]
     meta_cols = [c for c in obs.columns if c not in set(by)]
-    keep_cols = [] if keep_metadata is False else (meta_cols if keep_metadata is True else as_list(keep_metadata))
-    keep_cols = [c for c in keep_cols if c not in set(by)]
+    keep_cols = _kept_columns(meta_cols, keep_metadata, by)
     meta_read = list(dict.fromkeys(by + keep_cols))
 
     def read_meta(unit):
@@ -846,12 +868,8 @@ def _aggregate_zarr_streamed(
             units, [b - a for a, b in units], obs.loc[:, meta_read], read_block, blocks_for, func=func, inf=inf,
             dropna=dropna, jobs=jobs, where=str(path), spill_dir=spill_dir,
         )
-    src_dtypes = json.loads(store.uns.get(UNS_KEY, {}).get("obs_dtypes", "{}") or "{}") if isinstance(store.uns, dict) else {}
-    var = store.var.copy()
-    if "input_dtype" in var.columns:
-        var["input_dtype"] = "float64"
     return acc.result(
-        source=str(path), var=var, uns=store.uns, obs_dtypes=src_dtypes, meta_cols=meta_cols,
+        source=str(path), var=store.var, uns=store.uns, obs_dtypes=_source_obs_dtypes(store.uns), meta_cols=meta_cols,
         keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf, level=level,
         extra=extra,
     )
