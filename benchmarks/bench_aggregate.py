@@ -46,38 +46,6 @@ KEYS = ["Metadata_Plate", "Metadata_Well"]
 # ----------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------
-def make_cells(n_cells: int, n_features: int, *, n_plates: int = 2, seed: int = 0, shuffle: bool = False):
-    """Return (obs DataFrame, X float64) for ``n_cells`` cells; built in chunks (no big temporaries)."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    wells = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)]
-    n_groups = n_plates * len(wells)
-    sizes = rng.multinomial(n_cells, rng.dirichlet(np.full(n_groups, 20.0)))
-    gid = np.repeat(np.arange(n_groups), sizes)
-    plate_names = np.array([f"plate_{i + 1}" for i in range(n_plates)], dtype=object)
-    well_names = np.array(wells, dtype=object)
-    obs = pd.DataFrame({"Metadata_Plate": plate_names[gid // len(wells)], "Metadata_Well": well_names[gid % len(wells)]})
-    loc = np.exp(rng.uniform(0, 6, size=n_features))
-    scale = loc * rng.uniform(0.05, 0.3, size=n_features)
-    well_effect = rng.normal(size=(n_groups, n_features)) * 0.3
-    X = np.empty((n_cells, n_features))
-    step = 50_000
-    for a in range(0, n_cells, step):
-        b = min(a + step, n_cells)
-        z = rng.standard_normal((b - a, n_features))
-        z += well_effect[gid[a:b]]
-        X[a:b] = loc + z * scale
-    k = max(1, n_cells * n_features // 1000)  # 0.1 % NaN
-    X[rng.integers(0, n_cells, k), rng.integers(0, n_features, k)] = np.nan
-    if shuffle:  # same cells, random row order
-        perm = rng.permutation(n_cells)
-        obs = obs.iloc[perm].reset_index(drop=True)
-        X = X[perm]
-    return obs, X
-
-
 def feature_names(p: int) -> list[str]:
     comps = ("Cells", "Cytoplasm", "Nuclei")
     return [f"{comps[i % 3]}_Intensity_Feature{i}_DNA" for i in range(p)]
@@ -106,7 +74,7 @@ def grouped_layout(n_cells: int, *, n_plates: int | None = None, seed: int = 0, 
 
 
 def grouped_chunk(sizes, g0: int, g1: int, n_features: int, *, seed: int = 0, keys_only: bool = False):
-    """(obs, X) of wells ``g0..g1-1``, rows grouped by plate and well, 0.1 % NaN (same model as make_cells)."""
+    """(obs, X) of wells ``g0..g1-1``, rows grouped by plate and well, 0.1 % NaN."""
     import numpy as np
     import pandas as pd
 
@@ -126,6 +94,26 @@ def grouped_chunk(sizes, g0: int, g1: int, n_features: int, *, seed: int = 0, ke
     X += loc
     k = max(1, gid.size * n_features // 1000)
     X[rng.integers(0, gid.size, k), rng.integers(0, n_features, k)] = np.nan
+    return obs, X
+
+
+def make_cells(n_cells: int, n_features: int, *, n_plates: int | None = None, seed: int = 0, shuffle: bool = False):
+    """(obs, X float64) of ``n_cells`` cells grouped by plate and well (:func:`grouped_layout`,
+    :func:`grouped_chunk`), built chunk of wells by chunk of wells; ``shuffle``: the same cells in
+    random row order."""
+    import numpy as np
+    import pandas as pd
+
+    sizes, chunks = grouped_layout(n_cells, n_plates=n_plates, seed=seed)
+    obs = pd.concat([grouped_chunk(sizes, g0, g1, 1, keys_only=True)[0] for g0, g1 in chunks], ignore_index=True)
+    X = np.empty((n_cells, n_features))
+    for g0, g1 in chunks:
+        a = int(sizes[:g0].sum())
+        X[a : a + int(sizes[g0:g1].sum())] = grouped_chunk(sizes, g0, g1, n_features, seed=seed)[1]
+    if shuffle:
+        perm = np.random.default_rng(seed + 1).permutation(n_cells)
+        obs = obs.iloc[perm].reset_index(drop=True)
+        X = X[perm]
     return obs, X
 
 
@@ -157,16 +145,8 @@ def write_parquet(path: Path, n_cells: int, n_features: int, seed: int = 0, row_
 
 def write_parquet_shuffled(path: Path, n_cells: int, n_features: int, seed: int = 0, row_group: int = 50_000) -> None:
     """The cells of :func:`write_parquet` in random row order (built in memory, written in row groups)."""
-    import numpy as np
-    import pandas as pd
-
-    sizes, chunks = grouped_layout(n_cells, seed=seed)
-    parts = [grouped_chunk(sizes, g0, g1, n_features, seed=seed) for g0, g1 in chunks]
-    obs = pd.concat([o for o, _ in parts], ignore_index=True)
-    X = np.concatenate([x for _, x in parts])
-    del parts
-    perm = np.random.default_rng(seed + 1).permutation(n_cells)
-    slabs = (perm[a : a + row_group] for a in range(0, n_cells, row_group))
+    obs, X = make_cells(n_cells, n_features, seed=seed, shuffle=True)
+    slabs = (slice(a, a + row_group) for a in range(0, n_cells, row_group))
     _write_pieces(path, ((obs.iloc[rows], X[rows]) for rows in slabs), n_features, row_group)
 
 
@@ -236,7 +216,7 @@ def worker(spec: dict) -> dict:
         import pandas as pd
         import pycytominer
 
-        obs, X = make_cells(n, p, shuffle=spec.get("shuffle", False))
+        obs, X = make_cells(n, p, n_plates=2, shuffle=spec.get("shuffle", False))
         df = pd.concat([obs, pd.DataFrame(X, columns=feature_names(p), copy=False)], axis=1)
         del X
         pycytominer.aggregate(df.iloc[:2000], strata=KEYS, features=feature_names(p))  # warm-up
@@ -246,7 +226,7 @@ def worker(spec: dict) -> dict:
 
         import imgprof as ip
 
-        obs, X = make_cells(n, p, shuffle=spec.get("shuffle", False))
+        obs, X = make_cells(n, p, n_plates=2, shuffle=spec.get("shuffle", False))
         obs.index = obs.index.astype(str)
         adata = ad.AnnData(X=X, obs=obs)
         adata.var_names = feature_names(p)
