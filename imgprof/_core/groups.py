@@ -383,7 +383,6 @@ def group_reduce(
         raise ValueError(f"codes has shape {codes.shape}; expected one code per row ({X.shape[0]}).")
     codes = codes.astype(np.int64, copy=False)
     if is_dask(X):
-        X = _dense_dask(X)
         return _group_reduce_dask(
             X, codes, n_groups, func, ddof=ddof, mad_scale=mad_scale, min_count=min_count, inf=inf,
             var_names=var_names, what=what, block_size=block_size,
@@ -442,7 +441,6 @@ def group_median_mad(
         mad_scale = _MAD_NORMAL
     codes = np.asarray(codes, dtype=np.int64)
     if is_dask(X):
-        X = _dense_dask(X)
         if not want_mad:
             med = _group_reduce_dask(
                 X, codes, n_groups, "median", min_count=min_count, inf=inf, var_names=var_names, what=what,
@@ -452,7 +450,7 @@ def group_median_mad(
 
         def _both(block, c_local, n_local):
             m, d = group_median_mad(
-                _dense_block(block), c_local, n_local, mad_scale=mad_scale, min_count=min_count, inf="propagate",
+                np.asarray(block), c_local, n_local, mad_scale=mad_scale, min_count=min_count, inf="propagate",
                 n_jobs=1, block_size=block_size,
             )
             return np.concatenate([m, d], axis=1)
@@ -592,21 +590,6 @@ def _group_moments(
 # ----------------------------------------------------------------------------------------------
 # dask
 # ----------------------------------------------------------------------------------------------
-def _dense_dask(X):
-    """A dask array with sparse (scipy) chunks, e.g. a sparse zarr store, as one with dense chunks."""
-    meta = getattr(X, "_meta", None)
-    if meta is None or isinstance(meta, np.ndarray):
-        return X
-    return X.map_blocks(_dense_block, dtype=X.dtype, meta=np.empty((0, 0), dtype=X.dtype))
-
-
-def _dense_block(block) -> np.ndarray:
-    """A dask block as a dense array (chunks of a sparse store are scipy matrices)."""
-    if hasattr(block, "toarray"):
-        return block.toarray()
-    return np.asarray(block)
-
-
 def _aligned_row_chunks(starts: np.ndarray, old_chunks: tuple[int, ...]) -> tuple[int, ...]:
     """Row chunk sizes whose boundaries fall on group starts, close to the old boundaries."""
     total = int(starts[-1])
@@ -639,9 +622,8 @@ def group_apply(X, codes: np.ndarray, n_groups: int, fn) -> np.ndarray:
     """
     codes = np.asarray(codes, dtype=np.int64)
     if is_dask(X):
-        X = _dense_dask(X)
         # fn sees whole rows (e.g. MODZ correlates replicates across all features): one column chunk
-        return _dask_by_chunks(X.rechunk({1: -1}), codes, n_groups, lambda block, c, n: fn(_dense_block(block), c, n), fill=np.nan)
+        return _dask_by_chunks(X.rechunk({1: -1}), codes, n_groups, lambda block, c, n: fn(np.asarray(block), c, n), fill=np.nan)
     X = np.asarray(X)
     order, starts = sort_groups(codes, n_groups)
     out = np.full((n_groups, X.shape[1]), np.nan)
@@ -663,7 +645,7 @@ def _group_reduce_dask(
 
     def _reduce_block(block, c_local, n_local):
         return group_reduce(
-            _dense_block(block), c_local, n_local, func, ddof=ddof, mad_scale=mad_scale, min_count=min_count,
+            np.asarray(block), c_local, n_local, func, ddof=ddof, mad_scale=mad_scale, min_count=min_count,
             inf="propagate", n_jobs=1, block_size=block_size,
         )
 

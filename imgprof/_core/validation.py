@@ -92,6 +92,9 @@ def get_matrix(adata, *, layer: str | None = None, use_rep: str | None = None):
 
         if sp.issparse(X):
             X = X.toarray()
+        elif is_dask(X) and sp.issparse(getattr(X, "_meta", None)):
+            # e.g. the .X of a sparse zarr store read lazily: dense chunks, computed chunk by chunk
+            X = X.map_blocks(lambda b: b.toarray(), dtype=X.dtype, meta=np.empty((0, 0), dtype=X.dtype))
     except ImportError:  # pragma: no cover
         pass
     return X
