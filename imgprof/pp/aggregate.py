@@ -578,8 +578,11 @@ class _Streamed:
             Xout = np.empty((n_groups, p))
             g_first = np.searchsorted(bucket_of_group, np.arange(n_buckets))
             g_end = np.append(g_first[1:], n_groups)
+            by_bucket = np.argsort(bucket_of_row, kind="stable")  # each bucket's rows in file order, as written
+            r_first = np.searchsorted(bucket_of_row[by_bucket], np.arange(n_buckets))
+            r_end = np.append(r_first[1:], by_bucket.size)
             for bi in range(n_buckets):
-                rows = np.flatnonzero(bucket_of_row == bi)  # in file order, as written
+                rows = by_bucket[r_first[bi] : r_end[bi]]
                 Mb = np.empty((rows.size, p))
                 with open(paths[bi], "rb") as fh:
                     off = 0
