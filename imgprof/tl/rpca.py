@@ -1,40 +1,76 @@
-"""Seurat-style reciprocal-PCA (RPCA) anchor integration in Python (no R).
+"""Seurat 4.3's reciprocal-PCA (RPCA) integration, reproduced in Python (no R).
 
-A re-implementation of Seurat v4's ``FindIntegrationAnchors(reduction = "rpca")``
-followed by ``IntegrateData`` (Stuart, Butler et al. 2019), the method that
-ranked among the best for Cell Painting in Arevalo et al. (2024). Steps, with
-Seurat's defaults:
+``ip.tl.rpca`` computes what Seurat 4.3.0 computes for the vignette workflow
 
-1. **Per-batch PCA.** Each batch is z-scored on its own (``ScaleData``: centre,
-   scale by the standard deviation, clip at ±10; ``scale=False`` skips this)
-   and reduced to ``dims`` principal components (uncentred SVD of the scaled
-   data, as ``RunPCA``).
-2. **Reciprocal projection.** For every pair of batches (i, j) the scaled data
-   of i are projected onto j's loadings and vice versa. In j's space each
-   coordinate is divided by its standard deviation and each cell is
-   L2-normalised (``l2.norm``); likewise in i's space.
-3. **Anchors.** For each cell of i, its ``k`` nearest cells of j in j's PCA
-   space (i projected), and for each cell of j its nearest cells of i in i's
-   space (j projected). Mutual pairs within ``k_anchor`` are anchors. (Seurat
-   skips the ``k.filter`` step for RPCA; so does this.)
-4. **Anchor scores.** The shared-neighbour count between the two anchor
-   cells' neighbourhoods (``k_score`` within-batch neighbours in their own
-   PCA plus ``k_score`` cross-batch neighbours), rescaled between its 1 % and
-   90 % quantiles and clipped to [0, 1].
-5. **Merge order.** Datasets are merged following a complete-linkage tree on
-   1 / (anchors / smaller batch size); at each merge the group with more
-   cells is the reference and stays fixed.
-6. **Correction.** The query's correction vectors are (query − reference)
-   differences at the anchors. Each query cell is weighted to its
-   ``k_weight`` nearest anchors in a PCA (``dims`` components) of the scaled
-   merged data: ``w = 1 − d / d_k``, times the anchor score, through a
-   Gaussian ``1 − exp(−w · sd_weight² / 4)``, normalised to sum to one; the
-   query data minus the weighted vectors is the integrated data.
+.. code-block:: r
 
-The output has the input's columns (features for ``use_rep="X"``).
+    obj.list <- lapply(obj.list, function(x) RunPCA(ScaleData(x, features = features), features = features))
+    anchors <- FindIntegrationAnchors(obj.list, anchor.features = features, reduction = "rpca")
+    integrated <- IntegrateData(anchors)
+
+with Seurat's defaults, on every column of the input (all features are anchor
+features and are integrated). It is tested against Seurat 4.3.0's own output
+(``tests/data/seurat_rpca``): on the per-batch standardised cmQTL batches the
+integrated matrix agrees with Seurat's to float32 precision. The batches,
+in the order of the ``batch_key`` categories, play the role of Seurat's
+``object.list``. Steps:
+
+1. **Per-batch PCA.** Each batch is scaled on its own (``ScaleData``: centre,
+   divide by the n−1 standard deviation, clip values *above* +10) and reduced to
+   ``npcs`` = 50 components by an uncentred exact SVD (``RunPCA``; its ``irlba``
+   result equals the exact SVD when ``npcs`` is well below the matrix size).
+2. **Reciprocal projection** (``ReciprocalProject``). For each pair of batches
+   (1, 2), batch 2's scaled data are projected onto batch 1's loadings (space
+   "ref": 1's embeddings and 2's projection) and vice versa (space "query").
+   In each space every one of the ``npcs`` coordinates is divided by its
+   standard deviation and every cell is scaled to unit length (``L2Dim``);
+   neighbour searches then use the first ``dims`` = 30 coordinates.
+3. **Anchors** (``FindNN``, ``FindAnchorPairs``). Cells of 1 look for their
+   ``max(k_anchor, k_score)`` nearest cells of 2 in space "query", cells of 2
+   for theirs among 1 in space "ref"; pairs within each other's ``k_anchor`` = 5
+   are anchors. Seurat sets ``k.filter = NA`` for RPCA: no filtering.
+4. **Scores** (``ScoreAnchors``). Shared neighbours of the two anchor cells
+   (their ``k_score`` = 30 nearest in their own batch's first ``dims`` PCs,
+   themselves included, plus 30 across), rescaled between the 1 % and 90 %
+   quantiles and clipped to [0, 1].
+5. **Merge order** (``CountAnchors``, ``BuildSampleTree``). R's ``hclust``
+   (complete linkage, R's tie-breaking) on 1 / (anchor rows between two
+   batches, both orientations / the smaller batch). At each merge the group
+   with more cells is the reference (unless ``preserve_order``); an already
+   integrated group enters the next merge with its integrated values.
+6. **Weights** (``FindWeights``, ``FindWeightsC``). A PCA (``dims``
+   components) of the merged reference + query data, each feature scaled over
+   both (clip above +10). Each query cell finds its ``k_weight`` = 100 nearest
+   *distinct* anchor cells of the query (itself included when it is one);
+   ``w = 1 − d / d_k`` with ``d_k`` the distance to the ``k_weight``-th; walking
+   out from the nearest, every anchor row of those cells gets
+   ``1 − exp(−w · score · sd_weight² / 4)``, until ``k_weight`` anchor rows have
+   been used; the weights are normalised to sum to one per cell.
+7. **Correction** (``FindIntegrationMatrix``, ``TransformDataMatrix``). The
+   query minus its weights times the anchor vectors (query cell − reference
+   cell, at the anchors); the reference keeps its values.
+
+Where imgprof differs from Seurat 4.3.0 (all outside Seurat's working range):
+
+* neighbours are exact (scikit-learn) where Seurat's default uses Annoy
+  (approximate, float32 distances); ``nn.method = "rann"`` in Seurat is exact;
+* where a query has fewer distinct anchor cells than ``k_weight`` (or fewer
+  anchor rows), Seurat 4.3.0 stops with an R error ("number of items to replace
+  is not a multiple of replacement length"); imgprof uses all of them
+  (``k = number of distinct anchor cells``) and records the lowered value;
+* a cell whose weights are all zero (its nearest anchors all have score 0)
+  gets NaN from Seurat (0/0); imgprof leaves it uncorrected and counts it in
+  the provenance record (``n_cells_no_weight``);
+* a feature with zero variance within a batch is scaled to 0 (Seurat: NaN);
+  identical anchor scores (no spread) all become 1 (Seurat: NaN);
+* ``npcs`` is capped by the batch size and the number of features − 1 and
+  ``dims`` by ``npcs``, where Seurat's ``irlba``/``FindIntegrationAnchors``
+  would stop.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,38 +81,35 @@ from ._validate import prepare, store
 
 
 def _scale(X: np.ndarray, clip: float | None = 10.0) -> np.ndarray:
-    """Seurat's ``ScaleData``: centre, divide by the (n−1) standard deviation, clip."""
+    """Seurat's ``ScaleData``: centre, divide by the (n−1) standard deviation, clip values above ``clip``."""
     mu = X.mean(axis=0)
     sd = X.std(axis=0, ddof=1) if X.shape[0] > 1 else np.ones(X.shape[1])
     sd = np.where(sd > 0, sd, 1.0)
     Z = (X - mu) / sd
     if clip is not None:
-        np.clip(Z, -clip, clip, out=Z)
+        np.minimum(Z, clip, out=Z)  # Seurat clips only above (scale.max); large negative values stay
     return Z
 
 
-def _svd(Z: np.ndarray, n_comps: int, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Uncentred truncated SVD (``irlba`` in ``RunPCA``): returns embeddings ``U·S`` and loadings ``V``."""
-    if n_comps >= min(Z.shape) // 2 or min(Z.shape) <= 200:
-        U, s, Vt = np.linalg.svd(Z, full_matrices=False)
-        U, s, Vt = U[:, :n_comps], s[:n_comps], Vt[:n_comps]
-    else:
-        from sklearn.utils.extmath import randomized_svd
-
-        U, s, Vt = randomized_svd(Z, n_comps, n_iter=7, random_state=random_state)
-    return U * s, Vt.T
+def _svd(Z: np.ndarray, n_comps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uncentred exact SVD (``RunPCA``'s irlba converges to it): embeddings ``U·S`` and loadings ``V``."""
+    n_comps = int(min(n_comps, *Z.shape))
+    U, s, Vt = np.linalg.svd(Z, full_matrices=False)
+    return U[:, :n_comps] * s[:n_comps], Vt[:n_comps].T
 
 
 def _knn_idx(data: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean k nearest rows of ``data`` for each row of ``query`` (distances ascending)."""
     from sklearn.neighbors import NearestNeighbors
 
     k = int(min(k, data.shape[0]))
-    nn = NearestNeighbors(n_neighbors=k).fit(data)
+    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(data)
     dist, idx = nn.kneighbors(query)
     return dist, idx
 
 
 def _l2_space(M: np.ndarray) -> np.ndarray:
+    """``ReciprocalProject``'s ``l2.norm``: divide each column by its sd, then each row by its length."""
     sd = M.std(axis=0, ddof=1)
     M = M / np.where(sd > 0, sd, 1.0)
     norm = np.linalg.norm(M, axis=1, keepdims=True)
@@ -84,6 +117,7 @@ def _l2_space(M: np.ndarray) -> np.ndarray:
 
 
 def _rescale_scores(score: np.ndarray) -> np.ndarray:
+    """``ScoreAnchors``: (score − q01) / (q90 − q01), clipped to [0, 1] (R quantile type 7 = numpy's default)."""
     lo, hi = np.quantile(score, 0.01), np.quantile(score, 0.9)
     if hi <= lo:
         return np.ones_like(score, dtype=float)
@@ -99,81 +133,150 @@ def _indicator(idx: np.ndarray, n_cols: int, offset: int = 0) -> sp.csr_matrix:
 
 def find_anchors_pair(
     S1: np.ndarray, S2: np.ndarray, pca1: tuple[np.ndarray, np.ndarray], pca2: tuple[np.ndarray, np.ndarray], *,
-    k_anchor: int = 5, k_score: int = 30, l2_norm: bool = True,
+    k_anchor: int = 5, k_score: int = 30, l2_norm: bool = True, dims: int = 30,
+    self1: np.ndarray | None = None, self2: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Anchors between two batches: rows ``(cell in 1, cell in 2, score)`` (local indices)."""
+    """Anchors between two batches, Seurat's ``FindAnchors`` for RPCA.
+
+    Returns rows ``(cell in 1, cell in 2, score)`` (local indices), ordered as
+    Seurat orders them (by cell of 1, then by its rank among the neighbours of
+    the cell of 2, then by the rank of the cell of 2 among its own).
+    ``pca1``/``pca2`` are the batches' ``(embeddings, loadings)`` with all
+    ``npcs`` components; ``self1``/``self2`` optionally pass the within-batch
+    neighbour indices (``k + 1`` nearest, self first) computed once per batch.
+    """
     emb1, load1 = pca1
     emb2, load2 = pca2
-    n1, n2 = S1.shape[0], S2.shape[0]
+    n1 = S1.shape[0]
     k = max(k_anchor, k_score)
-    # Seurat: "projectedpca.ref" = space of 1 (1's own + 2 projected); ".query" = space of 2.
+    # ReciprocalProject: "ref" = 1's embeddings and 2 projected on 1's loadings; "query" = the reverse.
     space1 = np.vstack([emb1, S2 @ load1])
     space2 = np.vstack([S1 @ load2, emb2])
-    if l2_norm:
+    if l2_norm:  # over all npcs columns, before the first `dims` are taken
         space1, space2 = _l2_space(space1), _l2_space(space2)
-    _, nnaa = _knn_idx(emb1, emb1, k + 1)  # within-batch neighbours in own PCA (self first)
-    _, nnbb = _knn_idx(emb2, emb2, k + 1)
-    _, nnab = _knn_idx(space2[n1:], space2[:n1], k)  # cells of 1 among cells of 2, in 2's space
-    _, nnba = _knn_idx(space1[:n1], space1[n1:], k)  # cells of 2 among cells of 1, in 1's space
+    d1, d2 = min(dims, space1.shape[1]), min(dims, space2.shape[1])
+    space1, space2 = space1[:, :d1], space2[:, :d2]
+    nnaa = self1 if self1 is not None else _knn_idx(emb1[:, :dims], emb1[:, :dims], k + 1)[1]
+    nnbb = self2 if self2 is not None else _knn_idx(emb2[:, :dims], emb2[:, :dims], k + 1)[1]
+    _, nnab = _knn_idx(space2[n1:], space2[:n1], k)  # cells of 1 among cells of 2, in the "query" space
+    _, nnba = _knn_idx(space1[:n1], space1[n1:], k)  # cells of 2 among cells of 1, in the "ref" space
     ka = min(k_anchor, nnab.shape[1], nnba.shape[1])
     a = np.repeat(np.arange(n1), ka)
     b = nnab[:, :ka].ravel()
     back = nnba[b, :ka]
-    mutual = (back == a[:, None]).any(axis=1)
+    hit = back == a[:, None]
+    mutual = hit.any(axis=1)
+    # FindAnchorPairs: which(arr.ind = TRUE) runs down the columns, so a cell's anchors are
+    # ordered by its rank among the partner's neighbours, then by the partner's rank among its own.
+    rank = np.tile(np.arange(ka), n1)[mutual]
+    col = hit.argmax(axis=1)[mutual]
     a, b = a[mutual], b[mutual]
+    o = np.lexsort((rank, col, a))
+    a, b = a[o], b[o]
     if a.size == 0:
         return np.empty((0, 3))
-    total = n1 + n2
-    A = (_indicator(nnaa[:, :k_score], total) + _indicator(nnab[:, :k_score], total, n1)).tocsr()
-    B = (_indicator(nnba[:, :k_score], total) + _indicator(nnbb[:, :k_score], total, n1)).tocsr()
+    total = n1 + S2.shape[0]
+    ks = min(k_score, nnaa.shape[1], nnab.shape[1], nnba.shape[1], nnbb.shape[1])
+    A = (_indicator(nnaa[:, :ks], total) + _indicator(nnab[:, :ks], total, n1)).tocsr()
+    B = (_indicator(nnba[:, :ks], total) + _indicator(nnbb[:, :ks], total, n1)).tocsr()
     A.data[:] = 1.0
     B.data[:] = 1.0
     shared = np.asarray(A[a].multiply(B[b]).sum(axis=1)).ravel()
     return np.column_stack([a, b, _rescale_scores(shared)])
 
 
-def _complete_linkage_order(similarity: np.ndarray) -> np.ndarray:
-    """Merge tree of datasets (scipy linkage rows) on distance 1 / similarity, complete linkage."""
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
+def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
+    """R's ``hclust(as.dist(dist))$merge`` (complete linkage), R's tie-breaking and sign convention.
 
-    with np.errstate(divide="ignore"):
-        dist = np.where(similarity > 0, 1.0 / np.where(similarity > 0, similarity, 1.0), np.inf)
-    finite = dist[np.isfinite(dist)]
-    big = (finite.max() if finite.size else 1.0) * 1e6
-    dist = np.where(np.isfinite(dist), dist, big)
-    np.fill_diagonal(dist, 0.0)
-    return linkage(squareform(dist, checks=False), method="complete")
+    Rows are merges; a negative entry −i is dataset i (1-based), a positive entry
+    m is the group formed at merge m. Follows the nearest-neighbour-list
+    algorithm of R's ``hclust`` (F. Murtagh), so ties resolve as in R.
+    """
+    n = dist.shape[0]
+    D = np.array(dist, dtype=float)
+    active = np.ones(n, bool)
+    nn = np.zeros(n, int)
+    dnn = np.full(n, np.inf)
+
+    def refresh(i: int) -> None:
+        best, arg = np.inf, i
+        for j in range(i + 1, n):
+            if active[j] and D[i, j] < best:
+                best, arg = D[i, j], j
+        nn[i], dnn[i] = arg, best
+
+    for i in range(n - 1):
+        refresh(i)
+    pairs = []
+    for _ in range(n - 1):
+        best, im = np.inf, -1
+        for i in range(n - 1):
+            if active[i] and dnn[i] < best:
+                best, im = dnn[i], i
+        if im < 0:  # all remaining distances infinite: merge the first two active
+            act = np.flatnonzero(active)
+            im, nn[act[0]] = act[0], act[1]
+        i2, j2 = min(im, nn[im]), max(im, nn[im])
+        pairs.append((i2, j2))
+        active[j2] = False
+        for k in range(n):
+            if active[k] and k != i2:
+                D[i2, k] = D[k, i2] = max(D[i2, k], D[j2, k])
+                if k < i2 and D[i2, k] < dnn[k]:
+                    dnn[k], nn[k] = D[i2, k], i2
+        refresh(i2)
+        for i in range(n - 1):
+            if active[i] and nn[i] in (i2, j2):
+                refresh(i)
+    # R's labels: a group is named by the merge that formed it; singletons are negative.
+    label = {i: -(i + 1) for i in range(n)}
+    merge = np.zeros((n - 1, 2), dtype=np.int64)
+    for t, (i2, j2) in enumerate(pairs):
+        x, y = label[i2], label[j2]
+        if x > 0 and y < 0:
+            x, y = y, x
+        elif x > 0 and y > 0:
+            x, y = min(x, y), max(x, y)
+        merge[t] = (x, y)
+        label[i2] = t + 1
+    return merge
 
 
 def _weights(
-    query_emb: np.ndarray, anchor_q: np.ndarray, score: np.ndarray, k_weight: int, sd_weight: float
-) -> sp.csr_matrix:
-    """Seurat's ``FindWeights`` (n_query × n_anchors), rows summing to one."""
-    n_anchor = anchor_q.size
-    k = int(min(k_weight, n_anchor - 1))
-    if k < 1:
-        return sp.csr_matrix((np.full(query_emb.shape[0], 1.0), (np.arange(query_emb.shape[0]), np.zeros(query_emb.shape[0], int))),
-                             shape=(query_emb.shape[0], n_anchor))
-    dist, idx = _knn_idx(query_emb[anchor_q], query_emb, k + 1)
-    dist, idx = dist[:, 1:], idx[:, 1:]
+    q_emb: np.ndarray, anchor_q: np.ndarray, score: np.ndarray, k_weight: int, sd_weight: float
+) -> tuple[sp.csr_matrix, int, int]:
+    """Seurat's ``FindWeights``/``FindWeightsC``: (n_query × n_anchor rows) weights, rows summing to one.
+
+    ``anchor_q`` gives, per anchor row, its query cell (local index). Returns the
+    weights, the ``k`` used and the number of query cells whose weights are all zero.
+    """
+    cells, first = np.unique(anchor_q, return_index=True)
+    cells = cells[np.argsort(first)]  # Seurat: unique() keeps the order of first appearance
+    n_u, n_anchor, n_q = cells.size, anchor_q.size, q_emb.shape[0]
+    k = int(min(k_weight, n_anchor, n_u))
+    dist, idx = _knn_idx(q_emb[cells], q_emb, k)
     dk = dist[:, -1:]
     w = 1.0 - np.divide(dist, dk, out=np.zeros_like(dist), where=dk > 0)
-    # Seurat gives each neighbouring anchor *cell* its weight, on every anchor row with that cell.
-    cells, cell_of_anchor = np.unique(anchor_q, return_inverse=True)
-    n_q, n_u = query_emb.shape[0], cells.size
-    u = cell_of_anchor[idx]
-    flat = (np.arange(n_q)[:, None] * n_u + u).ravel()
-    _, first = np.unique(flat, return_index=True)  # nearest occurrence of each (query cell, anchor cell)
-    C = sp.csr_matrix((w.ravel()[first], (flat[first] // n_u, flat[first] % n_u)), shape=(n_q, n_u))
-    M = sp.csr_matrix((np.ones(n_anchor), (cell_of_anchor, np.arange(n_anchor))), shape=(n_u, n_anchor))
-    D = (C @ M).tocsr()
-    D = D @ sp.diags(score)
-    D = D.tocsr()
-    D.data = 1.0 - np.exp(-D.data / (2.0 / sd_weight) ** 2)
-    sums = np.asarray(D.sum(axis=1)).ravel()
-    D = sp.diags(np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)) @ D
-    return D.tocsr()
+    # anchor rows of each anchor cell, in row order
+    cell_pos = np.empty(int(anchor_q.max()) + 1, dtype=np.int64)
+    cell_pos[cells] = np.arange(n_u)
+    u_of_row = cell_pos[anchor_q]
+    order = np.argsort(u_of_row, kind="stable")
+    cnt = np.bincount(u_of_row, minlength=n_u)
+    starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    c = cnt[idx]
+    kept = np.clip(k - (np.cumsum(c, axis=1) - c), 0, c).ravel()  # at most k anchor rows per cell, nearest first
+    total = int(kept.sum())
+    q_of = np.repeat(np.repeat(np.arange(n_q), k), kept)
+    nb = np.repeat(idx.ravel(), kept)
+    wv = np.repeat(w.ravel(), kept)
+    within = np.arange(total) - np.repeat(np.cumsum(kept) - kept, kept)
+    rows = order[starts[nb] + within]
+    val = 1.0 - np.exp(-wv * score[rows] / (2.0 / sd_weight) ** 2)
+    W = sp.csr_matrix((val, (q_of, rows)), shape=(n_q, n_anchor))
+    sums = np.asarray(W.sum(axis=1)).ravel()
+    W = (sp.diags(np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)) @ W).tocsr()
+    return W, k, int((sums <= 0).sum())
 
 
 def rpca_kernel(
@@ -181,6 +284,7 @@ def rpca_kernel(
     codes: np.ndarray,
     *,
     dims: int = 30,
+    npcs: int = 50,
     k_anchor: int = 5,
     k_score: int = 30,
     k_weight: int = 100,
@@ -188,63 +292,75 @@ def rpca_kernel(
     scale: bool = True,
     l2_norm: bool = True,
     preserve_order: bool = False,
-    random_state: int = 0,
 ) -> tuple[np.ndarray, dict]:
-    """Integrate the rows of ``X`` (n × p) across batches ``codes``; returns ``(corrected, info)``."""
+    """Integrate the rows of ``X`` (n × p) across batches ``codes`` (0..B−1); returns ``(corrected, info)``."""
     X = np.asarray(X, dtype=np.float64)
     n_b = int(codes.max()) + 1
     rows = [np.flatnonzero(codes == b) for b in range(n_b)]
     sizes = np.array([r.size for r in rows])
-    d = int(min(dims, sizes.min() - 1, X.shape[1]))
+    n_pc = int(min(npcs, X.shape[1] - 1, sizes.min() - 1))
+    d = int(min(dims, n_pc))
     if d < 2:
-        raise ValueError(f"rpca: the smallest batch has {sizes.min()} observations; need at least 3 for a PCA.")
+        raise ValueError(
+            f"rpca: the smallest batch has {sizes.min()} observations and there are {X.shape[1]} features; "
+            "need at least 3 of each for a PCA."
+        )
     S = [_scale(X[r]) if scale else X[r] for r in rows]
-    pcs = [_svd(s, d, random_state) for s in S]
-    # 1-4: anchors for every pair, stored with global row indices, both orientations.
+    pcs = [_svd(s, n_pc) for s in S]
+    k_nb = max(k_anchor, k_score)
+    selfnn = [_knn_idx(e[:, :d], e[:, :d], k_nb + 1)[1] for e, _ in pcs]
+    # Seurat's global cell index: batches concatenated in order; pos maps it to rows of X.
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    pos = np.concatenate(rows)
+    # 1-4: anchors for every pair in Seurat's order (expand.grid: j outer, i inner, i < j).
     anchors = []
-    for i in range(n_b):
-        for j in range(i + 1, n_b):
-            an = find_anchors_pair(S[i], S[j], pcs[i], pcs[j], k_anchor=k_anchor, k_score=k_score, l2_norm=l2_norm)
+    for j in range(n_b):
+        for i in range(j):
+            an = find_anchors_pair(S[i], S[j], pcs[i], pcs[j], k_anchor=k_anchor, k_score=k_score, l2_norm=l2_norm,
+                                   dims=d, self1=selfnn[i], self2=selfnn[j])
             if an.size:
-                g1, g2 = rows[i][an[:, 0].astype(int)], rows[j][an[:, 1].astype(int)]
-                anchors.append(np.column_stack([g1, g2, an[:, 2], np.full(len(an), i), np.full(len(an), j)]))
+                anchors.append(np.column_stack([an[:, 0] + offsets[i], an[:, 1] + offsets[j], an[:, 2],
+                                                np.full(len(an), i), np.full(len(an), j)]))
     if not anchors:
         raise ValueError("rpca: no anchors found between any pair of batches.")
     A = np.vstack(anchors)
     A = np.vstack([A, A[:, [1, 0, 2, 4, 3]]])  # both orientations, as Seurat
-    # 5: merge tree on anchor counts.
-    sim = np.zeros((n_b, n_b))
+    # 5: merge tree (CountAnchors + BuildSampleTree).
+    dist = np.zeros((n_b, n_b))
     for i in range(n_b):
-        for j in range(n_b):
-            if i != j:
-                sel = np.isin(A[:, 3], (i, j)) & np.isin(A[:, 4], (i, j))
-                sim[i, j] = sel.sum() / min(sizes[i], sizes[j])
-    Z = _complete_linkage_order(sim)
-    members: dict[int, list[int]] = {b: [b] for b in range(n_b)}
+        for j in range(i):
+            sel = np.isin(A[:, 3], (i, j)) & np.isin(A[:, 4], (i, j))
+            s = sel.sum() / min(sizes[i], sizes[j])
+            dist[i, j] = dist[j, i] = 1.0 / s if s > 0 else np.inf
+    tree = _r_hclust_complete(dist)
+    groups: dict[int, np.ndarray] = {-(b + 1): np.arange(offsets[b], offsets[b] + sizes[b]) for b in range(n_b)}
+    members: dict[int, list[int]] = {-(b + 1): [b] for b in range(n_b)}
     data = X.copy()
-    info = {"dims": d, "n_anchors": int(len(A) // 2), "merges": []}
-    for t, (c1, c2) in enumerate(Z[:, :2].astype(int)):
-        g1, g2 = members.pop(c1), members.pop(c2)
-        n1, n2 = sizes[g1].sum(), sizes[g2].sum()
-        if not preserve_order and n2 > n1:
-            g1, g2 = g2, g1
-        members[n_b + t] = g1 + g2
-        sel = np.isin(A[:, 3], g1) & np.isin(A[:, 4], g2)
+    info: dict = {"dims": d, "npcs": n_pc, "n_anchors": int(len(A) // 2), "merges": []}
+    for t, (m1, m2) in enumerate(tree.tolist()):
+        if not preserve_order and groups[m2].size > groups[m1].size:
+            m1, m2 = m2, m1
+        g_ref, g_qry = groups.pop(m1), groups.pop(m2)
+        b_ref, b_qry = members.pop(m1), members.pop(m2)
+        groups[t + 1] = np.concatenate([g_ref, g_qry])  # merge(): reference cells, then query cells
+        members[t + 1] = b_ref + b_qry
+        sel = np.isin(A[:, 3], b_ref) & np.isin(A[:, 4], b_qry)
         if not sel.any():
-            raise ValueError(f"rpca: no anchors between batch group(s) {g1} and {g2}; they cannot be integrated.")
+            raise ValueError(f"rpca: no anchors between batch group(s) {b_ref} and {b_qry}; they cannot be integrated.")
         anc = A[sel]
-        ref_rows = np.concatenate([rows[b] for b in g1])
-        qry_rows = np.concatenate([rows[b] for b in g2])
-        # 6: correction vectors and weights (PCA of the scaled merged data, Seurat's weight.reduction = NULL).
-        integration = data[anc[:, 1].astype(int)] - data[anc[:, 0].astype(int)]
+        ref_rows, qry_rows = pos[g_ref], pos[g_qry]
+        # 6: weights from a PCA of the merged (reference, query) data, scaled together.
         merged = _scale(data[np.concatenate([ref_rows, qry_rows])])
-        emb, _ = _svd(merged, min(d, merged.shape[0] - 1), random_state)
+        emb, _ = _svd(merged, min(d, merged.shape[1] - 1))
         q_emb = emb[ref_rows.size:]
         local = np.empty(X.shape[0], dtype=np.int64)
-        local[qry_rows] = np.arange(qry_rows.size)
-        W = _weights(q_emb, local[anc[:, 1].astype(int)], anc[:, 2], k_weight, sd_weight)
+        local[g_qry] = np.arange(g_qry.size)
+        W, k_used, n_zero = _weights(q_emb, local[anc[:, 1].astype(int)], anc[:, 2], k_weight, sd_weight)
+        # 7: anchor vectors (query − reference, current values) and the correction.
+        integration = data[pos[anc[:, 1].astype(int)]] - data[pos[anc[:, 0].astype(int)]]
         data[qry_rows] = data[qry_rows] - W @ integration
-        info["merges"].append({"reference": [int(b) for b in g1], "query": [int(b) for b in g2], "n_anchors": int(sel.sum())})
+        info["merges"].append({"reference": [int(b) for b in b_ref], "query": [int(b) for b in b_qry],
+                               "n_anchors": int(sel.sum()), "k_weight": k_used, "n_cells_no_weight": n_zero})
     return data, info
 
 
@@ -255,6 +371,7 @@ def rpca(
     use_rep: str = "X",
     key_added: str = "X_rpca",
     dims: int = 30,
+    npcs: int = 50,
     k_anchor: int = 5,
     k_score: int = 30,
     k_weight: int = 100,
@@ -262,17 +379,21 @@ def rpca(
     scale: bool = True,
     l2_norm: bool = True,
     preserve_order: bool = False,
-    random_state: int = 0,
     add_layer: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
-    """Seurat-style reciprocal-PCA anchor integration (Python port, no R needed).
+    """Seurat 4.3 reciprocal-PCA integration (``FindIntegrationAnchors(reduction = "rpca")`` + ``IntegrateData``).
 
-    See the module docstring for the algorithm; defaults are Seurat's
-    (``dims=1:30``, ``k.anchor=5``, ``k.score=30``, ``k.weight=100``,
-    ``sd.weight=1``, ``scale=TRUE``, ``l2.norm=TRUE``). The reference group
-    of each merge keeps its values; the result has the columns of
-    ``use_rep``, like Seurat's ``integrated`` assay.
+    Reproduces Seurat 4.3.0 with its defaults (tested against Seurat's own
+    output, see the module docstring for the steps and the few places where
+    imgprof differs): ``dims = 1:30``, per-batch ``RunPCA`` with
+    ``npcs = 50``, ``k.anchor = 5``, ``k.score = 30``, ``k.weight = 100``,
+    ``sd.weight = 1``, ``scale = TRUE``, ``l2.norm = TRUE``; every column of
+    ``use_rep`` is an anchor feature and is integrated. The batches, in the
+    order of the ``batch_key`` categories (sorted labels unless the column
+    is categorical), are Seurat's ``object.list``. The reference group of each
+    merge keeps its values; the result has the columns of ``use_rep``, like
+    Seurat's ``integrated`` assay.
 
     Parameters
     ----------
@@ -285,18 +406,20 @@ def rpca(
     key_added
         ``.obsm`` key for the integrated matrix.
     dims
-        PCs per batch for anchor finding and for the weights (capped by the smallest batch).
+        PCs used for the neighbour searches and the weights (Seurat ``dims = 1:dims``).
+    npcs
+        Components of each batch's PCA (Seurat's ``RunPCA`` default 50); all of them
+        enter the L2 normalisation of the projected spaces. Capped by the smallest
+        batch − 1 and the number of features − 1.
     k_anchor, k_score, k_weight, sd_weight
         Seurat's anchor, scoring and weighting parameters.
     scale
-        z-score each batch before its PCA (Seurat ``scale=TRUE``); set False when
+        Scale each batch before its PCA (Seurat ``scale = TRUE``); set False when
         the features are already scaled per batch.
     l2_norm
         L2-normalise the projected embeddings.
     preserve_order
         Do not swap reference and query at a merge by size.
-    random_state
-        Seed of the randomized SVD (large batches).
     add_layer
         Also store the integrated features as ``adata.layers[key_added]``.
     copy
@@ -304,7 +427,9 @@ def rpca(
 
     Returns
     -------
-    None, or the modified copy; sets ``adata.obsm[key_added]``.
+    None, or the modified copy; sets ``adata.obsm[key_added]``. The provenance
+    record lists, per merge, the reference and query batches, the anchors, the
+    ``k_weight`` used and the cells left uncorrected (all weights zero).
 
     Examples
     --------
@@ -315,20 +440,32 @@ def rpca(
     True
     """
     X, codes, levels = prepare(adata, batch_key, use_rep, min_per_batch=3, add_layer=add_layer)
-    for name, v in dict(k_anchor=k_anchor, k_score=k_score, k_weight=k_weight, dims=dims).items():
+    for name, v in {"k_anchor": k_anchor, "k_score": k_score, "k_weight": k_weight, "dims": dims, "npcs": npcs}.items():
         if int(v) < 1:
             raise ValueError(f"rpca: {name} must be >= 1, got {v}.")
     adata = start(adata, copy)
     Y, info = rpca_kernel(
-        X, codes, dims=dims, k_anchor=k_anchor, k_score=k_score, k_weight=k_weight, sd_weight=sd_weight,
-        scale=scale, l2_norm=l2_norm, preserve_order=preserve_order, random_state=random_state,
+        X, codes, dims=dims, npcs=npcs, k_anchor=k_anchor, k_score=k_score, k_weight=k_weight,
+        sd_weight=sd_weight, scale=scale, l2_norm=l2_norm, preserve_order=preserve_order,
     )
     for m in info["merges"]:
         m["reference"] = [levels[b] for b in m["reference"]]
         m["query"] = [levels[b] for b in m["query"]]
-    params = dict(batch_key=batch_key, use_rep=use_rep, dims=dims, k_anchor=k_anchor, k_score=k_score,
-                  k_weight=k_weight, sd_weight=sd_weight, scale=scale, l2_norm=l2_norm,
-                  preserve_order=preserve_order, random_state=random_state)
+        if m["k_weight"] < k_weight:
+            warnings.warn(
+                f"rpca: the query {m['query']} has only {m['k_weight']} distinct anchor cells or anchor rows, fewer "
+                f"than k_weight={k_weight}; all are used (Seurat 4.3 stops with an error here).",
+                UserWarning, stacklevel=2,
+            )
+        if m["n_cells_no_weight"]:
+            warnings.warn(
+                f"rpca: {m['n_cells_no_weight']} cell(s) of the query {m['query']} have all-zero anchor weights "
+                "(their nearest anchors all score 0) and are left uncorrected (Seurat returns NaN for them).",
+                UserWarning, stacklevel=2,
+            )
+    params = {"batch_key": batch_key, "use_rep": use_rep, "dims": dims, "npcs": npcs, "k_anchor": k_anchor, "k_score": k_score,
+                  "k_weight": k_weight, "sd_weight": sd_weight, "scale": scale, "l2_norm": l2_norm,
+                  "preserve_order": preserve_order}
     store(adata, Y, key_added=key_added, function="tl.rpca", params=params, use_rep=use_rep, add_layer=add_layer,
           n_batches=len(levels), **info)
     return finish(adata, copy)
