@@ -1,17 +1,24 @@
-"""Fast mutual-nearest-neighbour correction (fastMNN-style, numpy/scikit-learn).
+"""Fast mutual-nearest-neighbour correction (fastMNN-inspired, numpy/scikit-learn).
 
-Follows batchelor's ``fastMNN`` (Haghverdi et al. 2018; Lun 2019):
+Follows the steps of batchelor's ``fastMNN`` (Haghverdi et al. 2018; Lun 2019):
 
 1. cosine-normalise every profile;
 2. multi-batch PCA: centre on the mean of the batch means and weight every
    batch equally when computing the rotation;
-3. merge batches one at a time into a growing reference (largest batch
-   first by default): find mutual nearest neighbours (MNN pairs) between the
-   reference and the next batch, average the pair differences per MNN cell,
-   remove the variation along the overall batch vector in both (fastMNN's
-   "centre along batch vector" step), recompute the differences, and smooth
-   them onto every cell of the new batch with a Gaussian kernel over its
-   nearest MNN cells (as in the original mnnCorrect; fastMNN uses a tricube).
+3. merge batches one at a time into a growing reference: find mutual nearest
+   neighbours (MNN pairs) between the reference and the next batch, average
+   the pair differences per MNN cell, remove the variation along the overall
+   batch vector in both (fastMNN's "centre along batch vector" step),
+   recompute the differences, and smooth them onto every cell of the new batch.
+
+It is not batchelor's algorithm number for number and has not been compared
+with it (batchelor, a Bioconductor package, is not installable here). Known
+differences from ``fastMNN()`` with its defaults: the smoothing is a Gaussian
+kernel over each cell's 100 nearest MNN cells with one bandwidth per batch (the
+median distance to the 100th), where fastMNN uses a tricube kernel over the 20
+nearest MNN cells with a per-cell bandwidth of 3 × the distance to the 10th;
+the default merge order is largest batch first (fastMNN: input order); the PCA
+is scikit-learn's randomized SVD for large inputs (fastMNN: irlba).
 
 The output is the corrected PC embedding.
 """
@@ -182,7 +189,7 @@ def mnn(
     random_state: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
-    """Fast mutual-nearest-neighbour batch correction (fastMNN-style).
+    """Fast mutual-nearest-neighbour batch correction (fastMNN-inspired; see the module notes for the differences).
 
     Parameters
     ----------
@@ -205,11 +212,12 @@ def mnn(
         Gaussian kernel bandwidth; default: the median distance from a cell
         to its ``k_smooth``-th nearest MNN cell.
     cos_norm
-        Cosine-normalise profiles first (fastMNN's default).
+        Cosine-normalise profiles first (as fastMNN's default ``cos.norm = TRUE``).
     center_batch_vector
         Remove variation along the average batch vector before correcting (fastMNN).
     merge_order
-        Batch names in merge order; default largest batch first.
+        Batch names in merge order; default largest batch first (fastMNN's
+        default is the input order).
     random_state
         Seed of the randomized SVD.
     copy
