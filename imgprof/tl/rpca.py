@@ -10,8 +10,11 @@
 
 with Seurat's defaults, on every column of the input (all features are anchor
 features and are integrated). It is tested against Seurat 4.3.0's own output
-(``tests/data/seurat_rpca``): on the per-batch standardised cmQTL batches the
-integrated matrix agrees with Seurat's to float32 precision. The batches,
+(``tests/data/seurat_rpca``): with exact neighbours, the integrated matrix
+agrees with Seurat's to float32 precision on the per-batch standardised cmQTL
+batches and on four simulated batches (max difference ≤ 4e-7 of the data's
+range); against Seurat's default approximate (Annoy) neighbours the largest
+difference on cmQTL is 0.8 % of the range (10-NN overlap 0.99). The batches,
 in the order of the ``batch_key`` categories, play the role of Seurat's
 ``object.list``. Steps:
 
