@@ -34,9 +34,12 @@ def scanorama(
     requirement that batches be contiguous rows: rows are grouped by batch
     (in order of first appearance), corrected, and put back in their
     original order. By default (``cos_norm=True``) every row of the
-    representation is first scaled to unit length, as Scanorama's own
-    ``integrate`` pipeline does before its SVD; on simulated profiles this
-    keeps mechanism classes apart better than the raw PCs (see ``docs/tl.md``).
+    representation (the PCs, by default) is first scaled to unit length; on
+    simulated profiles this keeps mechanism classes apart better than the raw
+    PCs (see ``docs/tl.md``). This default is neither scanpy's wrapper (no
+    scaling) nor Scanorama's own ``integrate`` pipeline, which scales the rows
+    of the feature matrix *before* its own SVD (``dimred=100``) and stitches
+    those components.
 
     Parameters
     ----------
