@@ -192,7 +192,8 @@ print("inactive perturbations retrieved against DMSO (mAP), highest:", ap_table[
 #   normalization the remaining batch effect is not a per-feature shift. Its batch score comes
 #   from PCR comparison, which measures exactly such shifts.
 # * On the **simulation**, whose batch effects are per-feature shifts and scalings by
-#   construction, ComBat models them exactly and ranks near the top, and Harmony ranks lower.
+#   construction, ComBat models them exactly yet ranks only fourth (behind MNN, RPCA and sphering),
+#   and Harmony ranks lower.
 # * The **ground truth** shows a cost that the summary scores hide: every method keeps the
 #   active perturbations retrievable, but sphering, which whitens the profiles with the controls,
 #   raises the mAP of *inactive* perturbations against DMSO well above the uncorrected level, so
