@@ -17,8 +17,11 @@ differences from ``fastMNN()`` with its defaults: the smoothing is a Gaussian
 kernel over each cell's 100 nearest MNN cells with one bandwidth per batch (the
 median distance to the 100th), where fastMNN uses a tricube kernel over the 20
 nearest MNN cells with a per-cell bandwidth of 3 × the distance to the 10th;
-the default merge order is largest batch first (fastMNN: input order); the PCA
-is scikit-learn's randomized SVD for large inputs (fastMNN: irlba).
+the default merge order is largest batch first (fastMNN: input order); with
+three or more batches fastMNN also centres each side of a merge along the batch
+vectors of the other side's earlier merges, which is not done here (only the
+current batch vector is removed); the PCA is scikit-learn's randomized SVD for
+large inputs (fastMNN: irlba).
 
 The output is the corrected PC embedding.
 """
