@@ -176,7 +176,8 @@ def _check_path_options(cfg: Config) -> None:
             raise ConfigError(f"{cfg.where(sec, key)}: [{sec}] {key} must be a quoted path, got {val!r}.")
 
 
-def _check_kwargs(cfg: Config, section: str, func, options: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+def _check_kwargs(cfg: Config, section: str, func, options: dict[str, Any], skip: tuple[str, ...] = (),
+                  given: tuple[str, ...] = ("adata", "self", "method")) -> None:
     sig = inspect.signature(func)
     params = sig.parameters
     accepts_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -190,6 +191,11 @@ def _check_kwargs(cfg: Config, section: str, func, options: dict[str, Any], skip
             raise ConfigError(f"{cfg.where(section, key)}: [{section}] has no option {key!r}.{hint} Valid options: {valid}.")
         if key in params:
             _check_type(cfg, section, key, value, params[key])
+    for name, p in params.items():
+        # A required argument the config does not give fails only after the work before it: say so now.
+        if (p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and name not in options and name not in given and list(params).index(name) > 0):
+            raise ConfigError(f"{cfg.where(section)}: [{section}] needs {name} = ... (a required option).")
 
 
 _SCALARS = {"int", "float", "str", "bool", "None"}
@@ -201,6 +207,19 @@ def _check_type(cfg: Config, section: str, key: str, value: Any, param: inspect.
     if ann is inspect.Parameter.empty:
         return
     ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    lit = re.fullmatch(r"\s*Literal\[(.*)\]\s*(\|\s*None\s*)?", ann)
+    if lit:
+        import ast
+
+        try:
+            allowed = ast.literal_eval(f"[{lit.group(1)}]")
+        except (ValueError, SyntaxError):
+            return
+        if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed if a == value):
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{cfg.where(section, key)}: [{section}] {key} must be one of {allowed}, got {value!r}.{hint}")
+        return
     tokens = set(re.findall(r"[A-Za-z_][A-Za-z_0-9.]*", ann))
     if not tokens or not tokens <= _SCALARS:
         return  # sequences, mappings, literals, arrays: the function checks them itself
@@ -392,6 +411,18 @@ def validate_config(cfg: Config) -> None:
             for m in params:
                 if m not in methods:
                     raise ConfigError(f"{cfg.where(s)}: [integrate.params.{m}] is for a method not in {key} = {methods}.")
+            from .tl.integrate import get_method
+
+            own = set(inspect.signature(ip.tl.integrate).parameters)
+            for m in methods:
+                func = get_method(m)
+                extra = {k: v for k, v in opts.items() if k not in own and k not in ("methods", "method", "params")}
+                _check_kwargs(cfg, s, func, extra, given=tuple(own) + ("adata",))
+                mparams = {k: v for k, v in (params.get(m) or {}).items() if k not in own}
+                try:
+                    _check_kwargs(cfg, s, func, mparams, given=tuple(own) + ("adata",))
+                except ConfigError as e:
+                    raise ConfigError(f"{e} (in [integrate.params.{m}])") from None
             _check_kwargs(cfg, s, ip.tl.integrate, opts, skip=("methods", "method", "params"))
         elif s == "evaluate":
             _check_kwargs(cfg, s, ip.metrics.phenotypic_activity, cfg.sections[s], skip=("use_reps",))
