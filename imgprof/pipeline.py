@@ -194,7 +194,7 @@ def _check_kwargs(cfg: Config, section: str, func, options: dict[str, Any], skip
     for name, p in params.items():
         # A required argument the config does not give fails only after the work before it: say so now.
         if (p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                and name not in options and name not in given and list(params).index(name) > 0):
+                and name not in options and name not in given and name not in skip and list(params).index(name) > 0):
             raise ConfigError(f"{cfg.where(section)}: [{section}] needs {name} = ... (a required option).")
 
 

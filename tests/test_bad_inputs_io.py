@@ -227,6 +227,12 @@ def test_complete_file_without_final_newline_is_fine(tmp_path):
     assert ip.io.read_profiles(p).n_obs == 6
 
 
+def test_quoted_value_spanning_lines_in_the_last_row_is_not_truncation(tmp_path):
+    p = _w(tmp_path, "p.csv", 'Metadata_Plate,Metadata_Note,Cells_A\nP1,ok,1\nP2,"two\nlines",2\n')
+    a = ip.io.read_profiles(p)
+    assert a.obs["Metadata_Note"].tolist() == ["ok", "two\nlines"]
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         ip.io.read_profiles(tmp_path / "nope.csv")

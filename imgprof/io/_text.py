@@ -249,7 +249,8 @@ def _tail_line(path: Path, encoding: str) -> tuple[str, bool]:
     return last.decode(encoding, errors="replace"), ends_nl
 
 
-def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding: str = "utf-8", n_lines: int | None = None) -> None:
+def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding: str = "utf-8", n_lines: int | None = None,
+                   frame: pd.DataFrame | None = None) -> None:
     """Raise when the last line of a plain text table has fewer fields than the header: a cut-off file.
 
     Parameters
@@ -266,6 +267,9 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
         Text encoding.
     n_lines
         Line number of the last row, when known (for the message).
+    frame
+        The parsed table, when available: a last row whose missing fields pandas did *not*
+        fill with NaN is complete (e.g. a quoted value spanning lines), so nothing is raised.
 
     Returns
     -------
@@ -288,6 +292,9 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
     if not last.strip():
         return
     fields = next(csv.reader(io.StringIO(last), delimiter=sep), [])
+    if len(fields) < n_fields and frame is not None and len(frame) and frame.shape[1] >= n_fields:
+        if pd.notna(frame.iloc[-1, len(fields):n_fields]).any():
+            return  # the last record is complete: its last physical line is part of a quoted value
     if len(fields) < n_fields:
         where = f", line {n_lines}" if n_lines else ""
         why = " and the file does not end with a newline" if not ends_nl else ""
@@ -369,7 +376,7 @@ def read_text_table(
         read_csv_kwargs.setdefault("low_memory", False)
         df = pd.read_csv(path, sep=sep, encoding=encoding, compression="gzip" if gz else None, **read_csv_kwargs)
     if not gz:
-        check_last_row(path, sep, len(header), label, encoding=encoding, n_lines=len(df) + 1)
+        check_last_row(path, sep, len(header), label, encoding=encoding, n_lines=len(df) + 1, frame=df)
     return df
 
 

@@ -177,7 +177,7 @@ def _read_gct(path: Path, obs_prefix, convert_neg_666) -> ad.AnnData:
             na_values=["NaN", "nan", "NA", ""], low_memory=False, float_precision="round_trip",
         )
     if not path.name.lower().endswith(".gz"):
-        check_last_row(path, "\t", header_offset + n_cols, str(path), n_lines=3 + n_cmeta + body.shape[0])
+        check_last_row(path, "\t", header_offset + n_cols, str(path), n_lines=3 + n_cmeta + body.shape[0], frame=body)
     if body.shape[0] != n_rows:
         raise ValueError(f"{path}: found {body.shape[0]} data rows, line 2 declares {n_rows}.")
     if body.shape[1] != header_offset + n_cols:
