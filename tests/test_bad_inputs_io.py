@@ -670,3 +670,51 @@ def test_writer_killed_mid_write_leaves_old_file(tmp_path, name):
         assert ip.io.read_gct(target).shape == (small.n_vars, small.n_obs)[::-1]
     else:
         assert ip.io.read_profiles(target).shape == small.shape
+
+
+# --------------------------------------------------------------------------------------------
+# other readers: SQLite, DeepProfiler, folders
+# --------------------------------------------------------------------------------------------
+
+
+def _sqlite_db(path: Path, cut: bool) -> Path:
+    con = sqlite3.connect(path)
+    pd.DataFrame({"ImageNumber": range(2000), "Image_Metadata_Plate": ["P"] * 2000}).to_sql("Image", con, index=False)
+    pd.DataFrame({"ImageNumber": range(2000), "ObjectNumber": 1, "Cells_AreaShape_Area": 1.0}).to_sql("Cells", con, index=False)
+    con.commit()
+    con.close()
+    if cut:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _npz(path: Path, cut: bool) -> Path:
+    np.savez(path, features=np.ones((3, 4)))
+    if cut:
+        path.write_bytes(path.read_bytes()[:100])
+    return path
+
+
+OTHER_CASES = {
+    "garbage .sqlite": (lambda t: _w(t, "x.sqlite", b"not a database" * 20), ip.io.read_cellprofiler, r"x\.sqlite.*not a readable SQLite"),
+    "truncated .sqlite": (lambda t: _sqlite_db(t / "x.sqlite", True), ip.io.read_cellprofiler, r"x\.sqlite"),
+    "garbage .npz": (lambda t: _w(t, "x.npz", b"garbage"), ip.io.read_deepprofiler, r"x\.npz.*not a readable"),
+    "truncated .npz": (lambda t: _npz(t / "x.npz", True), ip.io.read_deepprofiler, r"x\.npz"),
+    "folder named .csv": (lambda t: (t / "x.csv").mkdir() or (t / "x.csv"), ip.io.read_profiles, r"x\.csv.*folder"),
+    "folder named .gct": (lambda t: (t / "x.gct").mkdir() or (t / "x.gct"), ip.io.read_gct, r"x\.gct.*folder"),
+    "garbage .sqlite via ip.io.read": (lambda t: _w(t, "x.db", b"not a database" * 20), ip.io.read, r"x\.db"),
+    "garbage .gctx via ip.io.read": (lambda t: _w(t, "x.gctx", b"not hdf5"), ip.io.read, r"x\.gctx"),
+    "cut .csv via ip.io.read_cytotable": (lambda t: _w(t, "x.csv", _cut_last_row(csv_text())), ip.io.read_cytotable, r"x\.csv.*truncated"),
+    "garbage parquet via read_cytotable": (lambda t: _w(t, "x.parquet", b"PAR1garbagePAR1"), ip.io.read_cytotable, r"x\.parquet.*not a readable parquet"),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_CASES))
+def test_other_readers_bad_file(tmp_path, case):
+    build, reader, pattern = OTHER_CASES[case]
+    path = build(tmp_path)
+    before = tree_hash(tmp_path)
+    with pytest.raises(ValueError, match=pattern):
+        reader(path)
+    assert tree_hash(tmp_path) == before

@@ -118,7 +118,9 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
-    if path.is_file() and path.stat().st_size == 0:
+    if path.is_dir():
+        raise ReadError(f"{path}: is a folder, not a GCT file.", path=path)
+    if path.stat().st_size == 0:
         raise ReadError(f"{path}: the file is empty (0 bytes).", path=path)
     with wrap_errors(path):
         return _read_gct(path, obs_prefix, convert_neg_666)
