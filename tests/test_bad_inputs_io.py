@@ -616,25 +616,37 @@ def test_atomic_write_text(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 _KILL_SCRIPT = """
-import sys, numpy as np, pandas as pd, imgprof as ip
+import sys, time, numpy as np, pandas as pd, imgprof as ip
 from imgprof.io import _atomic
+kind, target, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 n, m = 4000, 300
 rng = np.random.default_rng(1)
 df = pd.DataFrame(rng.normal(size=(n, m)), columns=[f"Cells_F_{i}" for i in range(m)])
 df.insert(0, "Metadata_Well", [f"W{i}" for i in range(n)])
 a = ip.io.from_pandas(df)
-kind, target = sys.argv[1], sys.argv[2]
+if mode == "before-rename":
+    # the new content is complete in the temporary file; block right before the rename
+    def blocked(src, dst):
+        print("renaming", flush=True)
+        time.sleep(600)
+    import os, types
+    fake_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    fake_os.replace = blocked  # only imgprof's final rename blocks (zarr uses os.replace internally)
+    _atomic.os = fake_os
 print("ready", flush=True)
-for _ in range(1000):  # keep writing until killed
-    if kind == "gct":
-        ip.io.write_gct(a, target)
-    else:
-        ip.io.write_profiles(a, target)
+if kind == "gct":
+    ip.io.write_gct(a, target)
+else:
+    ip.io.write_profiles(a, target)
+print("done", flush=True)
 """
 
 
-@pytest.mark.parametrize("name", ["old.csv", "old.csv.gz", "old.h5ad", "old.gct"])
-def test_writer_killed_mid_write_leaves_old_file(tmp_path, name):
+@pytest.mark.parametrize(("name", "mode"), [
+    ("old.csv", "mid-write"), ("old.csv.gz", "mid-write"), ("old.gct", "mid-write"), ("old.tsv", "mid-write"),
+    ("old.h5ad", "before-rename"), ("old.zarr", "before-rename"), ("old.parquet", "before-rename"), ("old.csv", "before-rename"),
+])
+def test_writer_killed_mid_write_leaves_old_file(tmp_path, name, mode):
     target = tmp_path / name
     small = small_adata()
     if name.endswith(".gct"):
@@ -645,29 +657,32 @@ def test_writer_killed_mid_write_leaves_old_file(tmp_path, name):
     script = tmp_path / "writer.py"
     script.write_text(_KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(Path(ip.__file__).parent.parent), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), "gct" if name.endswith(".gct") else "profiles", str(target)],
+    proc = subprocess.Popen([sys.executable, str(script), "gct" if name.endswith(".gct") else "profiles", str(target), mode],
                             stdout=subprocess.PIPE, env=env)
     try:
         assert proc.stdout.readline().strip() == b"ready"
-        deadline = time.time() + 120
-        # wait until a temporary file exists and holds data: the writer is mid-write
-        while time.time() < deadline:
-            tmps = [p for p in tmp_path.iterdir() if p.name.startswith(TMP_MARKER)]
-            if tmps and tmps[0].exists() and tmps[0].stat().st_size > 0:
-                break
-            time.sleep(0.005)
+        if mode == "before-rename":
+            assert proc.stdout.readline().strip() == b"renaming"
         else:
-            pytest.fail("the writer never started writing")
+            # wait until the temporary file exists and holds data: the writer is mid-write
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                tmps = [p for p in tmp_path.iterdir() if p.name.startswith(TMP_MARKER)]
+                if tmps and tmps[0].exists() and tmps[0].stat().st_size > 0:
+                    break
+                time.sleep(0.002)
+            else:
+                pytest.fail("the writer never started writing")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL  # killed, not finished
     assert tree_hash(target) == before  # the old file is byte-for-byte the same
     if name.endswith(".gct"):
-        assert ip.io.read_gct(target).shape == (small.n_vars, small.n_obs)[::-1]
+        assert ip.io.read_gct(target).shape == small.shape
     else:
         assert ip.io.read_profiles(target).shape == small.shape
 

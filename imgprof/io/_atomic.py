@@ -4,7 +4,8 @@ A writer that fails (an unstorable value, a full disk) or a process killed mid-w
 user's existing file untouched: the target is only ever replaced by :func:`os.replace`, which is
 atomic on POSIX and Windows when both paths are in the same folder. A zarr store (a folder) is
 written to a temporary folder and swapped in with two renames; the old store is removed only
-after the new one is in place.
+after the new one is in place (a process killed between the two renames leaves the old store
+under its temporary name, ``.~imgprof-<random>-<name>``, next to the target: nothing is lost).
 """
 
 from __future__ import annotations
