@@ -233,6 +233,12 @@ def test_quoted_value_spanning_lines_in_the_last_row_is_not_truncation(tmp_path)
     assert a.obs["Metadata_Note"].tolist() == ["ok", "two\nlines"]
 
 
+def test_read_embeddings_sniffs_the_separator(tmp_path):
+    p = _w(tmp_path, "e.csv", csv_text("\t"))
+    a = ip.io.read_embeddings(p, prefix="Cells_")
+    assert list(a.var_names) == ["Cells_AreaShape_Area"]
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         ip.io.read_profiles(tmp_path / "nope.csv")
@@ -721,6 +727,11 @@ OTHER_CASES = {
     "garbage .sqlite via ip.io.read": (lambda t: _w(t, "x.db", b"not a database" * 20), ip.io.read, r"x\.db"),
     "garbage .gctx via ip.io.read": (lambda t: _w(t, "x.gctx", b"not hdf5"), ip.io.read, r"x\.gctx"),
     "cut .csv via ip.io.read_cytotable": (lambda t: _w(t, "x.csv", _cut_last_row(csv_text())), ip.io.read_cytotable, r"x\.csv.*truncated"),
+    "garbage parquet via read_embeddings": (lambda t: _w(t, "x.parquet", b"PAR1garbagePAR1"), lambda p: ip.io.read_embeddings(p, prefix="efficientnet_"),
+                                            r"x\.parquet.*not a readable parquet"),
+    "latin-1 csv via read_embeddings": (lambda t: _w(t, "x.csv", LATIN1), lambda p: ip.io.read_embeddings(p, prefix="Cells_"), r"x\.csv, line 2: not valid"),
+    "cut csv.gz via read_embeddings": (lambda t: _w(t, "x.csv.gz", _gz_cut(csv_text())), lambda p: ip.io.read_embeddings(p, prefix="Cells_"),
+                                       r"x\.csv\.gz.*truncated"),
     "garbage parquet via read_cytotable": (lambda t: _w(t, "x.parquet", b"PAR1garbagePAR1"), ip.io.read_cytotable, r"x\.parquet.*not a readable parquet"),
 }
 

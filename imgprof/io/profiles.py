@@ -254,7 +254,9 @@ def _sniff_header(path: Path, sep: str) -> list[str]:
         line = fh.readline()
     if not line.strip():
         raise ValueError(f"{path}: the file is empty (no header line).")
-    return next(csv.reader([line.rstrip("\r\n")], delimiter=sep))
+    from ._text import sniff_sep
+
+    return next(csv.reader([line.rstrip("\r\n")], delimiter=sniff_sep(line, sep)))
 
 
 def _sep_for(path: Path) -> str:
