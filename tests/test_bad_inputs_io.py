@@ -86,6 +86,13 @@ def _cut_last_row(text: str, keep_fields: int = 2, sep: str = ",") -> str:
     return "\n".join(lines)
 
 
+def _short_line(text: str, line: int, sep: str = ",") -> str:
+    """Drop the last two fields of one line (1-based line number, header = line 1)."""
+    lines = text.split("\n")
+    lines[line - 1] = sep.join(lines[line - 1].split(sep)[:-2])
+    return "\n".join(lines)
+
+
 def _gz_cut(text: str) -> bytes:
     blob = gzip.compress(text.encode())
     return blob[: len(blob) - 12]
@@ -151,6 +158,11 @@ READ_CASES = {
     "blank-lines csv": (lambda t: _w(t, "p.csv", "\n\n\n"), ReadError, r"p\.csv.*empty"),
     "header without rows": (lambda t: _w(t, "p.csv", "Metadata_Plate,Cells_A\n"), ReadError, r"p\.csv.*no rows"),
     "row with extra fields": (lambda t: _w(t, "p.csv", "Metadata_Plate,Cells_A\nP1,1\nP1,2,3,4\nP1,3\n"), ReadError, r"p\.csv, line 3: malformed"),
+    "short row in the middle": (lambda t: _w(t, "p.csv", _short_line(csv_text(), 3)), ReadError, r"p\.csv, line 3: 3 fields where the header has 5"),
+    "short row in the middle of a csv.gz": (lambda t: _w(t, "p.csv.gz", gzip.compress(_short_line(csv_text(), 4).encode())), ReadError, r"p\.csv\.gz, line 4: 3 fields"),
+    "short row in the middle, CRLF": (lambda t: _w(t, "p.csv", _short_line(csv_text(), 2).replace("\n", "\r\n")), ReadError, r"p\.csv, line 2: 3 fields"),
+    "short row in the middle of a tsv": (lambda t: _w(t, "p.tsv", _short_line(csv_text("\t"), 5, "\t")), ReadError, r"p\.tsv, line 5: 3 fields"),
+    "short row in a tab-separated .csv": (lambda t: _w(t, "p.csv", _short_line(csv_text("\t"), 2, "\t")), ReadError, r"p\.csv, line 2: 3 fields"),
     "unclosed quote": (lambda t: _w(t, "p.csv", 'Metadata_Plate,Cells_A\n"P1,1\nP2,2\n'), ReadError, r"p\.csv.*malformed"),
     "duplicated csv columns": (lambda t: _w(t, "p.csv", "Metadata_Plate,Cells_A,Cells_A\nP1,1,2\n"), ValueError, r"p\.csv.*duplicated column.*Cells_A"),
     "duplicated tsv columns": (lambda t: _w(t, "p.tsv", "Metadata_Plate\tCells_A\tMetadata_Plate\nP1\t1\tP2\n"), ValueError, r"p\.tsv.*duplicated.*Metadata_Plate"),
@@ -279,6 +291,9 @@ GCT_CASES = {
     "cut inside the last row": (lambda t: _w(t, "x.gct", GCT.rstrip("\n")[:-4]), ReadError, r"x\.gct.*truncated"),
     "cut gct.gz": (lambda t: _w(t, "x.gct.gz", _gz_cut(GCT)), ReadError, r"x\.gct\.gz.*truncated"),
     "latin-1 gct": (lambda t: _w(t, "x.gct", GCT.replace("drugA", "Caféine").encode("latin-1")), ReadError, r"x\.gct, line 4: not valid utf-8"),
+    "short row in the middle": (lambda t: _w(t, "x.gct", GCT.replace("g2\tB\t0.3\t0.4", "g2\tB\t0.3")), ReadError, r"x\.gct, line 7: 3 fields where the header has 4"),
+    "short row in the middle of a gct.gz": (lambda t: _w(t, "x.gct.gz", gzip.compress(GCT.replace("g2\tB\t0.3\t0.4", "g2\tB").encode())), ReadError,
+                                            r"x\.gct\.gz, line 7: 2 fields"),
     "row with extra fields": (lambda t: _w(t, "x.gct", GCT.replace("g2\tB\t0.3\t0.4", "g2\tB\t0.3\t0.4\t9\t9")), ReadError, r"x\.gct.*malformed"),
     "empty gct": (lambda t: _w(t, "x.gct", ""), ReadError, r"x\.gct.*empty"),
     "duplicated sample ids": (lambda t: _w(t, "x.gct", GCT.replace("S1\tS2", "S1\tS1")), ValueError, r"x\.gct.*duplicated sample.*S1"),
@@ -350,6 +365,12 @@ def _dup_last_header(s: str) -> str:
     return ",".join(names) + "\n" + body
 
 
+def _short_crlf_line(s: str, line: int) -> str:
+    lines = s.split("\r\n")
+    lines[line - 1] = ",".join(lines[line - 1].split(",")[:4])
+    return "\r\n".join(lines)
+
+
 def _extra_fields_on_line3(s: str) -> str:
     lines = s.split("\n")
     lines[2] = lines[2].rstrip("\r") + ",1,2,3\r"  # the example's files have CRLF line ends
@@ -361,6 +382,7 @@ CP_CASES = {
     "cut Cells.csv.gz": ("Cells.csv.gz", lambda s: _gz_cut(s), ReadError, r"Cells\.csv\.gz.*truncated"),
     "latin-1 Image.csv": ("Image.csv", lambda s: s.replace("Metadata", "Métadata", 1).encode("latin-1"), ReadError, r"Image\.csv, line 1: not valid utf-8"),
     "duplicated Nuclei column": ("Nuclei.csv.gz", lambda s: _dup_last_header(s), ValueError, r"Nuclei\.csv\.gz.*duplicated column"),
+    "short Cells row (CRLF)": ("Cells.csv.gz", lambda s: _short_crlf_line(s, 4), ReadError, r"Cells\.csv\.gz, line 4: 4 fields where the header has"),
     "malformed Cells row": ("Cells.csv.gz", lambda s: _extra_fields_on_line3(s), ReadError, r"Cells\.csv\.gz, line 3: malformed"),
 }
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .._core.features import check_unique_columns
 
-__all__ = ["ReadError", "check_last_row", "open_text", "read_text_table", "sniff_sep", "wrap_errors"]
+__all__ = ["ReadError", "check_field_counts", "check_last_row", "open_text", "read_text_table", "sniff_sep", "wrap_errors"]
 
 _MAGIC = {
     b"PK\x03\x04": "a ZIP archive (an Excel .xlsx workbook?), not a text table; save it as CSV, or read it with "
@@ -305,6 +305,96 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
         )
 
 
+_CHUNK = 1 << 26  # 64 MiB of raw text per step of the field-count check
+
+
+def check_field_counts(path: Path, sep: str, n_fields: int, label: str, *, gz: bool = False, n_header_lines: int = 1) -> None:
+    """Raise when any row of a delimited text file has fewer fields than the header.
+
+    pandas fills missing trailing fields with NaN without a word, so a row cut short (a file
+    truncated in the middle of its last row, or a damaged line) would be read as missing values.
+    Rows with *more* fields are reported by pandas itself. Files holding a quote character are
+    skipped (a quoted value may hold separators or newlines); blank lines are ignored, as pandas
+    ignores them. The scan is vectorised and runs over 64 MiB blocks.
+
+    Parameters
+    ----------
+    path
+        The text file.
+    sep
+        Single-character column separator.
+    n_fields
+        Number of fields the header declares.
+    label
+        Name used in messages.
+    gz
+        Whether the file is gzip-compressed.
+    n_header_lines
+        Lines before the first data row (not checked).
+
+    Returns
+    -------
+    None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from imgprof.io._text import check_field_counts
+    >>> p = Path(tempfile.mkdtemp()) / "t.csv"; _ = p.write_text("a,b,c\\n1,2\\n4,5,6\\n")
+    >>> check_field_counts(p, ",", 3, "t.csv")
+    Traceback (most recent call last):
+    ...
+    imgprof.io._text.ReadError: t.csv, line 2: 2 fields where the header has 3; the row is cut short (a damaged or truncated file?).
+    """
+    import numpy as np
+
+    if n_fields <= 1 or len(sep) != 1:
+        return
+    opener = gzip.open if gz else open
+    sep_b, line_no, carry = ord(sep), 0, b""
+    last_bad: tuple[int, int] | None = None
+    with opener(path, "rb") as fh:
+        while True:
+            block = fh.read(_CHUNK)
+            data = carry + block
+            if not block:
+                if not data:
+                    break
+                cut = len(data)  # the last line, without a final newline
+            else:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = data
+                    continue
+            chunk, carry = data[:cut], data[cut:]
+            if b'"' in chunk:
+                return
+            arr = np.frombuffer(chunk, dtype=np.uint8)
+            nl = np.flatnonzero(arr == 10)
+            ends = np.r_[nl, len(arr)] if (len(arr) and arr[-1] != 10) else nl
+            starts = np.r_[0, ends[:-1] + 1]
+            counts = np.bincount(np.searchsorted(ends, np.flatnonzero(arr == sep_b)), minlength=len(ends))[: len(ends)]
+            lengths = ends - starts
+            has_cr = (lengths > 0) & (arr[np.minimum(ends - 1, len(arr) - 1)] == 13)
+            blank = (lengths - has_cr) == 0
+            numbers = line_no + 1 + np.arange(len(ends))
+            bad = (~blank) & (counts < n_fields - 1) & (numbers > n_header_lines)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                last_bad = (int(numbers[i]), int(counts[i]) + 1)
+                break
+            line_no += len(ends)
+            if not block:
+                break
+    if last_bad is not None:
+        line, got = last_bad
+        raise ReadError(
+            f"{label}, line {line}: {got} fields where the header has {n_fields}; the row is cut short "
+            "(a damaged or truncated file?).", path=label, line=line,
+        )
+
+
 def read_text_table(
     path: str | os.PathLike,
     *,
@@ -377,6 +467,9 @@ def read_text_table(
         df = pd.read_csv(path, sep=sep, encoding=encoding, compression="gzip" if gz else None, **read_csv_kwargs)
     if not gz:
         check_last_row(path, sep, len(header), label, encoding=encoding, n_lines=len(df) + 1, frame=df)
+    if not (set(read_csv_kwargs) & {"skiprows", "comment", "nrows", "header", "names", "skipfooter"}):
+        with wrap_errors(path, label, encoding=encoding, gz=gz):
+            check_field_counts(path, sep, len(header), label, gz=gz)
     return df
 
 

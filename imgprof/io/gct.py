@@ -23,7 +23,7 @@ import pandas as pd
 
 from .._core.provenance import log_step, set_level, uns
 from ._atomic import atomic_path
-from ._text import ReadError, check_last_row, wrap_errors
+from ._text import ReadError, check_field_counts, check_last_row, wrap_errors
 
 #: The CMap "not available" sentinel.
 NA_TOKEN = "-666"
@@ -180,6 +180,9 @@ def _read_gct(path: Path, obs_prefix, convert_neg_666) -> ad.AnnData:
         )
     if not path.name.lower().endswith(".gz"):
         check_last_row(path, "\t", header_offset + n_cols, str(path), n_lines=3 + n_cmeta + body.shape[0], frame=body)
+    # rows cut short in the middle (pandas would fill them with NaN)
+    check_field_counts(path, "\t", header_offset + n_cols, str(path), gz=path.name.lower().endswith(".gz"),
+                       n_header_lines=3 + n_cmeta)
     if body.shape[0] != n_rows:
         raise ValueError(f"{path}: found {body.shape[0]} data rows, line 2 declares {n_rows}.")
     if body.shape[1] != header_offset + n_cols:
