@@ -292,9 +292,9 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
     if not last.strip():
         return
     fields = next(csv.reader(io.StringIO(last), delimiter=sep), [])
-    if len(fields) < n_fields and frame is not None and len(frame) and frame.shape[1] >= n_fields:
-        if pd.notna(frame.iloc[-1, len(fields):n_fields]).any():
-            return  # the last record is complete: its last physical line is part of a quoted value
+    if (len(fields) < n_fields and frame is not None and len(frame) and frame.shape[1] >= n_fields
+            and pd.notna(frame.iloc[-1, len(fields):n_fields]).any()):
+        return  # the last record is complete: its last physical line is part of a quoted value
     if len(fields) < n_fields:
         where = f", line {n_lines}" if n_lines else ""
         why = " and the file does not end with a newline" if not ends_nl else ""
