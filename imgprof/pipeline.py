@@ -85,6 +85,17 @@ def load_config(path: str | os.PathLike) -> Config:
     Relative paths inside ``[input]``/``[annotate]``/``[output]`` are resolved
     against the config file's folder.
 
+    Parameters
+    ----------
+    path
+        A ``.toml``, ``.yaml`` or ``.yml`` file.
+
+    Returns
+    -------
+    :class:`Config` with one dict of options per section. Raises :class:`ConfigError` (naming the
+    file and line) for a missing or unreadable file, invalid TOML/YAML, an unknown section, or
+    paths that are not strings. :func:`validate_config` checks the options themselves.
+
     Examples
     --------
     >>> from imgprof.pipeline import load_config, demo_config_text
@@ -721,7 +732,24 @@ format = "h5ad"
 
 
 def write_demo_config(out_dir: str | os.PathLike = "imgprof-demo") -> Path:
-    """Write the demo config into ``out_dir/demo.toml`` and return its path."""
+    """Write the demo config into ``out_dir/demo.toml`` and return its path.
+
+    Parameters
+    ----------
+    out_dir
+        Folder for the config and the run's outputs (created when missing).
+
+    Returns
+    -------
+    The config's :class:`~pathlib.Path` (written atomically).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from imgprof.pipeline import write_demo_config
+    >>> write_demo_config(tempfile.mkdtemp()).name
+    'demo.toml'
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     p = out_dir / "demo.toml"

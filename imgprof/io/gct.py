@@ -108,6 +108,16 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
         cmapPy's ``parse`` does by default). Off by default, so the values are kept
         exactly as written in the file.
 
+    Returns
+    -------
+    AnnData (samples × genes): ``.obs`` the column metadata, ``.var`` the row metadata.
+
+    Raises
+    ------
+    imgprof.io.ReadError
+        (a ``ValueError``) the file is empty, truncated (a row cut short, a cut ``.gz``), not UTF-8,
+        malformed, or holds a metadata field name twice; the message names the file and line.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -329,6 +339,10 @@ def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert
     obs_prefix, convert_neg_666
         As in :func:`read_gct`.
 
+    Returns
+    -------
+    AnnData (samples × genes).
+
     Examples
     --------
     >>> import imgprof as ip, tempfile, os
@@ -399,6 +413,10 @@ def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compre
         Matrix dtype (default: keep ``adata.X``'s float dtype; cmapPy writes float32).
     compression
         HDF5 compression of the matrix (default none, as cmapPy writes it; ``"gzip"`` for smaller files).
+
+    Returns
+    -------
+    None; the file is written to a temporary name next to ``path`` and renamed on success.
 
     Examples
     --------
