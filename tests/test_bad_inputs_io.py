@@ -472,6 +472,7 @@ WRITE_CASES = {
     "csv.gz with an obs column named like a feature": ("out.csv.gz", _with_name_clash, ValueError, r"out\.csv\.gz.*Cells_AreaShape_Area"),
     "tsv with an obs column named like a feature": ("out.tsv", _with_name_clash, ValueError, r"out\.tsv.*Cells_AreaShape_Area"),
     "parquet with an obs column named like a feature": ("out.parquet", _with_name_clash, ValueError, r"out\.parquet.*Cells_AreaShape_Area"),
+    "parquet with a mixed-type obs column": ("out.parquet", _with_mixed_column, TypeError, r"out\.parquet.*Metadata_mixed"),
     "unknown extension": ("out.xlsx", lambda a: a, ValueError, r"out\.xlsx.*unknown extension"),
     "csv with a missing layer": ("out.csv", lambda a: a, KeyError, r"nolayer"),
 }

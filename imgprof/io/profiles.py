@@ -555,7 +555,11 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(df, preserve_index=index)
+            try:
+                table = pa.Table.from_pandas(df, preserve_index=index)
+            except (pa.ArrowException, TypeError, ValueError) as e:
+                raise TypeError(f"{path}: cannot store the table as parquet ({e}); convert that column first, e.g. "
+                                ".astype(str) (nothing was written).") from e
             hint = {"metadata": [str(c) for c in adata.obs.columns], "level": adata.uns.get("imgprof", {}).get("level")}
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PARQUET_KEY: json.dumps(hint).encode()})
             pq.write_table(table, tmp)
