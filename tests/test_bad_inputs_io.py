@@ -635,6 +635,17 @@ def test_atomic_path_failure_removes_temp_folder(tmp_path):
     assert tree_hash(tmp_path) == before and no_leftovers(tmp_path)
 
 
+def test_zarr_store_swapped_whole(tmp_path):
+    target = tmp_path / "p.zarr"
+    a = small_adata()
+    ip.io.write_profiles(a, target)
+    b = a.copy()
+    b.X = b.X * 2
+    ip.io.write_profiles(b, target)
+    np.testing.assert_allclose(ip.io.read_profiles(target).X, b.X)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.zarr"]
+
+
 def test_atomic_write_text(tmp_path):
     p = atomic_write_text(tmp_path / "a.json", "{}")
     assert p.read_text() == "{}" and no_leftovers(tmp_path)
@@ -662,6 +673,7 @@ if mode == "before-rename":
     fake_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
     fake_os.replace = blocked  # only imgprof's final rename blocks (zarr uses os.replace internally)
     _atomic.os = fake_os
+    _atomic._exchange = blocked  # a zarr store over an old one is swapped in with renameat2 on Linux
 print("ready", flush=True)
 if kind == "gct":
     ip.io.write_gct(a, target)

@@ -3,9 +3,10 @@
 A writer that fails (an unstorable value, a full disk) or a process killed mid-write leaves the
 user's existing file untouched: the target is only ever replaced by :func:`os.replace`, which is
 atomic on POSIX and Windows when both paths are in the same folder. A zarr store (a folder) is
-written to a temporary folder and swapped in with two renames; the old store is removed only
-after the new one is in place (a process killed between the two renames leaves the old store
-under its temporary name, ``.~imgprof-<random>-<name>``, next to the target: nothing is lost).
+written to a temporary folder and swapped in atomically (Linux ``renameat2(RENAME_EXCHANGE)``);
+elsewhere with two renames, the old store removed only after the new one is in place (a process
+killed between the two renames leaves the old store under its temporary name,
+``.~imgprof-<random>-<name>``, next to the target: nothing is lost).
 """
 
 from __future__ import annotations
@@ -26,6 +27,25 @@ TMP_MARKER = ".~imgprof-"
 
 def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f"{TMP_MARKER}{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unavailable."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    ok = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return ok  # on failure (e.g. a file system without RENAME_EXCHANGE) fall back to two renames
 
 
 def _remove(p: Path) -> None:
@@ -73,7 +93,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if not tmp.exists():
             raise RuntimeError(f"{path}: the writer produced no output.")
         if tmp.is_dir():
-            # A folder cannot be os.replace'd onto a non-empty folder: move the old one aside first.
+            # A folder cannot be os.replace'd onto a non-empty folder. On Linux, swap the two in one
+            # atomic step (renameat2 RENAME_EXCHANGE); elsewhere move the old one aside first.
+            if path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
+                _remove(tmp)  # now holds the old store
+                return
             old = None
             if path.exists() or path.is_symlink():
                 old = _tmp_sibling(path)
