@@ -482,7 +482,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _read_input(cfg: Config):
+def _read_input(cfg: Config, on_file=None):
     import anndata as ad
 
     inp = dict(cfg.sections["input"])
@@ -506,6 +506,8 @@ def _read_input(cfg: Config):
         k = _input_kind(pth, kind)
         if k not in ("profiles", "cellprofiler", "cytotable", "deepprofiler", "gct", "gctx", "images"):
             raise ConfigError(f"{cfg.where('input', 'kind')}: unknown input kind {k!r}; use one of {list(_INPUT_KINDS)}.")
+        if on_file is not None:
+            on_file(pth)  # e.g. name the file on the progress bar while a large input is read
         try:
             a = _reader(k)(str(pth), **inp)
         except (ValueError, TypeError, KeyError, OSError, EOFError) as e:
@@ -601,7 +603,11 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
             warnings.simplefilter("always")
             try:
                 if s == "input":
-                    adata = _read_input(cfg)
+                    def _label(p: Path) -> None:
+                        bar.set_description(f"imgprof run [input: {p.name}]")
+                        bar.refresh()
+
+                    adata = _read_input(cfg, on_file=_label)
                 elif s in simple:
                     mod, name = simple[s]
                     do_filter = bool(opts.pop("filter", False)) if s == "qc" else False
@@ -654,7 +660,6 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
     # differing by case, obs/feature name clashes in tables); each file written atomically.
     bar.set_description("imgprof run [output]")
     bar.refresh()
-    out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     targets = [out_dir / OUTPUT_FORMATS[f] for f in formats]
     for t in targets:
@@ -662,6 +667,7 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
             ip.io.check_writable(adata, t)
         except (ValueError, TypeError, KeyError) as e:
             raise ConfigError(f"{cfg.where('output', 'format')}: {e}") from e
+    out_dir.mkdir(parents=True, exist_ok=True)
     for i, t in enumerate(targets):
         ip.io.write_profiles(adata, t)
         files["adata" if i == 0 else f"adata_{formats[i]}"] = str(t)
