@@ -338,3 +338,46 @@ def test_benchmark_out_is_a_file(tmp_path):
 def test_demo_out_is_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     assert_user_error(runner.invoke(app, ["demo", "--out", str(tmp_path / "f")]), "--out", "is a file")
+
+
+@pytest.mark.parametrize(("fmt", "make"), [("h5ad", "folder"), ("zarr", "file"), ("parquet", "folder"), ("csv", "folder")])
+def test_output_target_of_the_wrong_kind(ws, fmt, make):
+    out = ws / "out"
+    out.mkdir()
+    target = out / f"profiles.{fmt}"
+    if make == "folder":
+        target.mkdir()
+        (target / "keep.txt").write_text("keep")
+    else:
+        target.write_text("keep")
+    cfg = write_cfg(ws, f'[input]\npath = "prof.csv"\n[output]\ndir = "out"\nformat = "{fmt}"\nreport = false\n')
+    before = tree_hash(ws)
+    res = runner.invoke(app, ["run", str(cfg), "--no-progress"])
+    assert_user_error(res, "line 5", f"profiles.{fmt}", "exists and is a")
+    assert tree_hash(ws) == before
+
+
+YAML_CASES = {
+    "path: 42": ("input:\n  path: 42\n", ["p.yml, line 2", "path"]),
+    "typo in an option": ("input:\n  path: prof.csv\nnormalize:\n  methd: standardize\n", ["p.yml, line 4", "methd"]),
+    "n_comps: thirty": ("input:\n  path: prof.csv\npca:\n  n_comps: thirty\n", ["p.yml, line 4", "n_comps", "'thirty'"]),
+    "unknown section": ("input:\n  path: prof.csv\nnormalise:\n  method: standardize\n", ["p.yml, line 3", "Did you mean [normalize]"]),
+    "invalid YAML": ("input:\n  path: [prof.csv\n", ["invalid YAML"]),
+    "not a mapping": ("- input\n- qc\n", ["mapping of sections"]),
+}
+
+
+@pytest.mark.parametrize("case", list(YAML_CASES))
+def test_yaml_config_errors(ws, case):
+    text, needles = YAML_CASES[case]
+    cfg = write_cfg(ws, text, "p.yml")
+    before = tree_hash(ws)
+    assert_user_error(runner.invoke(app, ["run", str(cfg), "--no-progress"]), *needles)
+    assert tree_hash(ws) == before
+
+
+def test_methods_harmony_string_validates_as_one_method(ws):
+    cfg = load_config(write_cfg(ws, BASE + '\n[pca]\nn_comps = 5\n\n[integrate]\nmethods = "harmony"\nbatch_key = "Metadata_Plate"\n'))
+    validate_config(cfg)  # accepted: a single name, not the letters 'h', 'a', ...
+    res = run_pipeline(cfg, progress=False)
+    assert "X_harmony" in res.adata.obsm and not any(k in res.adata.obsm for k in ("X_h", "X_a"))
