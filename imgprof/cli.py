@@ -1,7 +1,8 @@
 """The ``imgprof`` command line: ``run``, ``demo``, ``benchmark``, ``info``.
 
-Exit codes: 0 success, 2 bad config or input (the message names the file and
-line), 1 an unexpected error.
+Exit codes: 0 success, 2 bad config or input (one ``error:`` line naming the
+file and line, never a traceback), 1 an unexpected error (a bug: the traceback
+is printed so it can be reported).
 """
 
 from __future__ import annotations
@@ -14,24 +15,40 @@ import typer
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # Plain help text: with Rich markup, "[input]" or "[normalize]" in a help string would be
+    # swallowed as a style tag ("Config with ///").
+    rich_markup_mode=None,
     help="imgprof: image-based profiling pipelines (read → aggregate → normalize → feature_select → integrate → evaluate).",
 )
 
+#: Exceptions that mean "bad input or config", reported as one ``error:`` line with exit code 2.
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, EOFError, ImportError)
+
 
 def _fail(msg: str, code: int = 2) -> None:
+    msg = " ".join(str(msg).split())  # one line, whatever the underlying message held
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
-def _run(config: Path, progress: bool) -> None:
+def _user_error(e: BaseException) -> str:
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, ImportError):
+        name = getattr(e, "name", None) or msg
+        if "pip install" not in msg:
+            msg = f"{msg} (install it with: pip install {name})" if name else msg
+    return msg or type(e).__name__
+
+
+def _run(config: Path, progress: bool, verbose: bool = False) -> None:
     from .pipeline import ConfigError, run_pipeline
 
     try:
-        res = run_pipeline(config, progress=progress)
+        res = run_pipeline(config, progress=progress, verbose=verbose)
     except ConfigError as e:
         _fail(str(e))
-    except FileNotFoundError as e:
-        _fail(str(e))
+    except USER_ERRORS as e:
+        _fail(_user_error(e))
     typer.echo(f"profiles: {res.files['adata']}  ({res.adata.n_obs} × {res.adata.n_vars})")
     typer.echo(f"metrics:  {res.files['metrics']}")
     if "report" in res.files:
@@ -42,51 +59,84 @@ def _run(config: Path, progress: bool) -> None:
 def run(
     config: Path = typer.Argument(..., help="Pipeline config (.toml, .yaml or .yml)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the nested progress bars of integration and benchmark steps."),
 ) -> None:
     """Run the pipeline declared in CONFIG; write profiles, metrics.csv and report.html."""
-    _run(config, progress)
+    _run(config, progress, verbose)
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("imgprof-demo"), "--out", "-o", help="Output folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show nested progress bars."),
 ) -> None:
     """Run the whole pipeline on bundled real data (two cmQTL CRISPRi batches) and print where the report is."""
     from .pipeline import write_demo_config
 
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} exists and is a file, not a folder.")
     cfg = write_demo_config(out)
     typer.echo(f"config:   {cfg}")
-    _run(cfg, progress)
+    _run(cfg, progress, verbose)
 
 
 @app.command()
 def benchmark(
-    config: Path = typer.Argument(None, help="Config with [input]/[normalize]/[integrate]/[benchmark]; default: the demo data."),
+    config: Path = typer.Argument(None, help="Config with [input], [normalize], [feature_select] sections; default: the demo data."),
     methods: str = typer.Option("none,harmony,combat,sphering,mnn,rpca", help="Comma-separated ip.tl methods."),
     batch_key: str = typer.Option("Metadata_Batch", help="Batch column."),
     label_key: str = typer.Option("Metadata_target_gene", help="Biological label column."),
     out: Path = typer.Option(Path("imgprof-benchmark"), "--out", "-o", help="Output folder."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the per-method and per-metric progress bars."),
 ) -> None:
     """Run batch-correction methods and benchmark them (scib-style + mAP metrics)."""
     import imgprof as ip
 
-    from .pipeline import ConfigError, _read_input, load_config, write_demo_config
+    from .io._atomic import atomic_path
+    from .pipeline import (
+        OPTIONAL_PACKAGES,
+        ConfigError,
+        _has_module,
+        _integrate_methods,
+        _read_input,
+        load_config,
+        validate_config,
+        write_demo_config,
+    )
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} exists and is a file, not a folder.")
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    known = list(_integrate_methods())
+    for m in method_list:
+        if m.lower() not in known:
+            _fail(f"--methods: unknown method {m!r}; choose from {known}.")
+        if m.lower() in OPTIONAL_PACKAGES and not _has_module(OPTIONAL_PACKAGES[m.lower()][0]):
+            _fail(f"--methods: {m!r} needs the optional package {OPTIONAL_PACKAGES[m.lower()][0]!r}: {OPTIONAL_PACKAGES[m.lower()][1]}")
     try:
+        out.mkdir(parents=True, exist_ok=True)
         cfg = load_config(config if config is not None else write_demo_config(out))
+        validate_config(cfg)
         adata = _read_input(cfg)
-        if "normalize" in cfg.sections:
-            ip.pp.normalize(adata, **cfg.sections["normalize"])
-        if "feature_select" in cfg.sections:
-            ip.pp.feature_select(adata, **cfg.sections["feature_select"])
+        for name in ("normalize", "feature_select"):
+            if name in cfg.sections:
+                try:
+                    getattr(ip.pp, name)(adata, **cfg.sections[name])
+                except (KeyError, ValueError, TypeError) as e:
+                    raise ConfigError(f"{cfg.where(name)}: step [{name}] failed: {e}") from e
+        for key, opt in ((batch_key, "--batch-key"), (label_key, "--label-key")):
+            if key not in adata.obs.columns:
+                raise ConfigError(f"{opt}: column {key!r} not in the input's .obs columns {list(adata.obs.columns)[:20]}.")
+        bm = ip.bench.run_methods(adata, methods=method_list, batch_key=batch_key, label_key=label_key, progress_bar=verbose)
+        table = bm.get_results(tidy=False) if hasattr(bm, "get_results") else bm
+        path = out / "benchmark.csv"
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp)
     except ConfigError as e:
         _fail(str(e))
-    bm = ip.bench.run_methods(adata, methods=[m.strip() for m in methods.split(",") if m.strip()], batch_key=batch_key, label_key=label_key)
-    table = bm.get_results(tidy=False) if hasattr(bm, "get_results") else bm
-    path = out / "benchmark.csv"
-    table.to_csv(path)
+    except USER_ERRORS as e:
+        _fail(_user_error(e))
     typer.echo(table.to_string())
     typer.echo(f"benchmark: {path}")
 
@@ -96,20 +146,34 @@ def info(path: Path = typer.Argument(..., help="A profile table, CellProfiler ou
     """Describe a profile file: shape, metadata columns, feature anatomy."""
     import imgprof as ip
 
-    from .pipeline import Config, _read_input
-
+    if not path.exists():
+        _fail(f"{path}: no such file or folder.")
     try:
-        adata = _read_input(Config(sections={"input": {"path": str(path)}}))
-    except Exception as e:  # noqa: BLE001 - surface a one-line message
-        _fail(f"{path}: {e}")
+        adata = ip.io.read(path)
+    except USER_ERRORS as e:
+        msg = _user_error(e)
+        _fail(msg if str(path) in msg else f"{path}: {msg}")
     typer.echo(str(adata))
     if "feature_group" in adata.var.columns:
         typer.echo(adata.var.groupby(["compartment", "feature_group"], observed=True).size().to_string())
-    del ip
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    """Console entry point."""
+    """Console entry point.
+
+    Parameters
+    ----------
+    None; arguments come from ``sys.argv``.
+
+    Returns
+    -------
+    None; exits with 0 (success), 1 (unexpected error), 2 (bad config or input) or 130 (Ctrl-C).
+
+    Examples
+    --------
+    >>> from imgprof.cli import main  # doctest: +SKIP
+    >>> main()                        # doctest: +SKIP
+    """
     try:
         app()
     except KeyboardInterrupt:

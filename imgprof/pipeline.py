@@ -2,21 +2,24 @@
 
 A config has one section per step, run in this fixed order when present::
 
-    [input]          path (or paths), kind = auto|profiles|cellprofiler|cytotable|deepprofiler|images, batch_key
-    [qc]             → ip.pp.qc
+    [input]          path (or paths), kind = auto|profiles|cellprofiler|cytotable|deepprofiler|gct|images,
+                     batch_key, batch_names (one per path; default the file stems), reader options
+    [qc]             → ip.pp.qc; filter = true keeps only the rows that pass (``<key_added>_pass``)
     [aggregate]      → ip.pp.aggregate
     [annotate]       → ip.pp.annotate
     [normalize]      → ip.pp.normalize
     [feature_select] → ip.pp.feature_select
+    [consensus]      → ip.pp.consensus (one row per group; returns a new AnnData)
     [pca]            → ip.tl.pca
     [integrate]      methods = [...], batch_key, other keys → ip.tl.integrate per method
     [evaluate]       → ip.metrics.phenotypic_activity (mAP vs controls) per embedding
     [benchmark]      → ip.bench.Benchmarker over the embeddings
-    [output]         dir, format = h5ad|zarr, report = true
+    [output]         dir, format = h5ad|zarr|parquet|csv (or a list of them), report = true
 
 Every option of a step section is passed to that function as a keyword, after
-checking it against the function's signature: an unknown option is reported
-with the config line it stands on.
+checking it against the function's signature and its type hints: an unknown
+option, a wrong type, an unknown method or a missing optional package is
+reported with the config file and line before any work starts.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 STEP_ORDER = (
-    "input", "qc", "aggregate", "annotate", "normalize", "feature_select", "pca",
+    "input", "qc", "aggregate", "annotate", "normalize", "feature_select", "consensus", "pca",
     "integrate", "evaluate", "benchmark", "output",
 )
 
@@ -82,6 +85,17 @@ def load_config(path: str | os.PathLike) -> Config:
     Relative paths inside ``[input]``/``[annotate]``/``[output]`` are resolved
     against the config file's folder.
 
+    Parameters
+    ----------
+    path
+        A ``.toml``, ``.yaml`` or ``.yml`` file.
+
+    Returns
+    -------
+    :class:`Config` with one dict of options per section. Raises :class:`ConfigError` (naming the
+    file and line) for a missing or unreadable file, invalid TOML/YAML, an unknown section, or
+    paths that are not strings. :func:`validate_config` checks the options themselves.
+
     Examples
     --------
     >>> from imgprof.pipeline import load_config, demo_config_text
@@ -94,7 +108,12 @@ def load_config(path: str | os.PathLike) -> Config:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found.")
-    text = path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give the config file (.toml, .yaml or .yml).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: the config is not UTF-8 text ({e}).") from e
     if path.suffix == ".toml":
         import tomllib
 
@@ -128,6 +147,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{path}: the config needs an [input] section with path = ...")
     base = path.parent
     inp = cfg.sections["input"]
+    _check_path_options(cfg)
     for key in ("path", "paths"):
         if key in inp:
             vals = inp[key] if isinstance(inp[key], list) else [inp[key]]
@@ -145,11 +165,34 @@ def load_config(path: str | os.PathLike) -> Config:
     return cfg
 
 
-def _check_kwargs(cfg: Config, section: str, func, options: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+def _check_path_options(cfg: Config) -> None:
+    """Paths in [input], [annotate] and [output] must be strings (a TOML number is not a path)."""
+    inp = cfg.sections["input"]
+    if "path" in inp and "paths" in inp:
+        raise ConfigError(f"{cfg.where('input', 'paths')}: [input] has both path and paths; keep one.")
+    if "path" not in inp and "paths" not in inp:
+        raise ConfigError(f"{cfg.where('input')}: [input] needs path = \"...\" (or paths = [...]).")
+    if "path" in inp and not isinstance(inp["path"], str):
+        hint = " (use paths = [...] for several files)" if isinstance(inp["path"], list) else ""
+        raise ConfigError(f"{cfg.where('input', 'path')}: [input] path must be a quoted file name, got {inp['path']!r}{hint}.")
+    if "paths" in inp:
+        vals = inp["paths"]
+        if isinstance(vals, str):
+            vals = inp["paths"] = [vals]
+        if not isinstance(vals, list) or not vals or not all(isinstance(v, str) for v in vals):
+            raise ConfigError(f"{cfg.where('input', 'paths')}: [input] paths must be a list of quoted file names, got {vals!r}.")
+    for sec, key in (("annotate", "platemap"), ("output", "dir")):
+        val = cfg.sections.get(sec, {}).get(key)
+        if val is not None and not isinstance(val, str):
+            raise ConfigError(f"{cfg.where(sec, key)}: [{sec}] {key} must be a quoted path, got {val!r}.")
+
+
+def _check_kwargs(cfg: Config, section: str, func, options: dict[str, Any], skip: tuple[str, ...] = (),
+                  given: tuple[str, ...] = ("adata", "self", "method")) -> None:
     sig = inspect.signature(func)
     params = sig.parameters
     accepts_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    for key in options:
+    for key, value in options.items():
         if key in skip:
             continue
         if key not in params and not accepts_var_kw:
@@ -157,6 +200,276 @@ def _check_kwargs(cfg: Config, section: str, func, options: dict[str, Any], skip
             hint = f" Did you mean {close[0]!r}?" if close else ""
             valid = [p for p in params if p not in ("adata", "copy", "ap")]
             raise ConfigError(f"{cfg.where(section, key)}: [{section}] has no option {key!r}.{hint} Valid options: {valid}.")
+        if key in params:
+            _check_type(cfg, section, key, value, params[key])
+    for name, p in params.items():
+        # A required argument the config does not give fails only after the work before it: say so now.
+        if (p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and name not in options and name not in given and name not in skip and list(params).index(name) > 0):
+            raise ConfigError(f"{cfg.where(section)}: [{section}] needs {name} = ... (a required option).")
+
+
+_SCALARS = {"int", "float", "str", "bool", "None"}
+
+
+def _check_type(cfg: Config, section: str, key: str, value: Any, param: inspect.Parameter) -> None:
+    """Refuse a config value whose type the function's hint cannot accept (``n_comps = "thirty"``)."""
+    ann = param.annotation
+    if ann is inspect.Parameter.empty:
+        return
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    lit = re.fullmatch(r"\s*Literal\[(.*)\]\s*(\|\s*None\s*)?", ann)
+    if lit:
+        import ast
+
+        try:
+            allowed = ast.literal_eval(f"[{lit.group(1)}]")
+        except (ValueError, SyntaxError):
+            return
+        if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed if a == value):
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{cfg.where(section, key)}: [{section}] {key} must be one of {allowed}, got {value!r}.{hint}")
+        return
+    tokens = set(re.findall(r"[A-Za-z_][A-Za-z_0-9.]*", ann))
+    if not tokens or not tokens <= _SCALARS:
+        return  # sequences, mappings, literals, arrays: the function checks them itself
+    ok = {
+        bool: "bool" in tokens,
+        int: bool(tokens & {"int", "float"}),
+        float: "float" in tokens,
+        str: "str" in tokens,
+    }
+    kind = next((t for t in (bool, int, float, str) if isinstance(value, t)), None)
+    if kind is not None and ok[kind]:
+        return
+    want = " or ".join(sorted(
+        {"int": "an integer", "float": "a number", "str": "a quoted string", "bool": "true/false"}[t]
+        for t in tokens if t != "None"
+    ))
+    raise ConfigError(f"{cfg.where(section, key)}: [{section}] {key} must be {want}, got {value!r}.")
+
+
+#: Integration methods that need an optional package: method → (module, pip command).
+OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
+    "scanorama": ("scanorama", "pip install 'imgprof[integration]'"),
+    "scvi": ("scvi", "pip install 'imgprof[scvi]'"),
+    "images": ("cp_measure", "pip install 'imgprof[im]'"),
+}
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _require(cfg: Config, section: str, key: str, what: str) -> None:
+    if what in OPTIONAL_PACKAGES:
+        module, pip = OPTIONAL_PACKAGES[what]
+        if not _has_module(module):
+            raise ConfigError(
+                f"{cfg.where(section, key)}: {what!r} needs the optional package {module!r}, which is not installed: {pip}"
+            )
+
+
+#: Output formats of [output] format: format → file name of the profiles.
+OUTPUT_FORMATS: dict[str, str] = {"h5ad": "profiles.h5ad", "zarr": "profiles.zarr", "parquet": "profiles.parquet",
+                                  "csv": "profiles.csv", "csv.gz": "profiles.csv.gz", "tsv": "profiles.tsv"}
+
+_INPUT_KEYS = ("path", "paths", "kind", "batch_key", "join", "batch_names")
+_INPUT_KINDS = ("auto", "profiles", "cellprofiler", "cytotable", "deepprofiler", "gct", "images")
+
+
+def _input_kind(path: Path, kind: str) -> str:
+    if kind != "auto":
+        return kind
+    from .io.profiles import reader_for
+
+    try:
+        name = reader_for(path)
+    except ValueError:
+        return "profiles"
+    return {"read_cellprofiler": "cellprofiler", "read_gct": "gct", "read_gctx": "gctx", "read_deepprofiler": "deepprofiler",
+            "read_images": "images", "read_cytotable": "cytotable"}.get(name, "profiles")
+
+
+def _reader(kind: str):
+    from . import io as ipio
+
+    return {
+        "profiles": ipio.read_profiles, "cellprofiler": ipio.read_cellprofiler, "cytotable": ipio.read_cytotable,
+        "deepprofiler": ipio.read_deepprofiler, "gct": ipio.read_gct, "gctx": ipio.read_gctx,
+        "images": _read_images_to_cells,
+    }[kind]
+
+
+def _output_formats(cfg: Config) -> list[str]:
+    out = cfg.sections.get("output", {})
+    fmt = out.get("format", "h5ad")
+    fmts = fmt if isinstance(fmt, list) else [fmt]
+    if not fmts or not all(isinstance(f, str) for f in fmts):
+        raise ConfigError(f"{cfg.where('output', 'format')}: [output] format must be one of {sorted(OUTPUT_FORMATS)} "
+                          f"(or a list of them), got {fmt!r}.")
+    for f in fmts:
+        if f.lower().lstrip(".") not in OUTPUT_FORMATS:
+            close = difflib.get_close_matches(f.lower(), list(OUTPUT_FORMATS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{cfg.where('output', 'format')}: [output] format {f!r} is not one of "
+                              f"{sorted(OUTPUT_FORMATS)}.{hint}")
+    return [f.lower().lstrip(".") for f in fmts]
+
+
+def validate_config(cfg: Config) -> None:
+    """Check every section of a config before any work starts.
+
+    Checks option names against each step's signature, option types against its type hints,
+    ``[input]`` paths (present, one batch name per path), integration methods (known, optional
+    package installed), ``[qc] filter``, ``[output]`` format, dir and report. Every problem raises
+    :class:`ConfigError` naming the config file and line.
+
+    Parameters
+    ----------
+    cfg
+        A config from :func:`load_config`.
+
+    Returns
+    -------
+    None; raises :class:`ConfigError` on the first problem.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from imgprof.pipeline import load_config, validate_config, write_demo_config
+    >>> validate_config(load_config(write_demo_config(tempfile.mkdtemp())))
+    """
+    import imgprof as ip
+
+    steps = [s for s in STEP_ORDER if s in cfg.sections and s != "output"]
+    # [input]
+    inp = cfg.sections["input"]
+    kind = inp.get("kind", "auto")
+    if kind not in _INPUT_KINDS:
+        close = difflib.get_close_matches(str(kind), _INPUT_KINDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{cfg.where('input', 'kind')}: unknown input kind {kind!r}; use one of {list(_INPUT_KINDS)}.{hint}")
+    paths = inp.get("paths") or [inp.get("path")]
+    key = "path" if "path" in inp else "paths"
+    for p in paths:
+        if not Path(p).exists():
+            raise ConfigError(f"{cfg.where('input', key)}: input {p} does not exist.")
+    for k in ("batch_key", "join"):
+        if k in inp and not isinstance(inp[k], str):
+            raise ConfigError(f"{cfg.where('input', k)}: [input] {k} must be a quoted string, got {inp[k]!r}.")
+    if inp.get("join", "inner") not in ("inner", "outer"):
+        raise ConfigError(f"{cfg.where('input', 'join')}: [input] join must be 'inner' or 'outer', got {inp['join']!r}.")
+    if "batch_names" in inp:
+        names = inp["batch_names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{cfg.where('input', 'batch_names')}: [input] batch_names must be a list of names, got {names!r}.")
+        if len(names) != len(paths):
+            raise ConfigError(f"{cfg.where('input', 'batch_names')}: [input] batch_names has {len(names)} names for "
+                              f"{len(paths)} input file(s); give one per path.")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{cfg.where('input', 'batch_names')}: [input] batch_names must be unique, got {names!r}.")
+    reader_opts = {k: v for k, v in inp.items() if k not in _INPUT_KEYS}
+    for kd in sorted({_input_kind(Path(p), kind) for p in paths}):
+        _require(cfg, "input", "kind", kd)
+        func = _reader(kd)
+        if kd == "images":
+            from .im import profile_images as func
+        try:
+            _check_kwargs(cfg, "input", func, reader_opts)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (reader ip.io.{getattr(func, '__name__', kd)}; [input] also takes {list(_INPUT_KEYS)})") from None
+    # steps
+    simple = _SIMPLE_STEPS
+    for s in steps:
+        if s in simple:
+            mod, name = simple[s]
+            func = getattr(getattr(ip, mod), name, None)
+            if func is None:
+                raise ConfigError(f"{cfg.where(s)}: step [{s}] is not available in this imgprof build (ip.{mod}.{name} missing).")
+            opts = cfg.sections[s]
+            if s == "qc" and "filter" in opts and not isinstance(opts["filter"], bool):
+                raise ConfigError(f"{cfg.where(s, 'filter')}: [qc] filter must be true or false, got {opts['filter']!r}.")
+            _check_kwargs(cfg, s, func, opts, skip=("filter",) if s == "qc" else ())
+        elif s == "integrate":
+            opts = cfg.sections[s]
+            if "methods" not in opts and "method" not in opts:
+                raise ConfigError(f"{cfg.where(s)}: [integrate] needs methods = [\"harmony\", ...].")
+            key = "methods" if "methods" in opts else "method"
+            methods = opts[key]
+            if isinstance(methods, str):
+                # One name, not a sequence of letters ('h', 'a', ...): accept it as a one-method list.
+                methods = [methods]
+            if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+                raise ConfigError(f"{cfg.where(s, key)}: [integrate] {key} must be a list of method names, e.g. "
+                                  f"methods = [\"harmony\", \"combat\"], got {opts[key]!r}.")
+            known = list(_integrate_methods())
+            for m in methods:
+                if m.lower() not in known:
+                    close = difflib.get_close_matches(m.lower(), known, n=1)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise ConfigError(f"{cfg.where(s, key)}: [integrate] unknown method {m!r}; choose from {known}.{hint}")
+                _require(cfg, s, key, m.lower())
+            params = opts.get("params", {}) or {}
+            if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+                raise ConfigError(f"{cfg.where(s, 'params')}: [integrate.params.<method>] must hold key = value options.")
+            for m in params:
+                if m not in methods:
+                    raise ConfigError(f"{cfg.where(s)}: [integrate.params.{m}] is for a method not in {key} = {methods}.")
+            from .tl.integrate import get_method
+
+            own = set(inspect.signature(ip.tl.integrate).parameters)
+            for m in methods:
+                func = get_method(m)
+                extra = {k: v for k, v in opts.items() if k not in own and k not in ("methods", "method", "params")}
+                _check_kwargs(cfg, s, func, extra, given=tuple(own) + ("adata",))
+                mparams = {k: v for k, v in (params.get(m) or {}).items() if k not in own}
+                try:
+                    _check_kwargs(cfg, s, func, mparams, given=tuple(own) + ("adata",))
+                except ConfigError as e:
+                    raise ConfigError(f"{e} (in [integrate.params.{m}])") from None
+            _check_kwargs(cfg, s, ip.tl.integrate, opts, skip=("methods", "method", "params"))
+        elif s == "evaluate":
+            _check_kwargs(cfg, s, ip.metrics.phenotypic_activity, cfg.sections[s], skip=("use_reps",))
+        elif s == "benchmark":
+            _check_kwargs(cfg, s, ip.bench.Benchmarker, cfg.sections[s], skip=("embedding_obsm_keys",))
+    # [output]
+    out = cfg.sections.get("output", {})
+    for k in out:
+        if k not in ("dir", "format", "report"):
+            close = difflib.get_close_matches(k, ["dir", "format", "report"], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{cfg.where('output', k)}: [output] has no option {k!r}.{hint} Valid options: ['dir', 'format', 'report'].")
+    if "report" in out and not isinstance(out["report"], bool):
+        raise ConfigError(f"{cfg.where('output', 'report')}: [output] report must be true or false, got {out['report']!r}.")
+    _output_formats(cfg)
+    out_dir = Path(out.get("dir", "imgprof-out"))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{cfg.where('output', 'dir')}: [output] dir {out_dir} exists and is a file, not a folder.")
+    for f in _output_formats(cfg):
+        target = out_dir / OUTPUT_FORMATS[f]
+        if target.exists() and target.is_dir() != (f == "zarr"):
+            raise ConfigError(f"{cfg.where('output', 'format')}: output {target} exists and is a "
+                              f"{'folder' if target.is_dir() else 'file'}; remove it or choose another dir.")
+
+
+def _integrate_methods() -> tuple[str, ...]:
+    from .tl.integrate import METHODS
+
+    return METHODS
+
+
+_SIMPLE_STEPS = {
+    "qc": ("pp", "qc"), "aggregate": ("pp", "aggregate"), "annotate": ("pp", "annotate"),
+    "normalize": ("pp", "normalize"), "feature_select": ("pp", "feature_select"), "consensus": ("pp", "consensus"),
+    "pca": ("tl", "pca"),
+}
 
 
 @dataclass
@@ -169,10 +482,8 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _read_input(cfg: Config):
+def _read_input(cfg: Config, on_file=None):
     import anndata as ad
-
-    from . import io as ipio
 
     inp = dict(cfg.sections["input"])
     paths = inp.pop("paths", None) or inp.pop("path", None)
@@ -182,38 +493,28 @@ def _read_input(cfg: Config):
     kind = inp.pop("kind", "auto")
     batch_key = inp.pop("batch_key", "Metadata_Batch")
     join = inp.pop("join", "inner")
+    batch_names = inp.pop("batch_names", None) or [Path(p).name.split(".")[0] for p in paths]
+    if len(paths) > 1 and len(set(batch_names)) != len(batch_names):
+        raise ConfigError(f"{cfg.where('input', 'paths')}: two inputs have the same file stem {batch_names}; "
+                          "set [input] batch_names = [...] (one per path).")
+    key = "path" if "path" in cfg.sections["input"] else "paths"
     parts = []
-    for p in paths:
+    for p, bname in zip(paths, batch_names):
         pth = Path(p)
         if not pth.exists():
-            raise ConfigError(f"{cfg.where('input', 'path' if 'path' in cfg.sections['input'] else 'paths')}: input {p} does not exist.")
-        k = kind
-        if k == "auto":
-            name = pth.name.lower()
-            if pth.is_dir():
-                k = "images" if any(pth.glob("*.tif*")) and not any(pth.glob("Cells.csv*")) else "cellprofiler"
-            elif name.endswith((".sqlite", ".db")):
-                k = "cellprofiler"
-            elif name.endswith(".npz"):
-                k = "deepprofiler"
-            elif name.endswith((".gct", ".gct.gz")):
-                k = "gct"
-            else:
-                k = "profiles"
-        readers = {
-            "profiles": lambda q, **kw: ipio.read_profiles(q, **kw),
-            "cellprofiler": lambda q, **kw: ipio.read_cellprofiler(q, **kw),
-            "cytotable": lambda q, **kw: ipio.read_cytotable(q, **kw),
-            "deepprofiler": lambda q, **kw: ipio.read_deepprofiler(q, **kw),
-            "gct": lambda q, **kw: ipio.read_gct(q, **kw),
-            "images": _read_images_to_cells,
-        }
-        if k not in readers:
-            raise ConfigError(f"{cfg.where('input', 'kind')}: unknown input kind {k!r}; use one of {sorted(readers)} or auto.")
-        a = readers[k](str(pth), **inp)
+            raise ConfigError(f"{cfg.where('input', key)}: input {p} does not exist.")
+        k = _input_kind(pth, kind)
+        if k not in ("profiles", "cellprofiler", "cytotable", "deepprofiler", "gct", "gctx", "images"):
+            raise ConfigError(f"{cfg.where('input', 'kind')}: unknown input kind {k!r}; use one of {list(_INPUT_KINDS)}.")
+        if on_file is not None:
+            on_file(pth)  # e.g. name the file on the progress bar while a large input is read
+        try:
+            a = _reader(k)(str(pth), **inp)
+        except (ValueError, TypeError, KeyError, OSError, EOFError) as e:
+            raise ConfigError(f"{cfg.where('input', key)}: could not read the input: {e}") from e
         if len(paths) > 1:
-            a.obs[batch_key] = pth.name.split(".")[0]
-            a.obs_names = [f"{pth.name.split('.')[0]}:{i}" for i in a.obs_names]
+            a.obs[batch_key] = bname
+            a.obs_names = [f"{bname}:{i}" for i in a.obs_names]
         parts.append(a)
     if len(parts) == 1:
         return parts[0]
@@ -235,15 +536,21 @@ def _embeddings(adata) -> list[str]:
     return keys or ["X"]
 
 
-def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True) -> RunResult:
+def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, verbose: bool = False) -> RunResult:
     """Run a declared pipeline and write the AnnData, a tidy metrics table and an HTML report.
+
+    The whole config is validated first (:func:`validate_config`); every output file is
+    written atomically (temporary file + rename), so a failed run never leaves half a file.
 
     Parameters
     ----------
     config
         Path to a TOML/YAML config, or a :class:`Config`.
     progress
-        Show progress bars on long steps.
+        Show the run's progress bar (one tick per step plus one for the outputs; its label
+        names the step running).
+    verbose
+        Also show the nested bars of the integration and benchmark steps.
 
     Returns
     -------
@@ -257,112 +564,131 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True) -
     >>> res.files["report"]                                                # doctest: +SKIP
     'demo-run/report.html'
     """
+    import warnings
+
     import pandas as pd
     from tqdm.auto import tqdm
 
     import imgprof as ip
 
+    from .io._atomic import atomic_path, atomic_write_text
+
     cfg = config if isinstance(config, Config) else load_config(config)
     steps = [s for s in STEP_ORDER if s in cfg.sections and s != "output"]
     out_cfg = cfg.sections.get("output", {})
     out_dir = Path(out_cfg.get("dir", "imgprof-out"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Validate every section (names, types, methods, optional packages, output formats) before any work.
+    validate_config(cfg)
+    formats = _output_formats(cfg)
     timings: dict[str, float] = {}
     metrics_tables: list[pd.DataFrame] = []
     extras: dict[str, Any] = {"map": {}, "benchmark": None}
+    simple = _SIMPLE_STEPS
 
-    simple = {
-        "qc": ("pp", "qc"), "aggregate": ("pp", "aggregate"), "annotate": ("pp", "annotate"),
-        "normalize": ("pp", "normalize"), "feature_select": ("pp", "feature_select"), "pca": ("tl", "pca"),
-    }
-    # Validate every section before any heavy work starts.
-    for s in steps:
-        if s in simple:
-            mod, name = simple[s]
-            func = getattr(getattr(ip, mod), name, None)
-            if func is None:
-                raise ConfigError(f"{cfg.where(s)}: step [{s}] is not available in this imgprof build (ip.{mod}.{name} missing).")
-            _check_kwargs(cfg, s, func, cfg.sections[s])
-        elif s == "integrate":
-            opts = cfg.sections[s]
-            if "methods" not in opts and "method" not in opts:
-                raise ConfigError(f"{cfg.where(s)}: [integrate] needs methods = [\"harmony\", ...].")
-            _check_kwargs(cfg, s, ip.tl.integrate, opts, skip=("methods", "method", "params"))
-        elif s == "evaluate":
-            _check_kwargs(cfg, s, ip.metrics.phenotypic_activity, cfg.sections[s], skip=("use_reps",))
-        elif s == "benchmark":
-            _check_kwargs(cfg, s, ip.bench.Benchmarker, cfg.sections[s], skip=("embedding_obsm_keys",))
+    def _relay(caught, section: str) -> None:
+        # Warnings raised inside a step point at the user's config line, not at imgprof's source.
+        for w in caught:
+            warnings.warn_explicit(
+                f"[{section}] {w.message}", w.category, filename=str(cfg.path) if cfg.path else "<config>",
+                lineno=cfg.line_of(section) or 0, module="imgprof.pipeline",
+            )
 
     bar = tqdm(total=len(steps) + 1, desc="imgprof run", disable=not progress)
-    t0 = time.perf_counter()
-    adata = _read_input(cfg)
-    timings["input"] = time.perf_counter() - t0
-    bar.update(1)
     for s in steps:
-        if s == "input":
-            continue
-        bar.set_postfix_str(s)
+        bar.set_description(f"imgprof run [{s}]")
+        bar.refresh()  # the step's name shows while a long step runs
         t0 = time.perf_counter()
         opts = dict(cfg.sections[s])
-        try:
-            if s in simple:
-                mod, name = simple[s]
-                res = getattr(getattr(ip, mod), name)(adata, **opts)
-                if res is not None and hasattr(res, "obs") and hasattr(res, "X"):
-                    adata = res
-            elif s == "integrate":
-                methods = opts.pop("methods", None) or [opts.pop("method")]
-                per_method = opts.pop("params", {}) or {}
-                for m in tqdm(methods, desc="integrate", disable=not progress, leave=False):
-                    ip.tl.integrate(adata, m, **opts, **per_method.get(m, {}))
-            elif s == "evaluate":
-                use_reps = opts.pop("use_reps", None) or _embeddings(adata)
-                opts.pop("use_rep", None)
-                for rep in use_reps:
-                    mmap = ip.metrics.phenotypic_activity(adata, use_rep=None if rep == "X" else rep, **opts)
-                    extras["map"][rep] = mmap
-                    metrics_tables.append(pd.DataFrame({
-                        "embedding": rep, "metric": ["mean_mAP", "fraction_active"],
-                        "value": [float(mmap["mean_average_precision"].mean()), float(mmap["below_corrected_p"].mean())],
-                    }))
-            elif s == "benchmark":
-                keys = opts.pop("embedding_obsm_keys", None) or _embeddings(adata)
-                bm = ip.bench.Benchmarker(adata, embedding_obsm_keys=keys, **opts)
-                bm.benchmark()
-                extras["benchmark"] = bm
-                tidy = bm.get_results(tidy=True)  # embedding, metric_type, metric, value
-                metrics_tables.append(tidy[["embedding", "metric", "value", "metric_type"]])
-        except ConfigError:
-            raise
-        except (KeyError, ValueError, TypeError) as e:
-            raise ConfigError(f"{cfg.where(s)}: step [{s}] failed: {e}") from e
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if s == "input":
+                    def _label(p: Path) -> None:
+                        bar.set_description(f"imgprof run [input: {p.name}]")
+                        bar.refresh()
+
+                    adata = _read_input(cfg, on_file=_label)
+                elif s in simple:
+                    mod, name = simple[s]
+                    do_filter = bool(opts.pop("filter", False)) if s == "qc" else False
+                    res = getattr(getattr(ip, mod), name)(adata, **opts)
+                    if res is not None and hasattr(res, "obs") and hasattr(res, "X"):
+                        adata = res
+                    if do_filter:
+                        flag = f"{opts.get('key_added', 'Metadata_qc')}_pass"
+                        keep = adata.obs[flag].to_numpy(dtype=bool)
+                        if not keep.any():
+                            raise ConfigError(f"{cfg.where(s, 'filter')}: [qc] filter = true would drop every row "
+                                              f"(no row passes {flag!r}).")
+                        adata = adata[keep].copy()
+                elif s == "integrate":
+                    methods = opts.pop("methods", None) or opts.pop("method")
+                    opts.pop("method", None)
+                    methods = [methods] if isinstance(methods, str) else methods
+                    per_method = opts.pop("params", {}) or {}
+                    for m in tqdm(methods, desc="integrate", disable=not (progress and verbose), leave=False):
+                        bar.set_description(f"imgprof run [integrate: {m}]")
+                        bar.refresh()
+                        ip.tl.integrate(adata, m, **opts, **per_method.get(m, {}))
+                elif s == "evaluate":
+                    use_reps = opts.pop("use_reps", None) or _embeddings(adata)
+                    opts.pop("use_rep", None)
+                    for rep in use_reps:
+                        mmap = ip.metrics.phenotypic_activity(adata, use_rep=None if rep == "X" else rep, **opts)
+                        extras["map"][rep] = mmap
+                        metrics_tables.append(pd.DataFrame({
+                            "embedding": rep, "metric": ["mean_mAP", "fraction_active"],
+                            "value": [float(mmap["mean_average_precision"].mean()), float(mmap["below_corrected_p"].mean())],
+                        }))
+                elif s == "benchmark":
+                    keys = opts.pop("embedding_obsm_keys", None) or _embeddings(adata)
+                    opts.setdefault("progress_bar", bool(progress and verbose))  # nested bars only with --verbose
+                    bm = ip.bench.Benchmarker(adata, embedding_obsm_keys=keys, **opts)
+                    bm.benchmark()
+                    extras["benchmark"] = bm
+                    tidy = bm.get_results(tidy=True)  # embedding, metric_type, metric, value
+                    metrics_tables.append(tidy[["embedding", "metric", "value", "metric_type"]])
+            except ConfigError:
+                raise
+            except (KeyError, ValueError, TypeError) as e:
+                raise ConfigError(f"{cfg.where(s)}: step [{s}] failed: {e}") from e
+        _relay(caught, s)
         timings[s] = time.perf_counter() - t0
         bar.update(1)
-    bar.close()
 
+    # Outputs: refused before anything is written when a format cannot hold the data (zarr keys
+    # differing by case, obs/feature name clashes in tables); each file written atomically.
+    bar.set_description("imgprof run [output]")
+    bar.refresh()
     files: dict[str, str] = {}
-    fmt = out_cfg.get("format", "h5ad")
-    adata_path = out_dir / f"profiles.{fmt}"
-    if fmt == "h5ad":
-        adata.write_h5ad(adata_path)
-    elif fmt == "zarr":
-        adata.write_zarr(adata_path)
-    else:
-        raise ConfigError(f"{cfg.where('output', 'format')}: format must be h5ad or zarr, got {fmt!r}.")
-    files["adata"] = str(adata_path)
+    targets = [out_dir / OUTPUT_FORMATS[f] for f in formats]
+    for t in targets:
+        try:
+            ip.io.check_writable(adata, t)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"{cfg.where('output', 'format')}: {e}") from e
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(targets):
+        ip.io.write_profiles(adata, t)
+        files["adata" if i == 0 else f"adata_{formats[i]}"] = str(t)
     metrics = pd.concat(metrics_tables, ignore_index=True) if metrics_tables else pd.DataFrame(columns=["embedding", "metric", "value"])
     metrics_path = out_dir / "metrics.csv"
-    metrics.to_csv(metrics_path, index=False)
+    with atomic_path(metrics_path) as tmp:
+        metrics.to_csv(tmp, index=False)
     files["metrics"] = str(metrics_path)
     for rep, mmap in extras["map"].items():
         p = out_dir / f"map_{rep}.csv"
-        mmap.to_csv(p, index=False)
+        with atomic_path(p) as tmp:
+            mmap.to_csv(tmp, index=False)
         files[f"map_{rep}"] = str(p)
     if out_cfg.get("report", True):
         from .report import write_report
 
         files["report"] = str(write_report(adata, out_dir / "report.html", metrics=metrics, extras=extras, config=cfg, timings=timings))
-    (out_dir / "run.json").write_text(json.dumps({"config": str(cfg.path), "timings_s": timings, "files": files}, indent=2))
+    atomic_write_text(out_dir / "run.json", json.dumps({"config": str(cfg.path), "timings_s": timings, "files": files}, indent=2))
+    bar.update(1)
+    bar.set_description("imgprof run")
+    bar.close()
     return RunResult(adata=adata, metrics=metrics, files=files, timings=timings)
 
 
@@ -412,9 +738,28 @@ format = "h5ad"
 
 
 def write_demo_config(out_dir: str | os.PathLike = "imgprof-demo") -> Path:
-    """Write the demo config into ``out_dir/demo.toml`` and return its path."""
+    """Write the demo config into ``out_dir/demo.toml`` and return its path.
+
+    Parameters
+    ----------
+    out_dir
+        Folder for the config and the run's outputs (created when missing).
+
+    Returns
+    -------
+    The config's :class:`~pathlib.Path` (written atomically).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from imgprof.pipeline import write_demo_config
+    >>> write_demo_config(tempfile.mkdtemp()).name
+    'demo.toml'
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     p = out_dir / "demo.toml"
-    p.write_text(demo_config_text(str(out_dir.resolve())))
+    from .io._atomic import atomic_write_text
+
+    atomic_write_text(p, demo_config_text(str(out_dir.resolve())))
     return p

@@ -158,6 +158,6 @@ h1{{border-bottom:2px solid #4C72B0}} h2{{color:#4C72B0;margin-top:1.6em}} img{{
 .tbl{{border-collapse:collapse;font-size:12px}} .tbl td,.tbl th{{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}}
 pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head>
 <body><h1>imgprof report</h1><p>imgprof {ip.__version__}</p>{''.join(parts)}</body></html>"""
-    path = Path(path)
-    path.write_text(doc)
-    return path
+    from .io._atomic import atomic_write_text
+
+    return atomic_write_text(path, doc)  # temp file + rename: a failure never leaves half a report

@@ -1,8 +1,8 @@
 """Readers and writers: profile tables, CellProfiler outputs, CytoTable, DeepProfiler, GCT, images."""
 
-from .profiles import from_pandas, read_profiles, to_pandas, write_profiles
+from .profiles import READERS, check_writable, from_pandas, read, read_profiles, reader_for, to_pandas, write_profiles
 
-__all__ = ["from_pandas", "read_profiles", "to_pandas", "write_profiles"]
+__all__ = ["from_pandas", "read_profiles", "to_pandas", "write_profiles", "read", "reader_for", "READERS", "check_writable"]
 
 from .gct import read_gct, read_gctx, write_gct, write_gctx  # noqa: E402
 
@@ -17,3 +17,7 @@ __all__ += ["read_cellprofiler", "read_cytotable", "read_deepprofiler", "read_em
 from ..im.read import read_images  # noqa: E402  (light: tifffile/imageio load on first read)
 
 __all__ += ["read_images"]
+
+from ._text import ReadError  # noqa: E402
+
+__all__ += ["ReadError"]

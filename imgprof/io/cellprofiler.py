@@ -167,21 +167,27 @@ class _Source:
                 ]
                 df = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=cols)
         else:
-            from .profiles import _sep_for, _sniff_header
+            from .profiles import _sep_for
 
             p = self.path / table
             if p.stat().st_size == 0:
                 raise ValueError(f"{label}: the file is empty (0 bytes).")
             if table.lower().endswith(".parquet"):
+                import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                check_unique_columns(pq.read_schema(p).names, source=label)
-                df = pd.read_parquet(p)
+                try:
+                    check_unique_columns(pq.read_schema(p).names, source=label)
+                    df = pd.read_parquet(p)
+                except (pa.ArrowException, OSError) as e:
+                    raise ValueError(f"{label}: not a readable parquet file ({type(e).__name__}: {e}).") from e
             else:
-                sep = _sep_for(p)
-                check_unique_columns(_sniff_header(p, sep), source=label)
+                from ._text import read_text_table
+
                 # round_trip: correctly rounded floats (pandas' default parser can be 1 ulp off).
-                df = pd.read_csv(p, sep=sep, low_memory=False, float_precision="round_trip")
+                # read_text_table sniffs the separator, refuses duplicated columns, truncated files
+                # and undecodable text, naming the file.
+                df = read_text_table(p, sep=None, label=label, default_sep=_sep_for(p), float_precision="round_trip")
         if df.shape[0] == 0:
             raise ValueError(f"{label}: the table has a header but no rows.")
         return df

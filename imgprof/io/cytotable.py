@@ -38,7 +38,10 @@ def _read_table(path: Path) -> pd.DataFrame:
         except Exception as e:  # pyarrow raises several types for unreadable input
             raise ValueError(f"{path}: not a readable parquet file ({e}).") from e
         check_unique_columns(names, source=str(path))
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # a valid footer over a cut data page
+            raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}).") from e
     elif path.is_dir():
         try:
             dataset = pds.dataset(path, format="parquet")
@@ -47,11 +50,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         check_unique_columns(dataset.schema.names, source=str(path))
         df = dataset.to_table().to_pandas()
     elif name.removesuffix(".gz").endswith((".csv", ".tsv")):
-        from .profiles import _sep_for, _sniff_header
+        from ._text import read_text_table
 
-        sep = _sep_for(path)
-        check_unique_columns(_sniff_header(path, sep), source=str(path))
-        df = pd.read_csv(path, sep=sep, low_memory=False)
+        df = read_text_table(path)
     else:
         raise ValueError(f"{path}: expected a CytoTable .parquet file (or a folder of them) or a .csv[.gz].")
     if df.shape[0] == 0:

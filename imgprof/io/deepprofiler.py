@@ -286,7 +286,10 @@ def read_embeddings(
             if path.name.lower().endswith((".parquet", ".pq")):
                 import pyarrow.parquet as pq
 
-                cols = pq.read_schema(path).names
+                try:
+                    cols = pq.read_schema(path).names
+                except Exception as e:  # pyarrow raises several types for unreadable input
+                    raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}).") from e
             else:
                 from .profiles import _sep_for, _sniff_header
 

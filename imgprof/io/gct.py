@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step, set_level, uns
+from ._atomic import atomic_path
+from ._text import ReadError, check_field_counts, check_last_row, wrap_errors
 
 #: The CMap "not available" sentinel.
 NA_TOKEN = "-666"
@@ -106,6 +108,16 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
         cmapPy's ``parse`` does by default). Off by default, so the values are kept
         exactly as written in the file.
 
+    Returns
+    -------
+    AnnData (samples × genes): ``.obs`` the column metadata, ``.var`` the row metadata.
+
+    Raises
+    ------
+    imgprof.io.ReadError
+        (a ``ValueError``) the file is empty, truncated (a row cut short, a cut ``.gz``), not UTF-8,
+        malformed, or holds a metadata field name twice; the message names the file and line.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -116,6 +128,15 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
+    if path.is_dir():
+        raise ReadError(f"{path}: is a folder, not a GCT file.", path=path)
+    if path.stat().st_size == 0:
+        raise ReadError(f"{path}: the file is empty (0 bytes).", path=path)
+    with wrap_errors(path):
+        return _read_gct(path, obs_prefix, convert_neg_666)
+
+
+def _read_gct(path: Path, obs_prefix, convert_neg_666) -> ad.AnnData:
     with _open(path) as fh:
         version = fh.readline().strip()
         if version not in ("#1.2", "#1.3"):
@@ -142,12 +163,24 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
         if len(col_ids) != n_cols:
             raise ValueError(f"{path}: header has {len(col_ids)} sample columns, line 2 declares {n_cols}.")
         _check_unique(col_ids, "sample (column)", path)
-        cmeta = {}
+        rmeta_names = header[1:header_offset]
+        dup_r = sorted({n for n in rmeta_names if rmeta_names.count(n) > 1})
+        if dup_r:
+            raise ReadError(f"{path}, line 3: row-metadata field(s) {dup_r} appear twice; field names must be unique.",
+                            path=path, line=3)
+        cmeta: dict[str, list[str]] = {}
+        cmeta_line: dict[str, int] = {}
         for i in range(n_cmeta):
             parts = fh.readline().rstrip("\n").split("\t")
             if len(parts) != header_offset + n_cols:
                 raise ValueError(f"{path}: column-metadata line {4 + i} has {len(parts)} fields, expected {header_offset + n_cols}.")
+            if parts[0] in cmeta:
+                raise ReadError(
+                    f"{path}, line {4 + i}: column-metadata field {parts[0]!r} appears twice (also on line "
+                    f"{cmeta_line[parts[0]]}); field names must be unique.", path=path, line=4 + i,
+                )
             cmeta[parts[0]] = parts[header_offset:]
+            cmeta_line[parts[0]] = 4 + i
         # Metadata columns as text; the data block parsed as float by pandas' C parser with Python's
         # correctly rounded conversion (float_precision="round_trip", so values are exact). As in
         # cmapPy, "NaN", "nan", "NA" and empty fields are missing (data and row metadata alike).
@@ -155,13 +188,17 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
             fh, sep="\t", header=None, keep_default_na=False, dtype=dict.fromkeys(range(header_offset), str),
             na_values=["NaN", "nan", "NA", ""], low_memory=False, float_precision="round_trip",
         )
+    if not path.name.lower().endswith(".gz"):
+        check_last_row(path, "\t", header_offset + n_cols, str(path), n_lines=3 + n_cmeta + body.shape[0], frame=body)
+    # rows cut short in the middle (pandas would fill them with NaN)
+    check_field_counts(path, "\t", header_offset + n_cols, str(path), gz=path.name.lower().endswith(".gz"),
+                       n_header_lines=3 + n_cmeta)
     if body.shape[0] != n_rows:
         raise ValueError(f"{path}: found {body.shape[0]} data rows, line 2 declares {n_rows}.")
     if body.shape[1] != header_offset + n_cols:
         raise ValueError(f"{path}: data rows have {body.shape[1]} fields, expected {header_offset + n_cols}.")
     row_ids = body.iloc[:, 0].astype(str).tolist()
     _check_unique(row_ids, "gene (row)", path)
-    rmeta_names = header[1:header_offset]
     var = pd.DataFrame({name: body.iloc[:, 1 + j].to_numpy() for j, name in enumerate(rmeta_names)}, index=row_ids)
     block = body.iloc[:, header_offset:]
     bad = [j for j, dt in enumerate(block.dtypes) if not pd.api.types.is_numeric_dtype(dt)]
@@ -209,7 +246,21 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     """Write AnnData (samples × genes) as GCT 1.3 (genes as rows), gzip-compressed if the name ends in ``.gz``.
 
     Missing metadata values are written as ``-666`` (the CMap convention), missing
-    data values as ``NaN``. The input object is not modified.
+    data values as ``NaN``. The input object is not modified. The file is written to a
+    temporary name next to ``path`` and renamed on success, so a failure never leaves a
+    half-written file; values GCT cannot hold (tabs or newlines in metadata) are refused
+    before anything is written, naming the column and value.
+
+    Parameters
+    ----------
+    adata
+        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    path
+        Output ``.gct`` or ``.gct.gz`` file.
+
+    Returns
+    -------
+    None; the file is written.
 
     Examples
     --------
@@ -222,10 +273,28 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     obs, var = adata.obs, adata.var
     opener = gzip.open if path.name.endswith(".gz") else open
     for df, what in ((obs, "obs"), (var, "var")):
-        bad = [c for c in df.columns if "\t" in str(c)]
+        bad = [c for c in df.columns if "\t" in str(c) or "\n" in str(c) or "\r" in str(c)]
         if bad:
-            raise ValueError(f"adata.{what} column name(s) {bad} contain tabs.")
-    with opener(path, "wt") as fh:
+            raise ValueError(f"{path}: adata.{what} column name(s) {bad} contain tabs or newlines, which GCT cannot store "
+                             "(nothing was written).")
+        dup = sorted({str(c) for c in df.columns if list(map(str, df.columns)).count(str(c)) > 1})
+        if dup:
+            raise ValueError(f"{path}: adata.{what} has duplicated column name(s) {dup} (nothing was written).")
+        for c in df.columns:
+            s = df[c]
+            if pd.api.types.is_numeric_dtype(s) and not isinstance(s.dtype, pd.CategoricalDtype):
+                continue
+            txt = s.astype(object).dropna().astype(str)
+            hit = txt[txt.str.contains("[\t\r\n]", regex=True)]
+            if len(hit):
+                raise ValueError(
+                    f"{path}: adata.{what}[{str(c)!r}] value {hit.iloc[0]!r} (row {hit.index[0]!r}) contains a tab or "
+                    "newline, which GCT cannot store: the file could not be read back. Replace them first, e.g. "
+                    f"adata.{what}[{str(c)!r}] = adata.{what}[{str(c)!r}].str.replace('\\t', ' ') (nothing was written)."
+                )
+    if "id" in map(str, var.columns):
+        raise ValueError(f"{path}: adata.var has a column named 'id', the GCT header's first field (nothing was written).")
+    with atomic_path(path) as tmp, opener(tmp, "wt") as fh:
         fh.write("#1.3\n")
         fh.write(f"{adata.n_vars}\t{adata.n_obs}\t{var.shape[1]}\t{obs.shape[1]}\n")
         fh.write("\t".join(["id", *map(str, var.columns), *map(str, adata.obs_names)]) + "\n")
@@ -270,6 +339,10 @@ def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert
     obs_prefix, convert_neg_666
         As in :func:`read_gct`.
 
+    Returns
+    -------
+    AnnData (samples × genes).
+
     Examples
     --------
     >>> import imgprof as ip, tempfile, os
@@ -285,17 +358,20 @@ def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert
         raise FileNotFoundError(f"{path}: no such file.")
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path}: not an HDF5 file, so not a GCTX file (a text GCT is read with ip.io.read_gct).")
-    with h5py.File(path, "r") as f:
-        for node in (_DATA_NODE, _COL_NODE, _ROW_NODE):
-            if node not in f:
-                raise ValueError(f"{path}: GCTX node {node!r} is missing (not a CMap GCTX layout).")
-        version = f.attrs.get("version", b"GCTX1.0")
-        if isinstance(version, np.ndarray):
-            version = version.ravel()[0]
-        version = version.decode() if isinstance(version, bytes) else str(version)
-        obs = _h5_meta(f[_COL_NODE], path, "sample (column)")
-        var = _h5_meta(f[_ROW_NODE], path, "gene (row)")
-        X = f[_DATA_NODE][()]
+    try:
+        with h5py.File(path, "r") as f:
+            for node in (_DATA_NODE, _COL_NODE, _ROW_NODE):
+                if node not in f:
+                    raise ValueError(f"{path}: GCTX node {node!r} is missing (not a CMap GCTX layout).")
+            version = f.attrs.get("version", b"GCTX1.0")
+            if isinstance(version, np.ndarray):
+                version = version.ravel()[0]
+            version = version.decode() if isinstance(version, bytes) else str(version)
+            obs = _h5_meta(f[_COL_NODE], path, "sample (column)")
+            var = _h5_meta(f[_ROW_NODE], path, "gene (row)")
+            X = f[_DATA_NODE][()]
+    except OSError as e:
+        raise ReadError(f"{path}: not a readable GCTX/HDF5 file ({e}); truncated?", path=path) from e
     if X.shape != (obs.shape[0], var.shape[0]):
         raise ValueError(
             f"{path}: matrix shape {X.shape} does not match {obs.shape[0]} column ids × {var.shape[0]} row ids."
@@ -338,6 +414,10 @@ def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compre
     compression
         HDF5 compression of the matrix (default none, as cmapPy writes it; ``"gzip"`` for smaller files).
 
+    Returns
+    -------
+    None; the file is written to a temporary name next to ``path`` and renamed on success.
+
     Examples
     --------
     >>> import imgprof as ip, tempfile, os
@@ -348,9 +428,9 @@ def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compre
     path = Path(path)
     X = _check_writable(adata)
     X = X.astype(dtype or (X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64))
-    with h5py.File(path, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["version"] = np.bytes_(b"GCTX1.0")
-        f.attrs["src"] = str(path)
+        f.attrs["src"] = str(path)  # the final name, not the temporary one
         f.create_dataset(_DATA_NODE, data=X, compression=compression)
         _h5_write_meta(f, _COL_NODE, adata.obs_names, adata.obs)
         _h5_write_meta(f, _ROW_NODE, adata.var_names, adata.var)

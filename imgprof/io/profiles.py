@@ -7,7 +7,6 @@ same order, with the same dtypes and index, so pycytominer code keeps working.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 from collections.abc import Sequence
@@ -18,8 +17,15 @@ import numpy as np
 import pandas as pd
 
 from .._core.anatomy import parse_feature_names
-from .._core.features import METADATA_PREFIXES, check_numeric_features, check_unique_columns, feature_matrix, split_columns
+from .._core.features import (
+    METADATA_PREFIXES,
+    check_numeric_features,
+    check_unique_columns,
+    feature_matrix,
+    split_columns,
+)
 from .._core.provenance import log_step, set_level, uns
+from ._atomic import atomic_path
 
 PathLike = str | os.PathLike
 
@@ -206,7 +212,9 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
         n_meta_orig = sum(1 for c in ordered if c in set(obs.columns))
         meta_part = [c for c in ordered if c in set(obs.columns)] + extra_meta
         feat_part = [c for c in ordered if c not in set(obs.columns)] + extra_feat
-        if n_meta_orig and ordered[:n_meta_orig] == meta_part[:n_meta_orig]:
+        if n_meta_orig == 0 or ordered[:n_meta_orig] == meta_part[:n_meta_orig]:
+            # Metadata first, as documented (also when every metadata column was renamed, e.g. by
+            # pp.annotate(clean_cellprofiler=True), so none of them is in the recorded order).
             df = df[meta_part + feat_part]
         else:
             df = df[ordered + extra_meta + extra_feat]
@@ -240,12 +248,15 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
 
 
 def _sniff_header(path: Path, sep: str) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="") as fh:
+    from ._text import open_text, wrap_errors
+
+    with wrap_errors(path), open_text(path) as fh:
         line = fh.readline()
     if not line.strip():
         raise ValueError(f"{path}: the file is empty (no header line).")
-    return next(csv.reader([line], delimiter=sep))
+    from ._text import sniff_sep
+
+    return next(csv.reader([line.rstrip("\r\n")], delimiter=sniff_sep(line, sep)))
 
 
 def _sep_for(path: Path) -> str:
@@ -262,6 +273,7 @@ def read_profiles(
     level: str | None = None,
     sep: str | None = None,
     require_metadata: bool = True,
+    encoding: str = "utf-8",
 ) -> ad.AnnData:
     """Read a profile table (CSV, CSV.GZ, TSV, parquet, h5ad or zarr) into AnnData.
 
@@ -273,29 +285,59 @@ def read_profiles(
     metadata, features, metadata_prefix, level, require_metadata
         See :func:`from_pandas`.
     sep
-        Column separator for text files (guessed from the extension).
+        Column separator for text files (default: from the extension, corrected by sniffing the
+        header line as pycytominer does, so a tab-separated ``.csv`` is read right).
+    encoding
+        Text encoding of CSV/TSV files (e.g. ``"latin-1"``).
+
+    Returns
+    -------
+    AnnData (see :func:`from_pandas`).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    imgprof.io.ReadError
+        (a ``ValueError``) the file is empty, truncated, not valid text in ``encoding``, malformed
+        (the message gives the line), a binary file with a text name, has duplicated column names,
+        or is an unreadable parquet/h5ad/zarr file. The message names the file.
 
     Examples
     --------
     >>> import imgprof as ip
     >>> adata = ip.io.read_profiles("SQ00015054_normalized_feature_select.csv.gz")  # doctest: +SKIP
     """
+    from ._text import ReadError, read_text_table
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
     name = path.name.lower()
     if path.is_file() and path.stat().st_size == 0:
-        raise ValueError(f"{path}: the file is empty (0 bytes).")
+        raise ReadError(f"{path}: the file is empty (0 bytes).", path=path)
     if name.endswith(".h5ad"):
-        return ad.read_h5ad(path)
+        try:
+            return ad.read_h5ad(path)
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            raise ReadError(f"{path}: not a readable h5ad file ({type(e).__name__}: {e}); truncated or not HDF5?",
+                            path=path) from e
     if name.endswith(".zarr"):
-        return ad.read_zarr(path)
+        try:
+            return ad.read_zarr(path)
+        except Exception as e:  # zarr raises many types for a broken store
+            raise ReadError(f"{path}: not a readable zarr store ({type(e).__name__}: {e}).", path=path) from e
     if name.endswith((".parquet", ".pq")):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pq.read_schema(path)
-        check_unique_columns(schema.names, source=str(path))
-        df = pd.read_parquet(path)
+        try:
+            schema = pq.read_schema(path)
+            check_unique_columns(schema.names, source=str(path))
+            df = pd.read_parquet(path)
+        except (pa.ArrowException, OSError) as e:
+            raise ReadError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}); truncated or not parquet?",
+                            path=path) from e
         hint = (schema.metadata or {}).get(_PARQUET_KEY)
         if hint and metadata is None and features is None:
             # Written by write_profiles: reuse its metadata/feature split (obs columns need no Metadata_ prefix).
@@ -303,12 +345,9 @@ def read_profiles(
             metadata = [c for c in hint.get("metadata", []) if c in df.columns]
             level = level or hint.get("level")
     else:
-        sep = sep or _sep_for(path)
-        header = _sniff_header(path, sep)
-        check_unique_columns(header, source=str(path))
-        df = pd.read_csv(path, sep=sep, low_memory=False)
+        df = read_text_table(path, sep=sep, encoding=encoding)
     if df.shape[0] == 0:
-        raise ValueError(f"{path}: the table has a header but no rows.")
+        raise ReadError(f"{path}: the table has a header but no rows.", path=path)
     adata = from_pandas(
         df, metadata=metadata, features=features, metadata_prefix=metadata_prefix, level=level,
         source=str(path), require_metadata=require_metadata,
@@ -360,16 +399,7 @@ def _writable_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame | None:
 
 def _write_anndata(adata: ad.AnnData, path: Path, fmt: str) -> None:
     if fmt == "zarr":
-        # Known anndata/zarr limitation: keys that differ only by case collide in the store
-        # (LINCS has Metadata_plate_map_name and Metadata_Plate_Map_Name) and the store cannot be read back.
-        for where, names in (("obs", adata.obs.columns), ("var", adata.var.columns), ("obsm", adata.obsm.keys()),
-                             ("layers", adata.layers.keys()), ("uns", adata.uns.keys())):
-            bad = _case_collisions(names)
-            if bad:
-                raise ValueError(
-                    f"{path}: {where} keys {bad} differ only by upper/lower case, which a zarr store cannot hold "
-                    f"(it would be unreadable). Rename one of them (adata.{where} ...) or write .h5ad instead."
-                )
+        _check_zarr_keys(adata, path)
     obs_fix = _writable_frame(adata.obs, "obs")
     var_fix = _writable_frame(adata.var, "var")
     if adata.is_view and (obs_fix is not None or var_fix is not None):
@@ -380,15 +410,102 @@ def _write_anndata(adata: ad.AnnData, path: Path, fmt: str) -> None:
             adata.obs = obs_fix
         if var_fix is not None:
             adata.var = var_fix
-        if fmt == "zarr":
-            adata.write_zarr(path)
-        else:
-            adata.write_h5ad(path)
+        with atomic_path(path) as tmp:
+            if fmt == "zarr":
+                adata.write_zarr(tmp)
+            else:
+                adata.write_h5ad(tmp)
     finally:
         if obs_fix is not None:
             adata.obs = obs_bak
         if var_fix is not None:
             adata.var = var_bak
+
+
+_TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz", ".parquet", ".pq")
+_ANNDATA_SUFFIXES = (".h5ad", ".zarr")
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".h5ad"):
+        return "h5ad"
+    if name.endswith(".zarr"):
+        return "zarr"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.removesuffix(".gz").endswith((".tsv", ".txt")):
+        return "tsv"
+    if name.removesuffix(".gz").endswith(".csv"):
+        return "csv"
+    raise ValueError(
+        f"{path}: unknown extension; use .csv, .csv.gz, .tsv, .parquet, .h5ad or .zarr (nothing was written)."
+    )
+
+
+def check_writable(adata: ad.AnnData, path: PathLike, *, layer: str | None = None) -> str:
+    """Check, before anything is written, that ``adata`` can be written to ``path`` and read back.
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    path
+        Output file; the format follows the extension.
+    layer
+        The layer that would be exported (tables only).
+
+    Returns
+    -------
+    The format name (``"csv"``, ``"tsv"``, ``"parquet"``, ``"h5ad"`` or ``"zarr"``).
+
+    Raises
+    ------
+    ValueError
+        Unknown extension; for tables, an ``.obs`` column named like a feature (the table would hold
+        two columns of one name, which :func:`read_profiles` refuses); for zarr, keys that differ
+        only by case. The message names the columns.
+    TypeError
+        ``adata`` is not an AnnData.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> ip.io.check_writable(ip.datasets.simulate(n_plates=1, seed=0), "out.parquet")
+    'parquet'
+    """
+    if not isinstance(adata, ad.AnnData):
+        raise TypeError(f"expected an AnnData to write to {path}, got {type(adata).__name__}.")
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt in ("h5ad", "zarr"):
+        if fmt == "zarr":
+            _check_zarr_keys(adata, path)
+        return fmt
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"layer {layer!r} not in adata.layers ({list(adata.layers)}); nothing was written to {path}.")
+    clash = sorted(set(map(str, adata.obs.columns)) & set(map(str, adata.var_names)))
+    if clash:
+        raise ValueError(
+            f"{path}: .obs column(s) {clash[:10]} have the same name as feature(s); a {fmt} table would hold two "
+            f"columns of one name, which no reader accepts. Rename them first, e.g. "
+            f"adata.obs = adata.obs.rename(columns={{{clash[0]!r}: 'Metadata_{clash[0]}'}}) (nothing was written)."
+        )
+    return fmt
+
+
+def _check_zarr_keys(adata: ad.AnnData, path: Path) -> None:
+    # Known anndata/zarr limitation: keys that differ only by case collide in the store
+    # (LINCS has Metadata_plate_map_name and Metadata_Plate_Map_Name) and the store cannot be read back.
+    for where, names in (("obs", adata.obs.columns), ("var", adata.var.columns), ("obsm", adata.obsm.keys()),
+                         ("layers", adata.layers.keys()), ("uns", adata.uns.keys())):
+        bad = _case_collisions(names)
+        if bad:
+            raise ValueError(
+                f"{path}: {where} keys {bad} differ only by upper/lower case, which a zarr store cannot hold "
+                f"(it would be unreadable). Rename one of them (adata.{where} ...) or write .h5ad instead "
+                "(nothing was written)."
+            )
 
 
 def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = None, index: bool = False) -> None:
@@ -401,6 +518,11 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
     mixing value types raise a ``TypeError`` naming them, and for zarr, keys that differ only
     by case (a zarr limitation) raise a ``ValueError`` naming them.
 
+    Every format is written atomically: to a temporary file (or folder, for zarr) next to
+    ``path``, renamed onto ``path`` only when writing succeeded. A failing write, or a process
+    killed mid-write, leaves an existing file at ``path`` untouched. Values that could not be
+    read back (see :func:`check_writable`) are refused before anything is written.
+
     Parameters
     ----------
     adata
@@ -412,6 +534,10 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
     index
         Also write the DataFrame index (tables only).
 
+    Returns
+    -------
+    None; the file is written.
+
     Examples
     --------
     >>> import imgprof as ip, tempfile, os
@@ -419,22 +545,107 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
     >>> ip.io.write_profiles(adata, os.path.join(tempfile.mkdtemp(), "profiles.parquet"))
     """
     path = Path(path)
-    name = path.name.lower()
-    if name.endswith((".h5ad", ".zarr")):
-        _write_anndata(adata, path, "zarr" if name.endswith(".zarr") else "h5ad")
+    fmt = check_writable(adata, path, layer=layer)
+    if fmt in ("h5ad", "zarr"):
+        _write_anndata(adata, path, fmt)
         return
     df = to_pandas(adata, layer=layer)
-    if name.endswith((".parquet", ".pq")):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(df, preserve_index=index)
-        hint = {"metadata": [str(c) for c in adata.obs.columns], "level": adata.uns.get("imgprof", {}).get("level")}
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PARQUET_KEY: json.dumps(hint).encode()})
-        pq.write_table(table, path)
-    elif name.removesuffix(".gz").endswith((".tsv", ".txt")):
-        df.to_csv(path, sep="\t", index=index)
-    elif name.removesuffix(".gz").endswith(".csv"):
-        df.to_csv(path, index=index)
-    else:
-        raise ValueError(f"{path}: unknown extension; use .csv, .csv.gz, .tsv, .parquet, .h5ad or .zarr.")
+            try:
+                table = pa.Table.from_pandas(df, preserve_index=index)
+            except (pa.ArrowException, TypeError, ValueError) as e:
+                raise TypeError(f"{path}: cannot store the table as parquet ({e}); convert that column first, e.g. "
+                                ".astype(str) (nothing was written).") from e
+            hint = {"metadata": [str(c) for c in adata.obs.columns], "level": adata.uns.get("imgprof", {}).get("level")}
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PARQUET_KEY: json.dumps(hint).encode()})
+            pq.write_table(table, tmp)
+        else:
+            df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=index)
+
+
+# --------------------------------------------------------------------------------------------
+# One reader for every suffix
+# --------------------------------------------------------------------------------------------
+
+#: Suffix → reader name in :mod:`imgprof.io`, checked in order (longest suffixes first).
+READERS: dict[str, str] = {
+    ".sqlite": "read_cellprofiler", ".sqlite3": "read_cellprofiler", ".db": "read_cellprofiler",
+    ".gct.gz": "read_gct", ".gct": "read_gct", ".gctx": "read_gctx",
+    ".npz": "read_deepprofiler",
+    ".h5ad": "read_profiles", ".zarr": "read_profiles", ".parquet": "read_profiles", ".pq": "read_profiles",
+    ".csv.gz": "read_profiles", ".tsv.gz": "read_profiles", ".txt.gz": "read_profiles",
+    ".csv": "read_profiles", ".tsv": "read_profiles", ".txt": "read_profiles",
+}
+
+
+def reader_for(path: PathLike) -> str:
+    """The name of the :mod:`imgprof.io` reader :func:`read` uses for ``path``.
+
+    Parameters
+    ----------
+    path
+        A file or folder. Folders holding TIFF images (and no ``Cells.csv``) are ``"read_images"``,
+        other folders CellProfiler CSV folders (``"read_cellprofiler"``).
+
+    Returns
+    -------
+    The reader's name, e.g. ``"read_profiles"``.
+
+    Raises
+    ------
+    ValueError
+        No reader handles the suffix; the message lists the known suffixes.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> ip.io.reader_for("plate.gct.gz"), ip.io.reader_for("SQ00014613.sqlite")
+    ('read_gct', 'read_cellprofiler')
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir() and not name.endswith(".zarr"):
+        if any(path.glob("*.parquet")) and not any(path.glob("*.csv*")):
+            return "read_cytotable"
+        if any(path.glob("*.tif*")) and not any(path.glob("Cells.csv*")):
+            return "read_images"
+        return "read_cellprofiler"
+    for suffix in sorted(READERS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return READERS[suffix]
+    raise ValueError(f"{path}: no reader for this file type; known suffixes: {sorted(READERS)}.")
+
+
+def read(path: PathLike, **kwargs) -> ad.AnnData:
+    """Read any supported input, picking the reader by suffix (see :data:`READERS`).
+
+    Parameters
+    ----------
+    path
+        Profile table (``.csv[.gz]``, ``.tsv``, ``.parquet``, ``.h5ad``, ``.zarr``), CellProfiler
+        SQLite (``.sqlite``/``.db``) or CSV folder, GCT/GCTX, DeepProfiler ``.npz``, image folder.
+    **kwargs
+        Passed to the reader.
+
+    Returns
+    -------
+    AnnData.
+
+    Examples
+    --------
+    >>> import imgprof as ip, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "p.csv")
+    >>> ip.io.write_profiles(ip.datasets.simulate(n_plates=1, seed=0), p)
+    >>> ip.io.read(p).n_obs > 0
+    True
+    """
+    from .. import io as ipio
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder.")
+    return getattr(ipio, reader_for(path))(path, **kwargs)
