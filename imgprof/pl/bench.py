@@ -15,8 +15,17 @@ _TYPE_ORDER = ("Bio conservation", "Batch correction", _AGG)
 
 def _wide(results, min_max_scale: bool) -> pd.DataFrame:
     """Wide table (embedding × (metric_type, metric)) from a Benchmarker, a tidy or a wide results frame."""
-    if hasattr(results, "get_results"):
-        return results.get_results(min_max_scale=min_max_scale, tidy=False)
+    if hasattr(results, "_results_multi"):
+        return results._results_multi(min_max_scale, True)
+    if hasattr(results, "get_results"):  # a scib-metrics Benchmarker
+        results = results.get_results(min_max_scale=min_max_scale)
+        min_max_scale = False
+    if isinstance(results, pd.DataFrame) and "Metric Type" in results.index:  # scib-metrics' wide shape
+        types = results.loc["Metric Type"]
+        body = results.drop("Metric Type").astype(float)
+        body.columns = pd.MultiIndex.from_tuples(list(zip(types, body.columns)), names=["metric_type", "metric"])
+        body.index.name = "embedding"
+        results = body
     if not isinstance(results, pd.DataFrame):
         raise TypeError(
             "results must be an ip.bench.Benchmarker or the DataFrame returned by Benchmarker.benchmark()/"
