@@ -598,6 +598,18 @@ class Benchmarker:
         if len(self._embedding_obsm_keys) < 2:
             return
         metrics = list(dict.fromkeys(m for m, _ in self._raw))
+        if "pcr_comparison" in metrics and self._X_pre is not None:
+            # scib's PCR comparison is a ratio over the batch variance of the uncorrected embedding: when
+            # that is ~0 (e.g. after per-batch standardization) the ratio is noise, 0 or 1 at random
+            r2 = float(_batch.principal_component_regression(self._X_pre, self._batch, categorical=True))
+            self._pcr_pre = r2
+            if r2 < 0.01:
+                msg = (f"PCR comparison: batch explains only {r2:.2%} of the variance of the uncorrected "
+                       f"embedding ({self._pre_key}), so the ratio (before − after) / before is dominated by noise "
+                       "and jumps between 0 and 1 (it is 0 for the baseline by construction). It cannot rank the "
+                       "methods here, yet it still enters the aggregate scores.")
+                self._flag("degenerate", "(all)", METRIC_NAMES["pcr_comparison"], msg, DegenerateMetricWarning)
+                metrics = [m for m in metrics if m != "pcr_comparison"]
         for m in metrics:
             vals = np.array([self._raw.get((m, e), np.nan) for e in self._embedding_obsm_keys], dtype=float)
             fin = vals[np.isfinite(vals)]
