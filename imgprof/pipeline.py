@@ -167,6 +167,8 @@ class RunResult:
     metrics: Any
     files: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    benchmarker: Any = None
+    warnings: list = field(default_factory=list)
 
 
 def _read_input(cfg: Config):
@@ -419,7 +421,8 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True) -
 
         files["report"] = str(write_report(adata, out_dir / "report.html", metrics=metrics, extras=extras, config=cfg, timings=timings))
     (out_dir / "run.json").write_text(json.dumps({"config": str(cfg.path), "timings_s": timings, "files": files}, indent=2))
-    return RunResult(adata=adata, metrics=metrics, files=files, timings=timings)
+    return RunResult(adata=adata, metrics=metrics, files=files, timings=timings, benchmarker=extras["benchmark"],
+                     warnings=list(extras["warnings"]))
 
 
 def demo_config_text(out_dir: str = "imgprof-demo") -> str:
