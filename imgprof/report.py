@@ -412,6 +412,17 @@ def write_report(
             nd = row["extra"].get("n_dropped", {})
             items.append(_p("feature_select: " + ", ".join(f"{k} dropped {v}" for k, v in nd.items())
                             + f"; {row['extra'].get('n_kept')} features kept."))
+    ev = getattr(config, "sections", {}).get("evaluate", {}) if config is not None else {}
+    if ev.get("perturbation_key") in adata.obs.columns:
+        lab = adata.obs[ev["perturbation_key"]]
+        n_neg = None
+        if ev.get("controls"):
+            try:
+                n_neg = int(adata.obs.eval(ev["controls"]).sum())
+            except Exception:  # noqa: BLE001
+                n_neg = None
+        items.append(_p(f"Evaluation: replicates = wells sharing {ev['perturbation_key']} ({lab.nunique()} values); "
+                        f"negative controls = {ev.get('controls')}" + (f" ({n_neg} wells)." if n_neg is not None else ".")))
     fs = adata.uns.get("feature_select")
     if isinstance(fs, dict) and any(len(v) for v in fs.values()):
         items.append("<details><summary>Features dropped by feature selection</summary>" + _ul(
@@ -495,9 +506,9 @@ def write_report(
                 ax = ip.pl.plot_results_table(marked, show=False)
                 body += _fig_to_img(ax.figure, "Benchmark results table: one row per embedding, a coloured circle "
                                     "per metric (scaled per column), bars for the aggregate scores.")
-                body += _p("(!) = flagged as circular (see Warnings); * = the metric has one value for every "
-                           "embedding and cannot rank them. Raw (unscaled) values; higher is better for every "
-                           "column.")
+                body += _p("(!) = flagged as circular; * = flagged as degenerate, it cannot rank the embeddings "
+                           "(the reason is under Warnings). Raw (unscaled) values; higher is better for every "
+                           "column. Colours are scaled per column.")
                 flat = wide.copy()
                 flat.columns = [m for _, m in wide.columns]
                 body += _table(flat.reset_index(), 50, index=False)
@@ -518,9 +529,11 @@ def write_report(
                 groups = [(batch_key, b) for b in pd.unique(obs[batch_key].astype(str))[:2]]
             elif plate_key:
                 groups = [(plate_key, p) for p in pd.unique(obs[plate_key].astype(str))[:2]]
+            cnt = pd.to_numeric(obs[count_col], errors="coerce")
+            lo, hi = float(np.nanmin(cnt)), float(np.nanmax(cnt))  # one colour scale for every plate map
             for key, val in groups:
                 sub = adata if key is None else adata[obs[key].astype(str) == val]
-                ax = ip.pl.plate_layout(sub, count_col, plate=None, show=False)
+                ax = ip.pl.plate_layout(sub, count_col, plate=None, show=False, vmin=lo, vmax=hi)
                 if val is not None:
                     ax.set_title(f"{val}\n{count_col}", fontsize=8)
                 imgs.append(_fig_to_img(ax.figure, f"Plate map of {count_col} per well ({val or 'all wells'})."))
