@@ -26,35 +26,35 @@ MAP_TOLERANCE = 0.02
 #: What each metric measures and which direction is better (shown in the report).
 METRIC_GUIDE: dict[str, tuple[str, str]] = {
     "same-batch share (10 NN)": (
-        "Of each non-control well's 10 nearest non-control wells, the share from its own batch. 1 = batches "
-        "fully separated; the 'expected' value is what perfect mixing gives.", "lower"),
+        ("Of each non-control well's 10 nearest non-control wells, the share from its own batch. 1 = batches "
+        "fully separated; the 'expected' value is what perfect mixing gives."), "lower"),
     "mean mAP (vs controls)": (
-        "Replicate retrieval: how well the wells of one label (here the target gene) find each other ahead of "
-        "the negative-control wells (mean average precision, averaged over labels). The biological signal kept.",
+        ("Replicate retrieval: how well the wells of one label (here the target gene) find each other ahead of "
+        "the negative-control wells (mean average precision, averaged over labels). The biological signal kept."),
         "higher"),
     "fraction active": ("Share of labels whose mAP is significant against the controls (corrected p < 0.05).",
                         "higher"),
     "Isolated labels": ("Silhouette of the labels present in the fewest batches.", "higher"),
     "Leiden NMI / ARI, KMeans NMI / ARI": (
-        "Agreement between clusters of the embedding and the labels (Leiden and k-means clusters; imgprof adds "
-        "Leiden to scib-metrics' default set).", "higher"),
+        ("Agreement between clusters of the embedding and the labels (Leiden and k-means clusters; imgprof adds "
+        "Leiden to scib-metrics' default set)."), "higher"),
     "Silhouette label": ("How well wells of one label separate from other labels (rescaled to 0–1).", "higher"),
     "cLISI": ("Label purity of each well's neighbourhood (scaled to 0–1).", "higher"),
     "mAP nonrep / mAP negcon": (
-        "Replicate retrieval against wells of other labels / against negative controls (imgprof's additions, "
-        "Arevalo et al. 2024).", "higher"),
+        ("Replicate retrieval against wells of other labels / against negative controls (imgprof's additions, "
+        "Arevalo et al. 2024)."), "higher"),
     "BRAS": ("Batch-removal silhouette: within each label, how mixed the batches are (0–1).", "higher"),
-    "iLISI": ("Batch diversity of each well's neighbourhood, scaled so 0 = one batch only, 1 = all batches "
-              "evenly.", "higher"),
+    "iLISI": (("Batch diversity of each well's neighbourhood, scaled so 0 = one batch only, 1 = all batches "
+               "evenly."), "higher"),
     "KBET": ("Share of neighbourhoods whose batch composition matches the overall one (kBET test not rejected).",
              "higher"),
     "Graph connectivity": ("Whether each label's wells form one connected kNN graph.", "higher"),
     "PCR comparison": (
-        "Drop in variance explained by batch relative to the uncorrected PCA; the uncorrected PCA itself scores "
-        "0 by construction.", "higher"),
+        ("Drop in variance explained by batch relative to the uncorrected PCA; the uncorrected PCA itself scores "
+        "0 by construction."), "higher"),
     "Batch correction / Bio conservation / Total": (
-        "Means of the metrics of each kind; Total = 0.4 × batch + 0.6 × bio (scib's weights). A summary that "
-        "mixes metrics of different reliability: read the headline numbers first.", "higher"),
+        ("Means of the metrics of each kind; Total = 0.4 × batch + 0.6 × bio (scib's weights). A summary that "
+        "mixes metrics of different reliability: read the headline numbers first."), "higher"),
 }
 
 
@@ -121,7 +121,7 @@ def _method_name(key: str) -> str:
         return "uncorrected PCA"
     if key in ("X_none", "X"):
         return "none (uncorrected features)"
-    return key[2:] if key.startswith("X_") else key
+    return key.removeprefix("X_")
 
 
 def _conclusions(adata, metrics: pd.DataFrame, extras: dict, flags: pd.DataFrame) -> tuple[str, list[str], pd.DataFrame]:
@@ -443,7 +443,7 @@ def write_report(
     color = [c for c in ("Metadata_Batch", "Metadata_Plate") if c in obs.columns][:1]
     label = [c for c in ("Metadata_moa", "Metadata_target_gene", "Metadata_Perturbation", "Metadata_pert_type")
              if c in obs.columns][:1]
-    emb_keys = [k for k in adata.obsm.keys() if k.startswith("X_") and k != "X_umap"][:8]
+    emb_keys = [k for k in adata.obsm if k.startswith("X_") and k != "X_umap"][:8]
     if emb_keys and (color or label):
         try:
             w = metrics.pivot_table(index="embedding", columns="metric", values="value", sort=False) \
@@ -567,10 +567,10 @@ def write_report(
         parts.append(_section("Notes", _ul(notes)))
     if config is not None and getattr(config, "text", ""):
         parts.append(_section("Config", f"<pre>{html.escape(config.text)}</pre>"))
-    toc = "".join(f'<a href="#{a}">{t}</a> · ' for a, t in (
+    toc = " · ".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("conclusions", "Conclusions"), ("not-supported", "Not supported"), ("warnings", "Warnings"),
         ("inputs", "Inputs"), ("metric-guide", "Metrics"), ("embeddings", "Embeddings"), ("retrieval", "mAP"),
-        ("benchmark", "Benchmark"))).rstrip(" · ")
+        ("benchmark", "Benchmark")))
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>imgprof report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.4}}
 h1{{border-bottom:2px solid #4C72B0}} h2{{color:#4C72B0;margin-top:1.6em}} img{{max-width:100%;margin:.4em 0}}

@@ -5,7 +5,6 @@ import inspect
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import imgprof as ip
@@ -32,7 +31,7 @@ def test_feature_dominance_warns_on_constructed_matrix():
     b.X = Y
     with pytest.warns(FeatureDominanceWarning, match=r"carries \d+% of the total variance") as rec:
         ip.pp.normalize(b, "mad_robustize", controls="Metadata_control_type == 'negcon'")
-    msg = str([w.message for w in rec if w.category is FeatureDominanceWarning][0])
+    msg = str(next(w.message for w in rec if w.category is FeatureDominanceWarning))
     assert str(b.var_names[5]) in msg and "drop_outliers" in msg
     share = np.nanvar(b.X, 0) / np.nanvar(b.X, 0).sum()
     assert share.max() > 0.10
