@@ -249,6 +249,29 @@ def _not_supported(metrics: pd.DataFrame, table: pd.DataFrame, flags: pd.DataFra
     return out
 
 
+def _evaluation_flags(adata, config) -> pd.DataFrame:
+    """Without a Benchmarker: flag embeddings tuned on the evaluation label or fitted on its controls."""
+    rows = []
+    ev = getattr(config, "sections", {}).get("evaluate", {}) if config is not None else {}
+    label, controls = ev.get("perturbation_key"), ev.get("controls")
+    neg = None
+    if isinstance(controls, str):
+        try:
+            neg = adata.obs.eval(controls).to_numpy(dtype=bool)
+        except Exception:  # noqa: BLE001
+            neg = None
+    for key, info in _made_by(adata).items():
+        extra = info["extra"]
+        if label is not None and extra.get("tuned_on_label") == label:
+            rows.append({"embedding": key, "metric": "mAP", "kind": "circular",
+                         "message": f"{key}: tuned on {label!r}, the label mAP is computed on."})
+        fitted = extra.get("fitted_on_rows")
+        if neg is not None and fitted is not None and len(neg) == adata.n_obs and neg[np.asarray(fitted, int)].any():
+            rows.append({"embedding": key, "metric": "mAP", "kind": "circular",
+                         "message": f"{key}: fitted on {extra.get('fitted_on')!r}, the negative controls of mAP."})
+    return pd.DataFrame(rows, columns=["embedding", "metric", "kind", "message"])
+
+
 def _umap_grids(adata, emb_keys: list[str], color_keys: list[str], titles: dict[str, str]) -> list[str]:
     """One figure per colour key: a panel per embedding, one legend below (never truncated)."""
     import matplotlib.pyplot as plt
@@ -352,6 +375,8 @@ def write_report(
     flags = bm.flags if bm is not None and hasattr(bm, "flags") else pd.DataFrame(
         columns=["embedding", "metric", "kind", "message"])
     prov = ip.provenance(adata)
+    if bm is None:
+        flags = _evaluation_flags(adata, config)
 
     # ------------------------------------------------------------------ conclusions
     conc_html, _, conc_table = "", [], pd.DataFrame()

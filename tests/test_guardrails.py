@@ -5,6 +5,7 @@ import inspect
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import imgprof as ip
@@ -201,3 +202,34 @@ def test_get_results_shape_and_plot_like_scib(tmp_path):
     assert (tmp_path / "scib_results.svg").exists() and ax is not None
     # ip.pl.plot_results_table also draws scib-metrics' wide table itself
     ip.pl.plot_results_table(df, show=False)
+
+
+@pytest.mark.slow
+def test_report_flags_sphering_without_a_benchmarker(tmp_path):
+    """A run with [evaluate] but no [benchmark]: the report still refuses sphering's mAP against its own controls."""
+    from imgprof.pipeline import Config
+    from imgprof.report import write_report
+
+    a = ip.datasets.cmqtl_crispri()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ip.pp.normalize(a, "standardize", by="Metadata_Batch")
+    ip.tl.integrate(a, "none", "Metadata_Batch")
+    ip.tl.integrate(a, "sphering", "Metadata_Batch", controls=CTRL)
+    ctrl = (a.obs["Metadata_target_gene"] == "CONTROL").to_numpy()
+    rows, maps = [], {}
+    for key in ("X_none", "X_sphering"):
+        m = ip.metrics.phenotypic_activity(a, "Metadata_target_gene", controls=CTRL, use_rep=key, null_size=200)
+        maps[key] = m
+        sh = ip.bench.batch_neighbor_share(a.obsm[key], a.obs["Metadata_Batch"], exclude=ctrl)
+        for name, v in (("mean_mAP", m["mean_average_precision"].mean()), ("fraction_active", m["below_corrected_p"].mean()),
+                        ("same_batch_share_10nn", sh["share"]), ("same_batch_share_expected", sh["expected"])):
+            rows.append({"embedding": key, "metric": name, "value": float(v)})
+    cfg = Config(sections={"input": {}, "evaluate": {"perturbation_key": "Metadata_target_gene", "controls": CTRL}})
+    import matplotlib
+
+    matplotlib.use("Agg")
+    html = write_report(a, tmp_path / "r.html", metrics=pd.DataFrame(rows),
+                        extras={"map": maps}, config=cfg).read_text()
+    assert "not comparable (flagged" in html
+    assert "the negative controls of mAP" in html
