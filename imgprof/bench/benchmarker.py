@@ -603,7 +603,7 @@ class Benchmarker:
             # that is ~0 (e.g. after per-batch standardization) the ratio is noise, 0 or 1 at random
             r2 = float(_batch.principal_component_regression(self._X_pre, self._batch, categorical=True))
             self._pcr_pre = r2
-            if r2 < 0.01:
+            if r2 < 1e-3:
                 msg = (f"PCR comparison: batch explains only {r2:.2%} of the variance of the uncorrected "
                        f"embedding ({self._pre_key}), so the ratio (before − after) / before is dominated by noise "
                        "and jumps between 0 and 1 (it is 0 for the baseline by construction). It cannot rank the "
