@@ -219,8 +219,14 @@ def _not_supported(metrics: pd.DataFrame, table: pd.DataFrame, flags: pd.DataFra
     if len(flags):
         for emb in sorted(set(flags.loc[flags["kind"] == "circular", "embedding"])):
             v = w.loc[emb, "mean_mAP"] if w is not None and emb in w.index and "mean_mAP" in w else np.nan
+            msgs = " ".join(flags.loc[(flags["kind"] == "circular") & (flags["embedding"] == emb), "message"])
+            why = []
+            if "fitted on" in msgs:
+                why.append("it was fitted on the control wells that serve as the negatives")
+            if "tuned on" in msgs or "hyperparameter" in msgs:
+                why.append("its hyperparameter was chosen on the label it is scored with")
             out.append(f"That {_method_name(emb)} preserves biology better: its mAP against the controls "
-                       f"({v:.3f}) is inflated because it was tuned or fitted on what it is evaluated with.")
+                       f"({v:.3f}) is inflated because " + (" and ".join(why) or "it is circular") + ".")
         deg = flags.loc[flags["kind"] == "degenerate", "metric"].tolist()
         if deg:
             out.append("Any difference between methods on " + ", ".join(deg) + ": flagged as degenerate (see "
