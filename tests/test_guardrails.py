@@ -233,3 +233,18 @@ def test_report_flags_sphering_without_a_benchmarker(tmp_path):
                         extras={"map": maps}, config=cfg).read_text()
     assert "not comparable (flagged" in html
     assert "the negative controls of mAP" in html
+
+
+def test_qc_plate_map_starts_at_zero():
+    """A QC flag map never paints 'not flagged' (0) in the middle of the colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a = ip.datasets.simulate(n_plates=1, seed=0)
+    flags = np.zeros(a.n_obs, dtype=bool)
+    a.obs["Metadata_qc_any"] = flags  # nothing flagged: the whole plate must be the bottom colour
+    ax = ip.pl.plate_layout(a, "Metadata_qc_any", show=False, cmap="Reds")
+    norm = ax.images[0].norm
+    assert norm.vmin == 0 and norm.vmax == 1
+    rgba = ax.images[0].to_rgba(np.array([0.0]))
+    assert np.allclose(rgba[0][:3], matplotlib.colormaps["Reds"](0.0)[:3])
