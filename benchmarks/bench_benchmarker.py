@@ -131,9 +131,7 @@ def worker_imgprof(n_cells: int) -> dict:
     tm = bm.timings
     per = tm.groupby("step")["seconds"].sum().to_dict()
     metrics = {m: per.get(m, 0.0) for m in METRICS}
-    res = bm.get_results(clean_names=False, tidy=False)
-    res.columns = [c[1] for c in res.columns]
-    res = res.rename(columns={"Batch correction": "Batch correction", "Bio conservation": "Bio conservation"})
+    res = bm.get_results(clean_names=False).drop("Metric Type").astype(float)  # scib-metrics' shape
     return {"total": total, "neighbors": t_prep, "metrics": metrics, "results": res.T.to_dict(), "n_obs": int(a.n_obs)}
 
 

@@ -83,25 +83,26 @@ def demo(
 
 @app.command()
 def benchmark(
-    config: Path = typer.Argument(None, help="Config with [input], [normalize], [feature_select] sections; default: the demo data."),
+    config: Path = typer.Argument(None, help="Config with [input], [normalize], [integrate], [benchmark] sections; default: the demo data."),
     methods: str = typer.Option("none,harmony,combat,sphering,mnn,rpca", help="Comma-separated ip.tl methods."),
-    batch_key: str = typer.Option("Metadata_Batch", help="Batch column."),
-    label_key: str = typer.Option("Metadata_target_gene", help="Biological label column."),
+    batch_key: str = typer.Option(None, help="Batch column (default: the config's, else Metadata_Batch)."),
+    label_key: str = typer.Option(None, help="Biological label column (default: the config's, else Metadata_target_gene)."),
+    controls: str = typer.Option(
+        None, help="Negative controls (an .obs query) for sphering and mAP (default: the config's [evaluate] controls)."),
     out: Path = typer.Option(Path("imgprof-benchmark"), "--out", "-o", help="Output folder."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the per-method and per-metric progress bars."),
 ) -> None:
-    """Run batch-correction methods and benchmark them (scib-style + mAP metrics)."""
-    import imgprof as ip
-
+    """Run batch-correction methods and benchmark them (scib-style + mAP metrics, same-batch share); write
+    benchmark.csv (scib-metrics' wide table), metrics.csv and report.html."""
     from .io._atomic import atomic_path
     from .pipeline import (
         OPTIONAL_PACKAGES,
         ConfigError,
         _has_module,
         _integrate_methods,
-        _read_input,
         load_config,
-        validate_config,
+        run_pipeline,
         write_demo_config,
     )
 
@@ -117,28 +118,55 @@ def benchmark(
     try:
         out.mkdir(parents=True, exist_ok=True)
         cfg = load_config(config if config is not None else write_demo_config(out))
-        validate_config(cfg)
-        adata = _read_input(cfg)
-        for name in ("normalize", "feature_select"):
-            if name in cfg.sections:
-                try:
-                    getattr(ip.pp, name)(adata, **cfg.sections[name])
-                except (KeyError, ValueError, TypeError) as e:
-                    raise ConfigError(f"{cfg.where(name)}: step [{name}] failed: {e}") from e
-        for key, opt in ((batch_key, "--batch-key"), (label_key, "--label-key")):
-            if key not in adata.obs.columns:
-                raise ConfigError(f"{opt}: column {key!r} not in the input's .obs columns {list(adata.obs.columns)[:20]}.")
-        bm = ip.bench.run_methods(adata, methods=method_list, batch_key=batch_key, label_key=label_key, progress_bar=verbose)
-        table = bm.get_results(tidy=False) if hasattr(bm, "get_results") else bm
-        path = out / "benchmark.csv"
-        with atomic_path(path) as tmp:
-            table.to_csv(tmp)
+        sec = cfg.sections
+        bench = dict(sec.get("benchmark", {}))
+        batch_key = batch_key or bench.get("batch_key") or sec.get("integrate", {}).get("batch_key") or "Metadata_Batch"
+        label_key = label_key or bench.get("label_key") or "Metadata_target_gene"
+        controls = controls or sec.get("evaluate", {}).get("controls")
+        integ = dict(sec.get("integrate", {}))
+        params = {k: dict(v) for k, v in (integ.pop("params", {}) or {}).items()}
+        integ.pop("method", None)
+        integ.update(methods=method_list, batch_key=batch_key)
+        if "sphering" in method_list:
+            sph = params.setdefault("sphering", {})
+            if controls is not None:
+                sph.setdefault("controls", controls)
+            if "controls" not in sph:
+                _fail("sphering is fitted on negative controls: pass --controls \"<.obs query>\" (e.g. "
+                      "\"Metadata_control_type == 'negcon'\") or leave sphering out of --methods.")
+        integ["params"] = {k: v for k, v in params.items() if k in method_list}
+        sec["integrate"] = integ
+        sec.setdefault("pca", {"n_comps": 30})
+        bench.update(batch_key=batch_key, label_key=label_key)
+        sec["benchmark"] = bench
+        if controls is not None:
+            ev = dict(sec.get("evaluate", {}))
+            ev.setdefault("perturbation_key", label_key)
+            ev.setdefault("controls", controls)
+            sec["evaluate"] = ev
+        sec.setdefault("output", {})["dir"] = str(out.resolve())
+        res = run_pipeline(cfg, progress=progress, verbose=verbose)
     except ConfigError as e:
         _fail(str(e))
     except USER_ERRORS as e:
         _fail(_user_error(e))
-    typer.echo(table.to_string())
+    table = res.benchmarker.get_results() if res.benchmarker is not None else res.metrics
+    path = out / "benchmark.csv"
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp)
+    m = res.metrics
+    show = m[m["metric"].isin(["same_batch_share_10nn", "mean_mAP", "Batch correction", "Bio conservation", "Total"])]
+    if len(show):
+        summary = show.pivot_table(index="embedding", columns="metric", values="value", sort=False)
+        typer.echo(summary.round(3).to_string())
+        typer.echo("same_batch_share_10nn: lower = batches better mixed; mean_mAP and the scores: higher is better.")
+    flags = res.benchmarker.flags if res.benchmarker is not None else None
+    if flags is not None and len(flags):
+        with atomic_path(out / "benchmark_flags.csv") as tmp:
+            flags.to_csv(tmp, index=False)
+        typer.echo(f"guardrail flags: {len(flags)} (see {out / 'benchmark_flags.csv'} and the report)")
     typer.echo(f"benchmark: {path}")
+    typer.echo(f"report:    {res.files.get('report')}")
 
 
 @app.command()

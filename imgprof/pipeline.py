@@ -480,6 +480,8 @@ class RunResult:
     metrics: Any
     files: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    benchmarker: Any = None
+    warnings: list = field(default_factory=list)
 
 
 def _read_input(cfg: Config, on_file=None):
@@ -516,19 +518,43 @@ def _read_input(cfg: Config, on_file=None):
             a.obs[batch_key] = bname
             a.obs_names = [f"{bname}:{i}" for i in a.obs_names]
         parts.append(a)
+    inputs = {
+        "files": [str(p) for p in paths],
+        "n_obs": [int(a.n_obs) for a in parts],
+        "n_vars": [int(a.n_vars) for a in parts],
+    }
     if len(parts) == 1:
+        _log_inputs(parts[0], inputs, join, [])
         return parts[0]
     var = parts[0].var
     adata = ad.concat(parts, join=join, merge="first")
     adata.var = var.loc[adata.var_names] if set(adata.var_names) <= set(var.index) else adata.var
     adata.uns["imgprof"] = {"level": parts[0].uns.get("imgprof", {}).get("level", "well"), "steps": parts[0].uns.get("imgprof", {}).get("steps", {})}
+    kept = set(map(str, adata.var_names))
+    union = list(dict.fromkeys(str(v) for a in parts for v in a.var_names))
+    _log_inputs(adata, inputs, join, [v for v in union if v not in kept])
     return adata
+
+
+def _log_inputs(adata, inputs: dict, join: str, dropped: list[str]) -> None:
+    """Record every input file and the features the join between them dropped (for the report)."""
+    from ._core.provenance import log_step
+
+    log_step(adata, "io.read_input", {"files": inputs["files"], "join": join},
+             n_obs=inputs["n_obs"], n_vars=inputs["n_vars"], dropped_by_join=dropped)
 
 
 def _read_images_to_cells(path: str, **kwargs):
     from . import im
 
     return im.profile_images(path, **kwargs)
+
+
+def _batch_key(cfg: Config) -> str:
+    for sec in ("benchmark", "integrate", "input"):
+        if cfg.sections.get(sec, {}).get("batch_key"):
+            return cfg.sections[sec]["batch_key"]
+    return "Metadata_Batch"
 
 
 def _embeddings(adata) -> list[str]:
@@ -593,6 +619,14 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
                 lineno=cfg.line_of(section) or 0, module="imgprof.pipeline",
             )
 
+    extras["warnings"] = []
+
+    def _keep_warnings(step: str, caught) -> None:
+        # every warning of a step is kept for the report and shown pointing at the user's config line
+        for w in caught:
+            extras["warnings"].append({"step": step, "category": w.category.__name__, "message": str(w.message)})
+        _relay(caught, step)
+
     bar = tqdm(total=len(steps) + 1, desc="imgprof run", disable=not progress)
     for s in steps:
         bar.set_description(f"imgprof run [{s}]")
@@ -633,15 +667,27 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
                 elif s == "evaluate":
                     use_reps = opts.pop("use_reps", None) or _embeddings(adata)
                     opts.pop("use_rep", None)
+                    batch_key = _batch_key(cfg)
+                    neg = None
+                    if opts.get("controls") is not None:
+                        from ._core.validation import resolve_mask
+
+                        neg = resolve_mask(adata, opts["controls"], param="controls")
                     for rep in use_reps:
                         mmap = ip.metrics.phenotypic_activity(adata, use_rep=None if rep == "X" else rep, **opts)
                         extras["map"][rep] = mmap
-                        metrics_tables.append(pd.DataFrame({
-                            "embedding": rep, "metric": ["mean_mAP", "fraction_active"],
-                            "value": [float(mmap["mean_average_precision"].mean()), float(mmap["below_corrected_p"].mean())],
-                        }))
+                        names, values = ["mean_mAP", "fraction_active"], [
+                            float(mmap["mean_average_precision"].mean()), float(mmap["below_corrected_p"].mean())]
+                        if batch_key in adata.obs.columns and adata.obs[batch_key].nunique() > 1:
+                            E = adata.X if rep == "X" else adata.obsm[rep]
+                            sh = ip.bench.batch_neighbor_share(E, adata.obs[batch_key], k=10, exclude=neg)
+                            names += ["same_batch_share_10nn", "same_batch_share_expected"]
+                            values += [sh["share"], sh["expected"]]
+                        metrics_tables.append(pd.DataFrame({"embedding": rep, "metric": names, "value": values}))
                 elif s == "benchmark":
                     keys = opts.pop("embedding_obsm_keys", None) or _embeddings(adata)
+                    if "negcon" not in opts and cfg.sections.get("evaluate", {}).get("controls") is not None:
+                        opts["negcon"] = cfg.sections["evaluate"]["controls"]
                     opts.setdefault("progress_bar", bool(progress and verbose))  # nested bars only with --verbose
                     bm = ip.bench.Benchmarker(adata, embedding_obsm_keys=keys, **opts)
                     bm.benchmark()
@@ -652,7 +698,7 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
                 raise
             except (KeyError, ValueError, TypeError) as e:
                 raise ConfigError(f"{cfg.where(s)}: step [{s}] failed: {e}") from e
-        _relay(caught, s)
+        _keep_warnings(s, caught)
         timings[s] = time.perf_counter() - t0
         bar.update(1)
 
@@ -689,7 +735,8 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
     bar.update(1)
     bar.set_description("imgprof run")
     bar.close()
-    return RunResult(adata=adata, metrics=metrics, files=files, timings=timings)
+    return RunResult(adata=adata, metrics=metrics, files=files, timings=timings, benchmarker=extras["benchmark"],
+                     warnings=list(extras["warnings"]))
 
 
 def demo_config_text(out_dir: str = "imgprof-demo") -> str:
@@ -698,28 +745,34 @@ def demo_config_text(out_dir: str = "imgprof-demo") -> str:
 
     paths = ", ".join(f'"{data_path("cmqtl", f)}"' for f in CMQTL_FILES)
     return f"""# imgprof demo: two real batches of a CRISPRi Cell Painting plate (cmQTL), bundled with imgprof.
+# The same plate layout was imaged twice (a batch and its rerun): a batch-correction method should mix the
+# two batches while keeping the target-gene replicates together.
 [input]
 paths = [{paths}]
 batch_key = "Metadata_Batch"
 
 [normalize]
-method = "mad_robustize"
-controls = "Metadata_target_gene == 'CONTROL'"
+# Before comparing batch corrections, standardize every feature within each batch (all wells), as the
+# field does before integration. (Robust scaling against the CONTROL wells alone lets a few features with
+# near-constant controls carry almost all the variance; imgprof warns when that happens.)
+method = "standardize"
 by = "Metadata_Batch"
 
 [feature_select]
-operation = ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"]
+# drop_outliers removes features with |value| > outlier_cutoff (no feature should dominate the distances)
+operation = ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist", "drop_outliers"]
+outlier_cutoff = 100
 
 [pca]
-n_comps = 30
+n_comps = 30                         # X_pca: the uncorrected baseline of harmony, in the same space
 
 [integrate]
-methods = ["none", "harmony", "combat", "sphering"]
+methods = ["none", "harmony", "combat", "mnn", "rpca", "sphering"]
 batch_key = "Metadata_Batch"
 
 [integrate.params.sphering]          # options for one method only
 controls = "Metadata_target_gene == 'CONTROL'"
-label_key = "Metadata_target_gene"   # epsilon chosen from a grid by replicate retrieval
+criterion = "control_likelihood"     # epsilon chosen label-free (not on the gene label it is scored on)
 
 [evaluate]
 perturbation_key = "Metadata_target_gene"

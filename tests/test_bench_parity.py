@@ -174,9 +174,13 @@ def test_benchmarker_matches_scib_benchmarker(cmqtl):
     )
     ours.benchmark()
     for scale in (False, True):
-        r = ref.get_results(min_max_scale=scale).drop("Metric Type").astype(float)
-        o = ours.get_results(min_max_scale=scale, tidy=False)
-        o.columns = [c[1] for c in o.columns]
+        r_full = ref.get_results(min_max_scale=scale)
+        o_full = ours.get_results(min_max_scale=scale)  # the same call, the same shape
+        assert list(o_full.index) == list(r_full.index) and o_full.index.name == r_full.index.name
+        assert set(o_full.columns) == set(r_full.columns)
+        assert o_full.loc["Metric Type"].to_dict() == r_full.loc["Metric Type"].to_dict()
+        r = r_full.drop("Metric Type").astype(float)
+        o = o_full.drop("Metric Type").astype(float)
         assert set(r.columns) == set(o.columns)
         for col in r.columns:
             np.testing.assert_allclose(o.loc[r.index, col].to_numpy(), r[col].to_numpy(), atol=TOL, err_msg=col)

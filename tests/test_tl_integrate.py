@@ -269,7 +269,9 @@ def test_sphering_grid_picks_best_replicate_map(lincs):
 
 def test_sphering_errors(lincs, small):
     with pytest.raises(ValueError, match="label_key"):
-        ip.tl.sphering(small)  # default grid needs replicate labels
+        ip.tl.sphering(small, criterion="replicate_map")  # replicate retrieval needs replicate labels
+    with pytest.raises(ValueError, match="criterion must be"):
+        ip.tl.sphering(small, criterion="best")
     with pytest.raises(ValueError, match="selects no observation"):
         ip.tl.sphering(small, controls="Metadata_Plate == 'nope'", epsilon=0.1)
     small.X[:, 3] = 2.0

@@ -13,8 +13,15 @@ correction methods of :mod:`imgprof.tl` and benchmarks them in one call;
 ``ip.pl.plot_results_table`` draws the results.
 """
 
+from .._core.guardrails import (
+    BaselineWarning,
+    CircularTuningWarning,
+    DegenerateMetricWarning,
+    ImgprofGuardrailWarning,
+)
 from ._neighbors import Neighbors, knn, umap_connectivities
 from .batch import (
+    batch_neighbor_share,
     bras,
     graph_connectivity,
     ilisi_knn,
@@ -37,10 +44,15 @@ from .bio import (
 )
 
 __all__: list[str] = [
+    "BaselineWarning",
     "BatchCorrection",
     "Benchmarker",
     "BioConservation",
+    "CircularTuningWarning",
+    "DegenerateMetricWarning",
+    "ImgprofGuardrailWarning",
     "Neighbors",
+    "batch_neighbor_share",
     "bras",
     "clisi_knn",
     "graph_connectivity",

@@ -499,3 +499,53 @@ def pcr_comparison(
             out = 0.0
         return float(out)
     return float(pcr_post - pcr_pre)
+
+
+def batch_neighbor_share(X, batches, k: int = 10, *, exclude=None) -> dict[str, float]:
+    """Share of each profile's ``k`` nearest neighbours that come from its own batch.
+
+    The plainest batch-mixing number: 1.0 means every neighbour is from the same
+    batch (batches fully separated); under perfect mixing it equals the chance
+    that a random other profile shares the batch (``expected``, about
+    ``1 / n_batches`` for equal batch sizes). Lower is better mixing. Rows in
+    ``exclude`` (e.g. negative controls, which have no biology to keep and would
+    otherwise pair up across batches) are left out as queries and as neighbours.
+
+    Parameters
+    ----------
+    X
+        Embedding (``n x d``); Euclidean neighbours, exact.
+    batches
+        Batch of each row.
+    k
+        Number of neighbours.
+    exclude
+        Boolean mask of rows to leave out (default: none).
+
+    Returns
+    -------
+    dict with ``share`` (mean over rows), ``expected`` (under perfect mixing) and ``n`` (rows used).
+
+    Examples
+    --------
+    >>> import numpy as np, imgprof as ip
+    >>> X = np.r_[np.zeros((20, 2)), np.ones((20, 2)) * 100] + np.random.default_rng(0).normal(size=(40, 2))
+    >>> ip.bench.batch_neighbor_share(X, ["a"] * 20 + ["b"] * 20, k=5)["share"]
+    1.0
+    """
+    X = check_embedding(X, what="X")
+    b = np.asarray(pd.Series(np.asarray(batches)).astype(str))
+    if b.shape[0] != X.shape[0]:
+        raise ValueError(f"batches has {b.shape[0]} values but X has {X.shape[0]} rows.")
+    keep = np.ones(X.shape[0], bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    Xk, bk = X[keep], b[keep]
+    n = Xk.shape[0]
+    if n < 2:
+        raise ValueError("batch_neighbor_share: need at least 2 rows after exclude.")
+    k = int(min(k, n - 1))
+    nn = knn(Xk, k + 1, method="exact")
+    idx = nn.indices[:, 1 : k + 1]
+    share = float((bk[idx] == bk[:, None]).mean())
+    counts = pd.Series(bk).value_counts().to_numpy(dtype=float)
+    expected = float((counts * (counts - 1)).sum() / (n * (n - 1)))
+    return {"share": share, "expected": expected, "n": int(n)}

@@ -44,6 +44,7 @@ _PREPARE_STEPS = ("neighbors", "neighbors + label silhouette", "pre-integrated P
 BATCH = "Batch correction"
 BIO = "Bio conservation"
 AGGREGATE = "Aggregate score"
+_METRIC_TYPE = "Metric Type"
 TOTAL = "Total"
 
 #: Clean display names (scib-metrics' names where the metric is shared).
@@ -150,6 +151,13 @@ class Benchmarker:
     pre_integrated_embedding_obsm_key
         Uncorrected embedding for PCR comparison (default: ``"X_pca"`` if
         present, else a 50-component PCA of ``adata.X`` computed here).
+    n_jobs
+        Threads (default: all cores; scib-metrics' default is 1).
+    progress_bar
+        Show tqdm progress bars.
+    solver
+        SVD solver of the PCA computed for PCR comparison when no uncorrected
+        embedding is given (scikit-learn's names; scib-metrics' default ``"arpack"``).
     negcon
         Negative controls for mAP negcon (query string on ``.obs``, boolean
         mask or obs names), e.g. ``"Metadata_target_gene == 'CONTROL'"``. They
@@ -162,10 +170,30 @@ class Benchmarker:
         search with the largest is done per embedding (scib-metrics: 15, 50, 90).
     neighbors_method
         ``"auto"``, ``"exact"`` or ``"pynndescent"`` (see :func:`imgprof.bench.knn`).
-    n_jobs
-        Threads (default: all cores).
-    progress_bar
-        Show tqdm progress bars.
+    on_circular
+        What to do with an embedding tuned on ``label_key`` (its provenance says
+        so, e.g. sphering's epsilon chosen by replicate mAP on the same label):
+        ``"warn"`` (default: a :class:`CircularTuningWarning`, and the embedding
+        is listed in :attr:`flags`) or ``"raise"`` (refuse with a ``ValueError``).
+
+    Notes
+    -----
+    A drop-in for ``scib_metrics.benchmark.Benchmarker``: the same positional
+    constructor, ``prepare``/``benchmark``/``get_results``/``plot_results_table``
+    with the same defaults, ``get_results()`` in the same wide shape (one row per
+    embedding plus a ``"Metric Type"`` row) and the same aggregation.
+    Differences: the **default** biology set adds imgprof's own metrics, Leiden
+    NMI/ARI and mAP against non-replicates (and mAP against negative controls
+    when ``negcon`` is given); ``BioConservation.scib_metrics()`` and
+    ``BatchCorrection.scib_metrics()`` give scib-metrics' exact set.
+    ``n_jobs`` defaults to all cores. ``get_results(tidy=True)`` gives a long table.
+
+    Guardrails (:attr:`flags`, each also raised as a warning): an embedding
+    tuned on ``label_key`` or fitted on the ``negcon`` rows
+    (:class:`CircularTuningWarning`); a correction without an uncorrected
+    baseline in the same space, e.g. harmony (which starts from ``X_pca``)
+    benchmarked without ``"X_pca"`` (:class:`BaselineWarning`); a metric equal for
+    every embedding, which cannot rank them (:class:`DegenerateMetricWarning`).
 
     Examples
     --------
@@ -175,8 +203,11 @@ class Benchmarker:
     >>> ip.tl.integrate(adata, "combat", "Metadata_Batch")
     >>> bm = ip.bench.Benchmarker(adata, "Metadata_Batch", "Metadata_target_gene", ["X_pca", "X_combat"],
     ...                           negcon="Metadata_target_gene == 'CONTROL'", progress_bar=False)
-    >>> res = bm.benchmark()
-    >>> sorted(res["metric_type"].unique())
+    >>> bm.benchmark()
+    >>> df = bm.get_results()      # scib-metrics' shape: embeddings + a "Metric Type" row
+    >>> df.index.tolist()
+    ['X_pca', 'X_combat', 'Metric Type']
+    >>> sorted(bm.get_results(tidy=True)["metric_type"].unique())
     ['Aggregate score', 'Batch correction', 'Bio conservation']
     """
 
@@ -189,13 +220,15 @@ class Benchmarker:
         bio_conservation_metrics: BioConservation | None = BioConservation(),
         batch_correction_metrics: BatchCorrection | None = BatchCorrection(),
         pre_integrated_embedding_obsm_key: str | None = None,
+        n_jobs: int | None = None,
+        progress_bar: bool = True,
+        solver: str = "arpack",
         *,
         negcon=None,
         map_groups_key: str | None = None,
         n_neighbors: tuple[int, int, int] = (15, 50, 90),
         neighbors_method: str = "auto",
-        n_jobs: int | None = None,
-        progress_bar: bool = True,
+        on_circular: str = "warn",
     ):
         if bio_conservation_metrics is None and batch_correction_metrics is None:
             raise ValueError("Either batch or bio metrics must be defined.")
@@ -215,6 +248,11 @@ class Benchmarker:
         self._neighbors_method = neighbors_method
         self._n_jobs = n_jobs
         self._progress_bar = progress_bar
+        self._solver = solver
+        if on_circular not in ("warn", "raise"):
+            raise ValueError(f"on_circular must be 'warn' or 'raise', got {on_circular!r}.")
+        self._on_circular = on_circular
+        self._flags: list[dict[str, str]] = []
         self._map_groups_key = map_groups_key
 
         check_obs_keys(adata, [batch_key, label_key], param="batch_key/label_key")
@@ -252,6 +290,7 @@ class Benchmarker:
         self._timings: list[dict] = []
         self._prepared = False
         self._benchmarked = False
+        self._audit()
 
     # ------------------------------------------------------------------ helpers
     def _check_column(self, key: str, param: str, min_levels: int) -> np.ndarray:
@@ -357,10 +396,10 @@ class Benchmarker:
 
         n_comps = int(min(50, X.shape[0] - 1, X.shape[1] - 1))
         self._pre_key = "<PCA of adata.X>"
-        return PCA(n_components=n_comps, svd_solver="arpack", random_state=0).fit_transform(X.astype(np.float64))
+        return PCA(n_components=n_comps, svd_solver=self._solver, random_state=0).fit_transform(X.astype(np.float64))
 
-    def benchmark(self) -> pd.DataFrame:
-        """Run every enabled metric on every embedding; return the tidy results (:meth:`get_results`)."""
+    def benchmark(self) -> None:
+        """Run every enabled metric on every embedding (results: :meth:`get_results`), then flag degenerate metrics."""
         if self._benchmarked:
             warnings.warn(
                 "The benchmark has already been run. Running it again will overwrite the previous results.",
@@ -394,7 +433,7 @@ class Benchmarker:
             if pbar is not None:
                 pbar.close()
         self._benchmarked = True
-        return self.get_results()
+        self._flag_degenerate()
 
     # ------------------------------------------------------------------ metrics
     def _nn(self, key: str, which: int) -> Neighbors:
@@ -478,26 +517,125 @@ class Benchmarker:
         """Seconds spent per embedding and step (neighbours and each metric)."""
         return pd.DataFrame(self._timings, columns=["embedding", "step", "seconds"])
 
-    def get_results(self, min_max_scale: bool = False, clean_names: bool = True, tidy: bool = True) -> pd.DataFrame:
-        """The benchmark results with per-type aggregates and the total score.
+    @property
+    def flags(self) -> pd.DataFrame:
+        """Guardrail findings: one row per (embedding, metric, kind, message); also raised as warnings.
 
-        Aggregation as scib-metrics: optionally min-max scale each metric across
-        embeddings (``sklearn.preprocessing.MinMaxScaler``; a metric equal for
-        all embeddings becomes 0), average the metrics of each type (NaN
-        skipped), total = 0.4 × batch correction + 0.6 × bio conservation.
-
-        Parameters
-        ----------
-        min_max_scale
-            Scale each metric to ``[0, 1]`` across embeddings before aggregating.
-        clean_names
-            Display names (``"Silhouette label"``) instead of function names.
-        tidy
-            Long format: columns ``embedding``, ``metric_type``, ``metric``,
-            ``value`` (aggregates have ``metric_type == "Aggregate score"``).
-            ``False``: wide table, one row per embedding, columns a
-            ``(metric_type, metric)`` MultiIndex.
+        ``kind`` is ``"circular"`` (tuned on ``label_key`` or fitted on the
+        ``negcon`` rows), ``"baseline"`` (no uncorrected baseline in the same
+        space) or ``"degenerate"`` (one value for every embedding).
         """
+        return pd.DataFrame(self._flags, columns=["embedding", "metric", "kind", "message"])
+
+    def _flag(self, kind: str, embedding: str, metric: str, message: str, category) -> None:
+        self._flags.append({"embedding": embedding, "metric": metric, "kind": kind, "message": message})
+        warnings.warn(message, category, stacklevel=4)
+
+    def _audit(self) -> None:
+        """Read the provenance of each embedding: circular tuning and missing same-space baselines."""
+        from .._core.guardrails import BaselineWarning, CircularTuningWarning
+        from .._core.provenance import provenance
+
+        try:
+            prov = provenance(self._adata)
+        except Exception:  # noqa: BLE001 - no or unreadable log: nothing to audit
+            return
+        made: dict[str, dict] = {}
+        for _, row in prov.iterrows():
+            key = row["extra"].get("key_added") if isinstance(row["extra"], dict) else None
+            if key is not None:
+                made[key] = {"function": row["function"], "params": row["params"], "extra": row["extra"],
+                             "shape": row["shape"]}
+        keys = self._embedding_obsm_keys
+        baselines = {"X"} | {k for k in keys if made.get(k, {}).get("function") == "tl.no_correction"}
+        base_space = {"X" if k == "X" else made[k]["params"].get("use_rep") or "X" for k in baselines if k == "X" or k in made}
+        for key in keys:
+            info = made.get(key)
+            if info is None:
+                continue
+            tuned = info["extra"].get("tuned_on_label")
+            if tuned is not None and tuned == self._label_key:
+                msg = (
+                    f"{key}: {info['function']} chose a hyperparameter by replicate retrieval on label_key={tuned!r}, "
+                    f"the label it is now evaluated with; its bio-conservation scores are optimistic (circular). "
+                    "Tune on a held-out label or label-free (e.g. ip.tl.sphering(..., criterion='control_likelihood'))."
+                )
+                if self._on_circular == "raise":
+                    raise ValueError(msg)
+                self._flag("circular", key, "all bio metrics", msg, CircularTuningWarning)
+            rows = info["extra"].get("fitted_on_rows")
+            wants_negcon = self._bio is not None and bool(self._bio.map_negcon)
+            if rows is not None and self._negcon is not None and wants_negcon:
+                same_shape = tuple(info["shape"])[:1] == (self._adata.n_obs,)
+                overlap = same_shape and bool(self._negcon[np.asarray(rows, dtype=np.int64)].any())
+                if overlap:
+                    msg = (
+                        f"{key}: {info['function']} was fitted on {info['extra'].get('fitted_on')!r}, rows that are "
+                        "also the negative controls of mAP negcon; those controls are whitened to a centred, unit-covariance "
+                        "cloud by construction, so its mAP against them is inflated and not comparable with the other "
+                        "embeddings."
+                    )
+                    self._flag("circular", key, METRIC_NAMES["map_negcon"], msg, CircularTuningWarning)
+            if info["function"] in ("tl.no_correction", "tl.pca"):
+                continue
+            if not info["function"].startswith("tl."):
+                continue
+            space = info["params"].get("use_rep") or "X"
+            has = space in keys or space in base_space
+            if not has:
+                what = "PCA of the same features" if space.startswith("X_pca") else f"{space!r} itself"
+                msg = (
+                    f"{key}: {info['function']} starts from {space!r} but no uncorrected embedding of that space "
+                    f"({what}) is benchmarked; add {('X_none' if space == 'X' else space)!r} to embedding_obsm_keys "
+                    "so the correction is compared like for like."
+                )
+                self._flag("baseline", key, "all", msg, BaselineWarning)
+
+    def _flag_degenerate(self) -> None:
+        from .._core.guardrails import DegenerateMetricWarning
+
+        self._flags = [f for f in self._flags if f["kind"] != "degenerate"]
+        if len(self._embedding_obsm_keys) < 2:
+            return
+        metrics = list(dict.fromkeys(m for m, _ in self._raw))
+        if "pcr_comparison" in metrics and self._X_pre is not None:
+            # scib's PCR comparison is a ratio over the batch variance of the uncorrected embedding: when
+            # that is ~0 (e.g. after per-batch standardization) the ratio is noise, 0 or 1 at random
+            r2 = float(_batch.principal_component_regression(self._X_pre, self._batch, categorical=True))
+            self._pcr_pre = r2
+            if r2 < 1e-3:
+                msg = (f"PCR comparison: batch explains only {r2:.2%} of the variance of the uncorrected "
+                       f"embedding ({self._pre_key}), so the ratio (before − after) / before is dominated by noise "
+                       "and jumps between 0 and 1 (it is 0 for the baseline by construction). It cannot rank the "
+                       "methods here, yet it still enters the aggregate scores.")
+                self._flag("degenerate", "(all)", METRIC_NAMES["pcr_comparison"], msg, DegenerateMetricWarning)
+                metrics = [m for m in metrics if m != "pcr_comparison"]
+        for m in metrics:
+            vals = np.array([self._raw.get((m, e), np.nan) for e in self._embedding_obsm_keys], dtype=float)
+            fin = vals[np.isfinite(vals)]
+            if fin.size < 2 or np.ptp(fin) > 1e-9:
+                continue
+            v = float(fin[0])
+            name = METRIC_NAMES.get(m, m)
+            if m == "ilisi_knn" and v <= 1e-9:
+                why = ("every profile's LISI neighbourhood holds essentially one batch (median batch LISI = 1), "
+                       "so no embedding mixes batches at this neighbourhood size")
+            elif m == "kbet_per_label" and v <= 1e-9:
+                why = "kBET rejects batch mixing in every neighbourhood of every embedding"
+            elif m == "graph_connectivity" and v >= 1 - 1e-9:
+                why = "every label's kNN graph is connected in every embedding"
+            elif v <= 1e-9:
+                why = "the metric is at its floor (0) for every embedding"
+            elif v >= 1 - 1e-9:
+                why = "the metric is at its ceiling (1) for every embedding"
+            else:
+                why = "the embeddings do not differ on this metric"
+            msg = (f"{name} = {v:.3f} for every embedding: {why}. It cannot rank the methods (min-max scaling "
+                   "turns it into 0 for all), yet it still enters the aggregate scores.")
+            self._flag("degenerate", "(all)", name, msg, DegenerateMetricWarning)
+
+    def _results_multi(self, min_max_scale: bool, clean_names: bool) -> pd.DataFrame:
+        """Wide table, one row per embedding, columns a ``(metric_type, metric)`` MultiIndex."""
         if not self._benchmarked:
             raise RuntimeError("Run benchmark() first.")
         metrics = list(dict.fromkeys(m for m, _ in self._raw))
@@ -523,11 +661,91 @@ class Benchmarker:
         )
         out = pd.concat([wide[order], pd.DataFrame(agg)], axis=1)
         out.columns = cols
-        if not tidy:
-            return out
-        long = out.stack(level=[0, 1], future_stack=True).rename("value").reset_index()
-        long = long[["embedding", "metric_type", "metric", "value"]]
-        return long
+        return out
+
+    def get_results(self, min_max_scale: bool = False, clean_names: bool = True, tidy: bool = False) -> pd.DataFrame:
+        """The benchmark results with per-type aggregates and the total score, in scib-metrics' shape.
+
+        Aggregation as scib-metrics: optionally min-max scale each metric across
+        embeddings (``sklearn.preprocessing.MinMaxScaler``; a metric equal for
+        all embeddings becomes 0), average the metrics of each type (NaN
+        skipped), total = 0.4 × batch correction + 0.6 × bio conservation.
+
+        Parameters
+        ----------
+        min_max_scale
+            Scale each metric to ``[0, 1]`` across embeddings before aggregating.
+        clean_names
+            Display names (``"Silhouette label"``) instead of function names.
+        tidy
+            ``False`` (default, as scib-metrics): one row per embedding (index
+            ``"Embedding"``) plus a last row ``"Metric Type"`` naming each
+            column's type, one column per metric then ``"Batch correction"``,
+            ``"Bio conservation"``, ``"Total"``; object dtype because of the
+            type row (``df.drop("Metric Type").astype(float)`` for numbers).
+            ``True``: long table with columns ``embedding``, ``metric_type``,
+            ``metric``, ``value`` (aggregates have ``metric_type == "Aggregate score"``).
+
+        Returns
+        -------
+        The results table.
+
+        Examples
+        --------
+        >>> import imgprof as ip
+        >>> adata = ip.datasets.cmqtl_crispri()
+        >>> ip.tl.pca(adata, n_comps=20)
+        >>> bm = ip.bench.Benchmarker(adata, "Metadata_Batch", "Metadata_target_gene", ["X_pca"], progress_bar=False)
+        >>> bm.benchmark()
+        >>> bm.get_results().loc["Metric Type", "Total"]
+        'Aggregate score'
+        """
+        out = self._results_multi(min_max_scale, clean_names)
+        if tidy:
+            long = out.stack(level=[0, 1], future_stack=True).rename("value").reset_index()
+            return long[["embedding", "metric_type", "metric", "value"]]
+        df = pd.DataFrame(out.to_numpy(dtype=float), index=pd.Index(list(out.index), name="Embedding"),
+                          columns=[m for _, m in out.columns]).astype(object)
+        df.loc[_METRIC_TYPE] = [t for t, _ in out.columns]
+        return df
+
+    def plot_results_table(self, min_max_scale: bool = False, show: bool = True, save_dir: str | None = None):
+        """Plot the results as scib-metrics does (circles per metric, bars for the aggregates).
+
+        Parameters
+        ----------
+        min_max_scale
+            Min-max scale every metric across embeddings first.
+        show
+            Show the figure.
+        save_dir
+            Folder to save ``scib_results.svg`` in (scib-metrics' file name); ``None``: not saved.
+
+        Returns
+        -------
+        The matplotlib ``Axes`` of the table (scib-metrics returns a plottable ``Table``).
+
+        Examples
+        --------
+        >>> import imgprof as ip
+        >>> adata = ip.datasets.cmqtl_crispri()
+        >>> ip.tl.pca(adata, n_comps=20)
+        >>> bm = ip.bench.Benchmarker(adata, "Metadata_Batch", "Metadata_target_gene", ["X_pca"], progress_bar=False)
+        >>> bm.benchmark()
+        >>> ax = bm.plot_results_table(show=False)
+        """
+        import os
+
+        from ..pl.bench import plot_results_table
+
+        ax = plot_results_table(self, min_max_scale=min_max_scale, show=False)
+        if save_dir is not None:
+            ax.figure.savefig(os.path.join(save_dir, "scib_results.svg"), facecolor=ax.get_facecolor(), dpi=300)
+        if show:
+            import matplotlib.pyplot as plt
+
+            plt.show()
+        return ax
 
 
 def min_max(df: pd.DataFrame) -> pd.DataFrame:
@@ -574,6 +792,7 @@ def run_methods(
     on_error: str = "raise",
     progress_bar: bool = True,
     key_added: str = "bench",
+    pca_baseline: bool = True,
     **benchmarker_kwargs: Any,
 ) -> pd.DataFrame:
     """Run batch-correction methods of :func:`imgprof.tl.integrate` and benchmark them in one go.
@@ -606,12 +825,18 @@ def run_methods(
         tqdm progress over methods and metrics.
     key_added
         The tidy results and timings are stored in ``adata.uns[key_added]``.
+    pca_baseline
+        Also benchmark the uncorrected ``"X_pca"`` when a method starts from it
+        (harmony, scanorama), so those are compared with a baseline in their own
+        space (``"none"`` is the baseline of the methods working on ``X``).
     **benchmarker_kwargs
         Passed to :class:`Benchmarker` (``map_groups_key``, ``neighbors_method``, ``n_jobs``...).
 
     Returns
     -------
-    Tidy results (see :meth:`Benchmarker.get_results`), ``embedding`` named ``X_<method>``.
+    Tidy results (``Benchmarker.get_results(tidy=True)``), ``embedding`` named ``X_<method>``
+    (plus ``"X_pca"``, see ``pca_baseline``). The Benchmarker's guardrail findings
+    (:attr:`Benchmarker.flags`) go to ``adata.uns[key_added]["flags"]``.
 
     Examples
     --------
@@ -659,15 +884,20 @@ def run_methods(
         keys.append(key)
     if not keys:
         raise RuntimeError("run_methods: every method failed; nothing to benchmark.")
+    from ..tl.integrate import _METHODS as _TL_METHODS
+
+    pca_based = [k for m, k in zip(methods, [f"X_{m.lower()}" for m in methods])
+                 if k in keys and method_kwargs.get(m.lower(), {}).get("use_rep", _TL_METHODS[m.lower()][2]) == "X_pca"]
+    if pca_baseline and pca_based and "X_pca" not in keys:
+        keys.insert(0, "X_pca")  # like-for-like: the uncorrected PCA that harmony/scanorama start from
     bm = Benchmarker(
         adata, batch_key, label_key, keys, bio_conservation_metrics, batch_correction_metrics,
         pre_integrated_embedding_obsm_key="X_pca", negcon=negcon, progress_bar=progress_bar, **benchmarker_kwargs,
     )
-    res = bm.benchmark()
-    if min_max_scale:
-        res = bm.get_results(min_max_scale=True)
+    bm.benchmark()
+    res = bm.get_results(min_max_scale=min_max_scale, tidy=True)
     timings = pd.concat([pd.DataFrame(times), bm.timings], ignore_index=True)
-    adata.uns[key_added] = {"results": res.copy(), "timings": timings}
+    adata.uns[key_added] = {"results": res.copy(), "timings": timings, "flags": bm.flags}
     log_step(
         adata, "bench.run_methods",
         {"methods": methods, "batch_key": batch_key, "label_key": label_key, "negcon": negcon,

@@ -15,12 +15,21 @@ _TYPE_ORDER = ("Bio conservation", "Batch correction", _AGG)
 
 def _wide(results, min_max_scale: bool) -> pd.DataFrame:
     """Wide table (embedding × (metric_type, metric)) from a Benchmarker, a tidy or a wide results frame."""
-    if hasattr(results, "get_results"):
-        return results.get_results(min_max_scale=min_max_scale, tidy=False)
+    if hasattr(results, "_results_multi"):
+        return results._results_multi(min_max_scale, True)
+    if hasattr(results, "get_results"):  # a scib-metrics Benchmarker
+        results = results.get_results(min_max_scale=min_max_scale)
+        min_max_scale = False
+    if isinstance(results, pd.DataFrame) and "Metric Type" in results.index:  # scib-metrics' wide shape
+        types = results.loc["Metric Type"]
+        body = results.drop("Metric Type").astype(float)
+        body.columns = pd.MultiIndex.from_tuples(list(zip(types, body.columns)), names=["metric_type", "metric"])
+        body.index.name = "embedding"
+        results = body
     if not isinstance(results, pd.DataFrame):
         raise TypeError(
-            "results must be an ip.bench.Benchmarker or the DataFrame returned by Benchmarker.benchmark()/"
-            f"get_results()/ip.bench.run_methods, got {type(results).__name__}."
+            "results must be an ip.bench.Benchmarker (or a scib-metrics one) or a DataFrame from "
+            f"Benchmarker.get_results() (wide or tidy=True) / ip.bench.run_methods, got {type(results).__name__}."
         )
     if isinstance(results.columns, pd.MultiIndex):
         wide = results.copy()
@@ -72,9 +81,10 @@ def plot_results_table(
     Parameters
     ----------
     results
-        An :class:`imgprof.bench.Benchmarker` after ``benchmark()``, or the tidy
-        DataFrame returned by ``Benchmarker.benchmark()`` / ``get_results()`` /
-        :func:`imgprof.bench.run_methods`, or the wide ``get_results(tidy=False)`` table.
+        An :class:`imgprof.bench.Benchmarker` (or a scib-metrics one) after
+        ``benchmark()``, or a results table: ``get_results()`` (scib-metrics' wide
+        shape with a ``"Metric Type"`` row), ``get_results(tidy=True)`` or
+        :func:`imgprof.bench.run_methods`' tidy table.
     min_max_scale
         Min-max scale every metric across embeddings (and recompute the aggregates) first.
     sort_by

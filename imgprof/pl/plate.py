@@ -47,6 +47,8 @@ def plate_layout(
     plate_key: str = "Metadata_Plate",
     well_key: str = "Metadata_Well",
     cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
     ax=None,
     show: bool | None = None,
     save: str | None = None,
@@ -67,6 +69,14 @@ def plate_layout(
         Metadata columns naming plate and well.
     cmap, ax, show, save
         Matplotlib options, scanpy-style.
+    vmin, vmax
+        Colour scale limits (default: the data range). Boolean QC flags
+        (``Metadata_qc_*``) default to ``0`` and ``1`` so that 0 (not flagged)
+        is always the bottom colour of ``cmap``.
+
+    Returns
+    -------
+    The matplotlib ``Axes`` (``None`` when shown).
 
     Examples
     --------
@@ -99,7 +109,10 @@ def plate_layout(
     grid = np.full((n_rows, n_cols), np.nan)
     grid[r, c] = values
     fig, ax = get_ax(ax, figsize=(0.35 * n_cols + 1.5, 0.35 * n_rows + 0.8))
-    im = ax.imshow(grid, cmap=cmap, aspect="equal")
+    if color in obs.columns and (obs[color].dtype == bool or str(color).startswith("Metadata_qc_")):
+        vmin = 0.0 if vmin is None else vmin
+        vmax = max(1.0, float(np.nanmax(values)) if np.isfinite(values).any() else 1.0) if vmax is None else vmax
+    im = ax.imshow(grid, cmap=cmap, aspect="equal", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(n_cols), [str(i + 1) for i in range(n_cols)], fontsize=6)
     ax.set_yticks(range(n_rows), [chr(65 + i) if i < 26 else "A" + chr(65 + i - 26) for i in range(n_rows)], fontsize=6)
     ax.set_title(f"{plate if plate is not None else ''} — {color}", fontsize=9)

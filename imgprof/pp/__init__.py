@@ -19,3 +19,7 @@ from .feature_select import feature_select  # noqa: E402
 from .normalize import normalize  # noqa: E402
 
 __all__ += ["feature_select", "normalize"]
+
+from .._core.guardrails import FeatureDominanceWarning  # noqa: E402
+
+__all__ += ["FeatureDominanceWarning"]

@@ -539,6 +539,20 @@ def feature_select(
     adata.uns[key_added] = {op: list(names) for op, names in dropped.items()}
     if not keep.all():
         adata._inplace_subset_var(keep)
+    dom_extra = {}
+    steps = adata.uns.get("imgprof", {}).get("steps", {}) or {}
+    if layer is None and any(str(k).endswith("pp.normalize") for k in steps):
+        # guardrail: after normalize, say whether one feature still dominates the kept matrix
+        from .._core.guardrails import check_feature_dominance
+
+        dom = check_feature_dominance(
+            get_matrix(adata), adata.var_names, where="feature_select (kept features)",
+            outlier_cutoff=outlier_cutoff if "drop_outliers" in ops else None,
+        )
+        if dom is not None:
+            dom_extra = {"top_variance_share": [[n, round(v, 4)] for n, v in dom["top"]]}
+            if dom["warning"]:
+                dom_extra["guardrail_warning"] = dom["warning"]
     log_step(
         adata,
         "pp.feature_select",
@@ -561,5 +575,6 @@ def feature_select(
         },
         n_dropped={op: len(v) for op, v in dropped.items()},
         n_kept=int(keep.sum()),
+        **dom_extra,
     )
     return finish(adata, copy)

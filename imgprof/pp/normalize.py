@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.groups import group_codes, group_median_mad, group_reduce, group_sizes, sort_groups
+from .._core.guardrails import check_feature_dominance
 from .._core.provenance import log_step
 from .._core.validation import check_finite, finish, get_matrix, is_dask, resolve_mask, start
 from .._core.whitening import EPS, constant_mask_sklearn, fit_whitener, spherize_moments, zca_from_gram
@@ -200,6 +201,8 @@ def normalize(
     n_quantiles: int = 1000,
     layer: str | None = None,
     key_added: str | None = None,
+    max_variance_share: float | None = 0.10,
+    outlier_cutoff: float | None = 500.0,
     copy: bool = False,
 ):
     """Normalize features against reference rows, per group.
@@ -243,6 +246,12 @@ def normalize(
         Where the result goes. ``None``: overwrite the input (``.X`` or ``layer``);
         otherwise ``adata.layers[key_added]``. ``spherize`` with ``"PCA"``/``"PCA-cor"``
         leaves feature space, so its result goes to ``adata.obsm[key_added or "X_spherize"]``.
+    max_variance_share, outlier_cutoff
+        Guardrail on the output (in-memory matrices): a
+        :class:`~imgprof.pp.FeatureDominanceWarning` when one feature carries more
+        than ``max_variance_share`` of the total variance, or any value is beyond
+        ``±outlier_cutoff`` (pycytominer's ``drop_outliers`` default, 500). Either
+        ``None`` switches that check off. The shares are recorded in the provenance log.
     copy
         Return a normalized copy instead of modifying ``adata``.
 
@@ -386,6 +395,15 @@ def normalize(
 
     if in_dtype == np.float32:
         result = result.astype(np.float32)
+    dom = check_feature_dominance(
+        result, None if obsm_out is not None else var_names, where=f"normalize({method!r})",
+        max_share=max_variance_share, outlier_cutoff=outlier_cutoff,
+    )
+    if dom is not None:
+        extra["top_variance_share"] = [[n, round(v, 4)] for n, v in dom["top"]]
+        extra["max_abs_value"] = dom["max_abs"]
+        if dom["warning"]:
+            extra["guardrail_warning"] = dom["warning"]
     if obsm_out is not None:
         adata.obsm[obsm_out] = result
         target = f"obsm[{obsm_out!r}]"
@@ -417,6 +435,8 @@ def normalize(
             "n_quantiles": n_quantiles if method == "inverse_normal" else None,
             "layer": layer,
             "key_added": key_added,
+            "max_variance_share": max_variance_share,
+            "outlier_cutoff": outlier_cutoff,
         },
         output=target,
         **extra,

@@ -4,9 +4,10 @@ The whitening kernel is the one behind ``ip.pp.normalize(method="spherize")``
 (``imgprof._core.whitening``: ``spherize_moments`` / ``fit_whitener``), which
 reproduces :class:`pycytominer.operations.Spherize` (values identical, tested
 here too). This module adds the choice of the regularisation from a grid, as
-in the JUMP / Arevalo et al. (2024) pipelines: the value with the best
-replicate retrieval (mean of replicate mAP against negative controls and
-against non-replicates) is kept.
+in the JUMP / Arevalo et al. (2024) pipelines (the value with the best
+replicate retrieval, mean of replicate mAP against negative controls and
+against non-replicates), or label-free by the held-out likelihood of the
+negative controls (:func:`control_likelihood`, the default without a label).
 """
 
 from __future__ import annotations
@@ -140,6 +141,83 @@ def replicate_map(
     return out
 
 
+def control_likelihood(
+    Xc: np.ndarray,
+    grid: Sequence[float],
+    method: str = "ZCA-cor",
+    *,
+    n_folds: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Label-free score of each regularisation: held-out log-likelihood of the negative controls.
+
+    The controls are split into ``n_folds`` folds. For each fold the sphering
+    transform ``W`` (pycytominer's, as in :func:`spherize_fit`) is fitted on
+    the other controls, and the held-out controls are scored under the
+    Gaussian model whose precision matrix is ``W^T W``:
+    ``log|W| - ||W z||^2 / 2`` per row (constants dropped). A small epsilon
+    over-fits the training controls' noise directions; a large one ignores
+    their covariance; the best value models unseen control wells best. No
+    label and no treatment row is used, so the score cannot leak into an
+    evaluation on labels.
+
+    Parameters
+    ----------
+    Xc
+        Control rows (``n x d``).
+    grid
+        Epsilon values.
+    method
+        Sphering variant (``"ZCA-cor"``, ``"ZCA"``, ``"PCA-cor"``, ``"PCA"``; the
+        likelihood is the same for ZCA and PCA, which differ by a rotation).
+    n_folds
+        Folds of the cross-validation.
+    seed
+        Seed of the fold assignment.
+
+    Returns
+    -------
+    Mean held-out log-likelihood per row, one value per epsilon (higher is better).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof.tl.sphering import control_likelihood
+    >>> Xc = np.random.default_rng(0).normal(size=(60, 10))
+    >>> ll = control_likelihood(Xc, [1e-3, 1.0, 1e3])
+    >>> int(np.argmax(ll))
+    1
+    """
+    Xc = np.asarray(Xc, dtype=np.float64)
+    n, d = Xc.shape
+    n_folds = int(min(n_folds, n))
+    if n_folds < 2:
+        raise ValueError(f"sphering: need at least 2 control rows for the held-out likelihood, got {n}.")
+    folds = np.random.default_rng(seed).permutation(n) % n_folds
+    cor = method.endswith("-cor")
+    out = np.zeros(len(grid))
+    for f in range(n_folds):
+        tr, te = Xc[folds != f], Xc[folds == f]
+        mean = tr.mean(axis=0)
+        scale = tr.std(axis=0, ddof=1) if cor else np.ones(d)
+        scale = np.where(scale > 0, scale, 1.0)
+        Zt, Ze = (tr - mean) / scale, (te - mean) / scale
+        c = np.sqrt(tr.shape[0] - 1)
+        _, S, Vt = np.linalg.svd(Zt, full_matrices=False)
+        tol = S.max(initial=0.0) * max(Zt.shape) * np.finfo(float).eps
+        r = int((S > tol).sum())
+        S, Vt = S[:r], Vt[:r]
+        proj = Ze @ Vt.T
+        resid = np.maximum((Ze**2).sum(axis=1) - (proj**2).sum(axis=1), 0.0)
+        for i, e in enumerate(grid):
+            a = c / (S + e)
+            b = c / (S[-1] + e) if r < d else 0.0  # null space: pycytominer's last singular value
+            logdet = np.log(a).sum() + ((d - r) * np.log(b) if r < d else 0.0)
+            q = (proj**2 * a**2).sum(axis=1) + b**2 * resid
+            out[i] += float(np.sum(logdet - 0.5 * q))
+    return out / n
+
+
 def sphering(
     adata: AnnData,
     batch_key: str | None = None,
@@ -150,6 +228,7 @@ def sphering(
     method: str = "ZCA-cor",
     epsilon: float | Sequence[float] = DEFAULT_EPSILON_GRID,
     label_key: str | None = None,
+    criterion: str = "auto",
     add_layer: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
@@ -159,9 +238,19 @@ def sphering(
     on the control rows only and applied to all rows: directions in which
     controls vary (including plate and batch effects the controls share)
     are shrunk, so treatment effects stand out. ``epsilon`` is added to the
-    singular values; a sequence of values is a grid, from which the value
-    with the best replicate retrieval (:func:`replicate_map` on
-    ``label_key``) is kept, as in Arevalo et al. (2024).
+    singular values; a sequence of values is a grid, from which one value
+    is kept by ``criterion``: the held-out likelihood of the negative controls
+    (:func:`control_likelihood`, label-free, the default without
+    ``label_key``) or the best replicate retrieval on ``label_key``
+    (:func:`replicate_map`, as in Arevalo et al. 2024).
+
+    The label used to choose epsilon is recorded in the provenance log
+    (``tuned_on_label``) and in ``adata.uns["sphering"]``, and so are the
+    control rows it was fitted on (``fitted_on``): :class:`imgprof.bench.Benchmarker`
+    flags an embedding evaluated on the label it was tuned on, or with mAP
+    against the controls it was fitted on (a
+    :class:`~imgprof.bench.CircularTuningWarning`). Tune on a held-out label, or
+    label-free, and evaluate on another.
 
     Parameters
     ----------
@@ -181,8 +270,12 @@ def sphering(
     epsilon
         One regularisation value, or a grid (default ``1e-5 … 1e3``).
     label_key
-        ``.obs`` column naming replicates (e.g. ``"Metadata_Perturbation"``);
-        required to choose from a grid.
+        ``.obs`` column naming replicates (e.g. ``"Metadata_Perturbation"``) for
+        ``criterion="replicate_map"``. Use a label you will *not* evaluate on.
+    criterion
+        How to choose epsilon from a grid: ``"control_likelihood"`` (label-free),
+        ``"replicate_map"`` (needs ``label_key``), or ``"auto"``: replicate mAP
+        when ``label_key`` is given, else the control likelihood.
     add_layer
         Also store the result as ``adata.layers[key_added]`` (same array).
     copy
@@ -209,10 +302,16 @@ def sphering(
     grid = [float(e) for e in np.atleast_1d(np.asarray(epsilon, dtype=float))]
     if not grid or any(not np.isfinite(e) or e < 0 for e in grid):
         raise ValueError(f"sphering: epsilon must be non-negative finite value(s), got {epsilon!r}.")
-    if len(grid) > 1 and label_key is None:
+    if criterion not in ("auto", "control_likelihood", "replicate_map"):
         raise ValueError(
-            "sphering: choosing epsilon from a grid needs label_key= (the .obs column naming replicates, "
-            "e.g. 'Metadata_Perturbation') to score replicate retrieval; or pass one value, e.g. epsilon=1e-2."
+            f"sphering: criterion must be 'auto', 'control_likelihood' or 'replicate_map', got {criterion!r}."
+        )
+    if criterion == "auto":
+        criterion = "replicate_map" if label_key is not None else "control_likelihood"
+    if len(grid) > 1 and criterion == "replicate_map" and label_key is None:
+        raise ValueError(
+            "sphering: criterion='replicate_map' needs label_key= (the .obs column naming replicates, "
+            "e.g. 'Metadata_Perturbation'); or use criterion='control_likelihood' (label-free)."
         )
     if label_key is not None:
         check_obs_keys(adata, label_key, param="label_key")
@@ -225,24 +324,35 @@ def sphering(
 
     adata = start(adata, copy)
     scores = []
+    tuned_on = None
     if len(grid) == 1:
         best = grid[0]
-    else:
+    elif criterion == "replicate_map":
         labels = adata.obs[label_key].to_numpy()
         for e in grid:
             s = replicate_map(fit.transform(X, e), labels, mask)
             scores.append({"epsilon": e, **s})
         table = pd.DataFrame(scores)
         best = float(table.loc[table["score"].idxmax(), "epsilon"])
+        tuned_on = label_key
+    else:
+        ll = control_likelihood(X[mask], grid, method)
+        scores = [{"epsilon": e, "score": float(v)} for e, v in zip(grid, ll)]
+        best = float(grid[int(np.argmax(ll))])
     Y = fit.transform(X, best)
     adata.uns["sphering"] = {
         "epsilon": best,
         "method": method,
         "n_controls": int(mask.sum()),
+        "criterion": criterion if len(grid) > 1 else "fixed",
+        "tuned_on_label": tuned_on,
         "grid": pd.DataFrame(scores).to_dict(orient="list") if scores else {},
     }
-    params = dict(batch_key=batch_key, use_rep=use_rep, controls=controls, method=method, epsilon=grid, label_key=label_key)
+    params = dict(batch_key=batch_key, use_rep=use_rep, controls=controls, method=method, epsilon=grid,
+                  label_key=label_key, criterion=criterion)
+    fitted_on = controls if isinstance(controls, str) else f"<{int(mask.sum())} control rows>"
     store(adata, Y, key_added=key_added, function="tl.sphering", params=params, use_rep=use_rep, add_layer=add_layer,
           epsilon_chosen=best, n_controls=int(mask.sum()), grid_scores=scores,
+          tuned_on_label=tuned_on, fitted_on=fitted_on, fitted_on_rows=np.flatnonzero(mask).tolist(),
           n_batches=len(levels) if levels else None)
     return finish(adata, copy)

@@ -57,7 +57,10 @@ image_profile
 sim_cells = ip.datasets.simulate(n_plates=4, n_perturbations=24, n_moa=4, n_features=120, level="single_cell", cells_per_well=20, seed=0)
 wells = ip.pp.aggregate(sim_cells, by=["Metadata_Plate", "Metadata_Well"], operation="median")
 ip.pp.normalize(wells, method="mad_robustize", controls="Metadata_control_type == 'negcon'", by="Metadata_Plate")
-ip.pp.feature_select(wells, operation=["variance_threshold", "correlation_threshold", "drop_na_columns"])
+# drop_outliers: no feature may dominate the distances (ip.pp.normalize warns with a
+# FeatureDominanceWarning when one carries > 10 % of the variance or values exceed ±500)
+ip.pp.feature_select(wells, operation=["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist",
+                                       "drop_outliers"], outlier_cutoff=100)
 wells
 
 # %% [markdown]
