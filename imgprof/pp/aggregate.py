@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.anatomy import parse_feature_names
-from .._core.features import METADATA_PREFIXES, check_numeric_features, split_columns
+from .._core.features import METADATA_PREFIXES, check_numeric_features, record_values_changed, split_columns
 from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
 from .._core.provenance import UNS_KEY, log_step, set_level
 from .._core.validation import as_list, check_df_keys, check_obs_keys, get_matrix, is_dask
@@ -123,8 +123,7 @@ def _assemble(
     if count_key is not None:
         obs_dtypes[count_key] = "int64"
     var = var.copy()
-    if "input_dtype" in var.columns:
-        var["input_dtype"] = "float64"  # medians/means are float: to_pandas must not cast them back to int
+    record_values_changed(var, np.float64, replace_all=True)  # medians/means are float: to_pandas must not cast them back to int
     result = ad.AnnData(X=Xout, obs=out_obs, var=var, uns=_new_uns(src_uns, out_obs, var.index, obs_dtypes))
     set_level(result, level)
     return result, n_nan

@@ -32,6 +32,7 @@ import pandas as pd
 
 from .._core.groups import group_codes, group_median_mad, group_reduce, group_sizes, sort_groups
 from .._core.provenance import log_step
+from .._core.features import record_values_changed
 from .._core.validation import check_finite, finish, get_matrix, is_dask, resolve_mask, start
 from .._core.whitening import EPS, constant_mask_sklearn, fit_whitener, spherize_moments, zca_from_gram
 
@@ -400,6 +401,7 @@ def normalize(
             target = f"layers[{layer!r}]"
         else:
             adata.X = result
+            record_values_changed(adata)  # int features are floats now: to_pandas must not truncate them
             target = "X"
     log_step(
         adata,
