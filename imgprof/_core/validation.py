@@ -62,7 +62,8 @@ def check_adata(adata, *, param: str = "adata", var_names: bool = True, min_obs:
     """
     from anndata import AnnData
 
-    if not isinstance(adata, AnnData):
+    duck = all(hasattr(adata, a) for a in ("obs", "var_names", "n_obs", "X"))  # e.g. aggregate's lazy zarr store
+    if not isinstance(adata, AnnData) and not duck:
         hint = ""
         if isinstance(adata, pd.DataFrame):
             hint = " Convert a profile table first: adata = ip.io.from_pandas(df)."
