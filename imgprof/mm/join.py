@@ -19,7 +19,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._core.provenance import log_step, set_level
+from .._core.provenance import UNS_KEY, inherit, log_step, set_level
 from .._core.validation import (
     as_list,
     check_df_keys,
@@ -552,7 +552,9 @@ def _exploded(adata: ad.AnnData, side: _Side, matched: set, mod: str, comp_names
     for c in comp_names:
         obs[f"mm_{c}"] = kf[c].to_numpy()
     sub = ad.AnnData(X=X, obs=obs, var=adata.var.copy())
-    sub.uns["imgprof"] = {"level": adata.uns.get("imgprof", {}).get("level", "well")}
+    inherit(sub, adata)  # earlier provenance steps and the level travel with the rows
+    if "level" not in sub.uns[UNS_KEY]:
+        set_level(sub, "well")
     return sub
 
 
