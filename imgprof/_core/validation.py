@@ -307,6 +307,8 @@ def check_obs_keys(adata, keys: str | Sequence[str] | None, *, param: str = "key
     KeyError
         Naming the parameter and each missing column, with close matches.
     """
+    if not hasattr(adata, "obs"):
+        check_adata(adata, var_names=False)  # raises the TypeError saying an AnnData was expected
     keys = as_list(keys)
     missing = [k for k in keys if k not in adata.obs.columns]
     if missing:

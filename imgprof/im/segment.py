@@ -123,6 +123,11 @@ def threshold_image(
     data = image[mask] if mask is not None else image.ravel()
     if isinstance(method, (int, float)) and not isinstance(method, bool):
         return float(method)
+    if method not in ("minimum_cross_entropy", "li", "otsu", "otsu3_foreground", "otsu3_background"):
+        raise ValueError(
+            f"method={method!r}: expected 'minimum_cross_entropy', 'otsu', 'otsu3_foreground', "
+            "'otsu3_background' or a number."
+        )
     if data.size == 0:
         thr = 0.0
     elif np.all(data == data[0]):

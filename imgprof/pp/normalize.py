@@ -33,7 +33,7 @@ import pandas as pd
 from .._core.groups import group_codes, group_median_mad, group_reduce, group_sizes, sort_groups
 from .._core.provenance import log_step
 from .._core.features import record_values_changed
-from .._core.validation import check_finite, finish, get_matrix, is_dask, resolve_mask, start
+from .._core.validation import check_finite, check_int, finish, get_matrix, is_dask, resolve_mask, start
 from .._core.whitening import EPS, constant_mask_sklearn, fit_whitener, spherize_moments, zca_from_gram
 
 __all__ = ["normalize", "METHODS", "SPHERIZE_METHODS", "MAD_SCALE"]
@@ -284,14 +284,15 @@ def normalize(
         raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
     if spherize_epsilon is None or not np.isfinite(spherize_epsilon) or spherize_epsilon < 0:
         raise ValueError(f"spherize_epsilon must be a finite number >= 0, got {spherize_epsilon!r}.")
-    if int(n_quantiles) < 1:
-        raise ValueError(f"n_quantiles must be >= 1, got {n_quantiles!r}.")
+    n_quantiles = check_int(n_quantiles, "n_quantiles", min_value=1)
     if samples is not None:
         if controls is not None:
             raise ValueError("Give either controls= or samples= (pycytominer's name), not both.")
         controls = None if isinstance(samples, str) and samples == "all" else samples
 
     adata = start(adata, copy)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to normalize.")
     X_in = get_matrix(adata, layer=layer)
     in_dtype = X_in.dtype
     dask_mode = is_dask(X_in)
