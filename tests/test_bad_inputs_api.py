@@ -136,9 +136,9 @@ def _view(a):
     return parent, parent[parent.obs["Metadata_Plate"] == "plate_1"]
 
 
-W = lambda b: b.w.copy()  # noqa: E731
-C = lambda b: b.c.copy()  # noqa: E731
-G = lambda b: b.g.copy()  # noqa: E731
+W = lambda b: b.w.copy()
+C = lambda b: b.c.copy()
+G = lambda b: b.g.copy()
 
 
 def _reordered_series(a):
@@ -403,7 +403,7 @@ def test_bad_input(base, case):
         with pytest.raises(exc) as info:
             call(obj)
     msg = str(info.value.args[0]) if info.type is KeyError and info.value.args else str(info.value)
-    assert re.search(culprit, msg, flags=re.S), f"message does not name the culprit ({culprit!r}): {msg}"
+    assert re.search(culprit, msg, flags=re.DOTALL), f"message does not name the culprit ({culprit!r}): {msg}"
     _assert_same(before, _snap(obj))
     if parent is not None:
         _assert_same(before_parent, _snap(parent))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["resolve_rows", "check_bool_vector"]
+__all__ = ["check_bool_vector", "resolve_rows"]
 
 
 def _short(sel: Any, n: int = 80) -> str:

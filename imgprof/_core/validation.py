@@ -378,6 +378,52 @@ def get_matrix(adata, *, layer: str | None = None, use_rep: str | None = None):
     return X
 
 
+def check_numeric(X, *, param: str = "adata.X", var_names: Sequence[str] | None = None) -> None:
+    """Raise ``TypeError`` unless ``X`` (numpy or dask) has a numeric or boolean dtype.
+
+    The one numeric-dtype check of the package; for numpy object arrays the
+    message quotes the first value that is not a number and its column.
+
+    Parameters
+    ----------
+    X
+        numpy or dask array.
+    param
+        What ``X`` is, in the message.
+    var_names
+        Column names, to name the column of the offending value.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof._core.validation import check_numeric
+    >>> check_numeric(np.ones((2, 2)))
+    """
+    if X.dtype.kind in "fiub":
+        return
+    example = ""
+    if not is_dask(X) and getattr(X, "size", 0):
+        flat = np.asarray(X).ravel()
+        ncol = X.shape[1] if X.ndim == 2 else 1
+        for k in range(min(flat.size, 10000)):
+            v = flat[k]
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                col = k % ncol
+                name = var_names[col] if var_names is not None and X.ndim == 2 else col
+                example = f" (e.g. {v!r} in column {name!r})"
+                break
+    raise TypeError(
+        f"{param} must hold numbers, got dtype {X.dtype}{example}. Features must be numeric: "
+        "convert them, or move text columns to .obs."
+    )
+
+
 def check_array(
     X,
     *,
@@ -437,23 +483,7 @@ def check_array(
         X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{param} must be a 2-D matrix (observations x features), got shape {X.shape}.")
-    if X.dtype.kind not in "fiub":
-        example = ""
-        if not dask and X.size:
-            flat = X.ravel()
-            for k in range(min(flat.size, 10000)):
-                v = flat[k]
-                try:
-                    float(v)
-                except (TypeError, ValueError):
-                    col = k % X.shape[1]
-                    name = var_names[col] if var_names is not None else col
-                    example = f" (e.g. {v!r} in column {name!r})"
-                    break
-        raise TypeError(
-            f"{param} must hold numbers, got dtype {X.dtype}{example}. Features must be numeric: "
-            "convert them, or move text columns to .obs."
-        )
+    check_numeric(X, param=param, var_names=var_names)
     if X.shape[0] < min_rows:
         raise ValueError(f"{param} has {X.shape[0]} row(s) (observations); at least {min_rows} needed.")
     if X.shape[1] < min_cols:

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._core.validation import as_list, check_adata, check_int, check_obs_keys, resolve_mask
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_int,
+    check_obs_keys,
+    resolve_mask,
+)
 from . import batch as _batch
 from . import bio as _bio
 from ._checks import check_embedding

@@ -24,7 +24,7 @@ from .._core.anatomy import parse_feature_names
 from .._core.features import METADATA_PREFIXES, check_numeric_features, record_values_changed, split_columns
 from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
 from .._core.provenance import UNS_KEY, log_step, set_level
-from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_obs_keys, get_matrix, is_dask
+from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_numeric, check_obs_keys, get_matrix, is_dask
 
 PathLike = str | os.PathLike
 
@@ -310,11 +310,9 @@ def aggregate(
     _check_count_key(count_key, adata.obs.columns, overwrite, where="adata.obs")
     if adata.n_obs == 0:
         raise ValueError("adata has 0 observations; nothing to aggregate.")
-    X = get_matrix(adata, layer=layer)
+    X = get_matrix(adata, layer=layer)  # numeric dtype checked there
     if not is_dask(X):
         X = np.asarray(X)
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
     obs = adata.obs
     codes, groups = group_codes(obs, by, dropna=dropna, param="by")
     n_groups = len(groups)
@@ -877,8 +875,7 @@ def _aggregate_zarr_streamed(
 
     def read_block(unit, c0, c1):
         X = np.asarray(zarr_X[unit[0] : unit[1], c0:c1])
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"{path}: X must be numeric, got dtype {X.dtype}.")
+        check_numeric(X, param=f"{path}: X")
         return X.astype(np.float64, copy=False)
 
     def blocks_for(rows):

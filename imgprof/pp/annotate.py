@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import as_list, check_adata, check_df_keys, check_obs_keys, finish, start
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_df_keys,
+    check_obs_keys,
+    finish,
+    start,
+)
 
 PathLike = str | os.PathLike
 

@@ -30,13 +30,34 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .._core.groups import group_codes, group_median_mad, group_reduce, group_sizes, sort_groups
-from .._core.provenance import log_step
 from .._core.features import record_values_changed
-from .._core.validation import check_finite, check_int, finish, get_matrix, is_dask, resolve_mask, start
-from .._core.whitening import EPS, constant_mask_sklearn, fit_whitener, spherize_moments, zca_from_gram
+from .._core.groups import (
+    group_codes,
+    group_median_mad,
+    group_reduce,
+    group_sizes,
+    sort_groups,
+)
+from .._core.provenance import log_step
+from .._core.validation import (
+    check_finite,
+    check_int,
+    check_numeric,
+    finish,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+    start,
+)
+from .._core.whitening import (
+    EPS,
+    constant_mask_sklearn,
+    fit_whitener,
+    spherize_moments,
+    zca_from_gram,
+)
 
-__all__ = ["normalize", "METHODS", "SPHERIZE_METHODS", "MAD_SCALE"]
+__all__ = ["MAD_SCALE", "METHODS", "SPHERIZE_METHODS", "normalize"]
 
 #: Normalization methods (pycytominer's names).
 METHODS = ("standardize", "robustize", "mad_robustize", "spherize", "inverse_normal")
@@ -172,14 +193,10 @@ def _resolve_columns(adata, features) -> np.ndarray:
 
 
 def _as_float(X):
+    check_numeric(X, param="adata.X")
     if is_dask(X):
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
         return X.astype(np.float64) if X.dtype != np.float64 else X
-    X = np.asarray(X)
-    if X.dtype.kind not in "fbiu":
-        raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
-    return X.astype(np.float64, copy=False)
+    return np.asarray(X).astype(np.float64, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------

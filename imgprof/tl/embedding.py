@@ -12,13 +12,12 @@ PCs, igraph Leiden), and a provenance entry.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from anndata import AnnData
 
 from .._core.provenance import log_step
-import warnings
-
 from .._core.validation import (
     check_adata,
     check_bool,
