@@ -336,6 +336,12 @@ CASES: list[tuple] = [
      ValueError, r"n_null"),
     ("ap-query-bare", W, lambda a: ip.metrics.average_precision(a, "Metadata_moa", query="Metadata_moa"), ValueError,
      r"query=.*Metadata_moa.*=="),
+    ("ap-key-added-overwrites", W, lambda a: ip.metrics.average_precision(a, "Metadata_moa", key_added="Metadata_moa"),
+     ValueError, r"key_added='Metadata_moa'.*overwrite=True"),
+    ("ap-key-added-view", lambda b: _view(b.w), lambda a: ip.metrics.average_precision(
+        a, "Metadata_moa", key_added="ap"), ValueError, r"view"),
+    ("ap-max-block", W, lambda a: ip.metrics.average_precision(a, "Metadata_moa", max_block_elements=0), ValueError,
+     r"max_block_elements"),
     ("ap-dataframe", lambda b: b.w.obs.copy(), lambda a: ip.metrics.average_precision(a, "Metadata_moa"), TypeError,
      r"AnnData"),
     ("ap-string-x", lambda b: _string_x(b.w), lambda a: ip.metrics.average_precision(a, "Metadata_moa"), TypeError,

@@ -30,13 +30,16 @@ import pandas as pd
 from .._core.provenance import log_step
 from .._core.validation import (
     as_list,
+    check_bool,
     check_df_keys,
     check_float,
     check_int,
+    check_new_obs_key,
     check_obs_keys,
     get_matrix,
     is_dask,
     resolve_mask,
+    start,
 )
 from . import _pairs
 from ._similarity import check_metric, pair_similarity, prepare, similarity
@@ -564,6 +567,7 @@ def average_precision(
     dtype: str = "float64",
     key_added: str | None = None,
     max_block_elements: int = 2**23,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Average precision of every profile's positives against its negatives (copairs-compatible).
 
@@ -602,9 +606,12 @@ def average_precision(
         ``"float64"`` (default, matches copairs) or ``"float32"`` (faster).
     key_added
         If given, write the AP to ``adata.obs[key_added]`` (not in per-label
-        multi-label mode).
+        multi-label mode). ``adata`` must then not be a view, and an existing
+        column is refused unless ``overwrite=True``.
     max_block_elements
         Memory bound: most query × candidate similarities held at once.
+    overwrite
+        Allow ``key_added`` to replace an existing ``.obs`` column.
 
     Returns
     -------
@@ -624,6 +631,10 @@ def average_precision(
     >>> bool(ap["average_precision"].dropna().between(0, 1).all())
     True
     """
+    if key_added is not None:
+        start(adata, False)  # refuses a view: the AP column would be written into it
+        check_new_obs_key(adata, key_added, param="key_added", overwrite=check_bool(overwrite, "overwrite"))
+    max_block_elements = check_int(max_block_elements, "max_block_elements", min_value=1)
     X = _matrix(adata, layer, use_rep, "adata")
     ref_X = ref_obs = None
     if reference is not None:
