@@ -97,6 +97,32 @@ def provenance(adata) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["function", "params", "extra", "version", "time", "shape"])
 
 
+def get_level(adata, default: str | None = None) -> str | None:
+    """The profile level recorded in ``adata.uns['imgprof']`` (``default`` when none).
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    default
+        Returned when no level is recorded.
+
+    Returns
+    -------
+    str or None
+        ``"single_cell"``, ``"well"``, ``"consensus"``...
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.provenance import get_level
+    >>> get_level(ip.datasets.simulate(n_plates=1, seed=0))
+    'well'
+    """
+    store = adata.uns.get(UNS_KEY, {})
+    return store.get("level", default) if isinstance(store, dict) else default
+
+
 def set_level(adata, level: str) -> None:
     """Record the profile level (``"single_cell"``, ``"well"``, ``"consensus"``...)."""
     uns(adata)["level"] = level

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.groups import group_codes, group_median_mad
-from .._core.provenance import log_step
+from .._core.provenance import get_level, log_step
 from .._core.validation import (
     as_list,
     check_adata,
@@ -189,7 +189,7 @@ def qc(
     if adata.n_obs == 0:
         raise ValueError("adata has 0 observations; nothing to check.")
     if level == "auto":
-        level = adata.uns.get("imgprof", {}).get("level", "well")
+        level = get_level(adata, "well")
         level = "single_cell" if level == "single_cell" else "well"
     if level not in ("well", "single_cell"):
         raise ValueError(f"level must be 'well', 'single_cell' or 'auto', got {level!r}.")
