@@ -200,6 +200,16 @@ def test_capped_sizes_warn_and_are_recorded():
     assert step["params"]["n_neighbors"] == 15 and step["params"]["n_neighbors_requested"] == 40
 
 
+def test_align_capped_components_warn_and_are_recorded():
+    a = _wells()
+    md = ip.mm.join(a.copy(), a.copy(), on=["Metadata_Plate", "Metadata_Well"], level="well", mod_names=("m", "n"))
+    with pytest.warns(UserWarning, match="n_components=50"):
+        ip.mm.align(md, n_components=50)
+    step = ip.provenance(md["m"]).iloc[-1]
+    used = md["m"].obsm["X_cca"].shape[1]
+    assert used < 50 and step["params"]["n_components"] == used and step["params"]["n_components_requested"] == 50
+
+
 def test_duplicated_var_names_refused_not_dropped():
     adata = _wells()
     names = list(adata.var_names)

@@ -141,6 +141,12 @@ C = lambda b: b.c.copy()
 G = lambda b: b.g.copy()
 
 
+def _mdata(a):
+    """A paired MuData of ``a`` with itself (well level, by plate and well)."""
+    return ip.mm.join(a.copy(), a.copy(), on=["Metadata_Plate", "Metadata_Well"], level="well",
+                      mod_names=("morph", "copy"))
+
+
 def _reordered_series(a):
     """A boolean Series selecting the controls, in another row order (aligned by index it is right)."""
     s = a.obs["Metadata_control_type"] == "negcon"
@@ -396,6 +402,13 @@ CASES: list[tuple] = [
         controls=("Metadata_control_type", NEG)), ValueError, r"Metadata_control_type.*=="),
     ("mm-join-controls-one", W, lambda a: ip.mm.join(
         a, a.copy(), on="Metadata_Perturbation", level="well", paired=False, controls=NEG), ValueError, r"controls"),
+    ("mm-align-dataframe", W, lambda a: ip.mm.align(a.obs), TypeError, r"MuData.*DataFrame"),
+    ("mm-align-anndata", W, lambda a: ip.mm.align(a), TypeError, r"MuData.*AnnData"),
+    ("mm-align-n-components", W, lambda a: ip.mm.align(_mdata(a), n_components="2"), TypeError, r"n_components"),
+    ("mm-align-n-pcs", W, lambda a: ip.mm.align(_mdata(a), n_pcs=0), ValueError, r"n_pcs"),
+    ("mm-cross-null-size", W, lambda a: ip.mm.cross_retrieval(_mdata(a), null_size=0), ValueError, r"null_size"),
+    ("mm-cross-threshold", W, lambda a: ip.mm.cross_retrieval(_mdata(a), threshold=2), ValueError, r"threshold"),
+    ("mm-cross-n-splits", W, lambda a: ip.mm.cross_retrieval(_mdata(a), n_splits=1.5), TypeError, r"n_splits"),
     # ---- im
     ("im-quality-1d", lambda b: np.zeros(10), lambda a: ip.im.image_quality(a), ValueError, r"2-D|image"),
     ("im-smooth-method", lambda b: np.ones((16, 16)), lambda a: ip.im.smooth_illumination(a, method="blur"),
