@@ -522,7 +522,31 @@ def check_finite(X, *, what: str = "adata.X", var_names: Sequence[str] | None = 
 
 
 def resolve_mask(adata, selection, *, param: str = "controls", allow_empty: bool = False) -> np.ndarray:
-    """Alias of :func:`imgprof._core.selection.resolve_rows` (the one selection resolver)."""
+    """Alias of :func:`imgprof._core.selection.resolve_rows` (the one selection resolver).
+
+    Parameters
+    ----------
+    adata
+        The AnnData whose rows are selected.
+    selection
+        Query string, boolean mask, boolean Series (aligned by index), obs names or ``None``.
+    param
+        Parameter name for error messages.
+    allow_empty
+        Accept a selection matching no row.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of length ``n_obs``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.validation import resolve_mask
+    >>> int(resolve_mask(ip.datasets.simulate(n_plates=1, seed=0), None).sum()) > 0
+    True
+    """
     from .selection import resolve_rows
 
     return resolve_rows(adata, selection, param=param, allow_empty=allow_empty)
@@ -534,6 +558,28 @@ def start(adata, copy: bool, *, param: str = "adata"):
     Checks that ``adata`` is an AnnData without duplicated feature names, and
     refuses to modify a view in place: anndata views share their arrays (and
     ``.uns``) with the parent, so an in-place step could write through to it.
+
+    Parameters
+    ----------
+    adata
+        The AnnData a step was given.
+    copy
+        The step's ``copy`` argument.
+    param
+        Parameter name for error messages.
+
+    Returns
+    -------
+    AnnData
+        A copy when ``copy``, else ``adata`` itself (never a view).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.validation import start
+    >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
+    >>> start(adata, copy=True) is adata
+    False
     """
     check_adata(adata, param=param)
     if not isinstance(copy, (bool, np.bool_)):

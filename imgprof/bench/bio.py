@@ -300,6 +300,11 @@ def map_nonrep(
     return_ap
         Also return the per-profile AP table.
 
+    Returns
+    -------
+    float
+        Mean of the per-label mAPs (with the per-profile AP table when ``return_ap``).
+
     Examples
     --------
     >>> import imgprof as ip
@@ -359,6 +364,11 @@ def map_negcon(
         Similarity (``"cosine"`` as copairs).
     return_ap
         Also return the per-profile AP table.
+
+    Returns
+    -------
+    float
+        Mean of the per-label mAPs against the negative controls (with the AP table when ``return_ap``).
 
     Examples
     --------

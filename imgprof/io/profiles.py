@@ -155,6 +155,12 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     use_rep
         Export an embedding from ``.obsm`` (columns ``<use_rep>_0``...) instead of features.
 
+    Returns
+    -------
+    pandas.DataFrame
+        Metadata then features. Source dtypes are restored for ``.X`` only, and an
+        integer dtype only where every value is still a whole number (never truncated).
+
     Examples
     --------
     >>> import imgprof as ip

@@ -188,6 +188,13 @@ def align(
     seed
         PCA random state.
 
+    Returns
+    -------
+    None
+        Writes ``mdata[mod].obsm[key_added]`` for both modalities and ``mdata.uns[key_added]``
+        (the number of components actually used, the canonical correlations). A
+        ``n_components`` larger than the pairs allow is reduced with a warning.
+
     Examples
     --------
     >>> import imgprof as ip

@@ -65,6 +65,11 @@ def pca(
     **kwargs
         Passed to :func:`scanpy.pp.pca`.
 
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. A capped ``n_comps`` is
+    warned about; the provenance records the value used and the one requested.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -174,6 +179,11 @@ def neighbors(
         As in :func:`scanpy.pp.neighbors`.
     copy
         Return a modified copy.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. A capped ``n_neighbors``
+    is warned about; the provenance records the value used and the one requested.
 
     Examples
     --------
