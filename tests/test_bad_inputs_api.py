@@ -147,6 +147,15 @@ def _mdata(a):
                       mod_names=("morph", "copy"))
 
 
+def _site():
+    """One tiny image site: channels and a label image with two objects."""
+    img = np.random.default_rng(0).random((32, 32))
+    lab = np.zeros((32, 32), dtype=int)
+    lab[4:10, 4:10] = 1
+    lab[20:28, 20:28] = 2
+    return [{"DNA": img}, lab]  # a list: a tuple would mean (parent, view) to the test
+
+
 def _reordered_series(a):
     """A boolean Series selecting the controls, in another row order (aligned by index it is right)."""
     s = a.obs["Metadata_control_type"] == "negcon"
@@ -415,6 +424,24 @@ CASES: list[tuple] = [
      ValueError, r"method.*blur"),
     ("im-apply-shape", lambda b: np.ones((16, 16)), lambda a: ip.im.apply_illumination(a, np.ones((8, 8))),
      ValueError, r"shape"),
+    ("im-crops-size-float", lambda b: _site(), lambda a: ip.im.extract_crops(a[0], a[1], size=2.5), TypeError,
+     r"size"),
+    ("im-crops-mask", lambda b: _site(), lambda a: ip.im.extract_crops(a[0], a[1], mask="x"), ValueError, r"mask='x'"),
+    ("im-crops-channel", lambda b: _site(), lambda a: ip.im.extract_crops(a[0], a[1], channels=["ER"]), KeyError,
+     r"ER"),
+    ("im-measure-radial-bins", lambda b: _site(), lambda a: ip.im.measure_objects(
+        a[0], {"Nuclei": a[1]}, radial_bins=0), ValueError, r"radial_bins"),
+    ("im-measure-shape", lambda b: _site(), lambda a: ip.im.measure_objects(a[0], {"Nuclei": a[1][:10]}), ValueError,
+     r"shape"),
+    ("im-smooth-filter-size", lambda b: np.ones((16, 16)), lambda a: ip.im.smooth_illumination(a, filter_size=-1),
+     ValueError, r"filter_size"),
+    ("im-fill-holes-float", lambda b: np.ones((8, 8)), lambda a: ip.im.fill_labeled_holes(a), TypeError,
+     r"integers"),
+    ("im-fill-holes-area", lambda b: _site()[1], lambda a: ip.im.fill_labeled_holes(a, max_hole_area=-1), ValueError,
+     r"max_hole_area"),
+    ("im-objects-to-anndata", lambda b: [1, 2], lambda a: ip.im.objects_to_anndata(a), TypeError, r"DataFrame"),
+    ("im-quality-strings", lambda b: np.array([["a", "b"], ["c", "d"]]), lambda a: ip.im.image_quality(a), TypeError,
+     r"numeric"),
     ("im-threshold-method", lambda b: np.ones((16, 16)), lambda a: ip.im.threshold_image(a, method="magic"),
      ValueError, r"magic"),
 ]

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._core.validation import check_float
+
 __all__ = [
     "CellProfilerSegmenter",
     "CellposeSegmenter",
@@ -229,7 +231,8 @@ def fill_labeled_holes(labels: np.ndarray, max_hole_area: float | None = None) -
     >>> int(fill_labeled_holes(lab)[3, 3])
     1
     """
-    labels = np.asarray(labels)
+    labels = _check_labels(labels)
+    check_float(max_hole_area, "max_hole_area", min_value=0.0, allow_none=True)
     is_bool = labels.dtype == bool
     lab = labels.astype(np.int64)
     bg, n = ndi.label(lab == 0, _FOUR)
