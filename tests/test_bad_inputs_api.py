@@ -411,6 +411,13 @@ CASES: list[tuple] = [
         controls=("Metadata_control_type", NEG)), ValueError, r"Metadata_control_type.*=="),
     ("mm-join-controls-one", W, lambda a: ip.mm.join(
         a, a.copy(), on="Metadata_Perturbation", level="well", paired=False, controls=NEG), ValueError, r"controls"),
+    ("mm-recode-dose-overwrites", W, lambda a: ip.mm.recode_dose(a, "Metadata_Count_Cells", "uM",
+                                                                  key_added="Metadata_moa"), ValueError,
+     r"key_added='Metadata_moa'.*overwrite=True"),
+    ("mm-recode-dose-rtol", W, lambda a: ip.mm.recode_dose(a, "Metadata_Count_Cells", "uM", rtol=-1), ValueError,
+     r"rtol"),
+    ("mm-recode-dose-view", lambda b: _view(b.w), lambda a: ip.mm.recode_dose(a, "Metadata_Count_Cells", "uM"),
+     ValueError, r"view"),
     ("mm-align-dataframe", W, lambda a: ip.mm.align(a.obs), TypeError, r"MuData.*DataFrame"),
     ("mm-align-anndata", W, lambda a: ip.mm.align(a), TypeError, r"MuData.*AnnData"),
     ("mm-align-n-components", W, lambda a: ip.mm.align(_mdata(a), n_components="2"), TypeError, r"n_components"),

@@ -23,6 +23,8 @@ from .._core.provenance import UNS_KEY, inherit, log_step, set_level
 from .._core.validation import (
     as_list,
     check_df_keys,
+    check_float,
+    check_new_obs_key,
     check_obs_keys,
     finish,
     get_matrix,
@@ -916,6 +918,7 @@ def recode_dose(
     off_series: str = "nan",
     key_added: str = "Metadata_dose_recode",
     copy: bool = False,
+    overwrite: bool = False,
 ):
     """Convert doses to µM and recode them onto a nominal dose series, explicitly.
 
@@ -937,6 +940,13 @@ def recode_dose(
         See :func:`imgprof.mm.join` (``dose_series`` etc.).
     key_added, copy
         Output column; return a copy instead of modifying ``adata``.
+    overwrite
+        Allow ``key_added`` (or ``key_added + "_status"``) to replace existing
+        ``.obs`` columns (default: refuse, naming them).
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``.
 
     Examples
     --------
@@ -946,8 +956,11 @@ def recode_dose(
     >>> int(adata.obs["Metadata_dose_recode_status"].value_counts()["on_series"])
     330
     """
-    adata = start(adata, copy)
     check_obs_keys(adata, dose_key, param="dose_key")
+    for k in (key_added, f"{key_added}_status"):
+        check_new_obs_key(adata, k, param="key_added", overwrite=overwrite)
+    check_float(rtol, "rtol", min_value=0.0)
+    adata = start(adata, copy)
     u = _resolve_unit(adata.obs, unit, "adata")
     um = to_micromolar(adata.obs[dose_key].to_numpy(), u if isinstance(u, str) else u.to_numpy(), where=f"adata.obs[{dose_key!r}]")
     hint = unit_mismatch_hint(um, series, rtol, unit_factor(u) if isinstance(u, str) else None)
