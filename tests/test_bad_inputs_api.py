@@ -325,6 +325,9 @@ CASES: list[tuple] = [
      r"harmonize"),
     ("combat-batch-missing", W, lambda a: ip.tl.combat(a, batch_key="Metadata_Btch"), KeyError, r"Metadata_Btch"),
     ("combat-batch-none", W, lambda a: ip.tl.combat(a, batch_key=None), ValueError, r"batch_key"),
+    ("combat-zero-rows", lambda b: _empty(b.w), lambda a: ip.tl.combat(a, batch_key="Metadata_Plate"), ValueError,
+     r"0 observations"),
+    ("mnn-dup-var", lambda b: _dup_var(b.w), lambda a: ip.tl.mnn(a, "Metadata_Plate"), ValueError, r"duplicated"),
     ("combat-dataframe", lambda b: b.w.obs.copy(), lambda a: ip.tl.combat(a, batch_key="Metadata_Batch"),
      TypeError, r"AnnData"),
     ("combat-view", lambda b: _view(b.w), lambda a: ip.tl.combat(a, batch_key="Metadata_Plate"), ValueError,
@@ -373,6 +376,12 @@ CASES: list[tuple] = [
      r"AnnData"),
     ("ap-string-x", lambda b: _string_x(b.w), lambda a: ip.metrics.average_precision(a, "Metadata_moa"), TypeError,
      r"adata\.X"),
+    ("activity-zero-rows", lambda b: _empty(b.w), lambda a: ip.metrics.phenotypic_activity(
+        a, "Metadata_Perturbation", controls=NEG), ValueError, r"0 observations"),
+    ("pmatch-zero-rows", lambda b: _empty(b.w), lambda a: ip.metrics.percent_matching(
+        a, "Metadata_moa", "Metadata_Perturbation"), ValueError, r"0 observation"),
+    ("bench-zero-rows", lambda b: _empty(b.w), lambda a: ip.bench.map_nonrep(a.X, a.obs["Metadata_moa"]), ValueError,
+     r"0 row"),
     ("activity-controls-empty", W, lambda a: ip.metrics.phenotypic_activity(
         a, "Metadata_Perturbation", controls="Metadata_pert_type == 'ctl'"), ValueError, r"controls=.*ctl"),
     ("activity-controls-bare", W, lambda a: ip.metrics.phenotypic_activity(

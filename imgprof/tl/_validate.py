@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import check_array, check_obs_keys, get_matrix, is_dask
+from .._core.validation import check_adata, check_array, check_obs_keys, get_matrix, is_dask
 
 
 def check_batches(adata, batch_key: str | None, *, min_per_batch: int = 2, param: str = "batch_key") -> tuple[np.ndarray, list[str]]:
@@ -87,6 +87,9 @@ def prepare(adata, batch_key: str | None, use_rep: str | None, *, min_per_batch:
         raise ValueError(
             f"add_layer=True stores a corrected feature matrix, which needs use_rep='X' (got use_rep={use_rep!r})."
         )
+    check_adata(adata)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to integrate.")
     codes, levels = check_batches(adata, batch_key, min_per_batch=min_per_batch)
     X = get_rep(adata, use_rep)
     return X, codes, levels
