@@ -40,7 +40,9 @@ from .._core.groups import (
 )
 from .._core.provenance import log_step
 from .._core.validation import (
+    check_bool,
     check_finite,
+    check_float,
     check_int,
     check_numeric,
     finish,
@@ -297,10 +299,14 @@ def normalize(
         raise ValueError("spherize_method='ZCA-cor'/'PCA-cor' require spherize_center=True.")
     if zero_scale not in ("warn", "raise", "epsilon"):
         raise ValueError(f"zero_scale must be 'warn', 'raise' or 'epsilon', got {zero_scale!r}.")
-    if method == "mad_robustize" and (epsilon is None or not np.isfinite(epsilon) or epsilon < 0):
-        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
-    if spherize_epsilon is None or not np.isfinite(spherize_epsilon) or spherize_epsilon < 0:
-        raise ValueError(f"spherize_epsilon must be a finite number >= 0, got {spherize_epsilon!r}.")
+    if method == "mad_robustize":
+        if epsilon is None:
+            raise ValueError("epsilon must be a finite number >= 0, got None.")
+        check_float(epsilon, "epsilon", min_value=0.0)
+    if spherize_epsilon is None:
+        raise ValueError("spherize_epsilon must be a finite number >= 0, got None.")
+    check_float(spherize_epsilon, "spherize_epsilon", min_value=0.0)
+    check_bool(spherize_center, "spherize_center")
     n_quantiles = check_int(n_quantiles, "n_quantiles", min_value=1)
     if samples is not None:
         if controls is not None:
