@@ -529,7 +529,12 @@ def _read_input(cfg: Config, on_file=None):
     var = parts[0].var
     adata = ad.concat(parts, join=join, merge="first")
     adata.var = var.loc[adata.var_names] if set(adata.var_names) <= set(var.index) else adata.var
-    adata.uns["imgprof"] = {"level": parts[0].uns.get("imgprof", {}).get("level", "well"), "steps": parts[0].uns.get("imgprof", {}).get("steps", {})}
+    from ._core.provenance import UNS_KEY, inherit, set_level
+
+    adata.uns.pop(UNS_KEY, None)
+    inherit(adata, parts[0])  # one owner of uns['imgprof']: level and steps of the first input
+    if "level" not in adata.uns[UNS_KEY]:
+        set_level(adata, "well")
     kept = set(map(str, adata.var_names))
     union = list(dict.fromkeys(str(v) for a in parts for v in a.var_names))
     _log_inputs(adata, inputs, join, [v for v in union if v not in kept])

@@ -343,3 +343,23 @@ def test_report_survives_h5mu(tmp_path, morph, expr):
     assert back.matched == ip.mm.join_report(md).matched
     assert back.summary["keys"] == ["Metadata_moa"]
     assert "8 matched" in repr(back)
+
+
+@pytest.mark.parametrize("level,paired", [("perturbation", True), ("well", True), ("well", False)])
+def test_join_keeps_earlier_provenance(sim_wells, level, paired):
+    """Every branch of join keeps the inputs' provenance steps and level (two of three used to reset them)."""
+    a = sim_wells.copy()
+    ip.pp.normalize(a, "standardize", controls="Metadata_control_type == 'negcon'", by="Metadata_Plate")
+    rng = np.random.default_rng(1)
+    b = ad.AnnData(X=rng.normal(size=(a.n_obs, 5)), obs=a.obs.copy(), var=pd.DataFrame(index=[f"p{i}" for i in range(5)]))
+    on = "Metadata_Perturbation" if level == "perturbation" or not paired else ["Metadata_Plate", "Metadata_Well"]
+    md = ip.mm.join(a, b, on=on, level=level, paired=paired, mod_names=("morph", "prot"))
+    before = ip.provenance(a)["function"].tolist()
+    after = ip.provenance(md["morph"])["function"].tolist()
+    assert "pp.normalize" in before
+    assert after[: len(before)] == before  # earlier steps first, unchanged
+    assert after[-1] == "mm.join"
+    if level == "perturbation":
+        assert "pp.consensus" in after and md["morph"].uns["imgprof"]["level"] == "consensus"
+    else:
+        assert md["morph"].uns["imgprof"]["level"] == a.uns["imgprof"]["level"]

@@ -103,3 +103,55 @@ def feature_matrix(df: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
         # Plain numpy columns hold NaN already; na_value= would force one more full copy.
         return np.asarray(sub.to_numpy(dtype=dtype))
     return sub.to_numpy(dtype=dtype, na_value=np.nan)  # nullable (Int64, boolean) columns: pd.NA -> NaN
+
+
+def record_values_changed(adata, dtype=None, *, replace_all: bool = False) -> None:
+    """The one owner of ``adata.var['input_dtype']`` after a step changed the values of ``.X``.
+
+    ``var['input_dtype']`` remembers the dtype each feature had in the source
+    table so that :func:`imgprof.io.to_pandas` can restore it. Once a step has
+    replaced the values (normalized, aggregated, corrected...), an integer or
+    boolean record would truncate the new values on export (-1.12 → -1): every
+    value-changing step calls this function when it stores ``.X``, and the
+    integer/boolean records become the dtype of the stored floats.
+
+    Parameters
+    ----------
+    adata
+        The AnnData whose ``.X`` was just replaced (or a ``var`` DataFrame).
+    dtype
+        dtype of the new values (default ``adata.X.dtype``; float64 when unknown).
+    replace_all
+        Record ``dtype`` for every feature, float ones included (aggregates are float64).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from imgprof._core.features import record_values_changed
+    >>> a = ad.AnnData(np.zeros((2, 1)), var=pd.DataFrame({"input_dtype": ["int64"]}, index=["f"]))
+    >>> record_values_changed(a)
+    >>> a.var["input_dtype"].tolist()
+    ['float64']
+    """
+    var = adata if isinstance(adata, pd.DataFrame) else adata.var
+    if "input_dtype" not in var.columns:
+        return
+    if dtype is None:
+        X = None if isinstance(adata, pd.DataFrame) else adata.X
+        dtype = getattr(X, "dtype", np.float64)
+    dtype = np.dtype(dtype)
+    new = "float64" if dtype.kind != "f" else str(dtype)
+
+    def _exact(t) -> bool:
+        try:
+            return np.dtype(str(t)).kind == "f"
+        except TypeError:  # nullable pandas dtypes ("Int64", "boolean") and unknown names
+            return str(t) in ("Float32", "Float64")
+
+    keep = np.zeros(len(var), dtype=bool) if replace_all else var["input_dtype"].map(_exact).to_numpy(dtype=bool)
+    if not keep.all():
+        var["input_dtype"] = np.where(keep, var["input_dtype"].astype(object), new)

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from .validation import as_list, check_df_keys, is_dask
+from .validation import as_list, check_df_keys, check_numeric, is_dask
 
 __all__ = [
     "REDUCTIONS",
@@ -293,8 +293,7 @@ def _as_float_matrix(X) -> np.ndarray:
     if X.ndim != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {X.shape}.")
     if X.dtype.kind not in "f":
-        if X.dtype.kind not in "biu":
-            raise TypeError(f"the matrix must be numeric, got dtype {X.dtype}.")
+        check_numeric(X, param="the matrix")
         X = X.astype(np.float64)
     elif X.dtype.itemsize > 8:
         X = X.astype(np.float64)
@@ -455,8 +454,7 @@ def group_median_mad(
             )
             return np.concatenate([m, d], axis=1)
 
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
+        check_numeric(X, param=what)
         p = X.shape[1]
         if inf == "raise" and X.dtype.kind == "f":
             import dask.array as da
@@ -640,8 +638,7 @@ def _group_reduce_dask(
     what="adata.X", block_size=None,
 ) -> np.ndarray:
     """Group reduction of a dask array: one task per row chunk aligned on group boundaries."""
-    if X.dtype.kind not in "fbiu":
-        raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
+    check_numeric(X, param=what)
 
     def _reduce_block(block, c_local, n_local):
         return group_reduce(

@@ -97,6 +97,73 @@ def provenance(adata) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["function", "params", "extra", "version", "time", "shape"])
 
 
+def get_level(adata, default: str | None = None) -> str | None:
+    """The profile level recorded in ``adata.uns['imgprof']`` (``default`` when none).
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    default
+        Returned when no level is recorded.
+
+    Returns
+    -------
+    str or None
+        ``"single_cell"``, ``"well"``, ``"consensus"``...
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.provenance import get_level
+    >>> get_level(ip.datasets.simulate(n_plates=1, seed=0))
+    'well'
+    """
+    store = adata.uns.get(UNS_KEY, {})
+    return store.get("level", default) if isinstance(store, dict) else default
+
+
 def set_level(adata, level: str) -> None:
     """Record the profile level (``"single_cell"``, ``"well"``, ``"consensus"``...)."""
     uns(adata)["level"] = level
+
+
+def inherit(dst, src, keys: tuple[str, ...] = ("steps", "level")) -> None:
+    """Carry the provenance of ``src`` over to a new AnnData ``dst`` built from it.
+
+    Functions that assemble a new AnnData from another one (``mm.join``'s
+    exploded rows, for instance) call this instead of writing
+    ``dst.uns['imgprof']`` themselves, so that the earlier steps are not lost.
+    Only ``keys`` are copied (deep): the table layout ``to_pandas`` restores
+    belongs to the source table, not to the new object.
+
+    Parameters
+    ----------
+    dst
+        The new AnnData.
+    src
+        The AnnData it was built from.
+    keys
+        Entries of ``src.uns['imgprof']`` to copy.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, imgprof as ip
+    >>> from imgprof._core.provenance import inherit
+    >>> src = ip.datasets.simulate(n_plates=1, seed=0)
+    >>> dst = ad.AnnData(np.zeros((2, 2)))
+    >>> inherit(dst, src)
+    >>> ip.provenance(dst)["function"].tolist() == ip.provenance(src)["function"].tolist()
+    True
+    """
+    import copy as _copy
+
+    store = src.uns.get(UNS_KEY, {})
+    out = uns(dst)
+    for k in keys:
+        if k in store:
+            out[k] = _copy.deepcopy(store[k])

@@ -29,6 +29,276 @@ def _suggest(missing: str, available: Iterable[str], n: int = 5) -> str:
     return f" Did you mean {close}?" if close else ""
 
 
+def check_adata(adata, *, param: str = "adata", var_names: bool = True, min_obs: int = 0) -> None:
+    """Check that ``adata`` is an AnnData (and that its feature names are unique).
+
+    Parameters
+    ----------
+    adata
+        The object to check.
+    param
+        Name of the parameter, used in error messages.
+    var_names
+        Also refuse duplicated ``adata.var_names`` (steps would mix or drop the duplicated columns).
+    min_obs
+        Least number of observations needed.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    TypeError
+        ``adata`` is not an AnnData (a DataFrame, an array, ``None``...).
+    ValueError
+        Duplicated feature names, or fewer than ``min_obs`` observations.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.validation import check_adata
+    >>> check_adata(ip.datasets.simulate(n_plates=1, seed=0))
+    """
+    from anndata import AnnData
+
+    duck = all(hasattr(adata, a) for a in ("obs", "var_names", "n_obs", "X"))  # e.g. aggregate's lazy zarr store
+    if not isinstance(adata, AnnData) and not duck:
+        hint = ""
+        if isinstance(adata, pd.DataFrame):
+            hint = " Convert a profile table first: adata = ip.io.from_pandas(df)."
+        elif isinstance(adata, np.ndarray):
+            hint = " Wrap a matrix first: anndata.AnnData(X)."
+        raise TypeError(f"{param} must be an AnnData, got {type(adata).__name__}.{hint}")
+    if var_names and adata.var_names.has_duplicates:
+        dup = adata.var_names[adata.var_names.duplicated()].unique().tolist()
+        raise ValueError(
+            f"{param}.var_names has {len(dup)} duplicated feature name(s), e.g. {dup[:5]}; every feature must have "
+            "a unique name. Rename or drop them first (adata.var_names_make_unique() keeps all of them)."
+        )
+    if adata.n_obs < min_obs:
+        raise ValueError(f"{param} has {adata.n_obs} observation(s); at least {min_obs} are needed.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _bounds(min_value, max_value, include_min=True, include_max=True) -> str:
+    lo = "" if min_value is None else f"{'>=' if include_min else '>'} {min_value}"
+    hi = "" if max_value is None else f"{'<=' if include_max else '<'} {max_value}"
+    return " and ".join(t for t in (lo, hi) if t) or "any value"
+
+
+def check_int(
+    value: Any, param: str, *, min_value: int | None = None, max_value: int | None = None, allow_none: bool = False
+) -> int | None:
+    """Check an integer parameter and return it as ``int``.
+
+    Parameters
+    ----------
+    value
+        The value given by the user.
+    param
+        Its name, used in error messages.
+    min_value, max_value
+        Inclusive bounds (``None``: unbounded).
+    allow_none
+        Accept ``None`` (returned unchanged).
+
+    Returns
+    -------
+    int or None
+        The checked value.
+
+    Raises
+    ------
+    TypeError
+        Not an integer (``5.7``, ``"30"``, ``True``...).
+    ValueError
+        Out of bounds.
+
+    Examples
+    --------
+    >>> from imgprof._core.validation import check_int
+    >>> check_int(15, "n_neighbors", min_value=1)
+    15
+    """
+    if value is None and allow_none:
+        return None
+    if not _is_int(value):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer() and np.isfinite(value):
+            value = int(value)
+        else:
+            raise TypeError(f"{param} must be an integer ({_bounds(min_value, max_value)}), got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
+        raise ValueError(f"{param} must be an integer {_bounds(min_value, max_value)}, got {value}.")
+    return value
+
+
+def check_float(
+    value: Any,
+    param: str,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    include_min: bool = True,
+    include_max: bool = True,
+    allow_none: bool = False,
+) -> float | None:
+    """Check a finite real parameter and return it as ``float``.
+
+    Parameters
+    ----------
+    value
+        The value given by the user.
+    param
+        Its name, used in error messages.
+    min_value, max_value
+        Bounds (``None``: unbounded).
+    include_min, include_max
+        Whether the bounds themselves are allowed.
+    allow_none
+        Accept ``None`` (returned unchanged).
+
+    Returns
+    -------
+    float or None
+        The checked value.
+
+    Raises
+    ------
+    TypeError
+        Not a real number (a string, a bool...).
+    ValueError
+        NaN, inf or out of bounds.
+
+    Examples
+    --------
+    >>> from imgprof._core.validation import check_float
+    >>> check_float(0.05, "alpha", min_value=0, max_value=1, include_min=False)
+    0.05
+    """
+    if value is None and allow_none:
+        return None
+    if not _is_real(value):
+        raise TypeError(f"{param} must be a number ({_bounds(min_value, max_value, include_min, include_max)}), got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    bad = not np.isfinite(value)
+    if min_value is not None:
+        bad |= value < min_value if include_min else value <= min_value
+    if max_value is not None:
+        bad |= value > max_value if include_max else value >= max_value
+    if bad:
+        raise ValueError(f"{param} must be a finite number {_bounds(min_value, max_value, include_min, include_max)}, got {value!r}.")
+    return value
+
+
+def check_choice(value: Any, param: str, choices: Sequence[Any], *, allow_none: bool = False):
+    """Check that ``value`` is one of ``choices`` and return it.
+
+    Parameters
+    ----------
+    value
+        The value given by the user.
+    param
+        Its name, used in error messages.
+    choices
+        The allowed values.
+    allow_none
+        Accept ``None`` (returned unchanged).
+
+    Returns
+    -------
+    object
+        ``value``.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and the allowed values.
+
+    Examples
+    --------
+    >>> from imgprof._core.validation import check_choice
+    >>> check_choice("pearson", "method", ["pearson", "spearman"])
+    'pearson'
+    """
+    if value is None and allow_none:
+        return None
+    try:
+        ok = value in list(choices)
+    except TypeError:
+        ok = False
+    if not ok or isinstance(value, (bool, np.bool_)) and not any(isinstance(c, bool) for c in choices):
+        raise ValueError(f"{param} must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def check_bool(value: Any, param: str) -> bool:
+    """Check a True/False parameter (``0``/``1``/strings are refused).
+
+    Parameters
+    ----------
+    value
+        The value given by the user.
+    param
+        Its name, used in error messages.
+
+    Returns
+    -------
+    bool
+        ``value``.
+
+    Examples
+    --------
+    >>> from imgprof._core.validation import check_bool
+    >>> check_bool(True, "dropna")
+    True
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{param} must be True or False, got {value!r} ({type(value).__name__}).")
+    return bool(value)
+
+
+def check_new_obs_key(adata, key: str, *, param: str = "key_added", overwrite: bool = False) -> None:
+    """Refuse to replace an existing ``adata.obs`` column unless ``overwrite``.
+
+    Parameters
+    ----------
+    adata
+        The AnnData a result column is written to.
+    key
+        The column name.
+    param
+        The parameter that named it.
+    overwrite
+        Allow replacing an existing column.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.validation import check_new_obs_key
+    >>> check_new_obs_key(ip.datasets.simulate(n_plates=1, seed=0), "leiden")
+    """
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"{param} must be a non-empty string, got {key!r}.")
+    if not overwrite and key in adata.obs.columns:
+        raise ValueError(
+            f"{param}={key!r} is already a column of adata.obs; writing the result there would replace it. "
+            "Pick another name or pass overwrite=True."
+        )
+
+
 def check_obs_keys(adata, keys: str | Sequence[str] | None, *, param: str = "keys") -> list[str]:
     """Check that every key is a column of ``adata.obs``; return them as a list.
 
@@ -37,6 +307,8 @@ def check_obs_keys(adata, keys: str | Sequence[str] | None, *, param: str = "key
     KeyError
         Naming the parameter and each missing column, with close matches.
     """
+    if not hasattr(adata, "obs"):
+        check_adata(adata, var_names=False)  # raises the TypeError saying an AnnData was expected
     keys = as_list(keys)
     missing = [k for k in keys if k not in adata.obs.columns]
     if missing:
@@ -68,7 +340,10 @@ def get_matrix(adata, *, layer: str | None = None, use_rep: str | None = None):
 
     ``use_rep`` names a key of ``.obsm`` (``"X"`` means ``.X``); ``layer`` names
     a key of ``.layers``. Sparse input is densified (profiles are dense).
+    ``adata`` must be an AnnData with unique feature names, and the matrix
+    must be numeric (:func:`check_adata`, :func:`check_array`).
     """
+    check_adata(adata, var_names=use_rep in (None, "X"))
     if layer is not None and use_rep not in (None, "X"):
         raise ValueError("Pass either layer= or use_rep=, not both.")
     if use_rep not in (None, "X"):
@@ -87,6 +362,9 @@ def get_matrix(adata, *, layer: str | None = None, use_rep: str | None = None):
         X = adata.X
     if X is None:
         raise ValueError("adata.X is None: this AnnData holds no feature matrix.")
+    if getattr(X, "dtype", None) is not None and X.dtype.kind not in "fiub":
+        what = f"adata.obsm[{use_rep!r}]" if use_rep not in (None, "X") else f"adata.layers[{layer!r}]" if layer else "adata.X"
+        check_array(X, param=what, var_names=None if use_rep not in (None, "X") else list(map(str, adata.var_names)), min_rows=0, min_cols=0)
     try:
         import scipy.sparse as sp
 
@@ -100,66 +378,220 @@ def get_matrix(adata, *, layer: str | None = None, use_rep: str | None = None):
     return X
 
 
-def check_finite(X, *, what: str = "adata.X", var_names: Sequence[str] | None = None, allow_nan: bool = False) -> None:
-    """Raise ``ValueError`` if ``X`` holds inf (or NaN unless ``allow_nan``).
+def check_numeric(X, *, param: str = "adata.X", var_names: Sequence[str] | None = None) -> None:
+    """Raise ``TypeError`` unless ``X`` (numpy or dask) has a numeric or boolean dtype.
 
-    The message counts the bad entries and names up to five offending columns.
-    Dask arrays are checked lazily only when small enough to be cheap; callers
-    that stream handle finiteness per block.
+    The one numeric-dtype check of the package; for numpy object arrays the
+    message quotes the first value that is not a number and its column.
+
+    Parameters
+    ----------
+    X
+        numpy or dask array.
+    param
+        What ``X`` is, in the message.
+    var_names
+        Column names, to name the column of the offending value.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof._core.validation import check_numeric
+    >>> check_numeric(np.ones((2, 2)))
     """
-    if is_dask(X):
+    if X.dtype.kind in "fiub":
         return
-    X = np.asarray(X)
-    if not np.issubdtype(X.dtype, np.number):
-        raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
-    bad = ~np.isfinite(X) if not allow_nan else np.isinf(X)
-    if bad.any():
+    example = ""
+    if not is_dask(X) and getattr(X, "size", 0):
+        flat = np.asarray(X).ravel()
+        ncol = X.shape[1] if X.ndim == 2 else 1
+        for k in range(min(flat.size, 10000)):
+            v = flat[k]
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                col = k % ncol
+                name = var_names[col] if var_names is not None and X.ndim == 2 else col
+                example = f" (e.g. {v!r} in column {name!r})"
+                break
+    raise TypeError(
+        f"{param} must hold numbers, got dtype {X.dtype}{example}. Features must be numeric: "
+        "convert them, or move text columns to .obs."
+    )
+
+
+def check_array(
+    X,
+    *,
+    param: str = "adata.X",
+    var_names: Sequence[str] | None = None,
+    allow_nan: bool = True,
+    allow_inf: bool = False,
+    min_rows: int = 1,
+    min_cols: int = 1,
+    check_dask_finite: bool = False,
+):
+    """The one matrix check (like scikit-learn's ``check_array``), numpy and dask aware.
+
+    Checks that ``X`` is 2-D, numeric (or boolean), has at least ``min_rows``
+    rows and ``min_cols`` columns, and holds no inf (and no NaN unless
+    ``allow_nan``). Dask arrays get the dtype and shape checks for free; their
+    values are scanned only with ``check_dask_finite=True`` (one pass).
+
+    Parameters
+    ----------
+    X
+        numpy/dask array (a DataFrame is converted).
+    param
+        What ``X`` is, in messages (``"adata.X"``, ``"adata.layers['raw']"``...).
+    var_names
+        Column names, to name the offending columns.
+    allow_nan, allow_inf
+        Which non-finite values are acceptable.
+    min_rows, min_cols
+        Least shape.
+    check_dask_finite
+        Scan dask arrays for non-finite values too.
+
+    Returns
+    -------
+    array
+        ``X`` (a numpy array unless it was dask).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric dtype (strings, objects), naming an example value and its column.
+    ValueError
+        Wrong number of dimensions, too few rows/columns, NaN/inf values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof._core.validation import check_array
+    >>> check_array(np.ones((3, 2))).shape
+    (3, 2)
+    """
+    if isinstance(X, pd.DataFrame):
+        X = X.to_numpy()
+    dask = is_dask(X)
+    if not dask:
+        X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{param} must be a 2-D matrix (observations x features), got shape {X.shape}.")
+    check_numeric(X, param=param, var_names=var_names)
+    if X.shape[0] < min_rows:
+        raise ValueError(f"{param} has {X.shape[0]} row(s) (observations); at least {min_rows} needed.")
+    if X.shape[1] < min_cols:
+        raise ValueError(f"{param} has {X.shape[1]} column(s) (features); at least {min_cols} needed.")
+    if X.dtype.kind not in "f" or (allow_nan and allow_inf):
+        return X
+    if dask:
+        if not check_dask_finite:
+            return X
+        import dask.array as da
+
+        bad = da.isinf(X) if allow_nan else ~da.isfinite(X)
+        per_col = np.asarray(bad.sum(axis=0).compute())
+    else:
+        bad = np.isinf(X) if allow_nan else ~np.isfinite(X)
+        per_col = bad.sum(axis=0) if bad.any() else None
+    if per_col is not None and per_col.any():
         kind = "inf" if allow_nan else "NaN/inf"
-        n = int(bad.sum())
-        cols = np.flatnonzero(bad.any(axis=0)) if X.ndim == 2 else np.array([], dtype=int)
+        cols = np.flatnonzero(per_col)
         names = [str(var_names[c]) for c in cols[:5]] if var_names is not None else cols[:5].tolist()
         raise ValueError(
-            f"{what} contains {n} {kind} value(s) in {len(cols)} column(s), e.g. {names}. "
+            f"{param} contains {int(per_col.sum())} {kind} value(s) in {len(cols)} column(s), e.g. {names}. "
             "Impute or drop them first (e.g. ip.pp.feature_select(..., operation=['drop_na_columns']))."
         )
+    return X
+
+
+def check_finite(X, *, what: str = "adata.X", var_names: Sequence[str] | None = None, allow_nan: bool = False) -> None:
+    """Raise ``ValueError`` if ``X`` holds inf (or NaN unless ``allow_nan``); see :func:`check_array`.
+
+    Dask arrays are not scanned here (callers that stream check per block).
+    """
+    if not is_dask(X) and np.ndim(X) == 1:
+        X = np.asarray(X)[:, None]
+    check_array(X, param=what, var_names=var_names, allow_nan=allow_nan, min_rows=0, min_cols=0)
 
 
 def resolve_mask(adata, selection, *, param: str = "controls", allow_empty: bool = False) -> np.ndarray:
-    """Turn a selection of observations into a boolean mask.
+    """Alias of :func:`imgprof._core.selection.resolve_rows` (the one selection resolver).
 
-    ``selection`` may be ``None`` (all rows), a pandas query string evaluated on
-    ``adata.obs`` (e.g. ``"Metadata_control_type == 'negcon'"``), a boolean
-    array/Series of length ``n_obs``, or a list of obs names.
+    Parameters
+    ----------
+    adata
+        The AnnData whose rows are selected.
+    selection
+        Query string, boolean mask, boolean Series (aligned by index), obs names or ``None``.
+    param
+        Parameter name for error messages.
+    allow_empty
+        Accept a selection matching no row.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of length ``n_obs``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.validation import resolve_mask
+    >>> int(resolve_mask(ip.datasets.simulate(n_plates=1, seed=0), None).sum()) > 0
+    True
     """
-    n = adata.n_obs
-    if selection is None:
-        return np.ones(n, dtype=bool)
-    if isinstance(selection, str):
-        try:
-            mask = adata.obs.eval(selection)
-        except Exception as e:  # pandas raises many types here
-            raise ValueError(f"{param}={selection!r} could not be evaluated on adata.obs: {e}") from e
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (n,):
-            raise ValueError(f"{param}={selection!r} did not evaluate to one boolean per observation.")
-    elif isinstance(selection, (pd.Series, np.ndarray)) and np.asarray(selection).dtype == bool:
-        mask = np.asarray(selection, dtype=bool)
-        if mask.shape != (n,):
-            raise ValueError(f"{param}: boolean mask has length {mask.shape[0]}, expected n_obs={n}.")
-    else:
-        names = pd.Index(as_list(selection) if not isinstance(selection, str) else [selection])
-        missing = names.difference(adata.obs_names)
-        if len(missing):
-            raise KeyError(f"{param}: observation names {list(missing[:5])} not in adata.obs_names.")
-        mask = adata.obs_names.isin(names)
-    if not allow_empty and not mask.any():
-        raise ValueError(f"{param}={selection!r} selects no observation (0 of {n} rows match).")
-    return mask
+    from .selection import resolve_rows
+
+    return resolve_rows(adata, selection, param=param, allow_empty=allow_empty)
 
 
-def start(adata, copy: bool):
-    """Scanpy's copy idiom: return the object to modify."""
-    return adata.copy() if copy else adata
+def start(adata, copy: bool, *, param: str = "adata"):
+    """Scanpy's copy idiom: return the object to modify.
+
+    Checks that ``adata`` is an AnnData without duplicated feature names, and
+    refuses to modify a view in place: anndata views share their arrays (and
+    ``.uns``) with the parent, so an in-place step could write through to it.
+
+    Parameters
+    ----------
+    adata
+        The AnnData a step was given.
+    copy
+        The step's ``copy`` argument.
+    param
+        Parameter name for error messages.
+
+    Returns
+    -------
+    AnnData
+        A copy when ``copy``, else ``adata`` itself (never a view).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.validation import start
+    >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
+    >>> start(adata, copy=True) is adata
+    False
+    """
+    check_adata(adata, param=param)
+    if not isinstance(copy, (bool, np.bool_)):
+        raise TypeError(f"copy must be True or False, got {copy!r}.")
+    if copy:
+        return adata.copy()
+    if adata.is_view:
+        raise ValueError(
+            f"{param} is a view of another AnnData (e.g. adata[mask]); modifying it in place could change the parent. "
+            "Pass copy=True, or make it an independent object first: sub = adata[mask].copy()."
+        )
+    return adata
 
 
 def finish(adata, copy: bool):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._core.validation import check_array
+
 
 def check_embedding(X, *, what: str = "X") -> np.ndarray:
-    """2-D finite float array, or a ValueError naming ``what``."""
+    """2-D finite float array, or a ValueError/TypeError naming ``what`` (see ``_core.validation.check_array``)."""
     if isinstance(X, pd.DataFrame):
         X = X.to_numpy()
     try:
@@ -17,21 +19,7 @@ def check_embedding(X, *, what: str = "X") -> np.ndarray:
             X = X.toarray()
     except ImportError:  # pragma: no cover
         pass
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array (n_obs, n_dims), got shape {X.shape}.")
-    if not np.issubdtype(X.dtype, np.number):
-        raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
-    if X.shape[0] < 2:
-        raise ValueError(f"{what} has {X.shape[0]} observation(s); at least 2 are needed.")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=1))
-        cols = np.flatnonzero(bad.any(axis=0))
-        raise ValueError(
-            f"{what} contains {int(bad.sum())} NaN/inf value(s) in {len(rows)} row(s) and {len(cols)} column(s) "
-            f"(first rows {rows[:5].tolist()}, columns {cols[:5].tolist()}). Impute or drop them before benchmarking."
-        )
+    X = check_array(np.asarray(X), param=what, allow_nan=False, min_rows=2, min_cols=1)
     if not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
     return X

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._core.validation import as_list, check_obs_keys, resolve_mask
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_int,
+    check_obs_keys,
+    resolve_mask,
+)
 from . import batch as _batch
 from . import bio as _bio
 from ._checks import check_embedding
@@ -230,6 +236,7 @@ class Benchmarker:
         neighbors_method: str = "auto",
         on_circular: str = "warn",
     ):
+        check_adata(adata, var_names=False)  # embeddings are benchmarked, not features
         if bio_conservation_metrics is None and batch_correction_metrics is None:
             raise ValueError("Either batch or bio metrics must be defined.")
         self._adata = adata
@@ -242,7 +249,9 @@ class Benchmarker:
         if dup.has_duplicates:
             raise ValueError(f"embedding_obsm_keys has duplicates: {dup[dup.duplicated()].tolist()}.")
         self._pre_key = pre_integrated_embedding_obsm_key
-        self._n_neighbors = tuple(int(k) for k in n_neighbors)
+        if isinstance(n_neighbors, (str, int)) or len(n_neighbors) != 3:
+            raise ValueError(f"n_neighbors must be three sizes (graph connectivity/Leiden, kBET, LISI), got {n_neighbors!r}.")
+        self._n_neighbors = tuple(check_int(k, "n_neighbors", min_value=1) for k in n_neighbors)
         if len(self._n_neighbors) != 3:
             raise ValueError("n_neighbors must be three sizes: (graph connectivity/Leiden, kBET, LISI).")
         self._neighbors_method = neighbors_method

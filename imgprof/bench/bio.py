@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._core.selection import check_bool_vector
 from ._checks import check_embedding, check_vector
 from ._kernels import codes_of, lisi_probabilities, silhouette_samples, simpson_index
 from ._neighbors import Neighbors, as_neighbors
@@ -299,6 +300,11 @@ def map_nonrep(
     return_ap
         Also return the per-profile AP table.
 
+    Returns
+    -------
+    float
+        Mean of the per-label mAPs (with the per-profile AP table when ``return_ap``).
+
     Examples
     --------
     >>> import imgprof as ip
@@ -314,7 +320,7 @@ def map_nonrep(
     labels = check_vector(labels, n, what="labels")
     keep = np.ones(n, dtype=bool)
     if negcon is not None:
-        negcon = check_vector(negcon, n, what="negcon").astype(bool)
+        negcon = check_bool_vector(negcon, n, param="negcon")
         keep = ~negcon
     if groups is not None:
         groups = check_vector(groups, n, what="groups")
@@ -359,6 +365,11 @@ def map_negcon(
     return_ap
         Also return the per-profile AP table.
 
+    Returns
+    -------
+    float
+        Mean of the per-label mAPs against the negative controls (with the AP table when ``return_ap``).
+
     Examples
     --------
     >>> import imgprof as ip
@@ -374,7 +385,7 @@ def map_negcon(
     labels = check_vector(labels, n, what="labels")
     if negcon is None:
         raise ValueError("map_negcon: give the negative controls (negcon=boolean mask).")
-    negcon = check_vector(negcon, n, what="negcon").astype(bool)
+    negcon = check_bool_vector(negcon, n, param="negcon")
     if not negcon.any():
         raise ValueError("map_negcon: negcon selects no observation; negative controls are the negatives of this mAP.")
     if negcon.all():

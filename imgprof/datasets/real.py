@@ -12,7 +12,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._core.provenance import log_step
+from .._core.provenance import UNS_KEY, log_step, set_level
 
 
 def data_path(*parts: str) -> Path:
@@ -98,7 +98,8 @@ def cmqtl_crispri(join: str = "inner") -> ad.AnnData:
     adata = ad.concat(parts, join=join, merge="first", uns_merge=None)
     var = pd.concat([a.var for a in parts])  # join="outer" keeps features of either batch
     adata.var = var[~var.index.duplicated()].loc[adata.var_names]
-    adata.uns["imgprof"] = {"level": "well"}
+    adata.uns.pop(UNS_KEY, None)
+    set_level(adata, "well")
     return _tag(adata, "cmqtl_crispri", "BSD-3-Clause")
 
 

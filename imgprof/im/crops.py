@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .._core.validation import check_int
+
 __all__ = ["TorchFeaturizer", "extract_crops", "featurize_site", "intensity_histogram_featurizer"]
 
 Featurizer = Callable[[np.ndarray], np.ndarray]
@@ -74,9 +76,7 @@ def extract_crops(
             raise ValueError(f"images[{c!r}] has shape {np.shape(images[c])}, labels have {labels.shape}.")
     if mask not in ("none", "object", "others"):
         raise ValueError(f"mask={mask!r}: expected 'none', 'object' or 'others'.")
-    size = int(size)
-    if size < 1:
-        raise ValueError(f"size={size}: must be positive.")
+    size = check_int(size, "size", min_value=1)
     if object_numbers is None:
         ids = np.unique(labels)
         ids = ids[ids > 0]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._core.validation import check_float
+
 __all__ = [
     "apply_illumination",
     "compute_illumination",
@@ -92,6 +94,7 @@ def smooth_illumination(
         raise ValueError(f"method={method!r}: expected 'median', 'gaussian', 'polynomial' or None.")
     if rescale not in ("median", "min", None):
         raise ValueError(f"rescale={rescale!r}: expected 'median', 'min' or None.")
+    check_float(filter_size, "filter_size", min_value=0.0, include_min=False, allow_none=True)
     downsample = int(downsample)
     if downsample < 1:
         raise ValueError(f"downsample={downsample}: must be >= 1.")

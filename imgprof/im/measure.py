@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._core.validation import check_int
+
 __all__ = ["FEATURE_GROUPS", "measure_objects", "objects_to_anndata"]
 
 #: Feature groups measured by default (all of CellProfiler's standard Cell Painting groups).
@@ -254,6 +256,10 @@ def measure_objects(
     unknown = [f for f in features if f not in FEATURE_GROUPS]
     if unknown:
         raise ValueError(f"features: unknown group(s) {unknown}; choose from {list(FEATURE_GROUPS)}.")
+    check_int(radial_bins, "radial_bins", min_value=1)
+    check_int(texture_gray_levels, "texture_gray_levels", min_value=2)
+    for scale in texture_scales:
+        check_int(scale, "texture_scales", min_value=1)
     bad_corr = [c for c in correlations if c not in _CORRELATIONS]
     if bad_corr:
         raise ValueError(f"correlations: unknown measure(s) {bad_corr}; choose from {list(_CORRELATIONS)}.")
@@ -395,6 +401,8 @@ def objects_to_anndata(df: pd.DataFrame, *, metadata: Mapping[str, Any] | None =
     """
     from ..io.profiles import from_pandas
 
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be the DataFrame of object measurements (measure_objects), got {type(df).__name__}.")
     df = df.copy()
     for k, v in (metadata or {}).items():
         df.insert(0, k, v)

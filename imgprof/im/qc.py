@@ -54,9 +54,12 @@ def power_log_log_slope(image: np.ndarray) -> float:
     >>> power_log_log_slope(ndi.gaussian_filter(img, 2)) < power_log_log_slope(img)
     True
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}.")
+    if img.dtype.kind not in "fiub":
+        raise TypeError(f"image must be a numeric 2-D array, got dtype {img.dtype}.")
+    img = img.astype(np.float64, copy=False)
     if img.size == 0 or np.ptp(img) == 0:
         return 0.0
     h, w = img.shape
@@ -102,9 +105,12 @@ def image_quality(image: np.ndarray) -> dict[str, float]:
     >>> q["PercentMaximal"], q["StdIntensity"]
     (100.0, 0.0)
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}.")
+    if img.dtype.kind not in "fiub":
+        raise TypeError(f"image must be a numeric 2-D array, got dtype {img.dtype}.")
+    img = img.astype(np.float64, copy=False)
     if img.size == 0:
         raise ValueError("empty image (0 pixels).")
     mn, mx, mean = float(img.min()), float(img.max()), float(img.mean())

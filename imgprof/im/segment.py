@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._core.validation import check_float
+
 __all__ = [
     "CellProfilerSegmenter",
     "CellposeSegmenter",
@@ -123,6 +125,11 @@ def threshold_image(
     data = image[mask] if mask is not None else image.ravel()
     if isinstance(method, (int, float)) and not isinstance(method, bool):
         return float(method)
+    if method not in ("minimum_cross_entropy", "li", "otsu", "otsu3_foreground", "otsu3_background"):
+        raise ValueError(
+            f"method={method!r}: expected 'minimum_cross_entropy', 'otsu', 'otsu3_foreground', "
+            "'otsu3_background' or a number."
+        )
     if data.size == 0:
         thr = 0.0
     elif np.all(data == data[0]):
@@ -224,7 +231,8 @@ def fill_labeled_holes(labels: np.ndarray, max_hole_area: float | None = None) -
     >>> int(fill_labeled_holes(lab)[3, 3])
     1
     """
-    labels = np.asarray(labels)
+    labels = _check_labels(labels)
+    check_float(max_hole_area, "max_hole_area", min_value=0.0, allow_none=True)
     is_bool = labels.dtype == bool
     lab = labels.astype(np.int64)
     bg, n = ndi.label(lab == 0, _FOUR)

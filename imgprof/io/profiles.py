@@ -161,6 +161,12 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     use_rep
         Export an embedding from ``.obsm`` (columns ``<use_rep>_0``...) instead of features.
 
+    Returns
+    -------
+    pandas.DataFrame
+        Metadata then features. Source dtypes are restored for ``.X`` only, and an
+        integer dtype only where every value is still a whole number (never truncated).
+
     Examples
     --------
     >>> import imgprof as ip
@@ -195,11 +201,13 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
             else:
                 obs[c] = obs[c].astype(cats.dtype)
     feats = pd.DataFrame(X, columns=feat_names, index=obs.index)
+    if layer is not None:
+        dtypes = {}  # a layer is a derived matrix (normalized, corrected): its values are not the source's
     for c, dt in dtypes.items():
         if dt and dt != str(feats[c].dtype):
             col = feats[c]
-            if np.issubdtype(np.dtype(dt), np.integer) and col.isna().any():
-                continue  # NaN cannot live in an int column: keep float rather than fail
+            if np.issubdtype(np.dtype(dt), np.integer) and (col.isna().any() or not np.array_equal(col, np.round(col))):
+                continue  # NaN or fractions cannot live in an int column: keep float rather than truncate
             feats[c] = _restore_dtype(col, dt)
     df = pd.concat([obs, feats], axis=1)
     original = list(store.get("columns", []))

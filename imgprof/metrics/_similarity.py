@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._core.validation import check_numeric
+
 METRICS = ("cosine", "abs_cosine", "correlation", "euclidean", "manhattan", "chebyshev")
 
 
@@ -39,8 +41,7 @@ def prepare(X, metric: str | Callable, dtype) -> Prepared:
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"profiles must be a 2-D matrix, got shape {X.shape}.")
-    if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
-        raise TypeError(f"profiles must be numeric, got dtype {X.dtype}.")
+    check_numeric(X, param="profiles")
     X = np.array(X, dtype=dtype, copy=True)
     reason = np.full(X.shape[0], "", dtype=object)
     nonfinite = ~np.isfinite(X).all(axis=1)

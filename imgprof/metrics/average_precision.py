@@ -28,7 +28,19 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import as_list, check_df_keys, check_obs_keys, get_matrix, is_dask, resolve_mask
+from .._core.validation import (
+    as_list,
+    check_bool,
+    check_df_keys,
+    check_float,
+    check_int,
+    check_new_obs_key,
+    check_obs_keys,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+    start,
+)
 from . import _pairs
 from ._similarity import check_metric, pair_similarity, prepare, similarity
 
@@ -555,6 +567,7 @@ def average_precision(
     dtype: str = "float64",
     key_added: str | None = None,
     max_block_elements: int = 2**23,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Average precision of every profile's positives against its negatives (copairs-compatible).
 
@@ -593,9 +606,12 @@ def average_precision(
         ``"float64"`` (default, matches copairs) or ``"float32"`` (faster).
     key_added
         If given, write the AP to ``adata.obs[key_added]`` (not in per-label
-        multi-label mode).
+        multi-label mode). ``adata`` must then not be a view, and an existing
+        column is refused unless ``overwrite=True``.
     max_block_elements
         Memory bound: most query × candidate similarities held at once.
+    overwrite
+        Allow ``key_added`` to replace an existing ``.obs`` column.
 
     Returns
     -------
@@ -615,6 +631,10 @@ def average_precision(
     >>> bool(ap["average_precision"].dropna().between(0, 1).all())
     True
     """
+    if key_added is not None:
+        start(adata, False)  # refuses a view: the AP column would be written into it
+        check_new_obs_key(adata, key_added, param="key_added", overwrite=check_bool(overwrite, "overwrite"))
+    max_block_elements = check_int(max_block_elements, "max_block_elements", min_value=1)
     X = _matrix(adata, layer, use_rep, "adata")
     ref_X = ref_obs = None
     if reference is not None:
@@ -712,10 +732,9 @@ def mean_average_precision(
         raise TypeError(f"ap must be the DataFrame returned by average_precision, got {type(ap).__name__}.")
     check_df_keys(ap, ["average_precision", "n_pos_pairs", "n_total_pairs"], param="ap", where="the AP table")
     check_df_keys(ap, sameby, param="sameby", where="the AP table")
-    if int(null_size) < 1:
-        raise ValueError(f"null_size must be >= 1, got {null_size}.")
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
+    null_size = check_int(null_size, "null_size", min_value=1)
+    threshold = check_float(threshold, "threshold", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
+    check_int(seed, "seed", min_value=0, allow_none=True)
     df = ap.loc[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)
     if df.empty:
         raise ValueError("mean_average_precision: no profile has a finite AP with at least one positive pair.")
@@ -746,6 +765,13 @@ def mean_average_precision(
 # ---------------------------------------------------------------------------
 
 _REF = "__imgprof_reference_index"
+
+
+def _check_null_args(null_size, threshold, seed) -> None:
+    """Validate the null-distribution arguments up front (before any AP is computed)."""
+    check_int(null_size, "null_size", min_value=1)
+    check_float(threshold, "threshold", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
+    check_int(seed, "seed", min_value=0, allow_none=True)
 
 
 def phenotypic_activity(
@@ -804,6 +830,7 @@ def phenotypic_activity(
     >>> "below_corrected_p" in act
     True
     """
+    _check_null_args(null_size, threshold, seed)
     keys = as_list(perturbation_key)
     check_obs_keys(adata, keys, param="perturbation_key")
     sc = as_list(sameby_controls)
@@ -894,6 +921,7 @@ def phenotypic_consistency(
     True
     """
 
+    _check_null_args(null_size, threshold, seed)
     check_obs_keys(adata, [annotation_key, perturbation_key], param="annotation_key/perturbation_key")
     if aggregate not in (None, "median", "mean"):
         raise ValueError(f"aggregate must be 'median', 'mean' or None, got {aggregate!r}.")

@@ -23,7 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .._core.validation import as_list, check_obs_keys, get_matrix, is_dask, resolve_mask
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_choice,
+    check_float,
+    check_int,
+    check_obs_keys,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+)
 from ._pairs import split_labels
 
 METHODS = ("spearman", "pearson", "cosine")
@@ -215,8 +225,11 @@ def percent_replicating(
     >>> 0 <= res.percent <= 1
     True
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
+    check_choice(method, "method", list(METHODS))
+    n_null = check_int(n_null, "n_null", min_value=1)
+    alpha = check_float(alpha, "alpha", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
+    check_int(seed, "seed", min_value=0, allow_none=True)
+    check_adata(adata, min_obs=1)
     keys = as_list(replicate_key)
     strata = as_list(groupby)
     check_obs_keys(adata, keys, param="replicate_key")
@@ -308,8 +321,11 @@ def percent_matching(
     >>> res.kind
     'matching'
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
+    check_choice(method, "method", list(METHODS))
+    n_null = check_int(n_null, "n_null", min_value=1)
+    alpha = check_float(alpha, "alpha", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
+    check_int(seed, "seed", min_value=0, allow_none=True)
+    check_adata(adata, min_obs=1)
     if aggregate not in (None, "median", "mean"):
         raise ValueError(f"aggregate must be 'median', 'mean' or None, got {aggregate!r}.")
     check_obs_keys(adata, [annotation_key, perturbation_key], param="annotation_key/perturbation_key")

@@ -16,7 +16,15 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import check_df_keys, check_obs_keys, get_matrix, is_dask, resolve_mask
+from .._core.validation import (
+    check_df_keys,
+    check_float,
+    check_int,
+    check_obs_keys,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+)
 
 __all__ = [
     "align",
@@ -39,6 +47,10 @@ def _dense(X) -> np.ndarray:
 
 
 def _two_mods(mdata, mods) -> tuple[str, str]:
+    if not hasattr(mdata, "mod") or not isinstance(getattr(mdata, "mod", None), Mapping):
+        raise TypeError(
+            f"mdata must be a MuData with two modalities (from ip.mm.join), got {type(mdata).__name__}."
+        )
     names = list(mdata.mod.keys())
     mods = tuple(mods) if mods is not None else tuple(names)
     if len(mods) != 2:
@@ -65,6 +77,11 @@ def _paired(mdata, mods, use_rep=None) -> tuple[np.ndarray, np.ndarray, list[str
         if not np.isfinite(M).all():
             raise ValueError(f"{m}: the profiles contain NaN/inf; impute or drop those features first.")
     return X, Y, names
+
+
+def _check_align_args(n_components, n_pcs) -> None:
+    check_int(n_components, "n_components", min_value=1)
+    check_int(n_pcs, "n_pcs", min_value=1, allow_none=True)
 
 
 class _Aligner:
@@ -171,6 +188,13 @@ def align(
     seed
         PCA random state.
 
+    Returns
+    -------
+    None
+        Writes ``mdata[mod].obsm[key_added]`` for both modalities and ``mdata.uns[key_added]``
+        (the number of components actually used, the canonical correlations). A
+        ``n_components`` larger than the pairs allow is reduced with a warning.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -181,9 +205,16 @@ def align(
     >>> mdata["morph"].obsm["X_cca"].shape
     (15, 2)
     """
+    _check_align_args(n_components, n_pcs)
     a, b = _two_mods(mdata, mods)
     X, Y, names = _paired(mdata, (a, b), use_rep)
     al = _Aligner(method, n_components, n_pcs, scale, seed).fit(X, Y)
+    if al.k < n_components:
+        warnings.warn(
+            f"align: n_components={n_components} is more than {len(names)} pairs allow; using n_components={al.k}.",
+            UserWarning,
+            stacklevel=2,
+        )
     U, V = al.transform(X, Y)
     key = key_added or f"X_{method}"
     mdata[a].obsm[key] = U
@@ -195,9 +226,10 @@ def align(
     }
     mdata.uns[key] = info
     for m in (a, b):
-        log_step(mdata[m], "mm.align", {"method": method, "n_components": n_components, "n_pcs": n_pcs, "scale": scale,
-                                        "use_rep": use_rep, "key_added": key})
-    log_step(mdata, "mm.align", {"method": method, "n_components": n_components, "n_pcs": n_pcs, "mods": [a, b]},
+        log_step(mdata[m], "mm.align", {"method": method, "n_components": int(al.k), "n_components_requested": n_components,
+                                        "n_pcs": n_pcs, "scale": scale, "use_rep": use_rep, "key_added": key})
+    log_step(mdata, "mm.align", {"method": method, "n_components": int(al.k), "n_components_requested": n_components,
+                                 "n_pcs": n_pcs, "mods": [a, b]},
              correlations=info["correlations"])
 
 
@@ -271,6 +303,10 @@ def cross_retrieval(
 
     from ..metrics import average_precision_kernel, benjamini_hochberg, expected_ap, random_ap
 
+    _check_align_args(n_components, n_pcs)
+    check_int(n_splits, "n_splits", min_value=2)
+    check_int(null_size, "null_size", min_value=1)
+    check_float(threshold, "threshold", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
     a, b = _two_mods(mdata, mods)
     X, Y, names = _paired(mdata, (a, b), use_rep)
     n = len(names)

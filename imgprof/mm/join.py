@@ -19,10 +19,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._core.provenance import log_step, set_level
+from .._core.provenance import UNS_KEY, inherit, log_step, set_level
 from .._core.validation import (
     as_list,
     check_df_keys,
+    check_float,
+    check_new_obs_key,
     check_obs_keys,
     finish,
     get_matrix,
@@ -552,7 +554,9 @@ def _exploded(adata: ad.AnnData, side: _Side, matched: set, mod: str, comp_names
     for c in comp_names:
         obs[f"mm_{c}"] = kf[c].to_numpy()
     sub = ad.AnnData(X=X, obs=obs, var=adata.var.copy())
-    sub.uns["imgprof"] = {"level": adata.uns.get("imgprof", {}).get("level", "well")}
+    inherit(sub, adata)  # earlier provenance steps and the level travel with the rows
+    if "level" not in sub.uns[UNS_KEY]:
+        set_level(sub, "well")
     return sub
 
 
@@ -914,6 +918,7 @@ def recode_dose(
     off_series: str = "nan",
     key_added: str = "Metadata_dose_recode",
     copy: bool = False,
+    overwrite: bool = False,
 ):
     """Convert doses to µM and recode them onto a nominal dose series, explicitly.
 
@@ -935,6 +940,13 @@ def recode_dose(
         See :func:`imgprof.mm.join` (``dose_series`` etc.).
     key_added, copy
         Output column; return a copy instead of modifying ``adata``.
+    overwrite
+        Allow ``key_added`` (or ``key_added + "_status"``) to replace existing
+        ``.obs`` columns (default: refuse, naming them).
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``.
 
     Examples
     --------
@@ -944,8 +956,11 @@ def recode_dose(
     >>> int(adata.obs["Metadata_dose_recode_status"].value_counts()["on_series"])
     330
     """
-    adata = start(adata, copy)
     check_obs_keys(adata, dose_key, param="dose_key")
+    for k in (key_added, f"{key_added}_status"):
+        check_new_obs_key(adata, k, param="key_added", overwrite=overwrite)
+    check_float(rtol, "rtol", min_value=0.0)
+    adata = start(adata, copy)
     u = _resolve_unit(adata.obs, unit, "adata")
     um = to_micromolar(adata.obs[dose_key].to_numpy(), u if isinstance(u, str) else u.to_numpy(), where=f"adata.obs[{dose_key!r}]")
     hint = unit_mismatch_hint(um, series, rtol, unit_factor(u) if isinstance(u, str) else None)

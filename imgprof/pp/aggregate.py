@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from .._core.anatomy import parse_feature_names
-from .._core.features import METADATA_PREFIXES, check_numeric_features, split_columns
+from .._core.features import METADATA_PREFIXES, check_numeric_features, record_values_changed, split_columns
 from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
 from .._core.provenance import UNS_KEY, log_step, set_level
-from .._core.validation import as_list, check_df_keys, check_obs_keys, get_matrix, is_dask
+from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_numeric, check_obs_keys, get_matrix, is_dask
 
 PathLike = str | os.PathLike
 
@@ -123,11 +123,19 @@ def _assemble(
     if count_key is not None:
         obs_dtypes[count_key] = "int64"
     var = var.copy()
-    if "input_dtype" in var.columns:
-        var["input_dtype"] = "float64"  # medians/means are float: to_pandas must not cast them back to int
+    record_values_changed(var, np.float64, replace_all=True)  # medians/means are float: to_pandas must not cast them back to int
     result = ad.AnnData(X=Xout, obs=out_obs, var=var, uns=_new_uns(src_uns, out_obs, var.index, obs_dtypes))
     set_level(result, level)
     return result, n_nan
+
+
+def _check_count_key(count_key: str | None, columns, overwrite: bool, *, where: str) -> None:
+    """Refuse a ``count_key`` that would replace an existing annotation column (unless ``overwrite``)."""
+    if count_key is not None and not overwrite and count_key in set(map(str, columns)):
+        raise ValueError(
+            f"count_key={count_key!r} is already a column of {where}; the counts would replace it. "
+            "Pick another count_key, count_key=None, or pass overwrite=True."
+        )
 
 
 def grouped_result(
@@ -162,6 +170,7 @@ def aggregate(
     metadata: Sequence[str] | None = None,
     n_jobs: int | None = None,
     spill_dir: PathLike | None = None,
+    overwrite: bool = False,
 ) -> ad.AnnData:
     """Aggregate single-cell profiles into well (or any ``by``) profiles.
 
@@ -205,6 +214,9 @@ def aggregate(
         For a parquet or zarr path whose rows are not grouped by ``by``: folder for
         the temporary bucket files (default: the system's temporary folder; they
         take about the size of the features as float64 and are deleted at the end).
+    overwrite
+        Allow ``count_key`` to name an existing ``.obs`` / metadata column, which
+        the count then replaces (default: refuse, naming the column).
 
     Returns
     -------
@@ -250,6 +262,11 @@ def aggregate(
     (8, True)
     """
     func = _check_func(operation)
+    check_bool(overwrite, "overwrite")
+    check_bool(dropna, "dropna")
+    check_int(n_jobs, "n_jobs", min_value=1, allow_none=True)
+    if count_key is not None and (not isinstance(count_key, str) or not count_key):
+        raise TypeError(f"count_key must be a non-empty string or None, got {count_key!r}.")
     if inf not in ("raise", "propagate"):
         raise ValueError(f"inf must be 'raise' or 'propagate', got {inf!r}.")
     by = as_list(by)
@@ -264,11 +281,13 @@ def aggregate(
             return _aggregate_parquet(
                 path, by, func=func, count_key=count_key, keep_metadata=keep_metadata, dropna=dropna, inf=inf,
                 level=level, features=features, metadata=metadata, n_jobs=n_jobs, spill_dir=spill_dir,
+                overwrite=overwrite,
             )
         if name.endswith(".zarr"):
             if features is not None or metadata is not None:
                 raise ValueError("features= and metadata= apply to parquet input only.")
             adata = _open_zarr_store(path, by, keep_metadata, layer)
+            _check_count_key(count_key, adata.obs.columns, overwrite, where=str(path))
             zarr_X = adata.zarr_layer if layer is not None else adata.zarr_X
             if zarr_X is not None and count_key not in by:
                 return _aggregate_zarr_streamed(
@@ -279,6 +298,8 @@ def aggregate(
             raise ValueError(f"{path}: aggregate streams .parquet files and .zarr stores; read other formats with ip.io.read_profiles.")
     elif not isinstance(adata, (ad.AnnData, _ZarrProfiles)):
         raise TypeError(f"adata must be an AnnData or a path, got {type(adata).__name__}.")
+    else:
+        check_adata(adata)
     if features is not None or metadata is not None:
         raise ValueError("features= and metadata= apply to parquet input only; subset the AnnData instead (adata[:, cols]).")
     if spill_dir is not None:
@@ -286,11 +307,12 @@ def aggregate(
     check_obs_keys(adata, by, param="by")
     if count_key is not None and count_key in by:
         raise ValueError(f"count_key={count_key!r} is also a by= key.")
-    X = get_matrix(adata, layer=layer)
+    _check_count_key(count_key, adata.obs.columns, overwrite, where="adata.obs")
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to aggregate.")
+    X = get_matrix(adata, layer=layer)  # numeric dtype checked there
     if not is_dask(X):
         X = np.asarray(X)
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
     obs = adata.obs
     codes, groups = group_codes(obs, by, dropna=dropna, param="by")
     n_groups = len(groups)
@@ -713,7 +735,7 @@ def _resolve_threads(n_jobs: int | None) -> int:
 
 def _aggregate_parquet(
     path: Path, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, features, metadata, n_jobs,
-    spill_dir=None,
+    spill_dir=None, overwrite: bool = False,
 ) -> ad.AnnData:
     import threading
 
@@ -734,6 +756,7 @@ def _aggregate_parquet(
     drop_ids = [c for c in ("ImageNumber", "ObjectNumber") if c in feat_cols]
     feat_cols = [c for c in feat_cols if c not in drop_ids]
     meta_cols = [c for c in meta_cols if c not in by_set]
+    _check_count_key(count_key, meta_cols, overwrite, where=str(path))
     if not isinstance(keep_metadata, bool):
         check_df_keys(empty, as_list(keep_metadata), param="keep_metadata", where=str(path))
     keep_cols = _kept_columns(meta_cols, keep_metadata, by)
@@ -852,8 +875,7 @@ def _aggregate_zarr_streamed(
 
     def read_block(unit, c0, c1):
         X = np.asarray(zarr_X[unit[0] : unit[1], c0:c1])
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"{path}: X must be numeric, got dtype {X.dtype}.")
+        check_numeric(X, param=f"{path}: X")
         return X.astype(np.float64, copy=False)
 
     def blocks_for(rows):

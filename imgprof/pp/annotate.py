@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import as_list, check_df_keys, check_obs_keys, finish, start
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_df_keys,
+    check_obs_keys,
+    finish,
+    start,
+)
 
 PathLike = str | os.PathLike
 
@@ -227,8 +234,7 @@ def annotate(
         raise ValueError(f"unmatched must be 'raise', 'keep' or 'drop', got {unmatched!r}.")
     if (external_metadata is None) != (external_join_on is None):
         raise ValueError("external_metadata and external_join_on must be given together.")
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    check_adata(adata)
     left, right = _parse_join_on(join_on)
     check_obs_keys(adata, right, param="join_on (profile keys)")
     pm = load_platemap(platemap, add_metadata_prefix=add_metadata_prefix, sep=platemap_sep)
@@ -244,7 +250,15 @@ def annotate(
             raise ValueError(msg + " Fix the plate map or join keys, or pass unmatched='keep' / 'drop'.")
         warnings.warn(msg + (" Their plate-map columns are missing." if unmatched == "keep" else " They are removed."), UserWarning, stacklevel=2)
     adata = start(adata, copy)
-    obs = adata.obs
+    obs = adata.obs.copy()  # every check passes before adata changes (no half-annotated object on error)
+    features = set(map(str, adata.var_names))
+
+    def _refuse_feature_name(name: str, what: str) -> None:
+        if name in features:
+            raise ValueError(
+                f"annotate: {what} column {name!r} has the name of a feature (adata.var_names); the table would "
+                "hold two columns of one name. Rename that column first."
+            )
     # pycytominer drops the plate-map key columns when their names differ from the profile keys
     new_cols = [c for c in pm.columns if c not in left]
     added: list[str] = []
@@ -253,6 +267,7 @@ def annotate(
         name = f"{c}_platemap" if c in obs.columns else c
         if name in obs.columns:
             raise ValueError(f"annotate: plate-map column {c!r} collides with existing .obs columns {c!r} and {name!r}.")
+        _refuse_feature_name(name, "plate-map")
         vals = pm[c].iloc[take].reset_index(drop=True)
         if n_miss:
             vals = vals.astype(object) if vals.dtype.kind in "biu" else vals
@@ -287,6 +302,7 @@ def annotate(
             name = f"{c}_external" if c in obs.columns else c
             if name in obs.columns:
                 raise ValueError(f"annotate: external column {c!r} collides with existing .obs columns {c!r} and {name!r}.")
+            _refuse_feature_name(name, "external")
             vals = ext[c].iloc[etake].reset_index(drop=True)
             if n_unmatched_external:
                 vals = vals.astype(object) if vals.dtype.kind in "biu" else vals
@@ -296,11 +312,12 @@ def annotate(
     renamed = {}
     if clean_cellprofiler:
         for old, new in _CP_RENAME.items():
-            if old in obs.columns and new not in obs.columns:
+            if old in obs.columns and new not in obs.columns and new not in features:
                 renamed[old] = new
         if renamed:
             obs.rename(columns=renamed, inplace=True)
             added = [renamed.get(c, c) for c in added]
+    adata.obs = obs
     if n_miss and unmatched == "drop":
         adata._inplace_subset_obs(~miss)
     log_step(

@@ -16,7 +16,18 @@ import pandas as pd
 
 from .._core.groups import group_apply, group_codes, group_reduce, sort_groups
 from .._core.provenance import log_step
-from .._core.validation import as_list, check_finite, check_obs_keys, get_matrix, is_dask
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_bool,
+    check_finite,
+    check_float,
+    check_int,
+    check_new_obs_key,
+    check_obs_keys,
+    get_matrix,
+    is_dask,
+)
 from .aggregate import grouped_result
 
 _OPERATIONS = ("median", "mean", "modz")
@@ -123,6 +134,7 @@ def consensus(
     dropna: bool = False,
     single_replicate: str = "warn",
     level: str = "consensus",
+    overwrite: bool = False,
 ) -> ad.AnnData:
     """Collapse replicate profiles into one consensus signature per ``by`` group.
 
@@ -157,6 +169,9 @@ def consensus(
         stays silent, ``"raise"`` refuses.
     level
         Level recorded on the result.
+    overwrite
+        Allow ``count_key`` to name an existing ``.obs`` column, which the count
+        then replaces (default: refuse, naming the column).
 
     Returns
     -------
@@ -180,21 +195,28 @@ def consensus(
     """
     if operation not in _OPERATIONS:
         raise ValueError(f"operation must be one of {_OPERATIONS}, got {operation!r}.")
-    method = method.lower()
+    method = method.lower() if isinstance(method, str) else method
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
     if single_replicate not in ("warn", "ignore", "raise"):
         raise ValueError(f"single_replicate must be 'warn', 'ignore' or 'raise', got {single_replicate!r}.")
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    min_weight = check_float(min_weight, "min_weight", min_value=0.0, max_value=1.0)
+    precision = check_int(precision, "precision", min_value=0, max_value=15)
+    check_bool(dropna, "dropna")
+    check_bool(overwrite, "overwrite")
+    check_adata(adata)
     by = check_obs_keys(adata, as_list(by), param="by")
     if not by:
         raise ValueError("by: give at least one .obs column identifying replicates.")
-    X = get_matrix(adata, layer=layer)
+    if count_key is not None:
+        if count_key in by:
+            raise ValueError(f"count_key={count_key!r} is also a by= key.")
+        check_new_obs_key(adata, count_key, param="count_key", overwrite=overwrite)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to summarize.")
+    X = get_matrix(adata, layer=layer)  # numeric dtype checked there
     if not is_dask(X):
         X = np.asarray(X)
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
     what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     codes, groups = group_codes(adata.obs, by, dropna=dropna, param="by")
     n_groups = len(groups)

@@ -34,7 +34,18 @@ import pandas as pd
 
 from .._core.groups import group_codes, group_reduce
 from .._core.provenance import log_step
-from .._core.validation import check_finite, check_obs_keys, finish, get_matrix, is_dask, resolve_mask, start
+from .._core.validation import (
+    check_adata,
+    check_array,
+    check_choice,
+    check_float,
+    check_obs_keys,
+    finish,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+    start,
+)
 
 __all__ = ["feature_select", "OPERATIONS", "load_blocklist", "BLOCKLIST_PATH"]
 
@@ -414,12 +425,24 @@ def feature_select(
     if len(set(ops)) != len(ops):
         raise ValueError(f"operation: {ops} lists an operation twice.")
     for name, val in (("na_cutoff", na_cutoff), ("corr_threshold", corr_threshold), ("freq_cut", freq_cut), ("unique_cut", unique_cut)):
-        if not (0 <= val <= 1):
-            raise ValueError(f"{name} must be between 0 and 1, got {val!r}.")
-    if min_variance < 0:
-        raise ValueError(f"min_variance must be >= 0, got {min_variance!r}.")
-    if corr_method not in ("pearson", "spearman", "kendall"):
-        raise ValueError(f"corr_method must be 'pearson', 'spearman' or 'kendall', got {corr_method!r}.")
+        check_float(val, name, min_value=0.0, max_value=1.0)
+    min_variance = check_float(min_variance, "min_variance", min_value=0.0)
+    outlier_cutoff = check_float(outlier_cutoff, "outlier_cutoff", min_value=0.0, include_min=False)
+    noise_removal_stdev_cutoff = check_float(
+        noise_removal_stdev_cutoff, "noise_removal_stdev_cutoff", min_value=0.0, allow_none=True
+    )
+    check_choice(corr_method, "corr_method", ["pearson", "spearman", "kendall"])
+    if not isinstance(key_added, str) or not key_added:
+        raise TypeError(f"key_added must be a non-empty string (a key of adata.uns), got {key_added!r}.")
+    groups_arg = noise_removal_perturb_groups
+    if groups_arg is not None and not isinstance(groups_arg, str) and (np.ndim(groups_arg) != 1):
+        raise TypeError(
+            "noise_removal_perturb_groups must be an .obs column name or one label per observation "
+            f"(a list, array or Series), got {groups_arg!r}."
+        )
+    check_adata(adata)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to select features on.")
     if "noise_removal" in ops and (noise_removal_perturb_groups is None or noise_removal_stdev_cutoff is None):
         raise ValueError(
             "noise_removal needs both noise_removal_perturb_groups (an .obs column or one label per row) and "
@@ -446,38 +469,30 @@ def feature_select(
     X = None
     if _VALUE_OPS & set(ops):
         X = X_all if mask.all() else X_all[np.flatnonzero(mask)]
-        if dask_mode:
-            if X.dtype.kind not in "fbiu":
-                raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
-            X = X.astype(np.float64) if X.dtype != np.float64 else X
-            import dask.array as da
-
-            n_inf = np.asarray(da.isinf(X).sum(axis=0).compute())
-            if n_inf.any():
-                cols = np.flatnonzero(n_inf)
-                raise ValueError(
-                    f"{what} contains {int(n_inf.sum())} inf value(s) in {cols.size} column(s), e.g. "
-                    f"{[str(adata.var_names[c]) for c in cols[:5]]}. Replace them (e.g. with NaN) first."
-                )
-        else:
-            X = np.asarray(X)
-            if X.dtype.kind not in "fbiu":
-                raise TypeError(f"{what} must be numeric, got dtype {X.dtype}.")
-            X = X.astype(np.float64, copy=False)
-            check_finite(X, what=what, var_names=adata.var_names, allow_nan=True)
+        X = X if dask_mode else np.asarray(X)
+        X = X.astype(np.float64) if X.dtype != np.float64 else X
+        # the one matrix check: numeric, no inf (NaN allowed); dask arrays are scanned once
+        check_array(X, param=what, var_names=adata.var_names, allow_nan=True, min_rows=0, min_cols=0, check_dask_finite=True)
 
     noise_codes = None
     if "noise_removal" in ops:
-        groups_arg = noise_removal_perturb_groups
         if isinstance(groups_arg, str):
             check_obs_keys(adata, groups_arg, param="noise_removal_perturb_groups")
             labels = adata.obs[groups_arg]
-        else:
-            labels = pd.Series(np.asarray(groups_arg, dtype=object), index=adata.obs_names)
-            if len(labels) != adata.n_obs:
+        elif isinstance(groups_arg, pd.Series):  # aligned by index, like every Series selection
+            idx = pd.Index(groups_arg.index.astype(str))
+            if len(groups_arg) != adata.n_obs or idx.has_duplicates or not idx.isin(adata.obs_names).all():
                 raise ValueError(
-                    f"noise_removal_perturb_groups: {len(labels)} labels given for {adata.n_obs} observations."
+                    "noise_removal_perturb_groups: a Series is aligned on adata.obs_names by its index, and its index "
+                    f"does not match them ({len(groups_arg)} labels for {adata.n_obs} observations)."
                 )
+            labels = pd.Series(groups_arg.to_numpy(dtype=object), index=idx).reindex(adata.obs_names)
+        else:
+            if len(groups_arg) != adata.n_obs:
+                raise ValueError(
+                    f"noise_removal_perturb_groups: {len(groups_arg)} labels given for {adata.n_obs} observations."
+                )
+            labels = pd.Series(np.asarray(groups_arg, dtype=object), index=adata.obs_names)
         labels = labels[mask]
         n_na = int(pd.isna(labels).sum())
         if n_na:

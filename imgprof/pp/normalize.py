@@ -30,13 +30,37 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .._core.groups import group_codes, group_median_mad, group_reduce, group_sizes, sort_groups
+from .._core.features import record_values_changed
+from .._core.groups import (
+    group_codes,
+    group_median_mad,
+    group_reduce,
+    group_sizes,
+    sort_groups,
+)
 from .._core.guardrails import check_feature_dominance
 from .._core.provenance import log_step
-from .._core.validation import check_finite, finish, get_matrix, is_dask, resolve_mask, start
-from .._core.whitening import EPS, constant_mask_sklearn, fit_whitener, spherize_moments, zca_from_gram
+from .._core.validation import (
+    check_bool,
+    check_finite,
+    check_float,
+    check_int,
+    check_numeric,
+    finish,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+    start,
+)
+from .._core.whitening import (
+    EPS,
+    constant_mask_sklearn,
+    fit_whitener,
+    spherize_moments,
+    zca_from_gram,
+)
 
-__all__ = ["normalize", "METHODS", "SPHERIZE_METHODS", "MAD_SCALE"]
+__all__ = ["MAD_SCALE", "METHODS", "SPHERIZE_METHODS", "normalize"]
 
 #: Normalization methods (pycytominer's names).
 METHODS = ("standardize", "robustize", "mad_robustize", "spherize", "inverse_normal")
@@ -172,14 +196,10 @@ def _resolve_columns(adata, features) -> np.ndarray:
 
 
 def _as_float(X):
+    check_numeric(X, param="adata.X")
     if is_dask(X):
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
         return X.astype(np.float64) if X.dtype != np.float64 else X
-    X = np.asarray(X)
-    if X.dtype.kind not in "fbiu":
-        raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
-    return X.astype(np.float64, copy=False)
+    return np.asarray(X).astype(np.float64, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,18 +308,23 @@ def normalize(
         raise ValueError("spherize_method='ZCA-cor'/'PCA-cor' require spherize_center=True.")
     if zero_scale not in ("warn", "raise", "epsilon"):
         raise ValueError(f"zero_scale must be 'warn', 'raise' or 'epsilon', got {zero_scale!r}.")
-    if method == "mad_robustize" and (epsilon is None or not np.isfinite(epsilon) or epsilon < 0):
-        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
-    if spherize_epsilon is None or not np.isfinite(spherize_epsilon) or spherize_epsilon < 0:
-        raise ValueError(f"spherize_epsilon must be a finite number >= 0, got {spherize_epsilon!r}.")
-    if int(n_quantiles) < 1:
-        raise ValueError(f"n_quantiles must be >= 1, got {n_quantiles!r}.")
+    if method == "mad_robustize":
+        if epsilon is None:
+            raise ValueError("epsilon must be a finite number >= 0, got None.")
+        check_float(epsilon, "epsilon", min_value=0.0)
+    if spherize_epsilon is None:
+        raise ValueError("spherize_epsilon must be a finite number >= 0, got None.")
+    check_float(spherize_epsilon, "spherize_epsilon", min_value=0.0)
+    check_bool(spherize_center, "spherize_center")
+    n_quantiles = check_int(n_quantiles, "n_quantiles", min_value=1)
     if samples is not None:
         if controls is not None:
             raise ValueError("Give either controls= or samples= (pycytominer's name), not both.")
         controls = None if isinstance(samples, str) and samples == "all" else samples
 
     adata = start(adata, copy)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to normalize.")
     X_in = get_matrix(adata, layer=layer)
     in_dtype = X_in.dtype
     dask_mode = is_dask(X_in)
@@ -418,6 +443,7 @@ def normalize(
             target = f"layers[{layer!r}]"
         else:
             adata.X = result
+            record_values_changed(adata)  # int features are floats now: to_pandas must not truncate them
             target = "X"
     log_step(
         adata,

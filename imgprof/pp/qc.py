@@ -23,8 +23,19 @@ import numpy as np
 import pandas as pd
 
 from .._core.groups import group_codes, group_median_mad
-from .._core.provenance import log_step
-from .._core.validation import as_list, check_obs_keys, finish, get_matrix, is_dask, resolve_mask, start
+from .._core.provenance import get_level, log_step
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_float,
+    check_int,
+    check_obs_keys,
+    finish,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+    start,
+)
 
 #: Count columns looked up (in this order) when ``count_key="auto"``.
 COUNT_KEYS = ("Metadata_Object_Count", "Metadata_Count_Cells", "Metadata_Cells_Count", "Metadata_Count_Nuclei")
@@ -167,10 +178,18 @@ def qc(
     >>> int(wells.obs["Metadata_qc_pass"].sum()) <= wells.n_obs
     True
     """
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    check_adata(adata)
+    min_cells = check_int(min_cells, "min_cells", min_value=0, allow_none=True)
+    count_z = check_float(count_z, "count_z", min_value=0.0, include_min=False)
+    outlier_z = check_float(outlier_z, "outlier_z", min_value=0.0, include_min=False)
+    outlier_fraction = check_float(outlier_fraction, "outlier_fraction", min_value=0.0, max_value=1.0)
+    max_nan_fraction = check_float(max_nan_fraction, "max_nan_fraction", min_value=0.0, max_value=1.0)
+    if not isinstance(key_added, str) or not key_added:
+        raise TypeError(f"key_added must be a non-empty string (the prefix of the QC columns), got {key_added!r}.")
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to check.")
     if level == "auto":
-        level = adata.uns.get("imgprof", {}).get("level", "well")
+        level = get_level(adata, "well")
         level = "single_cell" if level == "single_cell" else "well"
     if level not in ("well", "single_cell"):
         raise ValueError(f"level must be 'well', 'single_cell' or 'auto', got {level!r}.")
@@ -186,13 +205,11 @@ def qc(
     by = as_list(by)
     check_obs_keys(adata, by, param="by")
     ref = resolve_mask(adata, controls, param="controls")
-    X = get_matrix(adata, layer=layer)
+    X = get_matrix(adata, layer=layer)  # numeric dtype checked there
     if is_dask(X):
         import dask.array as da
     else:
         X = np.asarray(X)
-        if X.dtype.kind not in "fbiu":
-            raise TypeError(f"adata.X must be numeric, got dtype {X.dtype}.")
     if by:
         codes, groups = group_codes(adata.obs, by, param="by")
     else:

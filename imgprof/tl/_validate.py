@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import check_finite, check_obs_keys, get_matrix, is_dask
+from .._core.validation import check_adata, check_array, check_obs_keys, get_matrix, is_dask
 
 
 def check_batches(adata, batch_key: str | None, *, min_per_batch: int = 2, param: str = "batch_key") -> tuple[np.ndarray, list[str]]:
@@ -69,14 +69,13 @@ def get_rep(adata, use_rep: str | None, *, param: str = "use_rep") -> np.ndarray
         raise KeyError(f"{param}: {e.args[0]}{hint}") from None
     if is_dask(X):
         X = X.compute()
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{param}={use_rep!r} must be a 2-D matrix, got shape {X.shape}.")
-    if not np.issubdtype(X.dtype, np.floating):
-        X = X.astype(np.float64)
     what = "adata.X" if use_rep in (None, "X") else f"adata.obsm[{use_rep!r}]"
     var_names = list(map(str, adata.var_names)) if use_rep in (None, "X") else None
-    check_finite(X, what=what, var_names=var_names)
+    # the one matrix check: 2-D, numeric, finite (names the offending columns)
+    X = check_array(X, param=what if use_rep in (None, "X") else f"{param}={use_rep!r}", var_names=var_names,
+                    allow_nan=False, min_rows=1, min_cols=1)
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
     if X.shape[1] < 2:
         raise ValueError(f"{what} has {X.shape[1]} column(s); integration needs at least 2.")
     return X
@@ -88,6 +87,9 @@ def prepare(adata, batch_key: str | None, use_rep: str | None, *, min_per_batch:
         raise ValueError(
             f"add_layer=True stores a corrected feature matrix, which needs use_rep='X' (got use_rep={use_rep!r})."
         )
+    check_adata(adata)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to integrate.")
     codes, levels = check_batches(adata, batch_key, min_per_batch=min_per_batch)
     X = get_rep(adata, use_rep)
     return X, codes, levels

@@ -12,12 +12,24 @@ PCs, igraph Leiden), and a provenance entry.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from anndata import AnnData
 
 from .._core.provenance import log_step
-from .._core.validation import check_finite, finish, get_matrix, is_dask, start
+from .._core.validation import (
+    check_adata,
+    check_bool,
+    check_finite,
+    check_float,
+    check_int,
+    check_new_obs_key,
+    finish,
+    get_matrix,
+    is_dask,
+    start,
+)
 
 
 def pca(
@@ -53,6 +65,11 @@ def pca(
     **kwargs
         Passed to :func:`scanpy.pp.pca`.
 
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. A capped ``n_comps`` is
+    warned about; the provenance records the value used and the one requested.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -61,15 +78,22 @@ def pca(
     >>> adata.obsm["X_pca"].shape
     (768, 20)
     """
+    n_comps = check_int(n_comps, "n_comps", min_value=1, allow_none=True)
+    check_bool(zero_center, "zero_center")
+    check_adata(adata)
     X = get_matrix(adata, layer=layer)
     what = f"adata.layers[{layer!r}]" if layer else "adata.X"
     check_finite(X, what=what, var_names=list(map(str, adata.var_names)))
     cap = min(adata.n_obs, adata.n_vars) - 1
     if cap < 1:
         raise ValueError(f"pca: need at least 2 observations and 2 features, got shape {adata.shape}.")
-    n = cap if n_comps is None else int(min(n_comps, cap))
-    if n < 1:
-        raise ValueError(f"pca: n_comps must be >= 1, got {n_comps}.")
+    n = cap if n_comps is None else min(n_comps, cap)
+    if n_comps is not None and n_comps > cap:
+        warnings.warn(
+            f"pca: n_comps={n_comps} is more than the data allow (min(n_obs, n_vars) - 1 = {cap}); using n_comps={n}.",
+            UserWarning,
+            stacklevel=2,
+        )
     import scanpy as sc
 
     adata = start(adata, copy)
@@ -79,7 +103,7 @@ def pca(
     if key_added is not None:
         kw["key_added"] = key_added
     sc.pp.pca(adata, **kw)
-    log_step(adata, "tl.pca", dict(n_comps=n, layer=layer, zero_center=zero_center, svd_solver=svd_solver,
+    log_step(adata, "tl.pca", dict(n_comps=n, n_comps_requested=n_comps, layer=layer, zero_center=zero_center, svd_solver=svd_solver,
                                    random_state=random_state, key_added=key_added, **kwargs),
              dask=is_dask(adata.X))
     return finish(adata, copy)
@@ -156,6 +180,11 @@ def neighbors(
     copy
         Return a modified copy.
 
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. A capped ``n_neighbors``
+    is warned about; the provenance records the value used and the one requested.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -165,10 +194,22 @@ def neighbors(
     >>> "connectivities" in adata.obsp
     True
     """
+    n_neighbors = check_int(n_neighbors, "n_neighbors", min_value=2)
+    n_pcs = check_int(n_pcs, "n_pcs", min_value=1, allow_none=True)
+    if not isinstance(metric, str) and not callable(metric):
+        raise TypeError(f"metric must be a metric name (e.g. 'cosine', 'euclidean') or a callable, got {metric!r}.")
+    check_adata(adata)
     use_rep = _check_rep(adata, use_rep)
     if adata.n_obs < 3:
         raise ValueError(f"neighbors: need at least 3 observations, got {adata.n_obs}.")
     k = int(min(n_neighbors, adata.n_obs - 1))
+    if k < n_neighbors:
+        warnings.warn(
+            f"neighbors: n_neighbors={n_neighbors} is more than the {adata.n_obs - 1} other observations; using "
+            f"n_neighbors={k}.",
+            UserWarning,
+            stacklevel=2,
+        )
     import scanpy as sc
 
     adata = start(adata, copy)
@@ -181,9 +222,15 @@ def neighbors(
         )
     sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
                     random_state=random_state, key_added=key_added, **call)
-    log_step(adata, "tl.neighbors", dict(n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
+    log_step(adata, "tl.neighbors", dict(n_neighbors=k, n_neighbors_requested=n_neighbors, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
                                          random_state=random_state, key_added=key_added, **kwargs))
     return finish(adata, copy)
+
+
+def _is_own_clustering(adata: AnnData, key: str) -> bool:
+    """True when ``obs[key]`` was written by an earlier Leiden run (rerunning may replace it)."""
+    params = adata.uns.get(key)
+    return isinstance(params, dict) and "params" in params and key in adata.obs.columns
 
 
 def _check_graph(adata: AnnData, neighbors_key: str | None, fn: str) -> None:
@@ -207,6 +254,7 @@ def leiden(
     n_iterations: int = 2,
     random_state: int = 0,
     copy: bool = False,
+    overwrite: bool = False,
     **kwargs: Any,
 ) -> AnnData | None:
     """Leiden clusters with igraph (:func:`scanpy.tl.leiden` ``flavor="igraph"``).
@@ -214,6 +262,32 @@ def leiden(
     The igraph implementation is scanpy's future default and much faster
     than ``leidenalg`` on large graphs; ``n_iterations=2`` and an undirected
     graph are what scanpy recommends with it.
+
+    Parameters
+    ----------
+    adata
+        Profiles with a neighbour graph (:func:`neighbors`).
+    resolution
+        Leiden resolution, a number > 0 (higher: more clusters).
+    key_added
+        ``.obs`` column receiving the cluster labels. An existing column other
+        than a previous Leiden result is refused unless ``overwrite=True``.
+    neighbors_key
+        Key of the neighbour graph in ``.uns`` (default ``"neighbors"``).
+    n_iterations
+        Leiden iterations (``-1``: until convergence), an integer.
+    random_state
+        Seed.
+    copy
+        Return a modified copy.
+    overwrite
+        Allow ``key_added`` to replace an existing ``.obs`` column.
+    **kwargs
+        Passed to :func:`scanpy.tl.leiden`.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``.
 
     Examples
     --------
@@ -225,7 +299,15 @@ def leiden(
     >>> adata.obs["leiden"].nunique() > 1
     True
     """
+    resolution = check_float(resolution, "resolution", min_value=0.0, include_min=False)
+    n_iterations = check_int(n_iterations, "n_iterations", min_value=-1)
+    if n_iterations == 0:
+        raise ValueError("n_iterations must be a positive integer or -1 (until convergence), got 0.")
+    check_bool(overwrite, "overwrite")
+    check_adata(adata)
     _check_graph(adata, neighbors_key, "leiden")
+    if not (overwrite or _is_own_clustering(adata, key_added)):
+        check_new_obs_key(adata, key_added, param="key_added")
     import scanpy as sc
 
     adata = start(adata, copy)
@@ -251,6 +333,29 @@ def umap(
 ) -> AnnData | None:
     """UMAP of the neighbour graph (:func:`scanpy.tl.umap`), stored as ``obsm["X_umap"]``.
 
+    Parameters
+    ----------
+    adata
+        Profiles with a neighbour graph (:func:`neighbors`).
+    min_dist, spread
+        UMAP's layout parameters (``min_dist >= 0``, ``spread > 0``).
+    n_components
+        Dimensions of the embedding, an integer >= 1.
+    neighbors_key
+        Key of the neighbour graph in ``.uns`` (default ``"neighbors"``).
+    random_state
+        Seed.
+    key_added
+        ``.obsm`` key of the embedding (default ``"X_umap"``).
+    copy
+        Return a modified copy.
+    **kwargs
+        Passed to :func:`scanpy.tl.umap`.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -261,7 +366,13 @@ def umap(
     >>> adata.obsm["X_umap"].shape
     (768, 2)
     """
+    min_dist = check_float(min_dist, "min_dist", min_value=0.0)
+    spread = check_float(spread, "spread", min_value=0.0, include_min=False)
+    n_components = check_int(n_components, "n_components", min_value=1)
+    check_adata(adata)
     _check_graph(adata, neighbors_key, "umap")
+    if n_components >= adata.n_obs:
+        raise ValueError(f"n_components={n_components} must be smaller than the number of observations ({adata.n_obs}).")
     import scanpy as sc
 
     adata = start(adata, copy)

@@ -6,7 +6,7 @@ from typing import Any
 
 from anndata import AnnData
 
-from .._core.validation import finish, start
+from .._core.validation import check_float, check_int, finish, start
 from ._validate import prepare, store
 
 
@@ -63,6 +63,11 @@ def harmony(
     >>> adata.obsm["X_harmony"].shape
     (768, 20)
     """
+    check_float(sigma, "sigma", min_value=0.0, include_min=False)
+    check_int(nclust, "nclust", min_value=1, allow_none=True)
+    check_int(max_iter_harmony, "max_iter_harmony", min_value=1)
+    if theta is not None and not hasattr(theta, "__len__"):  # one value, or one per batch key
+        check_float(theta, "theta", min_value=0.0)
     X, codes, levels = prepare(adata, batch_key, use_rep)
     import harmonypy
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 from anndata import AnnData
 
-from .._core.validation import finish, start
+from .._core.validation import check_float, check_int, finish, start
 from ._validate import prepare, store
 
 
@@ -238,6 +238,10 @@ def mnn(
     >>> adata.obsm["X_mnn"].shape
     (768, 30)
     """
+    check_int(n_comps, "n_comps", min_value=1)
+    check_int(k, "k", min_value=1)
+    check_int(k_smooth, "k_smooth", min_value=1)
+    check_float(sigma, "sigma", min_value=0.0, include_min=False, allow_none=True)
     X, codes, levels = prepare(adata, batch_key, use_rep)
     order_idx = None
     if merge_order is not None:

@@ -79,7 +79,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._core.validation import finish, start
+from .._core.validation import check_float, check_int, finish, start
 from ._validate import prepare, store
 
 
@@ -442,10 +442,10 @@ def rpca(
     >>> adata.obsm["X_rpca"].shape == adata.shape
     True
     """
+    for name, v in dict(k_anchor=k_anchor, k_score=k_score, k_weight=k_weight, dims=dims, npcs=npcs).items():
+        check_int(v, name, min_value=1)
+    check_float(sd_weight, "sd_weight", min_value=0.0, include_min=False)
     X, codes, levels = prepare(adata, batch_key, use_rep, min_per_batch=3, add_layer=add_layer)
-    for name, v in {"k_anchor": k_anchor, "k_score": k_score, "k_weight": k_weight, "dims": dims, "npcs": npcs}.items():
-        if int(v) < 1:
-            raise ValueError(f"rpca: {name} must be >= 1, got {v}.")
     adata = start(adata, copy)
     Y, info = rpca_kernel(
         X, codes, dims=dims, npcs=npcs, k_anchor=k_anchor, k_score=k_score, k_weight=k_weight,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._core.validation import finish, start
+from .._core.validation import check_float, check_int, finish, start
 from ._validate import prepare, store
 
 
@@ -75,6 +75,10 @@ def scanorama(
     >>> adata.obsm["X_scanorama"].shape
     (768, 30)
     """
+    check_int(knn, "knn", min_value=1)
+    check_float(sigma, "sigma", min_value=0.0, include_min=False)
+    check_float(alpha, "alpha", min_value=0.0, max_value=1.0)
+    check_int(batch_size, "batch_size", min_value=1)
     X, codes, levels = prepare(adata, batch_key, use_rep, add_layer=add_layer)
     import scanorama as _scanorama
 

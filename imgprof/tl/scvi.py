@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._core.validation import finish, start
+from .._core.validation import check_int, finish, start
 from ._validate import prepare, store
 
 
@@ -136,11 +136,13 @@ def scvi(
     >>> adata.obsm["X_scvi"].shape[0]  # doctest: +SKIP
     768
     """
+    check_int(n_latent, "n_latent", min_value=1, allow_none=True)
+    check_int(n_hidden, "n_hidden", min_value=1)
+    check_int(n_layers, "n_layers", min_value=1)
+    check_int(batch_size, "batch_size", min_value=2)
+    check_int(num_threads, "num_threads", min_value=1, allow_none=True)
+    check_int(max_epochs, "max_epochs", min_value=1, allow_none=True)
     X, codes, levels = prepare(adata, batch_key, use_rep)
-    if num_threads is not None and int(num_threads) < 1:
-        raise ValueError(f"scvi: num_threads must be >= 1, got {num_threads}.")
-    if max_epochs is not None and int(max_epochs) < 1:
-        raise ValueError(f"scvi: max_epochs must be >= 1, got {max_epochs}.")
     if standardize:
         sd = X.std(axis=0)
         bad = np.flatnonzero(sd == 0)
