@@ -14,16 +14,26 @@ from .average_precision import (
     phenotypic_activity,
     phenotypic_consistency,
 )
-from .null import ap_p_values, benjamini_hochberg, clear_null_cache, null_distributions, random_ap
+from .null import (
+    ap_distribution,
+    ap_p_values,
+    benjamini_hochberg,
+    clear_null_cache,
+    group_null_p_values,
+    null_distributions,
+    random_ap,
+)
 
 __all__ = [
     "RetrievalWarning",
+    "ap_distribution",
     "ap_p_values",
     "average_precision",
     "average_precision_kernel",
     "benjamini_hochberg",
     "clear_null_cache",
     "expected_ap",
+    "group_null_p_values",
     "mean_average_precision",
     "normalized_ap",
     "null_distributions",

@@ -657,13 +657,22 @@ def mean_average_precision(
     seed: int | None = 0,
     *,
     copairs_compat: bool = False,
+    exact: bool | None = None,
+    null: str = "shared",
 ) -> pd.DataFrame:
     """Mean AP per group with a permutation p-value and Benjamini–Hochberg correction.
 
-    The null of each profile is ``null_size`` APs of random rankings with the
-    same number of positives and total pairs (drawn once per ``(n_pos_pairs,
-    n_total_pairs)`` configuration and cached, as copairs does); a group's null
-    mAP is the mean of its members' nulls. ``p = (#{null ≥ mAP} + 1) / (null_size + 1)``.
+    Each member's AP null is that of a random ranking with its number of
+    positive pairs among its ``n_total_pairs``; the p-value is
+    ``P(null mAP >= mAP)``: ties count as at least as extreme. Two nulls of the
+    group mean (``null=``): ``"shared"`` (default, conservative) reuses one
+    null draw per configuration for every member, ``(#{null >= mAP} + 1) / (null_size + 1)``;
+    ``"independent"`` is the mean of independent draws, one per member —
+    **exact** where it can be enumerated (see
+    :func:`imgprof.metrics.group_null_p_values`), else Monte Carlo. The
+    Monte Carlo standard error is in ``p_value_se``. For replicate retrieval
+    against controls prefer :func:`phenotypic_activity`, whose default
+    label-permutation p-value is exact and valid. See ``docs/metrics_pvalues.md``.
 
     Parameters
     ----------
@@ -673,7 +682,7 @@ def mean_average_precision(
     sameby
         Column(s) defining the groups (e.g. the perturbation).
     null_size
-        Random rankings per configuration.
+        Monte Carlo draws per group null (unused where the p-value is exact).
     threshold
         Significance level for ``below_p`` and ``below_corrected_p``.
     seed
@@ -682,15 +691,32 @@ def mean_average_precision(
         Reproduce copairs 0.5 exactly: per-configuration seeds drawn in
         configuration order from ``seed``, float32 null APs, and a strict ``>``
         comparison (``#{null > mAP}``) — equal to copairs' output when its disk
-        cache is empty. Default ``False`` uses seeds derived from
-        ``(seed, n_pos, total)`` (so a configuration's null does not depend on
-        which other configurations exist) and the inclusive ``≥`` count.
+        cache is empty. copairs reuses one null row for every member sharing a
+        configuration, so its null of a group mean is as wide as a single AP's:
+        its p-values are not those of the mean of independent members.
+    exact
+        ``None`` (default): exact p-values where the null is small enough,
+        Monte Carlo elsewhere; ``False``: always Monte Carlo; ``True``: exact or
+        ``ValueError``. Ignored with ``copairs_compat``.
+    null
+        ``"shared"`` (default): one null row per configuration reused by every
+        member (copairs' construction, ties counted): conservative.
+        ``"independent"``: the members' APs are drawn independently (exact /
+        Monte Carlo, see above) — valid only if the members' APs are
+        independent. Replicates of one group share their pair similarities,
+        so on real profiles their APs are positively dependent and this null
+        is anti-conservative (about 10 % of pure-noise groups under 0.05).
+        An AP table alone cannot give a valid *and* powerful test;
+        :func:`phenotypic_activity` (which has the profiles) uses an exact
+        label-permutation test. See ``docs/metrics_pvalues.md``.
 
     Returns
     -------
     DataFrame, one row per group: ``sameby`` columns, ``n_profiles``,
     ``mean_average_precision``, ``mean_normalized_average_precision``,
-    ``p_value``, ``corrected_p_value``, ``below_p``, ``below_corrected_p``.
+    ``p_value``, ``corrected_p_value``, ``below_p``, ``below_corrected_p``,
+    and (not with ``copairs_compat``) ``p_value_se`` (Monte Carlo standard
+    error, 0 when exact) and ``p_value_method`` (``"exact"`` or ``"monte_carlo"``).
     Profiles with NaN AP or no positive pair are left out (as copairs).
 
     Examples
@@ -703,7 +729,7 @@ def mean_average_precision(
     >>> bool(m["p_value"].between(0, 1).all())
     True
     """
-    from .null import benjamini_hochberg, group_p_values
+    from .null import benjamini_hochberg, group_null_p_values, group_p_values, shared_group_p_values
 
     sameby = as_list(sameby)
     if not sameby:
@@ -714,6 +740,8 @@ def mean_average_precision(
     check_df_keys(ap, sameby, param="sameby", where="the AP table")
     if int(null_size) < 1:
         raise ValueError(f"null_size must be >= 1, got {null_size}.")
+    if null not in ("independent", "shared"):
+        raise ValueError(f"null must be 'independent' or 'shared', got {null!r}.")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
     df = ap.loc[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)
@@ -729,16 +757,42 @@ def mean_average_precision(
     ).reset_index()
     gid = grouped.ngroup().to_numpy()
     confs = df[["n_pos_pairs", "n_total_pairs"]].to_numpy(dtype=np.int64)
-    res["p_value"] = group_p_values(
-        res["mean_average_precision"].to_numpy(), gid, confs, null_size=int(null_size), seed=seed,
-        copairs_compat=copairs_compat,
-    )
+    extra = []
+    if copairs_compat:
+        res["p_value"] = group_p_values(
+            res["mean_average_precision"].to_numpy(), gid, confs, null_size=int(null_size), seed=seed,
+            copairs_compat=True,
+        )
+    elif null == "shared":
+        pv = shared_group_p_values(
+            res["mean_average_precision"].to_numpy(), gid, confs[:, 0], confs[:, 1], null_size=int(null_size), seed=seed,
+        )
+        res["p_value"] = pv
+        res["p_value_se"] = np.sqrt(pv * (1 - pv) / int(null_size))
+        res["p_value_method"] = "shared_monte_carlo"
+        extra = ["p_value_se", "p_value_method"]
+    else:
+        pv = group_null_p_values(
+            res["mean_average_precision"].to_numpy(), gid, confs[:, 0], confs[:, 1], null_size=int(null_size),
+            seed=seed, exact=exact,
+        )
+        res["p_value"] = pv["p_value"].to_numpy()
+        res["p_value_se"] = pv["p_value_se"].to_numpy()
+        res["p_value_method"] = ("independent_" + pv["p_value_method"]).to_numpy()
+        extra = ["p_value_se", "p_value_method"]
+    _finish(res, threshold)
+    cols = sameby + ["n_profiles", "mean_average_precision", "mean_normalized_average_precision", "p_value",
+                     "corrected_p_value", "below_p", "below_corrected_p"] + extra
+    return res[cols]
+
+
+def _finish(res: pd.DataFrame, threshold: float) -> None:
+    """BH-corrected p-values and the ``below_*`` flags, in place."""
+    from .null import benjamini_hochberg
+
     res["corrected_p_value"] = benjamini_hochberg(res["p_value"].to_numpy())
     res["below_p"] = res["p_value"] < threshold
     res["below_corrected_p"] = res["corrected_p_value"] < threshold
-    cols = sameby + ["n_profiles", "mean_average_precision", "mean_normalized_average_precision", "p_value",
-                     "corrected_p_value", "below_p", "below_corrected_p"]
-    return res[cols]
 
 
 # ---------------------------------------------------------------------------
@@ -763,6 +817,7 @@ def phenotypic_activity(
     seed: int | None = 0,
     return_ap: bool = False,
     dtype: str = "float64",
+    null: str = "permutation",
 ):
     """Phenotypic activity: can each perturbation's replicates be retrieved against negative controls?
 
@@ -791,6 +846,16 @@ def phenotypic_activity(
         See :func:`mean_average_precision`.
     return_ap
         Also return the per-profile AP table: ``(ap, map)``.
+    null
+        ``"permutation"`` (default): exact label-permutation test — under the
+        null the perturbation's wells are exchangeable with its controls (within
+        each ``sameby_controls`` stratum); every labeling is enumerated when
+        there are at most ``null_size`` of them (``p_value_method`` =
+        ``"permutation_exact"``), else ``null_size`` random labelings
+        (``"permutation_monte_carlo"``). Valid whatever the distribution of the
+        profiles. Perturbations whose pool (wells + controls) exceeds
+        ``_permutation.MAX_POOL`` fall back to the ``"independent"`` null.
+        ``"independent"`` / ``"shared"``: see :func:`mean_average_precision`.
 
     Returns
     -------
@@ -830,8 +895,53 @@ def phenotypic_activity(
     ap = average_precision_kernel(
         X, obs, keys + [_REF], pdiff, sc, keys + [_REF], metric=metric, query=~cmask, dtype=np.dtype(dtype),
     ).drop(columns=[_REF])
-    m = mean_average_precision(ap.loc[~cmask], keys, null_size=null_size, threshold=threshold, seed=seed)
+    m = mean_average_precision(
+        ap.loc[~cmask], keys, null_size=null_size, threshold=threshold, seed=seed,
+        null="independent" if null == "permutation" else null,
+    )
+    if null == "permutation":
+        _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, null_size, seed, threshold)
     return (ap, m) if return_ap else m
+
+
+def _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, null_size, seed, threshold) -> None:
+    """Replace ``m``'s p-values by label-permutation p-values (in place; see ``_permutation``)."""
+    from ._permutation import permutation_p_values
+
+    pq = prepare(X.compute() if is_dask(X) else X, metric, np.dtype(dtype))
+    valid = ~pq.invalid
+    stratum = (
+        np.zeros(len(obs), dtype=np.int64) if not sc
+        else obs[sc].astype(object).apply(tuple, axis=1).factorize()[0] if len(sc) > 1
+        else pd.factorize(obs[sc[0]])[0]
+    ).astype(np.int64)
+    posdiff = None
+    if pdiff:
+        posdiff = np.stack([pd.factorize(obs[c])[0] for c in pdiff], axis=1)
+    # rows of each scored group (the AP table's groups), valid vectors only
+    trt = ap.loc[~cmask]
+    scored = trt["average_precision"].notna() & (trt["n_pos_pairs"] > 0)
+    row_of = pd.Series(np.arange(len(obs)), index=obs.index)
+    grp = trt.groupby(keys, observed=True, sort=True)
+    ids = grp.ngroup().to_numpy()
+    rows = row_of.loc[trt.index].to_numpy()
+    n_groups = int(ids.max()) + 1 if ids.size else 0
+    in_m = grp["average_precision"].apply(lambda s: bool(s.notna().any())).to_numpy()
+    keep = valid[rows]
+    groups = [np.sort(rows[(ids == g) & keep]) for g in range(n_groups)]
+    groups = [groups[g] for g in range(n_groups) if in_m[g] and scored[ids == g].any()]
+    obs_map, p, se, method = permutation_p_values(
+        pq, metric, groups, np.flatnonzero(cmask & valid), stratum, posdiff, null_size=int(null_size), seed=seed,
+    )
+    if len(groups) != len(m):  # pragma: no cover - defensive: group bookkeeping must match mean_average_precision
+        raise RuntimeError("phenotypic_activity: permutation groups do not match the mAP table.")
+    done = method != ""
+    if not np.allclose(obs_map[done], m["mean_average_precision"].to_numpy()[done], atol=1e-9):
+        raise RuntimeError("phenotypic_activity: permutation mAP differs from the AP kernel's mAP.")
+    m.loc[done, "p_value"] = p[done]
+    m.loc[done, "p_value_se"] = se[done]
+    m.loc[done, "p_value_method"] = np.array(["permutation_" + s for s in method[done]], dtype=object)
+    _finish(m, threshold)
 
 
 def phenotypic_consistency(

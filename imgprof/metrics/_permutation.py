@@ -1,0 +1,204 @@
+"""Label-permutation p-values for phenotypic activity (private).
+
+Null hypothesis: a perturbation is inactive, i.e. its wells are exchangeable
+with the negative-control wells they are ranked against. Under it, which of
+the wells of the pool *(perturbation wells + their controls)* carry the
+perturbation's label is uniformly random — within each control stratum
+(``sameby_controls``, e.g. the plate), so that every query keeps its number of
+negatives. The p-value is the share of labelings whose mAP is at least the
+observed one (the observed labeling included).
+
+* **exact** when the number of labelings ``prod_s comb(n_s, r_s)`` is at most
+  ``null_size``: every labeling is enumerated, ``p = #{mAP* >= mAP} / #labelings``;
+* **monte_carlo** otherwise: ``null_size`` random labelings,
+  ``p = (#{mAP* >= mAP} + 1) / (null_size + 1)`` — valid at any ``null_size``.
+
+The test is exact (valid at every level) whatever the distribution of the
+profiles: it does not assume that the replicates' APs are independent, which
+they are not (two replicates share their pair similarity).
+
+Each labeling's mAP is computed with the AP kernel's rules: similarities as
+float32 keys ``1 - sim``, positives before negatives at equal key; a query
+with no positive or no negative is left out of the mean.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations, product
+from math import comb
+
+import numpy as np
+
+from ._similarity import Prepared, similarity
+from .null import TIE_TOL, _random_positions
+
+#: pools larger than this (perturbation wells + controls they are ranked against) are not permuted.
+MAX_POOL = 1500
+
+
+def _labelings_exact(strata_sizes, strata_r, offsets) -> np.ndarray:
+    per = []
+    for n_s, r_s, off in zip(strata_sizes, strata_r, offsets):
+        per.append([tuple(off + np.asarray(c)) for c in combinations(range(n_s), r_s)])
+    rows = [sum(parts, ()) for parts in product(*per)]
+    return np.asarray(rows, dtype=np.int64).reshape(len(rows), -1)
+
+
+def _labelings_random(rng, n, strata_sizes, strata_r, offsets) -> np.ndarray:
+    cols = []
+    for n_s, r_s, off in zip(strata_sizes, strata_r, offsets):
+        if r_s == n_s:
+            cols.append(np.broadcast_to(off + np.arange(n_s), (n, n_s)))
+            continue
+        cols.append(off + _random_positions(rng, n, int(r_s), int(n_s)))
+    return np.concatenate(cols, axis=1).astype(np.int64)
+
+
+def labeling_map(T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray, LTN: np.ndarray, nneg: np.ndarray):
+    """mAP of each labeling (rows of ``T``: pool positions of the labelled wells).
+
+    ``K``: float32 ranking keys (lower = more similar); ``POS[i, l]``: ``l`` may
+    be a positive of ``i`` when both are labelled; ``NEG[i, l]``: ``l`` is a
+    negative of ``i`` when unlabelled; ``LTN[i, j] = #{l: NEG[i, l], K[i, l] < K[i, j]}``;
+    ``nneg[i] = NEG[i].sum()``.
+    """
+    N, R = T.shape
+    ap_sum = np.zeros(N)
+    n_ok = np.zeros(N)
+    idx = np.arange(R)
+    earlier = idx[None, :] < idx[:, None]  # [b, b'] : b' before b
+    for a in range(R):
+        ob = np.delete(idx, a)
+        ia = T[:, a][:, None]
+        oth = T[:, ob]
+        k = K[ia, oth]
+        pos = POS[ia, oth]
+        neg = NEG[ia, oth]
+        less = k[:, None, :] < k[:, :, None]
+        tie_before = (k[:, None, :] == k[:, :, None]) & earlier[np.ix_(ob, ob)][None]
+        cnt = LTN[ia, oth] - (less & neg[:, None, :]).sum(-1)
+        m = ((less | tie_before) & pos[:, None, :]).sum(-1)
+        prec = np.where(pos, (m + 1.0) / (m + 1.0 + cnt), 0.0)
+        npos = pos.sum(1)
+        nn = nneg[T[:, a]] - neg.sum(1)
+        ok = (npos > 0) & (nn > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap = prec.sum(1) / npos
+        ap_sum += np.where(ok, ap, 0.0)
+        n_ok += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ap_sum / n_ok
+
+
+def permutation_p_values(
+    prepared: Prepared,
+    metric,
+    groups: list[np.ndarray],
+    control_rows: np.ndarray,
+    stratum: np.ndarray,
+    posdiff: np.ndarray | None,
+    *,
+    null_size: int,
+    seed: int | None,
+    max_pool: int = MAX_POOL,
+):
+    """Permutation p-value of each group's mAP against its controls.
+
+    Parameters
+    ----------
+    prepared, metric
+        Prepared profile matrix (all rows) and the similarity metric.
+    groups
+        Row indices of each group's (valid) wells.
+    control_rows
+        Rows of the (valid) negative controls.
+    stratum
+        Control stratum code of every row (``sameby_controls`` values; all 0 when none).
+    posdiff
+        ``(n_rows, n_cols)`` codes of the ``pos_diffby`` columns (a positive pair must
+        differ in every one), or ``None``.
+    null_size, seed
+        Labelings drawn when they cannot all be enumerated; seed of the draws.
+    max_pool
+        Groups whose pool is larger get NaN (the caller falls back to another null).
+
+    Returns
+    -------
+    ``(observed_map, p_value, p_value_se, method)`` arrays, one entry per group;
+    ``method`` is ``"exact"``, ``"monte_carlo"`` or ``""`` (not computed).
+    """
+    G = len(groups)
+    obs = np.full(G, np.nan)
+    p = np.full(G, np.nan)
+    se = np.zeros(G)
+    method = np.full(G, "", dtype=object)
+    c_order = np.argsort(stratum[control_rows], kind="stable")
+    c_sorted = control_rows[c_order]
+    c_str = stratum[c_sorted]
+    for g, wells in enumerate(groups):
+        wells = np.asarray(wells, dtype=np.int64)
+        if wells.size < 2:
+            continue
+        ws = stratum[wells]
+        strata, r_s = np.unique(ws, return_counts=True)
+        pool_parts, sizes, offsets = [], [], []
+        off = 0
+        for s in strata:
+            w = wells[ws == s]
+            lo, hi = np.searchsorted(c_str, s, "left"), np.searchsorted(c_str, s, "right")
+            part = np.concatenate([w, c_sorted[lo:hi]])
+            pool_parts.append(part)
+            sizes.append(part.size)
+            offsets.append(off)
+            off += part.size
+        pool = np.concatenate(pool_parts)
+        P = pool.size
+        if P > max_pool:
+            continue
+        S = similarity(prepared, prepared, pool, pool, metric)
+        K = np.asarray(S).astype(np.float32)
+        np.subtract(np.float32(1), K, out=K)
+        ps = stratum[pool]
+        notself = ~np.eye(P, dtype=bool)
+        NEG = (ps[:, None] == ps[None, :]) & notself
+        if posdiff is None:
+            POS = notself
+        else:
+            pdv = posdiff[pool]
+            POS = notself & (pdv[:, None, :] != pdv[None, :, :]).all(-1)
+        Kn = np.where(NEG, K, np.float32(np.inf))
+        if P <= 200:
+            LTN = (Kn[:, None, :] < K[:, :, None]).sum(-1)
+        else:
+            Ks = np.sort(Kn, axis=1)
+            LTN = np.stack([np.searchsorted(Ks[i], K[i], side="left") for i in range(P)])
+        nneg = NEG.sum(1)
+        T0 = np.concatenate([offsets[i] + np.arange(r) for i, r in enumerate(r_s)])[None, :]
+        o = labeling_map(T0, K, POS, NEG, LTN, nneg)[0]
+        obs[g] = o
+        if not np.isfinite(o):
+            continue
+        n_lab = 1
+        for n_s, r in zip(sizes, r_s):
+            n_lab *= comb(int(n_s), int(r))
+        if n_lab <= null_size:
+            T = _labelings_exact(sizes, r_s, offsets)
+            null = labeling_map(T, K, POS, NEG, LTN, nneg)
+            null = np.where(np.isfinite(null), null, -np.inf)
+            p[g] = (null >= o - TIE_TOL).sum() / n_lab
+            method[g] = "exact"
+        else:
+            rng = np.random.default_rng(None if seed is None else [int(seed), g, 23])
+            null = np.empty(null_size)
+            step = max(1, (1 << 20) // max(1, T0.shape[1] ** 2))
+            for s0 in range(0, null_size, step):
+                n = min(step, null_size - s0)
+                T = _labelings_random(rng, n, sizes, r_s, offsets)
+                null[s0 : s0 + n] = labeling_map(T, K, POS, NEG, LTN, nneg)
+            null = np.where(np.isfinite(null), null, -np.inf)
+            k_ge = (null >= o - TIE_TOL).sum()
+            pv = (k_ge + 1.0) / (null_size + 1.0)
+            p[g] = pv
+            se[g] = np.sqrt(pv * (1 - pv) / null_size)
+            method[g] = "monte_carlo"
+    return obs, p, se, method
