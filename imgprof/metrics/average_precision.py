@@ -854,7 +854,8 @@ def phenotypic_activity(
         ``"permutation_exact"``), else ``null_size`` random labelings
         (``"permutation_monte_carlo"``). Valid whatever the distribution of the
         profiles. Perturbations whose pool (wells + controls) exceeds
-        ``_permutation.MAX_POOL`` fall back to the ``"independent"`` null.
+        ``_permutation.MAX_POOL`` (1,500) fall back to the conservative
+        ``"shared"`` null (``p_value_method`` says which).
         ``"independent"`` / ``"shared"``: see :func:`mean_average_precision`.
 
     Returns
@@ -878,6 +879,8 @@ def phenotypic_activity(
     cmask = resolve_mask(adata, controls, param="controls")
     if cmask.all():
         raise ValueError(f"controls={controls!r} selects every profile; nothing left to score.")
+    if null not in ("permutation", "independent", "shared"):
+        raise ValueError(f"null must be 'permutation', 'independent' or 'shared', got {null!r}.")
     if _REF in adata.obs.columns:
         raise ValueError(f"adata.obs already has a column {_REF!r}; rename it.")
     obs = adata.obs.copy()
@@ -897,7 +900,7 @@ def phenotypic_activity(
     ).drop(columns=[_REF])
     m = mean_average_precision(
         ap.loc[~cmask], keys, null_size=null_size, threshold=threshold, seed=seed,
-        null="independent" if null == "permutation" else null,
+        null="shared" if null == "permutation" else null,
     )
     if null == "permutation":
         _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, null_size, seed, threshold)
