@@ -327,7 +327,7 @@ def group_null_p_values(
     --------
     >>> # two replicates, 12 controls, each replicate ranks its partner first: p = (1/13)**2
     >>> r = group_null_p_values([1.0], [0, 0], [1, 1], [13, 13])
-    >>> float(r["p_value"].iloc[0] * 169), r["p_value_method"].iloc[0]
+    >>> round(float(r["p_value"].iloc[0]) * 169, 9), r["p_value_method"].iloc[0]
     (1.0, 'exact')
     """
     observed = np.asarray(observed, dtype=np.float64).reshape(-1)
