@@ -5,6 +5,7 @@ null distributions) on AnnData, with a blocked matrix-product kernel.
 """
 
 from .average_precision import (
+    RetrievalResult,
     RetrievalWarning,
     average_precision,
     average_precision_kernel,
@@ -25,6 +26,7 @@ from .null import (
 )
 
 __all__ = [
+    "RetrievalResult",
     "RetrievalWarning",
     "ap_distribution",
     "ap_p_values",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,43 @@ AP_COLUMNS = ("n_pos_pairs", "n_total_pairs", "average_precision", "normalized_a
 
 class RetrievalWarning(UserWarning):
     """Profiles that get a NaN average precision (no positives, no negatives, invalid vector)."""
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """Outcome of :func:`phenotypic_activity` / :func:`phenotypic_consistency` with ``return_ap=True``.
+
+    Attributes
+    ----------
+    map
+        One row per group (perturbation or label): mAP, p-value, corrected
+        p-value, ``below_corrected_p`` … — the table returned without ``return_ap``.
+    ap
+        One row per scored profile (or (profile, label)): ``n_pos_pairs``,
+        ``n_total_pairs``, ``average_precision``, ``normalized_average_precision``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.lincs_plate()
+    >>> res = ip.metrics.phenotypic_activity(adata, "Metadata_broad_sample", null_size=200, return_ap=True)
+    >>> res
+    RetrievalResult(map: 58 groups, ap: 384 profiles)
+    >>> int(res.map["below_corrected_p"].sum()) <= len(res.map), "average_precision" in res.ap
+    (True, True)
+    """
+
+    map: pd.DataFrame
+    ap: pd.DataFrame
+
+    def __repr__(self) -> str:
+        return f"RetrievalResult(map: {len(self.map)} groups, ap: {len(self.ap)} profiles)"
+
+    def __iter__(self):
+        raise TypeError(
+            "RetrievalResult is not a tuple: use result.map (per group) and result.ap (per profile); "
+            "before imgprof 0.x, return_ap=True returned the tuple (ap, map)."
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -845,7 +883,8 @@ def phenotypic_activity(
     null_size, threshold, seed
         See :func:`mean_average_precision`.
     return_ap
-        Also return the per-profile AP table: ``(ap, map)``.
+        Return a :class:`RetrievalResult` (``.map`` per perturbation, ``.ap``
+        per profile) instead of the mAP table alone.
     null
         ``"permutation"`` (default): exact label-permutation test — under the
         null the perturbation's wells are exchangeable with its controls (within
@@ -860,7 +899,10 @@ def phenotypic_activity(
 
     Returns
     -------
-    mAP DataFrame per perturbation (and the AP table if ``return_ap``).
+    mAP DataFrame per perturbation: ``n_profiles``, ``mean_average_precision``,
+    ``mean_normalized_average_precision``, ``p_value``, ``corrected_p_value``,
+    ``below_p``, ``below_corrected_p``, ``p_value_se``, ``p_value_method``; or
+    a :class:`RetrievalResult` with ``return_ap=True``.
 
     Examples
     --------
@@ -904,7 +946,7 @@ def phenotypic_activity(
     )
     if null == "permutation":
         _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, null_size, seed, threshold)
-    return (ap, m) if return_ap else m
+    return RetrievalResult(map=m, ap=ap) if return_ap else m
 
 
 def _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, null_size, seed, threshold) -> None:
@@ -995,7 +1037,8 @@ def phenotypic_consistency(
 
     Returns
     -------
-    mAP DataFrame per label (and the AP table if ``return_ap``).
+    mAP DataFrame per label, or a :class:`RetrievalResult` (``.map``, ``.ap``)
+    with ``return_ap=True``.
 
     Examples
     --------
@@ -1056,4 +1099,4 @@ def phenotypic_consistency(
         multilabel_sep=multilabel_sep, dtype=np.dtype(dtype),
     )
     m = mean_average_precision(ap, [annotation_key], null_size=null_size, threshold=threshold, seed=seed)
-    return (ap, m) if return_ap else m
+    return RetrievalResult(map=m, ap=ap) if return_ap else m
