@@ -36,21 +36,21 @@ from .null import TIE_TOL, _random_positions
 MAX_POOL = 1500
 
 
-def _labelings_exact(strata_sizes, strata_r, offsets) -> np.ndarray:
-    per = []
-    for n_s, r_s, off in zip(strata_sizes, strata_r, offsets):
-        per.append([tuple(off + np.asarray(c)) for c in combinations(range(n_s), r_s)])
+def _labelings_exact(members, strata_r) -> np.ndarray:
+    """Every labeling: ``r_s`` of the pool positions ``members[s]`` in each stratum (columns by stratum)."""
+    per = [[tuple(mb[list(c)]) for c in combinations(range(mb.size), int(r))] for mb, r in zip(members, strata_r)]
     rows = [sum(parts, ()) for parts in product(*per)]
     return np.asarray(rows, dtype=np.int64).reshape(len(rows), -1)
 
 
-def _labelings_random(rng, n, strata_sizes, strata_r, offsets) -> np.ndarray:
+def _labelings_random(rng, n, members, strata_r) -> np.ndarray:
+    """``n`` uniformly random labelings (``r_s`` of ``members[s]`` in each stratum)."""
     cols = []
-    for n_s, r_s, off in zip(strata_sizes, strata_r, offsets):
-        if r_s == n_s:
-            cols.append(np.broadcast_to(off + np.arange(n_s), (n, n_s)))
-            continue
-        cols.append(off + _random_positions(rng, n, int(r_s), int(n_s)))
+    for mb, r in zip(members, strata_r):
+        if r == mb.size:
+            cols.append(np.broadcast_to(mb, (n, mb.size)))
+        else:
+            cols.append(mb[_random_positions(rng, n, int(r), int(mb.size))])
     return np.concatenate(cols, axis=1).astype(np.int64)
 
 
@@ -90,6 +90,26 @@ def labeling_map(T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray,
         return ap_sum / n_ok
 
 
+def _orderable32(f: np.ndarray) -> np.ndarray:
+    u = np.ascontiguousarray(f, dtype=np.float32).view(np.uint32)
+    neg = (u >> np.uint32(31)).astype(bool)
+    return np.where(neg, ~u, u | np.uint32(0x80000000)).astype(np.uint64)
+
+
+def _less_counts(K: np.ndarray, NEG: np.ndarray) -> np.ndarray:
+    """``LTN[i, j] = #{l: NEG[i, l], K[i, l] < K[i, j]}`` for every pair, by one batched search."""
+    P = K.shape[0]
+    if P <= 64:
+        Kn = np.where(NEG, K, np.float32(np.inf))
+        return (Kn[:, None, :] < K[:, :, None]).sum(-1)
+    Kn = np.sort(np.where(NEG, K, np.float32(np.inf)), axis=1)
+    rows = (np.arange(P, dtype=np.uint64) << np.uint64(32))[:, None]
+    flat = (rows | _orderable32(Kn)).ravel()
+    q = (rows | _orderable32(K)).ravel()
+    out = np.searchsorted(flat, q, side="left").reshape(P, P).astype(np.int64)
+    return out - (np.arange(P, dtype=np.int64) * P)[:, None]
+
+
 def permutation_p_values(
     prepared: Prepared,
     metric,
@@ -101,6 +121,7 @@ def permutation_p_values(
     null_size: int,
     seed: int | None,
     max_pool: int = MAX_POOL,
+    control_cache_limit: int = 4096,
 ):
     """Permutation p-value of each group's mAP against its controls.
 
@@ -121,6 +142,9 @@ def permutation_p_values(
         Labelings drawn when they cannot all be enumerated; seed of the draws.
     max_pool
         Groups whose pool is larger get NaN (the caller falls back to another null).
+    control_cache_limit
+        With at most this many controls their similarity matrix is computed once
+        (float32); otherwise each group's pool is computed on its own.
 
     Returns
     -------
@@ -135,29 +159,39 @@ def permutation_p_values(
     c_order = np.argsort(stratum[control_rows], kind="stable")
     c_sorted = control_rows[c_order]
     c_str = stratum[c_sorted]
+    symmetric = not callable(metric)
+    CC = None
+    if symmetric and c_sorted.size <= control_cache_limit:
+        CC = np.asarray(similarity(prepared, prepared, c_sorted, c_sorted, metric)).astype(np.float32)
+        np.subtract(np.float32(1), CC, out=CC)
     for g, wells in enumerate(groups):
         wells = np.asarray(wells, dtype=np.int64)
         if wells.size < 2:
             continue
         ws = stratum[wells]
         strata, r_s = np.unique(ws, return_counts=True)
-        pool_parts, sizes, offsets = [], [], []
-        off = 0
+        R = wells.size
+        wells = wells[np.argsort(ws, kind="stable")]
+        ws = stratum[wells]
+        cpos = []  # positions in c_sorted of the controls of the group's strata
         for s in strata:
-            w = wells[ws == s]
             lo, hi = np.searchsorted(c_str, s, "left"), np.searchsorted(c_str, s, "right")
-            part = np.concatenate([w, c_sorted[lo:hi]])
-            pool_parts.append(part)
-            sizes.append(part.size)
-            offsets.append(off)
-            off += part.size
-        pool = np.concatenate(pool_parts)
+            cpos.append(np.arange(lo, hi))
+        cpos = np.concatenate(cpos) if cpos else np.zeros(0, np.int64)
+        pool = np.concatenate([wells, c_sorted[cpos]])
         P = pool.size
         if P > max_pool:
             continue
-        S = similarity(prepared, prepared, pool, pool, metric)
-        K = np.asarray(S).astype(np.float32)
-        np.subtract(np.float32(1), K, out=K)
+        K = np.empty((P, P), dtype=np.float32)
+        if CC is not None:
+            KW = np.asarray(similarity(prepared, prepared, wells, pool, metric)).astype(np.float32)
+            np.subtract(np.float32(1), KW, out=KW)
+            K[:R] = KW
+            K[R:, :R] = KW[:, R:].T
+            K[R:, R:] = CC[np.ix_(cpos, cpos)]
+        else:
+            K[:] = np.asarray(similarity(prepared, prepared, pool, pool, metric))
+            np.subtract(np.float32(1), K, out=K)
         ps = stratum[pool]
         notself = ~np.eye(P, dtype=bool)
         NEG = (ps[:, None] == ps[None, :]) & notself
@@ -166,14 +200,11 @@ def permutation_p_values(
         else:
             pdv = posdiff[pool]
             POS = notself & (pdv[:, None, :] != pdv[None, :, :]).all(-1)
-        Kn = np.where(NEG, K, np.float32(np.inf))
-        if P <= 200:
-            LTN = (Kn[:, None, :] < K[:, :, None]).sum(-1)
-        else:
-            Ks = np.sort(Kn, axis=1)
-            LTN = np.stack([np.searchsorted(Ks[i], K[i], side="left") for i in range(P)])
+        LTN = _less_counts(K, NEG)
         nneg = NEG.sum(1)
-        T0 = np.concatenate([offsets[i] + np.arange(r) for i, r in enumerate(r_s)])[None, :]
+        members = [np.flatnonzero(ps == s) for s in strata]  # pool positions per stratum (wells first)
+        sizes = [mb.size for mb in members]
+        T0 = np.arange(R)[None, :]
         o = labeling_map(T0, K, POS, NEG, LTN, nneg)[0]
         obs[g] = o
         if not np.isfinite(o):
@@ -182,7 +213,7 @@ def permutation_p_values(
         for n_s, r in zip(sizes, r_s):
             n_lab *= comb(int(n_s), int(r))
         if n_lab <= null_size:
-            T = _labelings_exact(sizes, r_s, offsets)
+            T = _labelings_exact(members, r_s)
             null = labeling_map(T, K, POS, NEG, LTN, nneg)
             null = np.where(np.isfinite(null), null, -np.inf)
             p[g] = (null >= o - TIE_TOL).sum() / n_lab
@@ -190,10 +221,10 @@ def permutation_p_values(
         else:
             rng = np.random.default_rng(None if seed is None else [int(seed), g, 23])
             null = np.empty(null_size)
-            step = max(1, (1 << 20) // max(1, T0.shape[1] ** 2))
+            step = max(1, (1 << 20) // max(1, R * R))
             for s0 in range(0, null_size, step):
                 n = min(step, null_size - s0)
-                T = _labelings_random(rng, n, sizes, r_s, offsets)
+                T = _labelings_random(rng, n, members, r_s)
                 null[s0 : s0 + n] = labeling_map(T, K, POS, NEG, LTN, nneg)
             null = np.where(np.isfinite(null), null, -np.inf)
             k_ge = (null >= o - TIE_TOL).sum()
