@@ -47,3 +47,7 @@ __all__ = [
 from .replicating import ReplicatingResult, percent_matching, percent_replicating  # noqa: E402
 
 __all__ += ["ReplicatingResult", "percent_matching", "percent_replicating"]
+
+from .scale import phenotypic_activity_blocked  # noqa: E402
+
+__all__ += ["phenotypic_activity_blocked"]

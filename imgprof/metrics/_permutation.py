@@ -122,6 +122,7 @@ def permutation_p_values(
     seed: int | None,
     max_pool: int = MAX_POOL,
     control_cache_limit: int = 4096,
+    group_seeds: np.ndarray | None = None,
 ):
     """Permutation p-value of each group's mAP against its controls.
 
@@ -145,6 +146,9 @@ def permutation_p_values(
     control_cache_limit
         With at most this many controls their similarity matrix is computed once
         (float32); otherwise each group's pool is computed on its own.
+    group_seeds
+        One integer per group mixed into its generator (default: its position),
+        so that a group's draws do not depend on the other groups of the call.
 
     Returns
     -------
@@ -219,7 +223,8 @@ def permutation_p_values(
             p[g] = (null >= o - TIE_TOL).sum() / n_lab
             method[g] = "exact"
         else:
-            rng = np.random.default_rng(None if seed is None else [int(seed), g, 23])
+            gs = g if group_seeds is None else int(group_seeds[g])
+            rng = np.random.default_rng(None if seed is None else [int(seed), gs, 23])
             null = np.empty(null_size)
             step = max(1, (1 << 20) // max(1, R * R))
             for s0 in range(0, null_size, step):

@@ -957,7 +957,7 @@ def _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, 
     valid = ~pq.invalid
     stratum = (
         np.zeros(len(obs), dtype=np.int64) if not sc
-        else obs[sc].astype(object).apply(tuple, axis=1).factorize()[0] if len(sc) > 1
+        else pd.factorize(obs[sc].astype(str).agg("\x1f".join, axis=1))[0] if len(sc) > 1
         else pd.factorize(obs[sc[0]])[0]
     ).astype(np.int64)
     posdiff = None
@@ -974,9 +974,16 @@ def _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, 
     in_m = grp["average_precision"].apply(lambda s: bool(s.notna().any())).to_numpy()
     keep = valid[rows]
     groups = [np.sort(rows[(ids == g) & keep]) for g in range(n_groups)]
-    groups = [groups[g] for g in range(n_groups) if in_m[g] and scored[ids == g].any()]
+    sel = [g for g in range(n_groups) if in_m[g] and scored[ids == g].any()]
+    groups = [groups[g] for g in sel]
+    # each group's draws are seeded by its key values: the same p-value whatever else is in the call
+    import zlib
+
+    labels = m[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
+    group_seeds = np.array([zlib.crc32(s.encode()) for s in labels], dtype=np.int64)
     obs_map, p, se, method = permutation_p_values(
         pq, metric, groups, np.flatnonzero(cmask & valid), stratum, posdiff, null_size=int(null_size), seed=seed,
+        group_seeds=group_seeds,
     )
     if len(groups) != len(m):  # pragma: no cover - defensive: group bookkeeping must match mean_average_precision
         raise RuntimeError("phenotypic_activity: permutation groups do not match the mAP table.")
