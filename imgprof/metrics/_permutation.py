@@ -63,31 +63,28 @@ def labeling_map(T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray,
     ``nneg[i] = NEG[i].sum()``.
     """
     N, R = T.shape
-    ap_sum = np.zeros(N)
-    n_ok = np.zeros(N)
-    idx = np.arange(R)
-    earlier = idx[None, :] < idx[:, None]  # [b, b'] : b' before b
-    for a in range(R):
-        ob = np.delete(idx, a)
-        ia = T[:, a][:, None]
-        oth = T[:, ob]
-        k = K[ia, oth]
-        pos = POS[ia, oth]
-        neg = NEG[ia, oth]
-        less = k[:, None, :] < k[:, :, None]
-        tie_before = (k[:, None, :] == k[:, :, None]) & earlier[np.ix_(ob, ob)][None]
-        cnt = LTN[ia, oth] - (less & neg[:, None, :]).sum(-1)
-        m = ((less | tie_before) & pos[:, None, :]).sum(-1)
-        prec = np.where(pos, (m + 1.0) / (m + 1.0 + cnt), 0.0)
-        npos = pos.sum(1)
-        nn = nneg[T[:, a]] - neg.sum(1)
-        ok = (npos > 0) & (nn > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ap = prec.sum(1) / npos
-        ap_sum += np.where(ok, ap, 0.0)
-        n_ok += ok
+    if R < 2:
+        return np.full(N, np.nan)
+    oi = np.array([[b for b in range(R) if b != a] for a in range(R)])  # (R, R-1) others of each member
+    earlier = (oi[:, None, :] < oi[:, :, None])[None]  # [a, b, b'] : b' before b
+    ia = T[:, :, None]  # (N, R, 1)
+    oth = T[:, oi]  # (N, R, R-1)
+    k = K[ia, oth]
+    pos = POS[ia, oth]
+    neg = NEG[ia, oth]
+    kb = k[..., None, :]
+    kk = k[..., :, None]
+    less = kb < kk  # (N, R, R-1, R-1): [.., b, b'] = k[b'] < k[b]
+    before = less | ((kb == kk) & earlier)
+    cnt = LTN[ia, oth] - (less & neg[..., None, :]).sum(-1)
+    m = (before & pos[..., None, :]).sum(-1)
+    prec = np.where(pos, (m + 1.0) / (m + 1.0 + cnt), 0.0)
+    npos = pos.sum(-1)
+    nn = nneg[T] - neg.sum(-1)
+    ok = (npos > 0) & (nn > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return ap_sum / n_ok
+        ap = np.where(ok, prec.sum(-1) / np.maximum(npos, 1), 0.0)
+        return ap.sum(1) / ok.sum(1)
 
 
 def _orderable32(f: np.ndarray) -> np.ndarray:
