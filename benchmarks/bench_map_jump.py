@@ -154,7 +154,7 @@ def worker(spec: dict) -> dict:
             from dask.distributed import Client, LocalCluster
 
             cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="3GiB",
-                                   dashboard_address=None)
+                                   dashboard_address=":0")
             client = Client(cluster)
             client.run(lambda: __import__("imgprof.metrics"))  # warm the workers' imports (not timed)
         null = "permutation" if tool == "permutation" else "shared"

@@ -32,8 +32,9 @@ import numpy as np
 from ._similarity import Prepared, similarity
 from .null import TIE_TOL, _random_positions
 
-#: pools larger than this (perturbation wells + controls they are ranked against) are not permuted.
-MAX_POOL = 1500
+#: pools larger than this (perturbation wells + controls they are ranked against) are not permuted
+#: (cost grows with the square of the pool; such perturbations get the conservative shared null).
+MAX_POOL = 600
 
 
 def _labelings_exact(members, strata_r) -> np.ndarray:

@@ -893,7 +893,7 @@ def phenotypic_activity(
         ``"permutation_exact"``), else ``null_size`` random labelings
         (``"permutation_monte_carlo"``). Valid whatever the distribution of the
         profiles. Perturbations whose pool (wells + controls) exceeds
-        ``_permutation.MAX_POOL`` (1,500) fall back to the conservative
+        ``_permutation.MAX_POOL`` (600) fall back to the conservative
         ``"shared"`` null (``p_value_method`` says which).
         ``"independent"`` / ``"shared"``: see :func:`mean_average_precision`.
 
