@@ -59,11 +59,9 @@ def layout(n_cpd: int, seed: int = 0):
         for r in range(4):
             cpd.append(c0 + c)
             plate.append(p0 + 2 * r + (c % 2))
-        used = np.bincount(np.concatenate([2 * r + (c % 2) for r in range(4)]), minlength=8)
-        for q in range(8):
-            k = n_dmso + (per_plate - used[q])  # unused compound slots are DMSO too
-            cpd.append(np.full(k, -1))
-            plate.append(np.full(k, p0 + q))
+        for q in range(8):  # a partial last batch leaves compound slots empty (plates keep 16-28 DMSO)
+            cpd.append(np.full(n_dmso, -1))
+            plate.append(np.full(n_dmso, p0 + q))
         c0 += n_b
         p0 += 8
     cpd = np.concatenate(cpd)
@@ -156,7 +154,8 @@ def worker(spec: dict) -> dict:
             cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="3GiB",
                                    dashboard_address=":0")
             client = Client(cluster)
-            client.run(lambda: __import__("imgprof.metrics"))  # warm the workers' imports (not timed)
+            # warm the workers' imports (not timed): anndata + imgprof.metrics, as the tasks use them
+            client.run(lambda: [__import__(m) for m in ("anndata", "imgprof.metrics", "imgprof.metrics.scale")] and None)
         null = "permutation" if tool == "permutation" else "shared"
         rss0 = _rss_mb()
         t0 = time.perf_counter()
@@ -197,6 +196,7 @@ def main(argv=None):
     ap.add_argument("--sizes", default=None, help="comma-separated compound counts for imgprof")
     ap.add_argument("--copairs-sizes", default=None)
     ap.add_argument("--perm-null", type=int, default=None)
+    ap.add_argument("--perm-max", type=int, default=None, help="largest compound count for the permutation row")
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -250,7 +250,8 @@ def main(argv=None):
     for n in sizes:
         record(n, "shared", null, 3600)
         record(n, "dask", null, 3600)
-        record(n, "permutation", perm_null, 3600)
+        if args.perm_max is None or n <= args.perm_max:
+            record(n, "permutation", perm_null, 3600)
 
     lines = [
         "# JUMP-scale phenotypic activity: imgprof vs copairs 0.5.5",

@@ -113,13 +113,15 @@ def test_independent_null_is_exact_on_independent_rankings():
 
 
 def test_permutation_p_value_equals_brute_force():
-    """Every labeling of a small pool re-scored with the AP kernel itself (strata + pos_diffby)."""
+    """Every labeling of a small pool re-scored with the AP kernel itself (strata + pos_diffby + exact ties)."""
     rng = np.random.default_rng(2)
     # one compound, 3 wells on 2 plates (2 + 1), 3 controls per plate
     plate = np.array(["A", "A", "B", "A", "A", "A", "B", "B", "B"])
     trt = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
     X = rng.standard_normal((9, 6))
     X[trt] += 0.8 * rng.standard_normal(6)
+    X[4] = X[0]  # exact ties (equal float32 keys) between a replicate and a control, and between two controls
+    X[7] = 2 * X[5]
     obs = pd.DataFrame({"Metadata_broad_sample": np.where(trt, "cpd", "DMSO"), "Metadata_Plate": plate,
                         "Metadata_pert_type": np.where(trt, "trt", "control")}, index=[f"w{i}" for i in range(9)])
     a = ad.AnnData(X, obs=obs)

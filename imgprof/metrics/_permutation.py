@@ -67,18 +67,23 @@ def labeling_map(T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray,
     if R < 2:
         return np.full(N, np.nan)
     oi = np.array([[b for b in range(R) if b != a] for a in range(R)])  # (R, R-1) others of each member
-    earlier = (oi[:, None, :] < oi[:, :, None])[None]  # [a, b, b'] : b' before b
-    ia = T[:, :, None]  # (N, R, 1)
-    oth = T[:, oi]  # (N, R, R-1)
-    k = K[ia, oth]
-    pos = POS[ia, oth]
-    neg = NEG[ia, oth]
-    kb = k[..., None, :]
-    kk = k[..., :, None]
-    less = kb < kk  # (N, R, R-1, R-1): [.., b, b'] = k[b'] < k[b]
-    before = less | ((kb == kk) & earlier)
-    cnt = LTN[ia, oth] - (less & neg[..., None, :]).sum(-1)
-    m = (before & pos[..., None, :]).sum(-1)
+    P = K.shape[0]
+    flat = (T[:, :, None] * P + T[:, oi]).reshape(N, R, R - 1)  # pair indices into the P x P matrices
+    k = K.ravel()[flat]
+    # order each query's labelled others by key (stable: the kernel's order among tied positives)
+    order = np.argsort(k, axis=-1, kind="stable")
+    flat = np.take_along_axis(flat, order, axis=-1)
+    k = np.take_along_axis(k, order, axis=-1)
+    pos = POS.ravel()[flat]
+    neg = NEG.ravel()[flat]
+    # m: positives ranked before (ties in order); labelled negatives-eligible others strictly more similar
+    m = np.cumsum(pos, axis=-1, dtype=np.int32) - pos
+    cneg = np.cumsum(neg, axis=-1, dtype=np.int32) - neg  # before, in sorted order
+    idx = np.broadcast_to(np.arange(R - 1), k.shape)
+    new_run = np.ones(k.shape, dtype=bool)
+    new_run[..., 1:] = k[..., 1:] != k[..., :-1]
+    start = np.maximum.accumulate(np.where(new_run, idx, 0), axis=-1)  # first index of each tie run
+    cnt = LTN.ravel()[flat] - np.take_along_axis(cneg, start, axis=-1)
     prec = np.where(pos, (m + 1.0) / (m + 1.0 + cnt), 0.0)
     npos = pos.sum(-1)
     nn = nneg[T] - neg.sum(-1)
@@ -97,9 +102,9 @@ def _orderable32(f: np.ndarray) -> np.ndarray:
 def _less_counts(K: np.ndarray, NEG: np.ndarray) -> np.ndarray:
     """``LTN[i, j] = #{l: NEG[i, l], K[i, l] < K[i, j]}`` for every pair, by one batched search."""
     P = K.shape[0]
-    if P <= 64:
+    if P <= 128:
         Kn = np.where(NEG, K, np.float32(np.inf))
-        return (Kn[:, None, :] < K[:, :, None]).sum(-1)
+        return (Kn[:, None, :] < K[:, :, None]).sum(-1, dtype=np.int32)
     Kn = np.sort(np.where(NEG, K, np.float32(np.inf)), axis=1)
     rows = (np.arange(P, dtype=np.uint64) << np.uint64(32))[:, None]
     flat = (rows | _orderable32(Kn)).ravel()
@@ -224,7 +229,7 @@ def permutation_p_values(
             gs = g if group_seeds is None else int(group_seeds[g])
             rng = np.random.default_rng(None if seed is None else [int(seed), gs, 23])
             null = np.empty(null_size)
-            step = max(1, (1 << 20) // max(1, R * R))
+            step = max(1, (1 << 21) // max(1, R * R))
             for s0 in range(0, null_size, step):
                 n = min(step, null_size - s0)
                 T = _labelings_random(rng, n, members, r_s)

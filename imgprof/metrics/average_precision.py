@@ -989,7 +989,10 @@ def _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, 
         raise RuntimeError("phenotypic_activity: permutation groups do not match the mAP table.")
     done = method != ""
     if not np.allclose(obs_map[done], m["mean_average_precision"].to_numpy()[done], atol=1e-9):
-        raise RuntimeError("phenotypic_activity: permutation mAP differs from the AP kernel's mAP.")
+        raise RuntimeError(
+            "phenotypic_activity: permutation mAP differs from the AP kernel's mAP: "
+            f"{obs_map[done]} vs {m['mean_average_precision'].to_numpy()[done]}"
+        )
     m.loc[done, "p_value"] = p[done]
     m.loc[done, "p_value_se"] = se[done]
     m.loc[done, "p_value_method"] = np.array(["permutation_" + s for s in method[done]], dtype=object)
