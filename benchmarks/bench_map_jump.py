@@ -184,7 +184,8 @@ def run(spec: dict, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return {"timeout": True}
     if r.returncode != 0:
-        raise RuntimeError(r.stderr[-3000:])
+        print(r.stderr[-3000:], file=sys.stderr)
+        return {"error": r.stderr.strip().splitlines()[-1][:200]}
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -243,6 +244,8 @@ def main(argv=None):
     agree = {}
     if cp_ok is not None:
         for tool in ("shared", "permutation"):
+            if tool == "permutation" and args.perm_max is not None and cp_ok > args.perm_max:
+                continue
             record(cp_ok, tool, null if tool == "shared" else perm_null, limit * 4)
         a = np.load(tmp / f"map_{cp_ok}_shared.npy")
         b = np.load(tmp / f"map_{cp_ok}_copairs.npy")
@@ -267,6 +270,10 @@ def main(argv=None):
         "|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['n_cpd']:,} | {r['n_wells']:,} | {r['n_plates']:,} | {r['gib']:.2f} | {r['tool']} | – | – | "
+                         f"error: {r['error']} | – | – | – |")
+            continue
         t = "timeout" if r.get("timeout") else f"{r['seconds']:.1f}"
         nul = {"copairs": "copairs (shared, `>`)", "shared": "shared (`≥`)", "dask": "shared (`≥`)",
                "permutation": "permutation"}[r["tool"]]

@@ -988,10 +988,22 @@ def _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, 
     if len(groups) != len(m):  # pragma: no cover - defensive: group bookkeeping must match mean_average_precision
         raise RuntimeError("phenotypic_activity: permutation groups do not match the mAP table.")
     done = method != ""
-    if not np.allclose(obs_map[done], m["mean_average_precision"].to_numpy()[done], atol=1e-9):
+    # The permutation p-value compares the routine's own observed mAP with its own null (consistent by
+    # construction). It equals the kernel's mAP except where two similarities are tied within float rounding
+    # and the kernel's products (dense or paired) and the pool's product round them apart (rare; float32
+    # makes it likelier). Such groups are reported; a large difference would be a bug.
+    diff = np.abs(obs_map[done] - m["mean_average_precision"].to_numpy()[done])
+    if diff.size and diff.max() > 0.5:
         raise RuntimeError(
-            "phenotypic_activity: permutation mAP differs from the AP kernel's mAP: "
-            f"{obs_map[done]} vs {m['mean_average_precision'].to_numpy()[done]}"
+            "phenotypic_activity: permutation mAP differs from the AP kernel's mAP by "
+            f"{diff.max():.3g}; please report this."
+        )
+    if diff.size and (diff > 1e-9).any():
+        warnings.warn(
+            f"phenotypic_activity: for {int((diff > 1e-9).sum())} perturbation(s) the permutation test ranked "
+            f"near-tied similarities differently from the AP kernel (float rounding; max mAP difference "
+            f"{diff.max():.2g}); their p-values compare the permutation's own observed mAP with its null.",
+            RetrievalWarning, stacklevel=3,
         )
     m.loc[done, "p_value"] = p[done]
     m.loc[done, "p_value_se"] = se[done]
