@@ -122,7 +122,7 @@ def worker(spec: dict) -> dict:
     X = np.load(spec["x"], mmap_mode="r")
     null_size = spec["null_size"]
     tool = spec["tool"]
-    import anndata as ad  # noqa: F401
+    import anndata as ad
 
     import imgprof as ip
 
@@ -172,14 +172,14 @@ def worker(spec: dict) -> dict:
         out["n_active"] = int(res["below_corrected_p"].sum())
         res = res.sort_values("Metadata_cpd").reset_index(drop=True)
         np.save(spec["save"], res["mean_average_precision"].to_numpy(float))
-    out["n_groups"] = int(len(res))
+    out["n_groups"] = len(res)
     out["rss_growth_mb"] = _peak_rss_mb() - rss0
     return out
 
 
 def run(spec: dict, timeout: float) -> dict:
     try:
-        r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False,
                            timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         return {"timeout": True}
@@ -286,8 +286,8 @@ def main(argv=None):
     if cp_ok is not None:
         cp = next(r for r in rows if r["tool"] == "copairs" and r["n_cpd"] == cp_ok)
         ip_ = next(r for r in rows if r["tool"] == "shared" and r["n_cpd"] == cp_ok)
-        lines += ["", f"Largest size copairs finished within the limit: {cp_ok:,} compounds; imgprof (same null construction) "
-                  f"is {cp['seconds'] / ip_['seconds']:.0f}× faster there. {agree}"]
+        lines += ["", (f"Largest size copairs finished within the limit: {cp_ok:,} compounds; imgprof (same null "
+                       f"construction) is {cp['seconds'] / ip_['seconds']:.0f}× faster there. {agree}")]
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)

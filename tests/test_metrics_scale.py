@@ -71,7 +71,7 @@ def test_blocked_equals_single_run(tmp_path):
 
 def test_blocked_on_a_local_cluster_reads_the_memmap_on_workers(tmp_path):
     distributed = pytest.importorskip("dask.distributed")
-    a, X = _jump_like(tmp_path, n_cpd=60)
+    a, _ = _jump_like(tmp_path, n_cpd=60)
     single = _run(a, block_size=1000, null_size=300)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as client:

@@ -767,7 +767,7 @@ def mean_average_precision(
     >>> bool(m["p_value"].between(0, 1).all())
     True
     """
-    from .null import benjamini_hochberg, group_null_p_values, group_p_values, shared_group_p_values
+    from .null import group_null_p_values, group_p_values, shared_group_p_values
 
     sameby = as_list(sameby)
     if not sameby:

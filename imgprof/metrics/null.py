@@ -347,15 +347,11 @@ def group_null_p_values(
     sizes = np.bincount(group, minlength=G)
     if (sizes == 0).any():
         raise ValueError("every group needs at least one profile.")
-    # configuration id and slot (rank among the group's members with that configuration)
+    # configuration id of each profile, members sorted by (group, configuration)
     confs, cid = np.unique(np.stack([n_pos, n_total], axis=1), axis=0, return_inverse=True)
     cid = np.asarray(cid).reshape(-1)
     order = np.lexsort((cid, group))
     g_s, c_s = group[order], cid[order]
-    new_run = np.ones(order.size, dtype=bool)
-    new_run[1:] = (g_s[1:] != g_s[:-1]) | (c_s[1:] != c_s[:-1])
-    run_start = np.flatnonzero(new_run)
-    slot = np.arange(order.size) - np.repeat(run_start, np.diff(np.append(run_start, order.size)))
     # class = the group's sorted tuple of configuration ids (the multiset); groups in a class share a null
     starts = np.searchsorted(g_s, np.arange(G))
     member_codes = c_s.astype(np.int64)

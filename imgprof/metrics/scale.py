@@ -98,7 +98,6 @@ def phenotypic_activity_blocked(
     True
     """
     from .average_precision import _finish
-    from .null import benjamini_hochberg  # noqa: F401  (imported for the docs' cross-reference)
 
     if "return_ap" in kwargs:
         raise ValueError("phenotypic_activity_blocked does not return the AP table (return_ap is not supported).")
