@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
-from .._core.validation import as_list, check_df_keys, check_obs_keys, get_matrix, is_dask, resolve_mask
+from .._core.validation import (
+    as_list,
+    check_df_keys,
+    check_obs_keys,
+    get_matrix,
+    is_dask,
+    resolve_mask,
+)
 from . import _pairs
 from ._similarity import check_metric, pair_similarity, prepare, similarity
 
