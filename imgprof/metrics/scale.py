@@ -53,7 +53,7 @@ def phenotypic_activity_blocked(
     controls="Metadata_pert_type == 'control'",
     *,
     sameby_controls: str | Sequence[str] | None = None,
-    block_size: int = 2000,
+    block_size: int = 250,
     client=None,
     threshold: float = 0.05,
     **kwargs,
@@ -71,8 +71,11 @@ def phenotypic_activity_blocked(
         plate) a block holds only its perturbations' strata's controls;
         without it every block holds every control.
     block_size
-        Perturbations per block. Perturbations are ordered by the strata of
-        their wells, so a block touches few plates.
+        Perturbations per block (default 250). Perturbations are ordered by the
+        strata of their wells, so a block touches few plates. The AP kernel's
+        pair search is quadratic in the block, so small blocks are faster as
+        long as the per-block overhead stays small (250 measured best among
+        100–2,000 on the JUMP-like benchmark).
     client
         A ``dask.distributed.Client``: blocks run as tasks on its workers.
         ``None``: blocks run one after the other here.
