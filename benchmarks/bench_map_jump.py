@@ -198,19 +198,21 @@ def main(argv=None):
     ap.add_argument("--copairs-sizes", default=None)
     ap.add_argument("--perm-null", type=int, default=None)
     ap.add_argument("--perm-max", type=int, default=None, help="largest compound count for the permutation row")
+    ap.add_argument("--block", type=int, default=None, help="compounds per block (imgprof)")
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     if args.quick:
-        d, sizes, cp_sizes, null, limit, block = 50, [1000, 4000], [250, 500], 1000, 120, 500
+        d, sizes, cp_sizes, null, limit, block = 50, [1000, 4000], [250, 500], 1000, 120, 250
     else:
-        d, sizes, cp_sizes, null, limit, block = 1000, [10_000, 100_000], [500, 1000, 2000, 4000], 10000, 600, 2000
+        d, sizes, cp_sizes, null, limit, block = 1000, [10_000, 100_000], [8000, 16000, 32000, 64000], 10000, 600, 250
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
     if args.copairs_sizes:
         cp_sizes = [int(s) for s in args.copairs_sizes.split(",")]
     perm_null = args.perm_null or null
+    block = args.block or block
     tmp = Path(tempfile.mkdtemp(prefix="bench_map_jump_"))
     rows = []
 

@@ -74,8 +74,8 @@ def phenotypic_activity_blocked(
         Perturbations per block (default 250). Perturbations are ordered by the
         strata of their wells, so a block touches few plates. The AP kernel's
         pair search is quadratic in the block, so small blocks are faster as
-        long as the per-block overhead stays small (250 measured best among
-        100–2,000 on the JUMP-like benchmark).
+        long as the per-block overhead stays small (on the JUMP-like
+        benchmark, blocks of 100–300 were faster than 700 or 2,000).
     client
         A ``dask.distributed.Client``: blocks run as tasks on its workers.
         ``None``: blocks run one after the other here.
