@@ -112,6 +112,37 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _anon_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _AnonPeak:
+    """Peak anonymous resident memory (heap, not memory-mapped file pages) sampled every 50 ms."""
+
+    def __enter__(self):
+        import threading
+
+        self.base = self.peak = _anon_mb()
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.wait(0.05):
+                self.peak = max(self.peak, _anon_mb())
+
+        self._t = threading.Thread(target=loop, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _anon_mb())
+
+
 def worker(spec: dict) -> dict:
     import warnings
 
@@ -136,6 +167,7 @@ def worker(spec: dict) -> dict:
         m["Metadata_ref"] = -1
         m.loc[ctrl, "Metadata_ref"] = np.arange(int(ctrl.sum()))
         rss0 = _rss_mb()
+        anon = _AnonPeak().__enter__()
         t0 = time.perf_counter()
         ap = cm.average_precision(m, Xm, ["Metadata_cpd", "Metadata_ref"], [], ["Metadata_Plate"],
                                   ["Metadata_cpd", "Metadata_ref"], progress_bar=False)
@@ -143,6 +175,8 @@ def worker(spec: dict) -> dict:
             res = cm.mean_average_precision(ap.loc[~ctrl], ["Metadata_cpd"], null_size=null_size, threshold=0.05, seed=0,
                                             progress_bar=False, cache_dir=cache)
         out["seconds"] = time.perf_counter() - t0
+        anon.__exit__()
+        out["anon_peak_growth_mb"] = anon.peak - anon.base
         res = res.sort_values("Metadata_cpd").reset_index(drop=True)
         np.save(spec["save"], res["mean_average_precision"].to_numpy(float))
     else:
@@ -158,11 +192,14 @@ def worker(spec: dict) -> dict:
             client.run(lambda: [__import__(m) for m in ("anndata", "imgprof.metrics", "imgprof.metrics.scale")] and None)
         null = "permutation" if tool == "permutation" else "shared"
         rss0 = _rss_mb()
+        anon = _AnonPeak().__enter__()
         t0 = time.perf_counter()
         res = ip.metrics.phenotypic_activity_blocked(a, "Metadata_cpd", controls="Metadata_cpd == 'DMSO'",
                                                     sameby_controls="Metadata_Plate", block_size=spec["block"],
                                                     null_size=null_size, seed=0, null=null, client=client, dtype="float32")
         out["seconds"] = time.perf_counter() - t0
+        anon.__exit__()
+        out["anon_peak_growth_mb"] = anon.peak - anon.base
         if client is not None:
             peaks = client.run(lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 1024)
             out["worker_peak_rss_mb"] = max(peaks.values())
