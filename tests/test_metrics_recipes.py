@@ -36,8 +36,12 @@ def _normalized_sim(seed=2, **kw):
 
 def test_phenotypic_activity_equals_copairs_recipe(lincs, tmp_path):
     copairs_map = pytest.importorskip("copairs.map")
-    ap, m = ip.metrics.phenotypic_activity(lincs, "Metadata_broad_sample", controls="Metadata_broad_sample == 'DMSO'",
-                                           null_size=2000, seed=0, return_ap=True)
+    res = ip.metrics.phenotypic_activity(lincs, "Metadata_broad_sample", controls="Metadata_broad_sample == 'DMSO'",
+                                         null_size=2000, seed=0, return_ap=True)
+    assert isinstance(res, ip.metrics.RetrievalResult)
+    ap, m = res.ap, res.map
+    with pytest.raises(TypeError, match="not a tuple"):
+        ap, m = res
     meta = lincs.obs.reset_index(drop=True).copy()
     ctrl = meta["Metadata_broad_sample"].eq("DMSO").to_numpy()
     meta["ref"] = -1
@@ -67,8 +71,9 @@ def test_phenotypic_consistency_multilabel_matches_copairs(lincs):
     copairs_map = pytest.importorskip("copairs.map")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ap, m = ip.metrics.phenotypic_consistency(lincs, "Metadata_moa", "Metadata_broad_sample",
-                                                  controls="Metadata_broad_sample == 'DMSO'", null_size=1000, return_ap=True)
+        res = ip.metrics.phenotypic_consistency(lincs, "Metadata_moa", "Metadata_broad_sample",
+                                                controls="Metadata_broad_sample == 'DMSO'", null_size=1000, return_ap=True)
+    ap, m = res.ap, res.map
     # copairs on the same consensus profiles
     keep = lincs.obs["Metadata_moa"].notna() & lincs.obs["Metadata_broad_sample"].ne("DMSO")
     sub = lincs[keep.to_numpy()]
@@ -90,8 +95,8 @@ def test_phenotypic_consistency_filters_by_activity_and_validates(lincs):
         warnings.simplefilter("ignore")
         act = ip.metrics.phenotypic_activity(lincs, "Metadata_broad_sample", controls="Metadata_broad_sample == 'DMSO'",
                                              null_size=500)
-        ap, _ = ip.metrics.phenotypic_consistency(lincs, "Metadata_moa", controls="Metadata_broad_sample == 'DMSO'",
-                                                  active=act, null_size=500, return_ap=True)
+        ap = ip.metrics.phenotypic_consistency(lincs, "Metadata_moa", controls="Metadata_broad_sample == 'DMSO'",
+                                               active=act, null_size=500, return_ap=True).ap
     assert set(ap["Metadata_broad_sample"]) <= set(act.loc[act["below_corrected_p"], "Metadata_broad_sample"])
     with pytest.raises(KeyError, match="Metadata_nope"):
         ip.metrics.phenotypic_consistency(lincs, "Metadata_nope")

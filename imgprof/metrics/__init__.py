@@ -5,6 +5,7 @@ null distributions) on AnnData, with a blocked matrix-product kernel.
 """
 
 from .average_precision import (
+    RetrievalResult,
     RetrievalWarning,
     average_precision,
     average_precision_kernel,
@@ -14,16 +15,27 @@ from .average_precision import (
     phenotypic_activity,
     phenotypic_consistency,
 )
-from .null import ap_p_values, benjamini_hochberg, clear_null_cache, null_distributions, random_ap
+from .null import (
+    ap_distribution,
+    ap_p_values,
+    benjamini_hochberg,
+    clear_null_cache,
+    group_null_p_values,
+    null_distributions,
+    random_ap,
+)
 
 __all__ = [
+    "RetrievalResult",
     "RetrievalWarning",
+    "ap_distribution",
     "ap_p_values",
     "average_precision",
     "average_precision_kernel",
     "benjamini_hochberg",
     "clear_null_cache",
     "expected_ap",
+    "group_null_p_values",
     "mean_average_precision",
     "normalized_ap",
     "null_distributions",
@@ -35,3 +47,7 @@ __all__ = [
 from .replicating import ReplicatingResult, percent_matching, percent_replicating  # noqa: E402
 
 __all__ += ["ReplicatingResult", "percent_matching", "percent_replicating"]
+
+from .scale import phenotypic_activity_blocked  # noqa: E402
+
+__all__ += ["phenotypic_activity_blocked"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from .._core.provenance import log_step
 from .._core.validation import (
     as_list,
     check_bool,
+    check_choice,
     check_df_keys,
     check_float,
     check_int,
@@ -49,6 +51,43 @@ AP_COLUMNS = ("n_pos_pairs", "n_total_pairs", "average_precision", "normalized_a
 
 class RetrievalWarning(UserWarning):
     """Profiles that get a NaN average precision (no positives, no negatives, invalid vector)."""
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """Outcome of :func:`phenotypic_activity` / :func:`phenotypic_consistency` with ``return_ap=True``.
+
+    Attributes
+    ----------
+    map
+        One row per group (perturbation or label): mAP, p-value, corrected
+        p-value, ``below_corrected_p`` … — the table returned without ``return_ap``.
+    ap
+        One row per scored profile (or (profile, label)): ``n_pos_pairs``,
+        ``n_total_pairs``, ``average_precision``, ``normalized_average_precision``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.lincs_plate()
+    >>> res = ip.metrics.phenotypic_activity(adata, "Metadata_broad_sample", null_size=200, return_ap=True)
+    >>> res
+    RetrievalResult(map: 58 groups, ap: 384 profiles)
+    >>> int(res.map["below_corrected_p"].sum()) <= len(res.map), "average_precision" in res.ap
+    (True, True)
+    """
+
+    map: pd.DataFrame
+    ap: pd.DataFrame
+
+    def __repr__(self) -> str:
+        return f"RetrievalResult(map: {len(self.map)} groups, ap: {len(self.ap)} profiles)"
+
+    def __iter__(self):
+        raise TypeError(
+            "RetrievalResult is not a tuple: use result.map (per group) and result.ap (per profile); "
+            "before imgprof 0.x, return_ap=True returned the tuple (ap, map)."
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -677,13 +716,22 @@ def mean_average_precision(
     seed: int | None = 0,
     *,
     copairs_compat: bool = False,
+    exact: bool | None = None,
+    null: str = "shared",
 ) -> pd.DataFrame:
     """Mean AP per group with a permutation p-value and Benjamini–Hochberg correction.
 
-    The null of each profile is ``null_size`` APs of random rankings with the
-    same number of positives and total pairs (drawn once per ``(n_pos_pairs,
-    n_total_pairs)`` configuration and cached, as copairs does); a group's null
-    mAP is the mean of its members' nulls. ``p = (#{null ≥ mAP} + 1) / (null_size + 1)``.
+    Each member's AP null is that of a random ranking with its number of
+    positive pairs among its ``n_total_pairs``; the p-value is
+    ``P(null mAP >= mAP)``: ties count as at least as extreme. Two nulls of the
+    group mean (``null=``): ``"shared"`` (default, conservative) reuses one
+    null draw per configuration for every member, ``(#{null >= mAP} + 1) / (null_size + 1)``;
+    ``"independent"`` is the mean of independent draws, one per member —
+    **exact** where it can be enumerated (see
+    :func:`imgprof.metrics.group_null_p_values`), else Monte Carlo. The
+    Monte Carlo standard error is in ``p_value_se``. For replicate retrieval
+    against controls prefer :func:`phenotypic_activity`, whose default
+    label-permutation p-value is exact and valid. See ``docs/metrics_pvalues.md``.
 
     Parameters
     ----------
@@ -693,7 +741,7 @@ def mean_average_precision(
     sameby
         Column(s) defining the groups (e.g. the perturbation).
     null_size
-        Random rankings per configuration.
+        Monte Carlo draws per group null (unused where the p-value is exact).
     threshold
         Significance level for ``below_p`` and ``below_corrected_p``.
     seed
@@ -702,15 +750,32 @@ def mean_average_precision(
         Reproduce copairs 0.5 exactly: per-configuration seeds drawn in
         configuration order from ``seed``, float32 null APs, and a strict ``>``
         comparison (``#{null > mAP}``) — equal to copairs' output when its disk
-        cache is empty. Default ``False`` uses seeds derived from
-        ``(seed, n_pos, total)`` (so a configuration's null does not depend on
-        which other configurations exist) and the inclusive ``≥`` count.
+        cache is empty. copairs reuses one null row for every member sharing a
+        configuration, so its null of a group mean is as wide as a single AP's:
+        its p-values are not those of the mean of independent members.
+    exact
+        ``None`` (default): exact p-values where the null is small enough,
+        Monte Carlo elsewhere; ``False``: always Monte Carlo; ``True``: exact or
+        ``ValueError``. Ignored with ``copairs_compat``.
+    null
+        ``"shared"`` (default): one null row per configuration reused by every
+        member (copairs' construction, ties counted): conservative.
+        ``"independent"``: the members' APs are drawn independently (exact /
+        Monte Carlo, see above) — valid only if the members' APs are
+        independent. Replicates of one group share their pair similarities,
+        so on real profiles their APs are positively dependent and this null
+        is anti-conservative (about 10 % of pure-noise groups under 0.05).
+        An AP table alone cannot give a valid *and* powerful test;
+        :func:`phenotypic_activity` (which has the profiles) uses an exact
+        label-permutation test. See ``docs/metrics_pvalues.md``.
 
     Returns
     -------
     DataFrame, one row per group: ``sameby`` columns, ``n_profiles``,
     ``mean_average_precision``, ``mean_normalized_average_precision``,
-    ``p_value``, ``corrected_p_value``, ``below_p``, ``below_corrected_p``.
+    ``p_value``, ``corrected_p_value``, ``below_p``, ``below_corrected_p``,
+    and (not with ``copairs_compat``) ``p_value_se`` (Monte Carlo standard
+    error, 0 when exact) and ``p_value_method`` (``"exact"`` or ``"monte_carlo"``).
     Profiles with NaN AP or no positive pair are left out (as copairs).
 
     Examples
@@ -723,7 +788,7 @@ def mean_average_precision(
     >>> bool(m["p_value"].between(0, 1).all())
     True
     """
-    from .null import benjamini_hochberg, group_p_values
+    from .null import group_null_p_values, group_p_values, shared_group_p_values
 
     sameby = as_list(sameby)
     if not sameby:
@@ -735,6 +800,7 @@ def mean_average_precision(
     null_size = check_int(null_size, "null_size", min_value=1)
     threshold = check_float(threshold, "threshold", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
     check_int(seed, "seed", min_value=0, allow_none=True)
+    null = check_choice(null, "null", ("independent", "shared"))
     df = ap.loc[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)
     if df.empty:
         raise ValueError("mean_average_precision: no profile has a finite AP with at least one positive pair.")
@@ -748,16 +814,42 @@ def mean_average_precision(
     ).reset_index()
     gid = grouped.ngroup().to_numpy()
     confs = df[["n_pos_pairs", "n_total_pairs"]].to_numpy(dtype=np.int64)
-    res["p_value"] = group_p_values(
-        res["mean_average_precision"].to_numpy(), gid, confs, null_size=int(null_size), seed=seed,
-        copairs_compat=copairs_compat,
-    )
+    extra = []
+    if copairs_compat:
+        res["p_value"] = group_p_values(
+            res["mean_average_precision"].to_numpy(), gid, confs, null_size=int(null_size), seed=seed,
+            copairs_compat=True,
+        )
+    elif null == "shared":
+        pv = shared_group_p_values(
+            res["mean_average_precision"].to_numpy(), gid, confs[:, 0], confs[:, 1], null_size=int(null_size), seed=seed,
+        )
+        res["p_value"] = pv
+        res["p_value_se"] = np.sqrt(pv * (1 - pv) / int(null_size))
+        res["p_value_method"] = "shared_monte_carlo"
+        extra = ["p_value_se", "p_value_method"]
+    else:
+        pv = group_null_p_values(
+            res["mean_average_precision"].to_numpy(), gid, confs[:, 0], confs[:, 1], null_size=int(null_size),
+            seed=seed, exact=exact,
+        )
+        res["p_value"] = pv["p_value"].to_numpy()
+        res["p_value_se"] = pv["p_value_se"].to_numpy()
+        res["p_value_method"] = ("independent_" + pv["p_value_method"]).to_numpy()
+        extra = ["p_value_se", "p_value_method"]
+    _finish(res, threshold)
+    cols = sameby + ["n_profiles", "mean_average_precision", "mean_normalized_average_precision", "p_value",
+                     "corrected_p_value", "below_p", "below_corrected_p"] + extra
+    return res[cols]
+
+
+def _finish(res: pd.DataFrame, threshold: float) -> None:
+    """BH-corrected p-values and the ``below_*`` flags, in place."""
+    from .null import benjamini_hochberg
+
     res["corrected_p_value"] = benjamini_hochberg(res["p_value"].to_numpy())
     res["below_p"] = res["p_value"] < threshold
     res["below_corrected_p"] = res["corrected_p_value"] < threshold
-    cols = sameby + ["n_profiles", "mean_average_precision", "mean_normalized_average_precision", "p_value",
-                     "corrected_p_value", "below_p", "below_corrected_p"]
-    return res[cols]
 
 
 # ---------------------------------------------------------------------------
@@ -789,6 +881,7 @@ def phenotypic_activity(
     seed: int | None = 0,
     return_ap: bool = False,
     dtype: str = "float64",
+    null: str = "permutation",
 ):
     """Phenotypic activity: can each perturbation's replicates be retrieved against negative controls?
 
@@ -816,11 +909,26 @@ def phenotypic_activity(
     null_size, threshold, seed
         See :func:`mean_average_precision`.
     return_ap
-        Also return the per-profile AP table: ``(ap, map)``.
+        Return a :class:`RetrievalResult` (``.map`` per perturbation, ``.ap``
+        per profile) instead of the mAP table alone.
+    null
+        ``"permutation"`` (default): exact label-permutation test — under the
+        null the perturbation's wells are exchangeable with its controls (within
+        each ``sameby_controls`` stratum); every labeling is enumerated when
+        there are at most ``null_size`` of them (``p_value_method`` =
+        ``"permutation_exact"``), else ``null_size`` random labelings
+        (``"permutation_monte_carlo"``). Valid whatever the distribution of the
+        profiles. Perturbations whose pool (wells + controls) exceeds
+        ``_permutation.MAX_POOL`` (600) fall back to the conservative
+        ``"shared"`` null (``p_value_method`` says which).
+        ``"independent"`` / ``"shared"``: see :func:`mean_average_precision`.
 
     Returns
     -------
-    mAP DataFrame per perturbation (and the AP table if ``return_ap``).
+    mAP DataFrame per perturbation: ``n_profiles``, ``mean_average_precision``,
+    ``mean_normalized_average_precision``, ``p_value``, ``corrected_p_value``,
+    ``below_p``, ``below_corrected_p``, ``p_value_se``, ``p_value_method``; or
+    a :class:`RetrievalResult` with ``return_ap=True``.
 
     Examples
     --------
@@ -840,6 +948,8 @@ def phenotypic_activity(
     cmask = resolve_mask(adata, controls, param="controls")
     if cmask.all():
         raise ValueError(f"controls={controls!r} selects every profile; nothing left to score.")
+    if null not in ("permutation", "independent", "shared"):
+        raise ValueError(f"null must be 'permutation', 'independent' or 'shared', got {null!r}.")
     if _REF in adata.obs.columns:
         raise ValueError(f"adata.obs already has a column {_REF!r}; rename it.")
     obs = adata.obs.copy()
@@ -857,8 +967,75 @@ def phenotypic_activity(
     ap = average_precision_kernel(
         X, obs, keys + [_REF], pdiff, sc, keys + [_REF], metric=metric, query=~cmask, dtype=np.dtype(dtype),
     ).drop(columns=[_REF])
-    m = mean_average_precision(ap.loc[~cmask], keys, null_size=null_size, threshold=threshold, seed=seed)
-    return (ap, m) if return_ap else m
+    m = mean_average_precision(
+        ap.loc[~cmask], keys, null_size=null_size, threshold=threshold, seed=seed,
+        null="shared" if null == "permutation" else null,
+    )
+    if null == "permutation":
+        _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, null_size, seed, threshold)
+    return RetrievalResult(map=m, ap=ap) if return_ap else m
+
+
+def _activity_permutation(m, ap, X, obs, cmask, keys, sc, pdiff, metric, dtype, null_size, seed, threshold) -> None:
+    """Replace ``m``'s p-values by label-permutation p-values (in place; see ``_permutation``)."""
+    from ._permutation import permutation_p_values
+
+    pq = prepare(X.compute() if is_dask(X) else X, metric, np.dtype(dtype))
+    valid = ~pq.invalid
+    stratum = (
+        np.zeros(len(obs), dtype=np.int64) if not sc
+        else pd.factorize(obs[sc].astype(str).agg("\x1f".join, axis=1))[0] if len(sc) > 1
+        else pd.factorize(obs[sc[0]])[0]
+    ).astype(np.int64)
+    posdiff = None
+    if pdiff:
+        posdiff = np.stack([pd.factorize(obs[c])[0] for c in pdiff], axis=1)
+    # rows of each scored group (the AP table's groups), valid vectors only
+    trt = ap.loc[~cmask]
+    scored = trt["average_precision"].notna() & (trt["n_pos_pairs"] > 0)
+    row_of = pd.Series(np.arange(len(obs)), index=obs.index)
+    grp = trt.groupby(keys, observed=True, sort=True)
+    ids = grp.ngroup().to_numpy()
+    rows = row_of.loc[trt.index].to_numpy()
+    n_groups = int(ids.max()) + 1 if ids.size else 0
+    in_m = grp["average_precision"].apply(lambda s: bool(s.notna().any())).to_numpy()
+    keep = valid[rows]
+    groups = [np.sort(rows[(ids == g) & keep]) for g in range(n_groups)]
+    sel = [g for g in range(n_groups) if in_m[g] and scored[ids == g].any()]
+    groups = [groups[g] for g in sel]
+    # each group's draws are seeded by its key values: the same p-value whatever else is in the call
+    import zlib
+
+    labels = m[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
+    group_seeds = np.array([zlib.crc32(s.encode()) for s in labels], dtype=np.int64)
+    obs_map, p, se, method = permutation_p_values(
+        pq, metric, groups, np.flatnonzero(cmask & valid), stratum, posdiff, null_size=int(null_size), seed=seed,
+        group_seeds=group_seeds,
+    )
+    if len(groups) != len(m):  # pragma: no cover - defensive: group bookkeeping must match mean_average_precision
+        raise RuntimeError("phenotypic_activity: permutation groups do not match the mAP table.")
+    done = method != ""
+    # The permutation p-value compares the routine's own observed mAP with its own null (consistent by
+    # construction). It equals the kernel's mAP except where two similarities are tied within float rounding
+    # and the kernel's products (dense or paired) and the pool's product round them apart (rare; float32
+    # makes it likelier). Such groups are reported; a large difference would be a bug.
+    diff = np.abs(obs_map[done] - m["mean_average_precision"].to_numpy()[done])
+    if diff.size and diff.max() > 0.5:
+        raise RuntimeError(
+            "phenotypic_activity: permutation mAP differs from the AP kernel's mAP by "
+            f"{diff.max():.3g}; please report this."
+        )
+    if diff.size and (diff > 1e-9).any():
+        warnings.warn(
+            f"phenotypic_activity: for {int((diff > 1e-9).sum())} perturbation(s) the permutation test ranked "
+            f"near-tied similarities differently from the AP kernel (float rounding; max mAP difference "
+            f"{diff.max():.2g}); their p-values compare the permutation's own observed mAP with its null.",
+            RetrievalWarning, stacklevel=3,
+        )
+    m.loc[done, "p_value"] = p[done]
+    m.loc[done, "p_value_se"] = se[done]
+    m.loc[done, "p_value_method"] = np.array(["permutation_" + s for s in method[done]], dtype=object)
+    _finish(m, threshold)
 
 
 def phenotypic_consistency(
@@ -909,7 +1086,8 @@ def phenotypic_consistency(
 
     Returns
     -------
-    mAP DataFrame per label (and the AP table if ``return_ap``).
+    mAP DataFrame per label, or a :class:`RetrievalResult` (``.map``, ``.ap``)
+    with ``return_ap=True``.
 
     Examples
     --------
@@ -971,4 +1149,4 @@ def phenotypic_consistency(
         multilabel_sep=multilabel_sep, dtype=np.dtype(dtype),
     )
     m = mean_average_precision(ap, [annotation_key], null_size=null_size, threshold=threshold, seed=seed)
-    return (ap, m) if return_ap else m
+    return RetrievalResult(map=m, ap=ap) if return_ap else m

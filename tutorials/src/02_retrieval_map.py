@@ -57,13 +57,16 @@ obs["Metadata_dose_recode_status"].value_counts()
 # For each compound well, the other wells of the same compound are **positives** and the 24 DMSO
 # wells are **negatives**. The AP of a well is the average precision of its positives when all of
 # them are ranked by cosine similarity to it. The compound's mAP is the mean over its wells. Its
-# p-value comes from 10,000 random rankings with the same number of positives and negatives, and is
-# then Benjamini–Hochberg corrected over compounds.
+# p-value is a label-permutation test: if the compound were inactive, its wells would be
+# exchangeable with the DMSO wells, so its mAP is compared with the mAP of 10,000 random choices of
+# "which wells are the compound" among its wells + the DMSO wells (exact when there are fewer
+# labelings than that; `p_value_method` says which). It is then Benjamini–Hochberg corrected over compounds.
 
 # %%
-ap, act = ip.metrics.phenotypic_activity(
+res = ip.metrics.phenotypic_activity(
     adata, "Metadata_broad_sample", controls="Metadata_pert_type == 'control'", null_size=10000, return_ap=True
 )
+ap, act = res.ap, res.map  # per-well APs, per-compound mAP
 queries = ap[ap["Metadata_pert_type"] == "trt"]
 queries.groupby(["n_pos_pairs", "n_total_pairs"]).size().rename("wells")  # 5 (or 11) positives + 24 DMSO negatives
 
@@ -264,9 +267,10 @@ ip.provenance(prot)[["function", "params"]].tail(1)
 # be called active more often.
 
 # %%
-ap_p, act_p = ip.metrics.phenotypic_activity(
+res_p = ip.metrics.phenotypic_activity(
     prot, "Metadata_broad_sample", controls=neg, sameby_controls="Metadata_Plate", null_size=10000, return_ap=True
 )
+ap_p, act_p = res_p.ap, res_p.map
 kind = prot.obs.groupby("Metadata_broad_sample", observed=True)["Metadata_control_type"].first().fillna("treatment")
 act_p["kind"] = act_p["Metadata_broad_sample"].map(kind).to_numpy()
 by_kind = act_p.groupby("kind").agg(
