@@ -46,6 +46,6 @@ def __dir__():
 
 
 # scanpy 1.11 + scipy >= 1.15: make ``sc.pp.neighbors`` work on >= 4,096 cells (see _core/compat.py).
-from ._core.compat import install_import_hook as _install_import_hook  # noqa: E402
+from ._core.compat import install_import_hook as _install_import_hook
 
 _install_import_hook()

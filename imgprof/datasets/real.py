@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
+from .._core.storable import make_storable
 
 
 def data_path(*parts: str) -> Path:
@@ -24,6 +25,10 @@ def data_path(*parts: str) -> Path:
 
 
 def _tag(adata: ad.AnnData, name: str, license_: str) -> ad.AnnData:
+    # Every bundled data set must round-trip through write_h5ad and write_zarr (see _core/storable.py:
+    # all-missing object columns become NaN floats; a column whose name differs only by case from an
+    # earlier one gets the suffix ``_2``).
+    make_storable(adata)
     adata.uns.setdefault("imgprof", {})["dataset"] = {"name": name, "license": license_, "attribution": "see imgprof/datasets/data/ATTRIBUTION.md"}
     log_step(adata, f"datasets.{name}", {})
     return adata
@@ -38,6 +43,16 @@ def lincs_plate() -> ad.AnnData:
     (``trt``/``control``). 56 compounds × 6 doses with **one well per
     compound-dose**, 2 compounds × 12 wells at 20 µM, and 24 DMSO wells.
     Source: cytomining/cytominer-eval example data (BSD-3-Clause).
+
+    The source file has both ``Metadata_plate_map_name`` and
+    ``Metadata_Plate_Map_Name`` (same values); names that differ only by case
+    cannot be stored by ``write_zarr``, so the second is renamed
+    ``Metadata_Plate_Map_Name_2`` (recorded in ``uns['imgprof']['renamed_columns']``).
+
+    Returns
+    -------
+    AnnData
+        Well-level profiles with ``.var`` feature anatomy and provenance.
 
     Examples
     --------

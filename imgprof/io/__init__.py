@@ -17,3 +17,8 @@ __all__ += ["read_cellprofiler", "read_cytotable", "read_deepprofiler", "read_em
 from ..im.read import read_images  # noqa: E402  (light: tifffile/imageio load on first read)
 
 __all__ += ["read_images"]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

@@ -35,3 +35,8 @@ __all__ = [
 from .replicating import ReplicatingResult, percent_matching, percent_replicating  # noqa: E402
 
 __all__ += ["ReplicatingResult", "percent_matching", "percent_replicating"]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

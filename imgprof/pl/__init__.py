@@ -19,3 +19,8 @@ __all__ += ["mm_complementarity", "mm_cross_retrieval", "mm_embedding", "mm_join
 from .bench import benchmark_table, plot_results_table  # noqa: E402
 
 __all__ += ["benchmark_table", "plot_results_table"]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

@@ -19,3 +19,8 @@ from .feature_select import feature_select  # noqa: E402
 from .normalize import normalize  # noqa: E402
 
 __all__ += ["feature_select", "normalize"]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

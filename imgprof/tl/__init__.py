@@ -38,3 +38,8 @@ __all__: list[str] = [
 
 # scanpy 1.11 + scipy >= 1.15: ``sc.pp.neighbors`` on >= 4,096 cells (see imgprof/_core/compat.py).
 _patch_scanpy_neighbors()
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)
