@@ -141,3 +141,27 @@ def test_make_storable_unit(tmp_path):
     a.write_h5ad(tmp_path / "a.h5ad")
     a.write_zarr(tmp_path / "a.zarr")
     assert list(ad.read_zarr(tmp_path / "a.zarr").obs.columns) == ["A", "a_3", "A_2", "empty"]
+
+
+def test_aggregate_summarises_cell_level_qc_flags():
+    cells = ip.datasets.simulate(n_plates=1, n_perturbations=4, n_moa=2, n_controls=4, n_features=20,
+                                 level="single_cell", seed=0)
+    ip.pp.qc(cells)
+    qc_cols = [c for c in cells.obs.columns if c.startswith("Metadata_qc")]
+    assert "Metadata_qc_pass" in qc_cols
+    by = ["Metadata_Plate", "Metadata_Well"]
+    wells = ip.pp.aggregate(cells, by=by)
+    for c in qc_cols:
+        assert c not in wells.obs.columns, f"cell-level QC column {c} leaked into well-level .obs"
+    key = cells.obs[by].astype(str).agg("/".join, axis=1)
+    expect = cells.obs["Metadata_qc_pass"].groupby(key.to_numpy()).mean()
+    got = pd.Series(wells.obs["Metadata_qc_pass_cell_fraction"].to_numpy(),
+                    index=wells.obs[by].astype(str).agg("/".join, axis=1).to_numpy())
+    np.testing.assert_allclose(got.loc[expect.index].to_numpy(), expect.to_numpy())
+    assert ((got >= 0) & (got <= 1)).all()
+    summary = ip.provenance(wells).iloc[-1]["extra"]["qc_summarised"]
+    assert summary["Metadata_qc_pass"] == "Metadata_qc_pass_cell_fraction"
+    assert summary["Metadata_qc_outlier_fraction"] == "dropped"
+    # and the well table still round-trips through the writers
+    df = ip.io.to_pandas(wells)
+    assert "Metadata_qc_pass_cell_fraction" in df.columns and "Metadata_qc_pass" not in df.columns
