@@ -40,7 +40,7 @@ def test_scanpy_neighbors_works_at_5000_cells_after_import_imgprof():
     env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     import os
 
-    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env={**os.environ, **env})
+    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, check=False, env={**os.environ, **env})
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["n"] == 5000 and res["min_nnz"] >= 9 and res["leiden"] >= 2

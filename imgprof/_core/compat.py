@@ -83,7 +83,7 @@ def patch_scanpy_neighbors() -> bool:
 class _PatchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Meta-path finder that patches ``scanpy.neighbors._common`` right after it loads."""
 
-    def find_spec(self, fullname, path, target=None):  # noqa: D102
+    def find_spec(self, fullname, path, target=None):
         if fullname != _TARGET:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
@@ -93,15 +93,17 @@ class _PatchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         spec.loader = self
         return spec
 
-    def create_module(self, spec):  # noqa: D102
+    def create_module(self, spec):
         return self._loader.create_module(spec)
 
-    def exec_module(self, module):  # noqa: D102
+    def exec_module(self, module):
         self._loader.exec_module(module)
         try:
             _patch_module(module)
-        except Exception:  # pragma: no cover - a shim must never break scanpy's import
-            pass
+        except (AttributeError, ImportError, TypeError) as e:  # pragma: no cover - never break scanpy's import
+            import warnings
+
+            warnings.warn(f"imgprof: scanpy neighbours shim not applied ({e!r}).", RuntimeWarning, stacklevel=2)
 
 
 def install_import_hook() -> None:
