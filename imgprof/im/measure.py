@@ -386,6 +386,20 @@ def objects_to_anndata(df: pd.DataFrame, *, metadata: Mapping[str, Any] | None =
     ``Metadata_*`` columns go to ``.obs`` (names unchanged), features to ``.X`` with
     parsed anatomy in ``.var``. ``metadata`` adds constant columns (e.g. plate/well/site).
 
+    Parameters
+    ----------
+    df
+        Table from :func:`measure_objects` (one row per object).
+    metadata
+        Constant ``.obs`` columns to add (e.g. ``{"Metadata_Plate": "P1"}``).
+    source
+        Name recorded in the provenance log.
+
+    Returns
+    -------
+    AnnData
+        Single-cell profiles: ``Metadata_*`` in ``.obs``, features in ``.X``, anatomy in ``.var``.
+
     Examples
     --------
     >>> import pandas as pd

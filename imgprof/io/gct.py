@@ -106,6 +106,11 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
         cmapPy's ``parse`` does by default). Off by default, so the values are kept
         exactly as written in the file.
 
+    Returns
+    -------
+    AnnData
+        Samples × genes; column metadata in ``.obs``, row metadata in ``.var``.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -211,6 +216,18 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     Missing metadata values are written as ``-666`` (the CMap convention), missing
     data values as ``NaN``. The input object is not modified.
 
+    Parameters
+    ----------
+    adata
+        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    path
+        Output ``.gct`` or ``.gct.gz`` file.
+
+    Returns
+    -------
+    None
+        The file is written.
+
     Examples
     --------
     >>> import imgprof as ip, tempfile, os
@@ -269,6 +286,11 @@ def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert
         ``.gctx`` file (layout of cmapPy / CMap: ``/0/DATA/0/matrix``, ``/0/META/COL``, ``/0/META/ROW``).
     obs_prefix, convert_neg_666
         As in :func:`read_gct`.
+
+    Returns
+    -------
+    AnnData
+        Samples × genes, as :func:`read_gct`.
 
     Examples
     --------
@@ -337,6 +359,11 @@ def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compre
         Matrix dtype (default: keep ``adata.X``'s float dtype; cmapPy writes float32).
     compression
         HDF5 compression of the matrix (default none, as cmapPy writes it; ``"gzip"`` for smaller files).
+
+    Returns
+    -------
+    None
+        The file is written.
 
     Examples
     --------

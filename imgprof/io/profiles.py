@@ -155,6 +155,11 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     use_rep
         Export an embedding from ``.obsm`` (columns ``<use_rep>_0``...) instead of features.
 
+    Returns
+    -------
+    pandas.DataFrame
+        Metadata columns then feature columns, one row per observation.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -274,6 +279,13 @@ def read_profiles(
         See :func:`from_pandas`.
     sep
         Column separator for text files (guessed from the extension).
+
+    Returns
+    -------
+    AnnData
+        Profiles: metadata in ``.obs``, features in ``.X`` (float), feature anatomy in
+        ``.var``, and the original column order/dtypes plus a provenance entry in
+        ``uns['imgprof']`` (so :func:`to_pandas` restores the table).
 
     Examples
     --------
@@ -411,6 +423,11 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
         Export ``adata.layers[layer]`` instead of ``.X`` (tables only).
     index
         Also write the DataFrame index (tables only).
+
+    Returns
+    -------
+    None
+        The file is written.
 
     Examples
     --------

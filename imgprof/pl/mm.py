@@ -130,6 +130,11 @@ def mm_retrieval(
     return_fig
         Return the matplotlib ``Figure`` instead of the axes.
 
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+
     Examples
     --------
     >>> import pandas as pd, imgprof as ip
@@ -197,6 +202,11 @@ def mm_complementarity(
     return_fig
         Return the matplotlib ``Figure`` instead of the axes.
 
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+
     Examples
     --------
     >>> import pandas as pd, imgprof as ip
@@ -256,6 +266,11 @@ def mm_cross_retrieval(
     return_fig
         Return the matplotlib ``Figure`` instead of the axes.
 
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+
     Examples
     --------
     >>> import pandas as pd, imgprof as ip
@@ -308,6 +323,11 @@ def mm_join_report(
         ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
     return_fig
         Return the matplotlib ``Figure`` instead of the axes.
+
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
 
     Examples
     --------

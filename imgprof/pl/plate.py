@@ -78,6 +78,11 @@ def plate_layout(
     return_fig
         Return the matplotlib ``Figure`` instead of the axes.
 
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+
     Examples
     --------
     >>> import imgprof as ip

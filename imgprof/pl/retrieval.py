@@ -50,6 +50,8 @@ def map_scatter(
         ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
     return_fig
         Return the matplotlib ``Figure`` instead of the axes.
+    n_labels
+        Write ``label`` next to the ``n_labels`` most significant points (0 = none).
 
     Returns
     -------

@@ -370,6 +370,16 @@ def _summarise_qc_flags(adata, result: ad.AnnData, codes: np.ndarray, n_groups: 
 def read_zarr_lazy(path: PathLike) -> ad.AnnData:
     """Open an AnnData zarr store with ``.obs``/``.var`` in memory and ``.X`` as a dask array.
 
+    Parameters
+    ----------
+    path
+        An AnnData ``.zarr`` store.
+
+    Returns
+    -------
+    AnnData
+        ``.obs``/``.var`` in memory, ``.X`` (and layers) as dask arrays read on demand.
+
     Examples
     --------
     >>> import imgprof as ip, tempfile, os

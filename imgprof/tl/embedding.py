@@ -54,6 +54,12 @@ def pca(
     **kwargs
         Passed to :func:`scanpy.pp.pca`.
 
+    Returns
+    -------
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy; writes ``obsm["X_pca"]``,
+        ``varm["PCs"]`` and ``uns["pca"]`` (variance ratios), as scanpy.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -267,6 +273,31 @@ def leiden(
     than ``leidenalg`` on large graphs; ``n_iterations=2`` and an undirected
     graph are what scanpy recommends with it.
 
+    Parameters
+    ----------
+    adata
+        Profiles with a neighbour graph (:func:`imgprof.tl.neighbors`).
+    resolution
+        Higher = more clusters.
+    key_added
+        ``.obs`` column receiving the cluster labels.
+    neighbors_key
+        Which neighbour graph (``key_added`` of :func:`neighbors`); default ``"neighbors"``.
+    n_iterations
+        Leiden iterations (igraph; 2 as scanpy recommends).
+    random_state
+        Seed.
+    copy
+        Return a modified copy.
+    **kwargs
+        Passed to :func:`scanpy.tl.leiden`.
+
+    Returns
+    -------
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy; writes ``obs[key_added]``
+        (categorical) and ``uns[key_added]``.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -302,6 +333,28 @@ def umap(
     **kwargs: Any,
 ) -> AnnData | None:
     """UMAP of the neighbour graph (:func:`scanpy.tl.umap`), stored as ``obsm["X_umap"]``.
+
+    Parameters
+    ----------
+    adata
+        Profiles with a neighbour graph (:func:`imgprof.tl.neighbors`).
+    min_dist, spread, n_components
+        As in :func:`scanpy.tl.umap`.
+    neighbors_key
+        Which neighbour graph; default ``"neighbors"``.
+    random_state
+        Seed.
+    key_added
+        ``.obsm`` key (scanpy's ``"X_umap"`` by default).
+    copy
+        Return a modified copy.
+    **kwargs
+        Passed to :func:`scanpy.tl.umap`.
+
+    Returns
+    -------
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy; writes ``obsm["X_umap"]``.
 
     Examples
     --------
