@@ -288,6 +288,12 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True) -
             if "methods" not in opts and "method" not in opts:
                 raise ConfigError(f"{cfg.where(s)}: [integrate] needs methods = [\"harmony\", ...].")
             _check_kwargs(cfg, s, ip.tl.integrate, opts, skip=("methods", "method", "params"))
+            from ._core.optional import MissingDependencyError, require_methods
+
+            try:  # optional packages (scanorama, scvi) are checked before any step runs
+                require_methods(opts.get("methods") or [opts.get("method")], purpose=f"{cfg.where(s)}: [integrate]")
+            except MissingDependencyError as e:
+                raise ConfigError(str(e)) from None
         elif s == "evaluate":
             _check_kwargs(cfg, s, ip.metrics.phenotypic_activity, cfg.sections[s], skip=("use_reps",))
         elif s == "benchmark":

@@ -691,6 +691,9 @@ def run_methods(
     if extra:
         raise ValueError(f"method_kwargs names method(s) {sorted(extra)} that are not in methods={methods}.")
     check_obs_keys(adata, [batch_key, label_key], param="batch_key/label_key")
+    from .._core.optional import require_methods
+
+    require_methods(methods, purpose="ip.bench.run_methods")  # before any work, with the pip command
 
     if "X_pca" not in adata.obsm:
         tl.pca(adata, n_comps=50)

@@ -33,6 +33,9 @@ _NEIGHBOR_METHODS = {"adjacent": "Adjacent", "expanded": "Expand until adjacent"
 
 
 def _import_cp_measure():
+    from .._core.optional import require
+
+    require("cp_measure", extra="im", pip_name="cp-measure", purpose="ip.im measurements")
     try:
         import cp_measure  # noqa: F401
         from cp_measure import bulk

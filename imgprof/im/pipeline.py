@@ -281,6 +281,10 @@ def profile_images(
     from .read import QC_ERROR, ImageSet, read_images
     from .segment import CellProfilerSegmenter
 
+    if features:  # cp-measure does the measuring: check it before reading a single image
+        from .._core.optional import require
+
+        require("cp_measure", extra="im", pip_name="cp-measure", purpose="ip.im.profile_images(features=...)")
     t_total = time.perf_counter()
     if isinstance(source, ImageSet):
         images = source

@@ -7,6 +7,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._core.optional import require_methods
 from .._core.validation import finish, start
 from ._validate import prepare, store
 
@@ -152,6 +153,7 @@ def integrate(
     ['X_combat', 'X_harmony', 'X_mnn', 'X_none', 'X_rpca']
     """
     fn = get_method(method)
+    require_methods([method], purpose=f"ip.tl.integrate(method={method!r})")
     name = method.lower()
     kw = dict(params)
     kw["use_rep"] = _METHODS[name][2] if use_rep is None else use_rep

@@ -72,6 +72,9 @@ def scanorama(
     >>> adata.obsm["X_scanorama"].shape
     (768, 30)
     """
+    from .._core.optional import require
+
+    require("scanorama", extra="integration", purpose="ip.tl.scanorama")
     X, codes, levels = prepare(adata, batch_key, use_rep, add_layer=add_layer)
     import scanorama as _scanorama
 

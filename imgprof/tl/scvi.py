@@ -136,6 +136,9 @@ def scvi(
     >>> adata.obsm["X_scvi"].shape[0]  # doctest: +SKIP
     768
     """
+    from .._core.optional import require_methods
+
+    require_methods(["scvi"], purpose="ip.tl.scvi")  # before any work, with the pip command
     X, codes, levels = prepare(adata, batch_key, use_rep)
     if num_threads is not None and int(num_threads) < 1:
         raise ValueError(f"scvi: num_threads must be >= 1, got {num_threads}.")
