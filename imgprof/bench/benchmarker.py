@@ -70,6 +70,9 @@ METRIC_NAMES: dict[str, str] = {
 class BioConservation:
     """Which biology-conservation metrics to run (``True``/``False``, or a dict of keyword arguments).
 
+    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
+    arguments for the metric.
+
     ``map_negcon=None`` (default) runs it exactly when the Benchmarker is given
     ``negcon``. :meth:`scib_metrics` gives scib-metrics' default set.
 
@@ -90,9 +93,6 @@ class BioConservation:
     map_negcon
         mAP against negative controls (:func:`imgprof.bench.map_negcon`); ``None`` runs it
         when the Benchmarker has ``negcon``.
-
-    Each is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
-    arguments for the metric.
 
     Examples
     --------
@@ -125,6 +125,9 @@ class BioConservation:
 class BatchCorrection:
     """Which batch-removal metrics to run (``True``/``False``, or a dict of keyword arguments).
 
+    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
+    arguments for the metric.
+
     ``silhouette_batch`` (scib's classic batch ASW) is off by default, as in
     scib-metrics ≥ 0.5.6 which replaced it with BRAS; :meth:`arevalo2024` turns it on.
 
@@ -142,9 +145,6 @@ class BatchCorrection:
         :func:`imgprof.bench.graph_connectivity`.
     pcr_comparison
         :func:`imgprof.bench.pcr_comparison` against the uncorrected representation.
-
-    Each is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
-    arguments for the metric.
 
     Examples
     --------
