@@ -32,6 +32,7 @@ def main() -> None:
     save(ip.pl.plate_layout(wells, "Metadata_Count_Cells", plate_key="Metadata_Batch", show=False,
                             return_fig=True), "plate_layout_cmqtl.png")
     # tl: UMAP before and after harmony, coloured by batch
+    ip.pp.feature_select(wells, operation="drop_outliers")
     ip.tl.pca(wells, n_comps=30)
     ip.tl.integrate(wells, "harmony", batch_key="Metadata_Batch")
     wells.obs["batch"] = wells.obs["Metadata_Batch"].astype(str).str.slice(0, 10).astype("category")  # the run date

@@ -56,7 +56,7 @@ image_profile
 # %%
 wells = ip.datasets.cmqtl_crispri()
 ip.pp.normalize(wells, method="mad_robustize", controls="Metadata_target_gene == 'CONTROL'", by="Metadata_Batch")
-ip.pp.feature_select(wells, operation=["variance_threshold", "correlation_threshold", "drop_na_columns"])
+ip.pp.feature_select(wells, operation=["variance_threshold", "correlation_threshold", "drop_na_columns", "drop_outliers"])
 wells
 
 # %% [markdown]

@@ -6,7 +6,9 @@
 # wrappers over `sc.pl.embedding` with profile defaults (colour by batch when nothing is asked);
 # all `ip.pl` functions take scanpy's `show=`, `save=` and `return_fig=`.
 #
-# Real data: two batches of a CRISPRi Cell Painting plate (cmQTL), 768 wells.
+# Real data: two batches of a CRISPRi Cell Painting plate (cmQTL), 768 wells, already normalized
+# per batch; features with extreme values (`drop_outliers`, pycytominer's rule) are removed first,
+# otherwise one of them carries almost all of the variance.
 
 # %%
 import tempfile
@@ -17,6 +19,7 @@ import scanpy as sc
 import imgprof as ip
 
 adata = ip.datasets.cmqtl_crispri()
+ip.pp.feature_select(adata, operation="drop_outliers")   # two Costes features reach |value| > 500
 ip.tl.pca(adata, n_comps=30)
 ip.tl.integrate(adata, "harmony", batch_key="Metadata_Batch")
 ip.tl.neighbors(adata, use_rep="X_harmony")   # exact neighbours (cosine) up to 10,000 wells
