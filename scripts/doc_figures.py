@@ -11,9 +11,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import imgprof as ip  # noqa: E402
+import imgprof as ip
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "figures"
 

@@ -24,7 +24,7 @@ import pytest
 
 import imgprof as ip
 
-SECTION = re.compile(r"^([A-Z][A-Za-z ]+)\n-{3,}\s*$", re.M)
+SECTION = re.compile(r"^([A-Z][A-Za-z ]+)\n-{3,}\s*$", re.MULTILINE)
 
 
 def _namespaces():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import imgprof as ip
 from imgprof._core import optional
@@ -75,7 +75,7 @@ def test_scvi_fails_fast(without):
 
 
 def test_cli_config_with_missing_method_is_refused_before_any_step(without, tmp_path):
-    import imgprof.pipeline as pipeline
+    from imgprof import pipeline
     from imgprof.pipeline import ConfigError
 
     without("scanorama")

@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import scanpy as sc  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import scanpy as sc
 
-import imgprof as ip  # noqa: E402
+import imgprof as ip
 
 NON_PLOTS = {"feature_group_summary"}  # returns a table, draws nothing
 
@@ -87,7 +87,7 @@ def test_plate_layout_save_suffix_return_fig_and_ax(figdir, monkeypatch):
     assert out.__class__.__name__ == "Axes"
     fig = ip.pl.plate_layout(wells, "Metadata_Count_Cells", show=False, return_fig=True)
     assert isinstance(fig, matplotlib.figure.Figure)
-    f2, ax = plt.subplots()
+    _, ax = plt.subplots()
     assert ip.pl.plate_layout(wells, "Metadata_Count_Cells", ax=ax, show=False) is ax
 
 
