@@ -107,3 +107,16 @@ def test_extras_exist_and_are_documented():
         text = (ROOT / doc).read_text()
         for name in ("all", "scvi", "im", "integration", "tutorials"):
             assert f"imgprof[{name}]" in text or f'.[{name}]' in text, f"{doc} does not name the [{name}] extra"
+
+
+def test_readme_demo_installs_what_the_demo_uses(without):
+    """scripts/demo.sh installs the core package; the demo config must need no optional package."""
+    import imgprof.pipeline as pipeline
+
+    without("scanorama", "scvi", "torch", "cp_measure")
+    cfg = tomllib.loads(pipeline.demo_config_text("x"))
+    methods = cfg["integrate"]["methods"]
+    optional.require_methods(methods, purpose="imgprof demo")  # raises if the demo needed an extra
+    assert cfg["input"].get("kind", "auto") != "images"  # image input would need cp-measure ([im])
+    demo_sh = (ROOT / "scripts" / "demo.sh").read_text()
+    assert "pip install" in demo_sh and "imgprof demo" in demo_sh
