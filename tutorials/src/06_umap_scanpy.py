@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 6. UMAP, Leiden and `sc.pl` on imgprof objects
+# # 6. UMAP, Leiden and scanpy's plots (sc.pl) on imgprof objects
 #
 # imgprof objects are plain `AnnData`, and `ip.tl.pca/neighbors/umap/leiden` write the keys scanpy
 # expects, so every `sc.pl` function works on them unchanged. `ip.pl.umap` and `ip.pl.pca` are thin
