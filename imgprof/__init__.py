@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("io", "im", "pp", "tl", "pl", "metrics", "bench", "mm", "datasets")
 
-__all__ = [*_SUBMODULES, "provenance", "__version__"]
+__all__ = [*_SUBMODULES, "provenance", "concat", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import bench, datasets, im, io, metrics, mm, pl, pp, tl  # noqa: F401
@@ -33,8 +33,19 @@ def __getattr__(name: str):
         from ._core.provenance import provenance
 
         return provenance
+    if name == "concat":
+        from ._core.concat import concat
+
+        return concat
     raise AttributeError(f"module 'imgprof' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    # Tab completion shows the public API only (no ``importlib``/``TYPE_CHECKING`` leftovers).
+    return sorted(__all__)
+
+
+# scanpy 1.11 + scipy >= 1.15: make ``sc.pp.neighbors`` work on >= 4,096 cells (see _core/compat.py).
+from ._core.compat import install_import_hook as _install_import_hook
+
+_install_import_hook()

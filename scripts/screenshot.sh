@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
-# Screenshot an imgprof HTML report (default: the demo's) in headless Chromium, one PNG per page height.
-#   bash scripts/screenshot.sh [REPORT.html] [OUT.png] [HEIGHT]
-# Needs chromium (Debian/Ubuntu: apt-get install -y chromium). Runs the demo first when no report is given
-# and imgprof-demo/report.html does not exist yet.
+# Screenshot the docs' tutorial pages (and an HTML report) in headless Chromium, to look at them.
+#
+#   bash scripts/screenshot.sh [OUT_DIR] [REPORT_HTML]
+#
+# Builds the MkDocs site into $SITE_DIR (default: site/) when it is not built yet, then writes
+#   OUT_DIR/docs_tutorial.png            the rendered, executed tutorial 6 (UMAP and sc.pl)
+#   OUT_DIR/docs_tutorial_cellprofiler.png  tutorial 1
+#   OUT_DIR/docs_tutorials.png           the tutorials overview page
+#   OUT_DIR/report.png                   REPORT_HTML (default: imgprof-demo/report.html when present)
+# Needs Chromium: apt-get update && apt-get install -y chromium
 set -euo pipefail
-here="$PWD"
 cd "$(dirname "$0")/.."
-report="${1:-imgprof-demo/report.html}"
-out="${2:-report.png}"
-[[ "$report" = /* || -f "$report" ]] || report="$here/$report"
-[[ "$out" = /* ]] || out="$here/$out"
-height="${3:-9000}"
-if [[ ! -f "$report" ]]; then
-  if [[ $# -ge 1 ]]; then echo "error: $report not found" >&2; exit 2; fi
-  imgprof demo --out imgprof-demo --no-progress
+OUT=${1:-screenshots}
+REPORT=${2:-imgprof-demo/report.html}
+SITE=${SITE_DIR:-site}
+mkdir -p "$OUT"
+BROWSER=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
+if [ -z "$BROWSER" ]; then
+  echo "No Chromium found: apt-get update && apt-get install -y chromium" >&2
+  exit 1
 fi
-browser="$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)"
-if [[ -z "$browser" ]]; then
-  echo "error: no chromium found; install it (apt-get install -y chromium)" >&2; exit 2
+if [ ! -f "$SITE/notebooks/06_umap_scanpy/index.html" ]; then
+  python -m mkdocs build --site-dir "$SITE"
 fi
-"$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --screenshot="$out" \
-  --window-size=1400,"$height" "file://$(realpath "$report")" 2>/dev/null
-echo "screenshot: $out"
+shot() {  # shot PAGE PNG [HEIGHT]
+  "$BROWSER" --headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=5000 \
+    --window-size=1280,"${3:-2400}" --screenshot="$2" "file://$(realpath "$1")" 2>/dev/null
+  echo "wrote $2"
+}
+shot "$SITE/notebooks/06_umap_scanpy/index.html" "$OUT/docs_tutorial.png" 3200
+shot "$SITE/notebooks/01_cellprofiler_to_profiles/index.html" "$OUT/docs_tutorial_cellprofiler.png" 2400
+shot "$SITE/tutorials/index.html" "$OUT/docs_tutorials.png" 1400
+if [ -f "$REPORT" ]; then
+  shot "$REPORT" "$OUT/report.png" 3000
+else
+  echo "no report at $REPORT (run: imgprof demo --out imgprof-demo), skipped"
+fi

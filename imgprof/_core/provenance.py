@@ -79,6 +79,17 @@ def log_step(adata, function: str, params: dict[str, Any] | None = None, **extra
 def provenance(adata) -> pd.DataFrame:
     """The provenance log of ``adata`` as a DataFrame, one row per step.
 
+    Parameters
+    ----------
+    adata
+        Any AnnData produced or modified by imgprof.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``function``, ``params`` (dict), ``extra`` (dict), ``version``, ``time``,
+        ``shape``; empty when the object has no log.
+
     Examples
     --------
     >>> import imgprof as ip

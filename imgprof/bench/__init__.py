@@ -73,3 +73,8 @@ __all__: list[str] = [
     "silhouette_label",
     "umap_connectivities",
 ]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

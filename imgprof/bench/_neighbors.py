@@ -39,6 +39,15 @@ class Neighbors:
 
     Attribute names match ``scib_metrics.nearest_neighbors.NeighborsResults``.
 
+    Parameters
+    ----------
+    indices
+        ``(n_obs, k)`` integer array: the neighbours of each observation, itself in column 0.
+    distances
+        ``(n_obs, k)`` distances matching ``indices`` (0 in column 0).
+    method
+        How the graph was computed (``"precomputed"``, ``"exact"``...), for reports.
+
     Examples
     --------
     >>> import numpy as np
@@ -364,6 +373,14 @@ def umap_connectivities(indices: np.ndarray, distances: np.ndarray) -> sparse.cs
     Returns
     -------
     Symmetric CSR matrix of connectivities in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np, imgprof as ip
+    >>> nn = ip.bench.knn(np.random.default_rng(0).normal(size=(100, 5)), n_neighbors=10)
+    >>> C = ip.bench.umap_connectivities(nn.indices, nn.distances)
+    >>> C.shape, bool(abs(C - C.T).max() < 1e-12)
+    ((100, 100), True)
     """
     indices = np.asarray(indices)
     n, k = indices.shape

@@ -139,6 +139,26 @@ def bras(
     all other batches instead of the nearest batch, which stays meaningful
     with nested batch effects and many batches.
 
+    Parameters
+    ----------
+    X
+        Embedding ``(n_obs, n_dims)``.
+    labels
+        Label (cell type / perturbation) of every observation; silhouettes are computed within labels.
+    batch
+        Batch of every observation.
+    metric
+        Distance: ``"cosine"`` (BRAS default) or ``"euclidean"``.
+    between_cluster_distances
+        ``"mean_other"`` (mean distance to all other batches, BRAS) or ``"furthest"``.
+    n_jobs
+        Threads for the distance computations (default: all).
+
+    Returns
+    -------
+    float
+        Score in ``[0, 1]``; 1 = batches fully mixed within every label.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -160,6 +180,28 @@ def lisi_knn(X: Neighbors, labels, perplexity: float | None = None) -> np.ndarra
 
     ``perplexity`` defaults to ``n_neighbors // 3``. Observations whose
     neighbour weights all vanish get -1 (as in scib-metrics).
+
+    Parameters
+    ----------
+    X
+        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
+    labels
+        Label (or batch) of every observation.
+    perplexity
+        Perplexity of the Gaussian neighbour weights (default ``n_neighbors // 3``).
+
+    Returns
+    -------
+    numpy.ndarray
+        LISI of every observation (between 1 and the number of labels; -1 where undefined).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> lisi = ip.bench.lisi_knn(ip.bench.knn(adata.X, 90), adata.obs["Metadata_Batch"])
+    >>> lisi.shape, bool(((lisi >= 1) & (lisi <= 2)).all())
+    ((768,), True)
     """
     nn = as_neighbors(X)
     labels = check_vector(labels, nn.n_samples, what="labels", context=" in the neighbour graph")
@@ -178,6 +220,22 @@ def ilisi_knn(X: Neighbors, batches, perplexity: float | None = None, scale: boo
     """Integration LISI: effective number of batches in each neighbourhood, median over observations.
 
     ``scale=True`` maps it to ``[0, 1]`` as ``(iLISI - 1) / (n_batches - 1)`` (scib).
+
+    Parameters
+    ----------
+    X
+        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
+    batches
+        Batch of every observation.
+    perplexity
+        LISI perplexity (default ``n_neighbors // 3``).
+    scale
+        Map to ``[0, 1]`` (1 = batches perfectly mixed).
+
+    Returns
+    -------
+    float
+        Median (scaled) iLISI.
 
     Examples
     --------
@@ -221,9 +279,26 @@ def kbet(X: Neighbors, batches, alpha: float = 0.05) -> tuple[float, np.ndarray,
     Each observation's neighbourhood (self included, as in scib-metrics /
     Pegasus) is compared with the global batch frequencies.
 
+    Parameters
+    ----------
+    X
+        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
+    batches
+        Batch of every observation.
+    alpha
+        Significance level of each neighbourhood's χ² test.
+
     Returns
     -------
     acceptance_rate, test_statistics, p_values
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> rate, stats, pvals = ip.bench.kbet(ip.bench.knn(adata.X, 50), adata.obs["Metadata_Batch"])
+    >>> 0 <= rate <= 1 and len(pvals) == adata.n_obs
+    True
     """
     nn = as_neighbors(X)
     if len(batches) != nn.n_samples:
@@ -314,6 +389,8 @@ def kbet_per_label(
         Diffusion components.
     return_df
         Also return the per-label scores.
+    n_jobs
+        Threads for the per-label kNN/diffusion computations (default: all).
 
     Returns
     -------
@@ -410,6 +487,18 @@ def graph_connectivity(X: Neighbors, labels) -> float:
     """Graph connectivity (scib): per label, the share of its observations in the largest
     strongly connected component of the kNN graph restricted to that label; mean over labels.
 
+    Parameters
+    ----------
+    X
+        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
+    labels
+        Label of every observation.
+
+    Returns
+    -------
+    float
+        Mean over labels of the largest-component share, in ``(0, 1]``; 1 = every label connected.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -437,7 +526,33 @@ def graph_connectivity(X: Neighbors, labels) -> float:
 def principal_component_regression(
     X: np.ndarray, covariate, categorical: bool = False, n_components: int | None = None
 ) -> float:
-    """Variance of ``X`` explained by ``covariate`` through its principal components (scib's ``pc_regression``)."""
+    """Variance of ``X`` explained by ``covariate`` through its principal components (scib's ``pc_regression``).
+
+    Parameters
+    ----------
+    X
+        Data or embedding ``(n_obs, n_dims)``.
+    covariate
+        Covariate of every observation (e.g. batch).
+    categorical
+        One-hot encode the covariate (for batches); ``False`` treats it as numeric.
+    n_components
+        Principal components used (default all).
+
+    Returns
+    -------
+    float
+        Variance explained: sum over PCs of the PC's variance share times the R² of
+        regressing it on the covariate, in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> r = ip.bench.principal_component_regression(adata.X, adata.obs["Metadata_Batch"], categorical=True)
+    >>> 0 < r < 1
+    True
+    """
     X = check_embedding(X)
     return pcr(X, covariate, categorical=categorical, n_components=n_components)
 
@@ -466,6 +581,15 @@ def pcr_comparison(
         Treat the covariate as categorical (one-hot); default: yes unless numeric.
     n_components
         Principal components used (default all).
+    scale
+        Return the relative reduction ``(pcr_pre - pcr_post) / pcr_pre`` (``True``) or the
+        difference ``pcr_post - pcr_pre`` (``False``).
+
+    Returns
+    -------
+    float
+        Share of the batch-explained variance removed, in ``[0, 1]`` (``scale=True``);
+        ``pcr_post - pcr_pre`` otherwise.
 
     Examples
     --------

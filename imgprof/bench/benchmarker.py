@@ -77,8 +77,36 @@ METRIC_NAMES: dict[str, str] = {
 class BioConservation:
     """Which biology-conservation metrics to run (``True``/``False``, or a dict of keyword arguments).
 
+    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
+    arguments for the metric.
+
     ``map_negcon=None`` (default) runs it exactly when the Benchmarker is given
     ``negcon``. :meth:`scib_metrics` gives scib-metrics' default set.
+
+    Parameters
+    ----------
+    isolated_labels
+        Isolated-label ASW (:func:`imgprof.bench.isolated_labels`).
+    nmi_ari_cluster_labels_leiden
+        NMI/ARI of Leiden clusters (:func:`imgprof.bench.nmi_ari_cluster_labels_leiden`).
+    nmi_ari_cluster_labels_kmeans
+        NMI/ARI of k-means clusters (:func:`imgprof.bench.nmi_ari_cluster_labels_kmeans`).
+    silhouette_label
+        Label ASW (:func:`imgprof.bench.silhouette_label`).
+    clisi_knn
+        Label LISI (:func:`imgprof.bench.clisi_knn`).
+    map_nonrep
+        imgprof's mAP of replicates against non-replicates (:func:`imgprof.bench.map_nonrep`).
+    map_negcon
+        mAP against negative controls (:func:`imgprof.bench.map_negcon`); ``None`` runs it
+        when the Benchmarker has ``negcon``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> bio = ip.bench.BioConservation(map_nonrep=False)
+    >>> bio.map_nonrep, bio.silhouette_label
+    (False, True)
     """
 
     isolated_labels: MetricType = True
@@ -104,8 +132,33 @@ class BioConservation:
 class BatchCorrection:
     """Which batch-removal metrics to run (``True``/``False``, or a dict of keyword arguments).
 
+    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
+    arguments for the metric.
+
     ``silhouette_batch`` (scib's classic batch ASW) is off by default, as in
     scib-metrics ≥ 0.5.6 which replaced it with BRAS; :meth:`arevalo2024` turns it on.
+
+    Parameters
+    ----------
+    silhouette_batch
+        Classic batch ASW (scib); off by default as in scib-metrics >= 0.5.6.
+    bras
+        Batch removal adapted silhouette (:func:`imgprof.bench.bras`).
+    ilisi_knn
+        Integration LISI (:func:`imgprof.bench.ilisi_knn`).
+    kbet_per_label
+        kBET computed within each label and averaged (scib-metrics' ``kbet_per_label``).
+    graph_connectivity
+        :func:`imgprof.bench.graph_connectivity`.
+    pcr_comparison
+        :func:`imgprof.bench.pcr_comparison` against the uncorrected representation.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> bc = ip.bench.BatchCorrection(kbet_per_label=False)
+    >>> bc.kbet_per_label, bc.bras
+    (False, True)
     """
 
     silhouette_batch: MetricType = False
@@ -872,6 +925,9 @@ def run_methods(
     if extra:
         raise ValueError(f"method_kwargs names method(s) {sorted(extra)} that are not in methods={methods}.")
     check_obs_keys(adata, [batch_key, label_key], param="batch_key/label_key")
+    from .._core.optional import require_methods
+
+    require_methods(methods, purpose="ip.bench.run_methods")  # before any work, with the pip command
 
     if "X_pca" not in adata.obsm:
         tl.pca(adata, n_comps=50)

@@ -43,6 +43,24 @@ def silhouette_label(
 ) -> float:
     """Average silhouette width of the labels (ASW), ``(s + 1) / 2`` when ``rescale``.
 
+    Parameters
+    ----------
+    X
+        Embedding ``(n_obs, n_dims)``.
+    labels
+        Label of every observation.
+    rescale
+        Map the silhouette from ``[-1, 1]`` to ``[0, 1]``.
+    metric
+        ``"euclidean"`` (scib) or ``"cosine"``.
+    n_jobs
+        Threads for the distance computations.
+
+    Returns
+    -------
+    float
+        Mean (rescaled) silhouette width of the labels.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -90,6 +108,26 @@ def isolated_labels(
     (default: the minimum over labels). The score is the mean, over isolated
     labels, of their observations' rescaled label silhouette.
 
+    Parameters
+    ----------
+    X
+        Embedding ``(n_obs, n_dims)``.
+    labels
+        Label of every observation.
+    batch
+        Batch of every observation.
+    rescale
+        Map silhouettes from ``[-1, 1]`` to ``[0, 1]``.
+    iso_threshold
+        Largest number of batches an isolated label may occur in (default: the minimum over labels).
+    n_jobs
+        Threads for the distance computations.
+
+    Returns
+    -------
+    float
+        Mean rescaled silhouette of the isolated labels' observations.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -109,6 +147,22 @@ def isolated_labels(
 def clisi_knn(X: Neighbors, labels, perplexity: float | None = None, scale: bool = True) -> float:
     """Cell-type (label) LISI, median over observations; ``scale`` maps it to ``[0, 1]`` as
     ``(n_labels - cLISI) / (n_labels - 1)`` (scib), 1 = neighbourhoods of a single label.
+
+    Parameters
+    ----------
+    X
+        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
+    labels
+        Label of every observation.
+    perplexity
+        LISI perplexity (default ``n_neighbors // 3``).
+    scale
+        Map to ``[0, 1]`` (1 = pure neighbourhoods).
+
+    Returns
+    -------
+    float
+        Median (scaled) cLISI.
 
     Examples
     --------
@@ -153,6 +207,22 @@ def nmi_ari_cluster_labels_kmeans(X: np.ndarray, labels, *, seed: int = 0, n_ini
     scib-metrics runs its own JAX k-means (k-means++ init, one start); this uses
     scikit-learn's ``KMeans`` with the same k and initialisation, so values agree
     up to the randomness of the initialisation, not bit for bit.
+
+    Parameters
+    ----------
+    X
+        Embedding ``(n_obs, n_dims)``.
+    labels
+        Label of every observation (k = number of distinct labels).
+    seed
+        Random state of k-means.
+    n_init
+        Number of k-means starts (scib-metrics: 1).
+
+    Returns
+    -------
+    dict
+        ``{"nmi": float, "ari": float}``.
 
     Examples
     --------
@@ -218,6 +288,12 @@ def nmi_ari_cluster_labels_leiden(
         Seed of the clustering.
     return_all
         Also return NMI/ARI/number of clusters at every resolution.
+
+    Returns
+    -------
+    dict or (dict, pandas.DataFrame)
+        ``{"nmi": float, "ari": float}`` at the best (or given) resolution; with
+        ``return_all=True`` also one row per resolution (``resolution``, ``nmi``, ``ari``, ``n_clusters``).
 
     Examples
     --------
@@ -302,8 +378,9 @@ def map_nonrep(
 
     Returns
     -------
-    float
-        Mean of the per-label mAPs (with the per-profile AP table when ``return_ap``).
+    float or (float, pandas.DataFrame)
+        The mean over labels of the label's mAP, in ``[0, 1]``; with ``return_ap=True``
+        also the per-profile average-precision table.
 
     Examples
     --------
@@ -367,8 +444,9 @@ def map_negcon(
 
     Returns
     -------
-    float
-        Mean of the per-label mAPs against the negative controls (with the AP table when ``return_ap``).
+    float or (float, pandas.DataFrame)
+        The mean over labels of the label's mAP, in ``[0, 1]``; with ``return_ap=True``
+        also the per-profile average-precision table.
 
     Examples
     --------

@@ -25,3 +25,8 @@ __all__ = [
     "simulate",
     "way2022_percent_replicating",
 ]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

@@ -9,14 +9,31 @@ from importlib import resources
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from .._core.provenance import UNS_KEY, log_step, set_level
+from .._core.storable import make_storable
 
 
 def data_path(*parts: str) -> Path:
-    """Path of a bundled file, e.g. ``data_path("lincs", "SQ00015054_normalized_feature_select.csv.gz")``."""
+    """Path of a bundled file, e.g. ``data_path("lincs", "SQ00015054_normalized_feature_select.csv.gz")``.
+
+    Parameters
+    ----------
+    *parts
+        Path components below ``imgprof/datasets/data`` (folder, file name).
+
+    Returns
+    -------
+    pathlib.Path
+        Absolute path of the bundled file or folder (it need not exist).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> ip.datasets.data_path("lincs", "SQ00015054_normalized_feature_select.csv.gz").exists()
+    True
+    """
     p = Path(str(resources.files("imgprof.datasets").joinpath("data", *parts)))
     if not p.exists():
         raise FileNotFoundError(f"bundled data file {p} is missing; reinstall imgprof.")
@@ -24,6 +41,10 @@ def data_path(*parts: str) -> Path:
 
 
 def _tag(adata: ad.AnnData, name: str, license_: str) -> ad.AnnData:
+    # Every bundled data set must round-trip through write_h5ad and write_zarr (see _core/storable.py:
+    # all-missing object columns become NaN floats; a column whose name differs only by case from an
+    # earlier one gets the suffix ``_2``).
+    make_storable(adata)
     adata.uns.setdefault("imgprof", {})["dataset"] = {"name": name, "license": license_, "attribution": "see imgprof/datasets/data/ATTRIBUTION.md"}
     log_step(adata, f"datasets.{name}", {})
     return adata
@@ -38,6 +59,16 @@ def lincs_plate() -> ad.AnnData:
     (``trt``/``control``). 56 compounds × 6 doses with **one well per
     compound-dose**, 2 compounds × 12 wells at 20 µM, and 24 DMSO wells.
     Source: cytomining/cytominer-eval example data (BSD-3-Clause).
+
+    The source file has both ``Metadata_plate_map_name`` and
+    ``Metadata_Plate_Map_Name`` (same values); names that differ only by case
+    cannot be stored by ``write_zarr``, so the second is renamed
+    ``Metadata_Plate_Map_Name_2`` (recorded in ``uns['imgprof']['renamed_columns']``).
+
+    Returns
+    -------
+    AnnData
+        Well-level profiles with ``.var`` feature anatomy and provenance.
 
     Examples
     --------
@@ -54,6 +85,12 @@ def lincs_plate() -> ad.AnnData:
 
 def repurposing_hub() -> pd.DataFrame:
     """Drug Repurposing Hub annotations (``pert_iname``, ``moa``, ``target``...), CC0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per compound: ``pert_iname``, ``clinical_phase``, ``moa``, ``target``,
+        ``disease_area``, ``indication``.
 
     Examples
     --------
@@ -79,6 +116,18 @@ def cmqtl_crispri(join: str = "inner") -> ad.AnnData:
     keeps those. ``Metadata_Batch`` names the batch. A well's 10 nearest
     neighbours come from its own batch 83 % of the time: a real batch effect
     beside real gene signal. Source: broadinstitute/cmQTL (BSD-3-Clause).
+
+    Parameters
+    ----------
+    join
+        ``"inner"`` keeps the 362 features both batches share; ``"outer"`` keeps all
+        (missing values NaN).
+
+    Returns
+    -------
+    AnnData
+        Profiles (``.obs`` metadata, ``.X`` features, ``.var`` anatomy) with the
+        data set's name, licence and a provenance entry in ``uns['imgprof']``.
 
     Examples
     --------
@@ -112,6 +161,12 @@ def nelisa() -> ad.AnnData:
     ``mad_robustize`` on negcon changes nothing. DMSO wells have no
     ``Metadata_broad_sample``. Source: alxndrkalinin/2024_Kalinin_mAP (BSD-3-Clause).
 
+    Returns
+    -------
+    AnnData
+        1,525 wells × 191 proteins; all-missing metadata columns are stored as NaN
+        so that the object writes to h5ad and zarr.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -130,6 +185,16 @@ def l1000_plate(obs_prefix: str | None = None) -> ad.AnnData:
     ``pert_iname``, ``pert_dose`` (µM, -666 = n/a), ``pert_type`` (``trt_cp``,
     ``ctl_vehicle`` = DMSO, ``trt_poscon``). Source: cmap/cmapPy test data (BSD-3-Clause).
 
+    Parameters
+    ----------
+    obs_prefix
+        Prefix for the column-metadata names (e.g. ``"Metadata_"``); ``None`` keeps CMap's names.
+
+    Returns
+    -------
+    AnnData
+        377 samples × 978 genes, CMap metadata in ``.obs`` and ``.var``.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -147,6 +212,11 @@ def examplehuman_images_path() -> Path:
 
     Source: cytomining/CytoTable test data (BSD-3-Clause).
 
+    Returns
+    -------
+    pathlib.Path
+        The folder holding the ``.tif`` images, the CellProfiler pipeline and its measurements.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -158,6 +228,11 @@ def examplehuman_images_path() -> Path:
 
 def examplehuman_cells() -> ad.AnnData:
     """Single cells measured by CellProfiler on the ExampleHuman images (289 cells, Cells/Cytoplasm/Nuclei joined).
+
+    Returns
+    -------
+    AnnData
+        289 cells × CellProfiler features, ``Metadata_*`` image/object columns in ``.obs``.
 
     Examples
     --------
@@ -175,6 +250,11 @@ def way2022_percent_replicating() -> pd.DataFrame:
     """Published percent replicating per dose, Cell Painting vs L1000 (Way et al. 2022, Fig. 1).
 
     Typed in from the paper's notebook output (12 rows). BSD-3-Clause.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``assay``, ``dose``, ``dose_recode`` and ``percent_replicating``, 12 rows.
 
     Examples
     --------

@@ -108,6 +108,10 @@ def simulate(
         Data-quality traps: share of NaN entries, constant features, and near-duplicate (r > 0.99) features appended.
     seed
         Random seed; the same seed gives the same data.
+    cells_per_well
+        Mean number of cells per well with ``level="single_cell"`` (Poisson).
+    cell_noise
+        Standard deviation of each cell around its well mean (``level="single_cell"``).
 
     Returns
     -------

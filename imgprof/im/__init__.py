@@ -66,4 +66,5 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

@@ -112,6 +112,18 @@ def intensity_histogram_featurizer(crops: np.ndarray, bins: int = 8) -> np.ndarr
 
     Useful for tests and as a template for your own featurizer.
 
+    Parameters
+    ----------
+    crops
+        ``(n, channels, size, size)`` crops.
+    bins
+        Histogram bins per channel.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, channels * (2 + bins))`` float32 features: mean, std, histogram per channel.
+
     Examples
     --------
     >>> import numpy as np
@@ -199,6 +211,31 @@ def featurize_site(
     """Run ``featurizer`` on crops of every object of one site, in batches.
 
     Returns ``(embeddings (n, d) float32, object_numbers)``.
+
+    Parameters
+    ----------
+    images
+        Channel name → 2-D image.
+    labels
+        Label image of the objects to crop (0 = background).
+    featurizer
+        Callable ``crops (n, c, size, size) -> (n, d)`` embeddings (e.g. a model).
+    size
+        Crop side in pixels, centred on each object.
+    channels
+        Channels stacked into the crops (default: all, in order).
+    mask
+        ``"none"`` (raw window), ``"object"`` (zero pixels outside the object) or
+        ``"others"`` (zero pixels of other objects), as in :func:`extract_crops`.
+    batch_size
+        Crops per featurizer call.
+    object_numbers
+        Only these objects (default: all labels).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(embeddings (n, d) float32, object_numbers (n,))``.
 
     Examples
     --------

@@ -76,6 +76,11 @@ def smooth_illumination(
         scale), ``"min"`` (CellProfiler's "Yes": clip below the 2nd percentile and divide
         by it so every value is >= 1) or ``None``.
 
+    Returns
+    -------
+    numpy.ndarray
+        The illumination function (float, same shape as ``image``).
+
     Examples
     --------
     >>> import numpy as np
@@ -136,6 +141,18 @@ def smooth_illumination(
 
 def apply_illumination(image: np.ndarray, illum: np.ndarray) -> np.ndarray:
     """Divide an image by an illumination function (CorrectIlluminationApply, "Divide").
+
+    Parameters
+    ----------
+    image
+        2-D image.
+    illum
+        Illumination function of the same shape (values > 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``image / illum`` as float.
 
     Examples
     --------
@@ -263,6 +280,19 @@ def correct_illumination(images, illumination: Mapping[str, Mapping[str, np.ndar
     :func:`save_illumination`, or ``{"*": {channel: array}}`` to use one set of
     functions for every plate. Channels without a function are left as they are.
 
+    Parameters
+    ----------
+    images
+        An :class:`~imgprof.im.ImageSet` (see :func:`imgprof.io.read_images`).
+    illumination
+        ``{plate: {channel: array}}``, a folder saved by :func:`save_illumination`, or
+        ``{"*": {channel: array}}`` for every plate.
+
+    Returns
+    -------
+    ImageSet
+        A new image set reading corrected images (the input is not modified).
+
     Examples
     --------
     >>> import imgprof as ip
@@ -290,6 +320,22 @@ _NAME = re.compile(r"^(?P<plate>.+)_Illum(?P<channel>[^.]+)\.(?P<ext>npy|tif|tif
 def save_illumination(illumination: Mapping[str, Mapping[str, np.ndarray]], folder: str | os.PathLike, *,
                       format: str = "npy", overwrite: bool = False) -> list[Path]:
     """Save functions as ``<folder>/<plate>_Illum<channel>.npy`` (or ``.tiff``, float32).
+
+    Parameters
+    ----------
+    illumination
+        ``{plate: {channel: array}}``.
+    folder
+        Output folder (created).
+    format
+        ``"npy"`` or ``"tiff"``.
+    overwrite
+        Replace existing files (otherwise an error).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
 
     Examples
     --------
@@ -323,6 +369,16 @@ def save_illumination(illumination: Mapping[str, Mapping[str, np.ndarray]], fold
 
 def load_illumination(folder: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     """Load functions saved by :func:`save_illumination` (or CellProfiler's ``<plate>_Illum<channel>.npy``).
+
+    Parameters
+    ----------
+    folder
+        Folder with ``<plate>_Illum<channel>.npy`` (or ``.tiff``) files.
+
+    Returns
+    -------
+    dict
+        ``{plate: {channel: illumination function}}``.
 
     Examples
     --------

@@ -35,6 +35,9 @@ _NEIGHBOR_METHODS = {"adjacent": "Adjacent", "expanded": "Expand until adjacent"
 
 
 def _import_cp_measure():
+    from .._core.optional import require
+
+    require("cp_measure", extra="im", pip_name="cp-measure", purpose="ip.im measurements")
     try:
         import cp_measure  # noqa: F401
         from cp_measure import bulk
@@ -391,6 +394,20 @@ def objects_to_anndata(df: pd.DataFrame, *, metadata: Mapping[str, Any] | None =
 
     ``Metadata_*`` columns go to ``.obs`` (names unchanged), features to ``.X`` with
     parsed anatomy in ``.var``. ``metadata`` adds constant columns (e.g. plate/well/site).
+
+    Parameters
+    ----------
+    df
+        Table from :func:`measure_objects` (one row per object).
+    metadata
+        Constant ``.obs`` columns to add (e.g. ``{"Metadata_Plate": "P1"}``).
+    source
+        Name recorded in the provenance log.
+
+    Returns
+    -------
+    AnnData
+        Single-cell profiles: ``Metadata_*`` in ``.obs``, features in ``.X``, anatomy in ``.var``.
 
     Examples
     --------

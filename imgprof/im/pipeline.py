@@ -46,6 +46,32 @@ def profile_site(
     Returns ``(table, embeddings or None, labels)``; the table has one row per cell
     (``Metadata_ObjectNumber``, centroids, features) as :func:`imgprof.im.measure_objects`.
 
+    Parameters
+    ----------
+    images
+        Channel name → 2-D image in [0, 1].
+    segmenter
+        Callable ``images -> {"Nuclei", "Cells", "Cytoplasm": labels}`` (default CellProfiler-style).
+    labels
+        Precomputed label images (skip segmentation).
+    features
+        CellProfiler feature groups to measure (``None``: none).
+    measure_channels
+        Channels to measure (default: all).
+    measure_kwargs
+        Extra arguments of :func:`measure_objects`.
+    featurizer, crop_kwargs, crop_compartment
+        Optional crop featurizer (see :func:`featurize_site`), its arguments and the
+        compartment whose objects are cropped.
+    timings
+        Dict that receives the seconds spent per stage.
+
+    Returns
+    -------
+    tuple
+        ``(table, embeddings or None, labels)``: one row per cell, the crop embeddings,
+        and the label images.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -224,6 +250,12 @@ def profile_images(
         Optional path: the profiles are also written there (``.h5ad``, ``.parquet``, ``.csv.gz``...).
     read_kwargs
         Extra options of :func:`~imgprof.io.read_images`.
+    nuclei_channel, cells_channel
+        Channels for the default segmenter (nuclear stain; cell body stain); guessed
+        (``DNA``; the first cell-body-like channel) when ``None``.
+    illumination_kwargs
+        Keyword arguments of :func:`~imgprof.im.compute_illumination` with
+        ``illumination="compute"``.
 
     Returns
     -------
@@ -249,6 +281,10 @@ def profile_images(
     from .read import QC_ERROR, ImageSet, read_images
     from .segment import CellProfilerSegmenter
 
+    if features:  # cp-measure does the measuring: check it before reading a single image
+        from .._core.optional import require
+
+        require("cp_measure", extra="im", pip_name="cp-measure", purpose="ip.im.profile_images(features=...)")
     t_total = time.perf_counter()
     if isinstance(source, ImageSet):
         images = source

@@ -46,6 +46,16 @@ def power_log_log_slope(image: np.ndarray) -> float:
     1/8 of the smaller image side, after making the image intensity-invariant (division
     by its mean absolute deviation). Constant images give 0.
 
+    Parameters
+    ----------
+    image
+        2-D image.
+
+    Returns
+    -------
+    float
+        The slope (more negative = blurrier); 0 for a constant image.
+
     Examples
     --------
     >>> import numpy as np
@@ -97,6 +107,17 @@ def power_log_log_slope(image: np.ndarray) -> float:
 
 def image_quality(image: np.ndarray) -> dict[str, float]:
     """All QC metrics of one 2-D image (see the module docstring).
+
+    Parameters
+    ----------
+    image
+        2-D image (rescaled to [0, 1] or raw).
+
+    Returns
+    -------
+    dict
+        Metric name → value: ``PowerLogLogSlope``, ``FocusScore``, ``PercentMaximal``,
+        ``PercentMinimal``, ``IntensityRange``, ``Min/Max/Mean/StdIntensity``.
 
     Examples
     --------
@@ -168,12 +189,25 @@ def qc_flags(
     min_range
         Flag ``low_range`` when the 1–99 % intensity range is below this (in the image's
         intensity units, [0, 1] for rescaled images).
+    min_sites
+        Smallest group for which the blur outlier rule is applied.
+    plls_min
+        Absolute PowerLogLogSlope floor; sites below it are blurry in any group size.
 
     Returns
     -------
     The table with ``Metadata_qc_blurry``, ``Metadata_qc_saturated``,
     ``Metadata_qc_empty``, ``Metadata_qc_low_range``, ``Metadata_qc_flagged_channels``
     and ``Metadata_qc_pass`` added (a copy).
+
+    Examples
+    --------
+    >>> import pandas as pd, imgprof as ip
+    >>> t = pd.DataFrame({"Metadata_Plate": "P1", "Metadata_qc_PowerLogLogSlope_DNA": [-2.0] * 6,
+    ...                   "Metadata_qc_PercentMaximal_DNA": [0.0] * 5 + [5.0],
+    ...                   "Metadata_qc_Range_DNA": [0.5] * 6})
+    >>> ip.im.qc_flags(t, ["DNA"])["Metadata_qc_saturated"].tolist()  # doctest: +SKIP
+    [False, False, False, False, False, True]
     """
     out = table.copy()
     n = len(out)
@@ -237,6 +271,12 @@ def image_qc(
         ``"synchronous"``).
     flag_kwargs
         Passed to :func:`qc_flags` (``blur_nmads``, ``saturation_percent``, ``min_range``...).
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        ``None`` with ``inplace=True`` (columns written into ``images.table``); otherwise the
+        site table with ``Metadata_qc_*`` metric and flag columns.
 
     Examples
     --------

@@ -59,6 +59,18 @@ def _reader_for(path: Path):
 def read_image(path: PathLike, *, frame: int | None = None) -> np.ndarray:
     """Read one single-channel 2-D image (TIFF, PNG, JPEG, NPY...) with a clear error naming the file.
 
+    Parameters
+    ----------
+    path
+        Image file.
+    frame
+        Frame of a multi-frame TIFF (default: the file must hold one 2-D image).
+
+    Returns
+    -------
+    numpy.ndarray
+        The 2-D image in its stored dtype.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -157,6 +169,17 @@ class ImageSet:
     illumination
         ``{plate: {channel: illumination function}}`` applied by division when reading
         (see :func:`imgprof.im.correct_illumination`).
+    dtypes
+        ``{channel: numpy dtype name}`` of the stored images (used by ``rescale="dtype"``).
+    source
+        Where the table came from (folder or file), for messages.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> images = ip.io.read_images(ip.datasets.examplehuman_images_path(), channels={"DNA": "d0", "PH3": "d1", "Cells": "d2"})  # doctest: +SKIP
+    >>> images.channels  # doctest: +SKIP
+    ['DNA', 'PH3', 'Cells']
     """
 
     table: pd.DataFrame

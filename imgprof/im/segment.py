@@ -224,6 +224,18 @@ def fill_labeled_holes(labels: np.ndarray, max_hole_area: float | None = None) -
     and whose neighbouring foreground pixels all belong to one label. Holes larger
     than ``max_hole_area`` pixels are kept.
 
+    Parameters
+    ----------
+    labels
+        Label image (0 = background).
+    max_hole_area
+        Largest hole (pixels) to fill; ``None`` fills all enclosed holes.
+
+    Returns
+    -------
+    numpy.ndarray
+        Label image with the enclosed holes filled with their object's label.
+
     Examples
     --------
     >>> import numpy as np
@@ -308,6 +320,16 @@ class PrimaryObjects:
         ``unedited`` without the objects smaller than the minimum diameter.
     threshold
         The global threshold used.
+    params
+        The settings :func:`identify_primary` used (diameter range, threshold method...).
+
+    Examples
+    --------
+    >>> import numpy as np, imgprof as ip
+    >>> img = np.zeros((64, 64)); img[10:20, 10:20] = 1; img[40:52, 40:52] = 1
+    >>> objs = ip.im.identify_primary(img)
+    >>> int(objs.labels.max())
+    2
     """
 
     labels: np.ndarray
@@ -513,6 +535,8 @@ def identify_secondary(
         Fill holes in the secondary objects.
     exclude_border
         Discard cells touching the image border.
+    mask
+        Boolean image; pixels outside it are never assigned to a cell (default: all pixels).
 
     Returns
     -------
@@ -586,6 +610,20 @@ def identify_tertiary(larger: np.ndarray, smaller: np.ndarray, *, shrink: bool =
     With ``shrink=True`` (CellProfiler's default) the nucleus outline stays in the
     cytoplasm, so every cell keeps a non-empty cytoplasm. Labels keep the cell numbers.
 
+    Parameters
+    ----------
+    larger
+        Label image of the larger objects (cells).
+    smaller
+        Label image of the smaller objects (nuclei).
+    shrink
+        Keep the smaller objects' outline in the result (CellProfiler's default).
+
+    Returns
+    -------
+    numpy.ndarray
+        Label image of ``larger`` minus ``smaller`` (e.g. cytoplasm), numbered as ``larger``.
+
     Examples
     --------
     >>> import numpy as np
@@ -604,6 +642,18 @@ def identify_tertiary(larger: np.ndarray, smaller: np.ndarray, *, shrink: bool =
 
 def relate_objects(parent: np.ndarray, child: np.ndarray) -> np.ndarray:
     """Parent label of every child object (largest overlap; 0 when none), indexed by child label - 1.
+
+    Parameters
+    ----------
+    parent
+        Label image of the parents (e.g. cells).
+    child
+        Label image of the children (e.g. nuclei).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_children,)`` parent label of each child (0 = no parent).
 
     Examples
     --------
@@ -752,6 +802,23 @@ class CellposeSegmenter:
     on the nuclear channel; cells come from Cellpose on ``[cells_channel, nuclei_channel]``
     and nuclei are renumbered to their cell.
 
+    Parameters
+    ----------
+    model_path
+        Local file of trained Cellpose weights for the cells.
+    nuclei_channel, cells_channel
+        Channel names of the nuclear stain and of the cell (body) stain.
+    nuclei_model_path
+        Optional local Cellpose weights for nuclei; default: :func:`identify_primary`.
+    diameter
+        Expected object diameter in pixels (``None``: Cellpose estimates it).
+    gpu
+        Run Cellpose on the GPU.
+    eval_kwargs
+        Extra keyword arguments for ``model.eval``.
+    nuclei
+        Keyword arguments of :func:`identify_primary` for the nuclei.
+
     Examples
     --------
     >>> seg = CellposeSegmenter("/models/cyto3_finetuned", nuclei_channel="DNA",
@@ -808,6 +875,13 @@ def segment_site(
     segmenter
         Any callable ``images -> labels``; default :class:`CellProfilerSegmenter` built
         from ``kwargs`` (``nuclei_channel=``, ``cells_channel=``, ``nuclei={...}``, ``cells={...}``).
+    **kwargs
+        Arguments of :class:`CellProfilerSegmenter` when ``segmenter`` is ``None``.
+
+    Returns
+    -------
+    dict
+        ``{"Nuclei", "Cells", "Cytoplasm"}`` → label images.
 
     Examples
     --------

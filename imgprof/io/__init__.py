@@ -21,3 +21,7 @@ __all__ += ["read_images"]
 from ._text import ReadError  # noqa: E402
 
 __all__ += ["ReadError"]
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

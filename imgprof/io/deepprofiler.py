@@ -238,6 +238,11 @@ def read_embeddings(
     level
         Profile level (guessed by :func:`~imgprof.io.from_pandas` when ``None``).
 
+    Returns
+    -------
+    AnnData
+        Embedding vectors in ``.X`` (``.var`` source ``"embedding"``), metadata in ``.obs``.
+
     Examples
     --------
     >>> import numpy as np, pandas as pd, imgprof as ip

@@ -110,7 +110,8 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
 
     Returns
     -------
-    AnnData (samples × genes): ``.obs`` the column metadata, ``.var`` the row metadata.
+    AnnData
+        Samples × genes; column metadata in ``.obs``, row metadata in ``.var``.
 
     Raises
     ------
@@ -262,6 +263,18 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     -------
     None; the file is written.
 
+    Parameters
+    ----------
+    adata
+        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    path
+        Output ``.gct`` or ``.gct.gz`` file.
+
+    Returns
+    -------
+    None
+        The file is written.
+
     Examples
     --------
     >>> import imgprof as ip, tempfile, os
@@ -341,7 +354,8 @@ def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert
 
     Returns
     -------
-    AnnData (samples × genes).
+    AnnData
+        Samples × genes, as :func:`read_gct`.
 
     Examples
     --------
@@ -416,7 +430,8 @@ def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compre
 
     Returns
     -------
-    None; the file is written to a temporary name next to ``path`` and renamed on success.
+    None
+        The file is written to a temporary name next to ``path`` and renamed on success.
 
     Examples
     --------

@@ -164,8 +164,8 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     Returns
     -------
     pandas.DataFrame
-        Metadata then features. Source dtypes are restored for ``.X`` only, and an
-        integer dtype only where every value is still a whole number (never truncated).
+        Metadata columns then feature columns, one row per observation. Source dtypes are restored
+        for ``.X`` only, and an integer dtype only where every value is still a whole number (never truncated).
 
     Examples
     --------
@@ -310,6 +310,13 @@ def read_profiles(
         (a ``ValueError``) the file is empty, truncated, not valid text in ``encoding``, malformed
         (the message gives the line), a binary file with a text name, has duplicated column names,
         or is an unreadable parquet/h5ad/zarr file. The message names the file.
+
+    Returns
+    -------
+    AnnData
+        Profiles: metadata in ``.obs``, features in ``.X`` (float), feature anatomy in
+        ``.var``, and the original column order/dtypes plus a provenance entry in
+        ``uns['imgprof']`` (so :func:`to_pandas` restores the table).
 
     Examples
     --------
@@ -544,7 +551,8 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
 
     Returns
     -------
-    None; the file is written.
+    None
+        The file is written.
 
     Examples
     --------

@@ -51,3 +51,7 @@ __all__ += ["ReplicatingResult", "percent_matching", "percent_replicating"]
 from .scale import phenotypic_activity_blocked  # noqa: E402
 
 __all__ += ["phenotypic_activity_blocked"]
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

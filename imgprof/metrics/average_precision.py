@@ -117,6 +117,18 @@ def expected_ap(n_pos, n_neg) -> np.ndarray:
     ``E[AP] = (1/L) [ (M-1)/(L-1) (L - H_L) + H_L ]`` with ``M`` positives,
     ``L = M + N`` items and ``H_L`` the L-th harmonic number.
 
+    Parameters
+    ----------
+    n_pos
+        Number of positives (array-like).
+    n_neg
+        Number of negatives (array-like).
+
+    Returns
+    -------
+    numpy.ndarray
+        Expected AP of a random ranking.
+
     Examples
     --------
     >>> float(expected_ap(1, 1)[0])
@@ -135,7 +147,28 @@ def expected_ap(n_pos, n_neg) -> np.ndarray:
 
 
 def normalized_ap(ap, n_pos, n_total) -> np.ndarray:
-    """Chance-corrected AP ``(AP - E[AP]) / (1 - E[AP])`` clipped to [-1, 1] (copairs' ``normalize_ap``)."""
+    """Chance-corrected AP ``(AP - E[AP]) / (1 - E[AP])`` clipped to [-1, 1] (copairs' ``normalize_ap``).
+
+    Parameters
+    ----------
+    ap
+        Average precision values.
+    n_pos
+        Positives of each ranking.
+    n_total
+        Items ranked (positives + negatives).
+
+    Returns
+    -------
+    numpy.ndarray
+        Chance-corrected AP in ``[-1, 1]`` (0 = chance).
+
+    Examples
+    --------
+    >>> from imgprof.metrics import normalized_ap
+    >>> float(normalized_ap([1.0], [1], [2])[0]), float(normalized_ap([0.75], [1], [2])[0])
+    (1.0, 0.0)
+    """
     ap = np.asarray(ap, dtype=np.float64)
     n_pos = np.asarray(n_pos, dtype=np.int64)
     n_total = np.asarray(n_total, dtype=np.int64)
@@ -306,6 +339,8 @@ def average_precision_kernel(
         Upper bound on query × candidate elements held at once.
     warn
         Emit :class:`RetrievalWarning` summarising NaN APs.
+    multilabel_sep
+        Separator of multi-valued labels in string columns (``"A|B"``); ``None`` = none.
 
     Returns
     -------
@@ -651,6 +686,9 @@ def average_precision(
         Memory bound: most query × candidate similarities held at once.
     overwrite
         Allow ``key_added`` to replace an existing ``.obs`` column.
+    reference_use_rep, reference_layer
+        Matrix of ``reference`` to rank (an ``.obsm`` key, a layer); ``reference_use_rep``
+        defaults to ``use_rep``.
 
     Returns
     -------
@@ -1083,6 +1121,9 @@ def phenotypic_consistency(
         perturbation are then excluded from each other's positives).
     metric, use_rep, layer, dtype, null_size, threshold, seed, return_ap
         As in :func:`phenotypic_activity`.
+    multilabel_sep
+        Separator of multi-valued labels (a compound with targets ``"A|B"`` belongs to
+        both groups); ``None`` = none.
 
     Returns
     -------

@@ -30,7 +30,17 @@ _CACHE_LIMIT = 512 * 2**20
 
 
 def clear_null_cache() -> None:
-    """Forget every cached null distribution."""
+    """Forget every cached null distribution.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> from imgprof.metrics import clear_null_cache
+    >>> clear_null_cache()
+    """
     global _CACHE_BYTES
     _CACHE.clear()
     _CACHE_BYTES = 0
@@ -77,6 +87,22 @@ def _random_positions(rng: np.random.Generator, n: int, k: int, m: int) -> np.nd
 def random_ap(null_size: int, n_pos: int, total: int, rng: np.random.Generator) -> np.ndarray:
     """APs (float64) of ``null_size`` random rankings with ``n_pos`` positives among ``total`` items.
 
+    Parameters
+    ----------
+    null_size
+        Number of random rankings.
+    n_pos
+        Positives among the ranked items.
+    total
+        Items ranked.
+    rng
+        NumPy random generator.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(null_size,)`` AP values.
+
     Examples
     --------
     >>> import numpy as np
@@ -105,6 +131,29 @@ def null_distributions(confs: np.ndarray, null_size: int, seed: int | None, *, c
     """Null AP samples for each ``(n_pos, total)`` row of ``confs`` (unique, sorted rows).
 
     Returns an array ``(len(confs), null_size)`` (float32 in copairs mode, float64 otherwise).
+
+    Parameters
+    ----------
+    confs
+        ``(n, 2)`` unique sorted rows of ``(n_pos, total)``.
+    null_size
+        Samples per row.
+    seed
+        Seed (``None``: random).
+    copairs_compat
+        Draw exactly as copairs does (float32).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(confs), null_size)`` null AP samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof.metrics import null_distributions
+    >>> null_distributions(np.array([[1, 2], [2, 10]]), 100, 0).shape
+    (2, 100)
     """
     confs = np.asarray(confs, dtype=np.int64).reshape(-1, 2)
     if (confs[:, 0] < 1).any() or (confs[:, 1] < confs[:, 0]).any():
@@ -525,6 +574,22 @@ def ap_p_values(ap, n_pos, n_total, *, null_size: int = 10000, seed: int | None 
     -------
     Array of p-values, NaN where the AP is NaN or ``n_pos == 0``.
 
+    Parameters
+    ----------
+    ap
+        Average precision of each profile.
+    n_pos, n_total
+        Positives and ranked items of each profile.
+    null_size
+        Null samples per ``(n_pos, n_total)`` configuration.
+    seed
+        Seed of the null (``None``: random).
+
+    Returns
+    -------
+    numpy.ndarray
+        One p-value per profile (NaN where AP is NaN or there are no positives).
+
     Examples
     --------
     >>> p = ap_p_values([1.0, 0.2], [1, 1], [10, 10], null_size=999, seed=0)
@@ -547,6 +612,16 @@ def benjamini_hochberg(p) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (NaN kept as NaN, others over the non-NaN set).
 
     Equal to ``statsmodels.stats.multitest.multipletests(p, method="fdr_bh")[1]``.
+
+    Parameters
+    ----------
+    p
+        p-values (NaN allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        Adjusted p-values (q-values), same shape.
 
     Examples
     --------

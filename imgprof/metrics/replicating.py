@@ -57,6 +57,14 @@ class ReplicatingResult:
         ``"replicating"`` or ``"matching"``.
     method, alpha
         Correlation used and significance level.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.lincs_plate()
+    >>> res = ip.metrics.percent_replicating(adata, "Metadata_broad_sample", n_samples=200)  # doctest: +SKIP
+    >>> 0 <= res.percent <= 1  # doctest: +SKIP
+    True
     """
 
     table: pd.DataFrame
@@ -308,6 +316,8 @@ def percent_matching(
         ``"median"``, ``"mean"`` or ``None`` (profiles already one per perturbation).
     method, n_null, alpha, seed, use_rep, layer
         As in :func:`percent_replicating`.
+    multilabel_sep
+        Separator of multi-valued labels (``"A|B"`` matches ``"A"``); ``None`` = none.
 
     Returns
     -------

@@ -38,3 +38,8 @@ __all__ += ["align", "compare_retrieval", "complementarity", "cross_retrieval", 
 from .compare import pipeline_summary, run_pipeline  # noqa: E402
 
 __all__ += ["pipeline_summary", "run_pipeline"]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

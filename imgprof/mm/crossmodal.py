@@ -497,6 +497,10 @@ def compare_retrieval(
     metric, null_size, threshold, seed
         See :func:`imgprof.metrics.mean_average_precision` (``threshold`` is also the
         percent-replicating ``alpha``).
+    multilabel_sep
+        Separator of multi-valued labels (e.g. ``"A|B"`` targets); ``None`` = none.
+    n_null
+        Random non-replicate sets per group size for percent replicating.
 
     Returns
     -------
@@ -727,6 +731,8 @@ def gene_compound_match(
         Most similar compounds listed per gene.
     null_size, threshold, seed
         See :func:`imgprof.metrics.mean_average_precision`.
+    sep
+        Separator of multi-valued compound targets (``"A|B"``); ``None`` = one target per compound.
 
     Returns
     -------

@@ -296,6 +296,15 @@ class JoinReport:
         counted per modality and reason, with examples.
     summary
         Counts and the normalisation that was applied.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
+    >>> ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    >>> rep = ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|")
+    >>> sorted(rep.table["status"].unique())[0]
+    'matched'
     """
 
     table: pd.DataFrame
@@ -489,6 +498,23 @@ def match_keys(
 
     Takes the same key arguments as :func:`join` and never raises for a poor
     overlap: use it to inspect what a join would keep.
+
+    Parameters
+    ----------
+    morph, expr
+        The two modalities (profiles at perturbation or well level).
+    on
+        Key column(s): one name for both, or ``(morph_column, expr_column)``.
+    dose, dose_unit, dose_series, dose_rtol, dose_off_series
+        Optional dose matching, as in :func:`imgprof.mm.join`.
+    names
+        Name normalisation (``"casefold"`` or a callable).
+    sep
+        Separator of multi-valued keys (``"|"``), per modality when a mapping.
+    mod_names
+        Names of the two modalities in the report.
+    level
+        Level at which keys are matched (``"perturbation"``).
 
     Returns
     -------
@@ -786,6 +812,16 @@ def _store_report(mdata, report: JoinReport) -> None:
 def join_report(mdata) -> JoinReport:
     """The :class:`JoinReport` stored by :func:`join` in ``mdata.uns['mm_join']``.
 
+    Parameters
+    ----------
+    mdata
+        MuData returned by :func:`imgprof.mm.join`.
+
+    Returns
+    -------
+    JoinReport
+        Matched keys, keys only in one modality and dropped rows.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -848,6 +884,11 @@ def annotate(
         ``matched`` and ``table_name`` (the spelling found in the table).
     copy
         Return a copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    AnnData or None
+        ``None`` (``copy=False``) or the annotated copy.
 
     Raises
     ------
@@ -947,6 +988,11 @@ def recode_dose(
     Returns
     -------
     ``None``, or the modified copy when ``copy=True``.
+
+    Returns
+    -------
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy.
 
     Examples
     --------

@@ -1,16 +1,21 @@
 """Plots (matplotlib, scanpy style): plate layouts, embeddings, retrieval, benchmark tables, feature groups.
 
-Each plotting function takes ``show=`` and ``save=`` and returns the axes when not shown.
+Every plotting function follows :mod:`scanpy.plotting`: ``show=`` (``None`` →
+``sc.settings.autoshow``; a shown plot returns ``None``), ``save=`` (``True`` or a
+suffix such as ``"_batch.png"`` writes into ``sc.settings.figdir``; a path with a
+directory is used as is), ``return_fig=`` and, for single-panel plots, ``ax=``.
+One helper (``imgprof.pl._utils.savefig_or_show``) does this for all of them.
 matplotlib is imported only when a plot is drawn.
 """
 
-from .embedding import embedding
+from .embedding import embedding, pca, umap
 from .features import feature_group_summary, feature_groups
 from .plate import plate_layout
 from .retrieval import map_scatter, percent_replicating
 
 __all__ = ["embedding", "feature_group_summary", "feature_groups", "plate_layout"]
 __all__ += ["map_scatter", "percent_replicating"]
+__all__ += ["pca", "umap"]
 
 from .mm import mm_complementarity, mm_cross_retrieval, mm_embedding, mm_join_report, mm_retrieval  # noqa: E402
 
@@ -19,3 +24,8 @@ __all__ += ["mm_complementarity", "mm_cross_retrieval", "mm_embedding", "mm_join
 from .bench import benchmark_table, plot_results_table  # noqa: E402
 
 __all__ += ["benchmark_table", "plot_results_table"]
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

@@ -73,7 +73,8 @@ def plot_results_table(
     title: str | None = None,
     ax=None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """Draw benchmark results as scib-metrics does: one row per embedding, a coloured
     circle per metric (colours scaled per column), bars for the aggregate scores.
@@ -97,8 +98,13 @@ def plot_results_table(
         Figure title.
     ax
         Axes to draw on (a new figure sized to the table otherwise).
-    show, save
-        Show the figure / save it to this path.
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
 
     Returns
     -------
@@ -191,7 +197,7 @@ def plot_results_table(
         ax.plot([0, width], [y, y], color="0.6", lw=0.6, ls=(0, (1, 5)))
     if title:
         ax.set_title(title)
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
 #: Alias of :func:`plot_results_table`.

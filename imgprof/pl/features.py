@@ -75,9 +75,31 @@ def feature_groups(
     stat: str = "mean_abs",
     ax=None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
-    """Bar chart of :func:`feature_group_summary`.
+    """Bar chart of :func:`feature_group_summary`: which compartments / feature groups / channels carry the signal.
+
+    Parameters
+    ----------
+    adata
+        Profiles whose ``.var`` holds anatomy columns (``compartment``, ``feature_group``, ``channel``).
+    groupby, samples, layer, stat
+        As in :func:`feature_group_summary`.
+    ax
+        Matplotlib axes to draw on (a new figure otherwise).
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
+
+    Returns
+    -------
+    Axes or Figure or None
+        The axes (the figure with ``return_fig=True``); ``None`` when shown.
 
     Examples
     --------
@@ -90,4 +112,4 @@ def feature_groups(
     ax.barh(labels[::-1], df["score"].to_numpy()[::-1], color="#4C72B0")
     ax.set_xlabel("mean |value|" if stat == "mean_abs" else "variance")
     ax.set_title("Feature groups")
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)

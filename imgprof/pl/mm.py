@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.validation import as_list, check_df_keys, check_obs_keys
-from ._utils import finish, get_ax
+from ._utils import finish, get_ax, savefig_or_show
 
 
 def _mods_of(data, mods):
@@ -28,7 +28,8 @@ def mm_embedding(
     mods: Sequence[str] | None = None,
     panel_size: tuple[float, float] = (4.0, 3.6),
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
     **kwargs,
 ):
     """Embeddings of several modalities side by side (one column per modality, one row per colour).
@@ -46,14 +47,21 @@ def mm_embedding(
         Modalities (default all).
     panel_size
         Size of one panel in inches.
-    show, save
-        Show the figure / save it to this path.
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
     kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
     Returns
     -------
-    2-D array of axes (rows = colours, columns = modalities), ``None`` when shown.
+    numpy.ndarray or Figure or None
+        2-D array of axes (rows = colours, columns = modalities); the figure with
+        ``return_fig=True``; ``None`` when shown.
 
     Examples
     --------
@@ -89,12 +97,7 @@ def mm_embedding(
             sc.pl.embedding(ms[m], basis=key, color=r[m], ax=ax, show=False, **kwargs)
             ax.set_title(f"{m}: {r[m]}" if r[m] else m)
     fig.tight_layout()
-    if save:
-        fig.savefig(save, bbox_inches="tight", dpi=150)
-    if show:
-        plt.show()
-        return None
-    return axes
+    return savefig_or_show(fig, axes, show=show, save=save, return_fig=return_fig, writekey="mm_embedding")
 
 
 def mm_retrieval(
@@ -104,7 +107,8 @@ def mm_retrieval(
     ax=None,
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """Per-modality scores (one strip per modality), retrieved ids highlighted, with the retrieved share.
 
@@ -114,8 +118,22 @@ def mm_retrieval(
         Output of :func:`imgprof.mm.compare_retrieval`.
     task
         ``"activity"``, ``"consistency"`` (mAP) or ``"replicating"`` (median replicate correlation).
-    ax, title, show, save
-        Matplotlib axes, title, and scanpy-style show/save.
+    ax
+        Matplotlib axes to draw on (a new figure otherwise).
+    title
+        Plot title (a default otherwise).
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
+
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
 
     Examples
     --------
@@ -151,7 +169,7 @@ def mm_retrieval(
     ax.set_ylabel("mAP" if ycol == "mean_average_precision" else "median replicate correlation")
     ax.set_title(title or f"{task} per modality")
     ax.legend(fontsize=7, loc="best", frameon=False)
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
 def mm_complementarity(
@@ -161,7 +179,8 @@ def mm_complementarity(
     ax=None,
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """mAP in one modality against the other, coloured by complementarity category.
 
@@ -171,8 +190,22 @@ def mm_complementarity(
         Output of :func:`imgprof.mm.complementarity`.
     label
         Write the ids next to the points.
-    ax, title, show, save
-        Matplotlib axes, title, and scanpy-style show/save.
+    ax
+        Matplotlib axes to draw on (a new figure otherwise).
+    title
+        Plot title (a default otherwise).
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
+
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
 
     Examples
     --------
@@ -203,7 +236,7 @@ def mm_complementarity(
     s = table.attrs.get("summary", {})
     ax.set_title(title or (f"{s.get('task', '')}: both {s.get('n_both', '?')}, union {s.get('n_union', '?')}"))
     ax.legend(fontsize=7, frameon=False)
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
 def mm_cross_retrieval(
@@ -212,7 +245,8 @@ def mm_cross_retrieval(
     ax=None,
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """Held-out cross-modal retrieval mAP per direction next to its chance level.
 
@@ -220,8 +254,22 @@ def mm_cross_retrieval(
     ----------
     summary
         Output of :func:`imgprof.mm.cross_retrieval`.
-    ax, title, show, save
-        Matplotlib axes, title, and scanpy-style show/save.
+    ax
+        Matplotlib axes to draw on (a new figure otherwise).
+    title
+        Plot title (a default otherwise).
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
+
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
 
     Examples
     --------
@@ -245,7 +293,7 @@ def mm_cross_retrieval(
     ax.set_ylabel("mAP")
     ax.set_title(title or "cross-modal retrieval")
     ax.legend(fontsize=7, frameon=False)
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
 def mm_join_report(
@@ -254,7 +302,8 @@ def mm_join_report(
     ax=None,
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """Bar chart of a join: matched keys, keys only in each modality, and rows that could not take part.
 
@@ -263,8 +312,22 @@ def mm_join_report(
     report
         A :class:`imgprof.mm.JoinReport` (from :func:`imgprof.mm.match_keys` or
         :func:`imgprof.mm.join_report`).
-    ax, title, show, save
-        Matplotlib axes, title, and scanpy-style show/save.
+    ax
+        Matplotlib axes to draw on (a new figure otherwise).
+    title
+        Plot title (a default otherwise).
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
+
+    Returns
+    -------
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
 
     Examples
     --------
@@ -283,4 +346,4 @@ def mm_join_report(
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v}", va="center", fontsize=8)
     ax.set_xlabel("distinct keys")
     ax.set_title(title or f"join on {', '.join(s['keys'])}")
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)

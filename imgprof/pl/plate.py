@@ -51,7 +51,8 @@ def plate_layout(
     vmax: float | None = None,
     ax=None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """Heatmap of one plate's wells coloured by an ``.obs`` column or a feature.
 
@@ -67,16 +68,26 @@ def plate_layout(
         Which plate (default: the first one).
     plate_key, well_key
         Metadata columns naming plate and well.
-    cmap, ax, show, save
-        Matplotlib options, scanpy-style.
+    cmap
+        Matplotlib colour map.
+    ax
+        Matplotlib axes to draw on (a new figure otherwise).
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
     vmin, vmax
         Colour scale limits (default: the data range). Boolean QC flags
         (``Metadata_qc_*``) default to ``0`` and ``1`` so that 0 (not flagged)
         is always the bottom colour of ``cmap``.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
 
     Returns
     -------
-    The matplotlib ``Axes`` (``None`` when shown).
+    Axes or Figure or None
+        The axes; the figure with ``return_fig=True``; ``None`` when shown.
 
     Examples
     --------
@@ -117,4 +128,4 @@ def plate_layout(
     ax.set_yticks(range(n_rows), [chr(65 + i) if i < 26 else "A" + chr(65 + i - 26) for i in range(n_rows)], fontsize=6)
     ax.set_title(f"{plate if plate is not None else ''} — {color}", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)

@@ -19,7 +19,8 @@ def map_scatter(
     colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """Scatter of mAP (x) against −log10 p (y), significant groups highlighted.
 
@@ -42,8 +43,15 @@ def map_scatter(
         Colours of significant and non-significant groups.
     title
         Axes title; default reports the share of significant groups.
-    show, save
-        Show the figure / save it to this path.
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
+    n_labels
+        Write ``label`` next to the ``n_labels`` most significant points (0 = none).
 
     Returns
     -------
@@ -85,7 +93,7 @@ def map_scatter(
     frac = sig.mean() if len(sig) else 0.0
     ax.set_title(title if title is not None else f"{100 * frac:.0f}% significant ({int(sig.sum())}/{len(sig)})")
     ax.legend(frameon=False, fontsize=8, loc="upper left")
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
 def percent_replicating(
@@ -96,7 +104,8 @@ def percent_replicating(
     colors: tuple[str, str] = ("#4c72b0", "#8c8c8c"),
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
 ):
     """Histogram of replicate (or matching) median correlations against their null.
 
@@ -113,8 +122,13 @@ def percent_replicating(
         Colours of the observed and null distributions.
     title
         Default reports the percent replicating/matching.
-    show, save
-        Show the figure / save it to this path.
+    show
+        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
+    save
+        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
+        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    return_fig
+        Return the matplotlib ``Figure`` instead of the axes.
 
     Returns
     -------
@@ -145,4 +159,4 @@ def percent_replicating(
     ax.set_ylabel("density")
     ax.set_title(title if title is not None else f"percent {result.kind}: {100 * result.percent:.1f}%")
     ax.legend(frameon=False, fontsize=8)
-    return finish(fig, ax, show=show, save=save)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)

@@ -23,3 +23,7 @@ __all__ += ["feature_select", "normalize"]
 from .._core.guardrails import FeatureDominanceWarning  # noqa: E402
 
 __all__ += ["FeatureDominanceWarning"]
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

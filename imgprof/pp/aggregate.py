@@ -325,13 +325,65 @@ def aggregate(
         adata, by, groups, order, starts, Xout, count_key=count_key, keep_metadata=keep_metadata, level=level,
         what="aggregate",
     )
+    qc_summary = _summarise_qc_flags(adata, result, codes, n_groups)
     log_step(
         result, "pp.aggregate",
         {"by": by, "operation": func, "layer": layer, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna, "inf": inf, "level": level},
         n_cells=int(adata.n_obs), n_groups=n_groups, n_rows_missing_key=n_dropped, dropped_metadata=dropped_meta,
-        n_nan_values=n_nan, dask=is_dask(X),
+        n_nan_values=n_nan, dask=is_dask(X), qc_summarised=qc_summary,
     )
     return result
+
+
+def _qc_columns(adata) -> list[str]:
+    """``.obs`` columns written by ``ip.pp.qc`` on this object (from its provenance log)."""
+    steps = (adata.uns.get(UNS_KEY, {}) or {}).get("steps", {}) or {}
+    cols: list[str] = []
+    for key in sorted(steps):
+        step = steps[key]
+        if step.get("function") != "pp.qc":
+            continue
+        extra = json.loads(step.get("extra", "{}") or "{}")
+        cols += [c for c in extra.get("columns", []) if c in adata.obs.columns and c not in cols]
+    return cols
+
+
+def _summarise_qc_flags(adata, result: ad.AnnData, codes: np.ndarray, n_groups: int) -> dict[str, str]:
+    """Replace the lower-level QC columns of ``ip.pp.qc`` by the fraction of flagged rows per group.
+
+    A cell-level flag copied to a well (because it happened to be constant in every
+    well) would read as a verdict on the well. Boolean QC columns become
+    ``<column>_cell_fraction`` (fraction of the group's rows flagged, e.g.
+    ``Metadata_qc_pass_cell_fraction``); numeric QC scores (z-scores, fractions)
+    are dropped. Returns ``{old: new or "dropped"}``.
+    """
+    done: dict[str, str] = {}
+    cols = _qc_columns(adata)
+    if not cols:
+        return done
+    valid = codes >= 0
+    sizes = np.bincount(codes[valid], minlength=n_groups).astype(np.float64)
+    store = result.uns.get(UNS_KEY, {})
+    for c in cols:
+        if c in result.obs.columns:
+            result.obs.drop(columns=c, inplace=True)
+        s = adata.obs[c]
+        if s.dtype == bool or str(s.dtype) == "boolean":
+            flagged = s.fillna(False).to_numpy(dtype=bool)
+            counts = np.bincount(codes[valid], weights=flagged[valid].astype(np.float64), minlength=n_groups)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                result.obs[f"{c}_cell_fraction"] = counts / sizes
+            done[c] = f"{c}_cell_fraction"
+        else:
+            done[c] = "dropped"
+    if "columns" in store:
+        n_obs_cols = [x for x in store["columns"] if x not in cols and x not in result.var_names]
+        store["columns"] = [*n_obs_cols, *[v for v in done.values() if v != "dropped"], *map(str, result.var_names)]
+    if "obs_dtypes" in store:
+        dtypes = {k: v for k, v in json.loads(store["obs_dtypes"] or "{}").items() if k not in cols}
+        dtypes.update({v: "float64" for v in done.values() if v != "dropped"})
+        store["obs_dtypes"] = json.dumps(dtypes)
+    return done
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,6 +391,16 @@ def aggregate(
 # ----------------------------------------------------------------------------------------------
 def read_zarr_lazy(path: PathLike) -> ad.AnnData:
     """Open an AnnData zarr store with ``.obs``/``.var`` in memory and ``.X`` as a dask array.
+
+    Parameters
+    ----------
+    path
+        An AnnData ``.zarr`` store.
+
+    Returns
+    -------
+    AnnData
+        ``.obs``/``.var`` in memory, ``.X`` (and layers) as dask arrays read on demand.
 
     Examples
     --------

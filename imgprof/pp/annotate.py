@@ -73,6 +73,20 @@ def load_platemap(platemap: pd.DataFrame | PathLike, *, add_metadata_prefix: boo
     sniffed, and every column not already starting with ``Metadata_`` gets the
     prefix when ``add_metadata_prefix``.
 
+    Parameters
+    ----------
+    platemap
+        A DataFrame or a CSV/TSV path.
+    add_metadata_prefix
+        Prefix every column not starting with ``Metadata_``.
+    sep
+        Separator for a path (default: from the extension, else sniffed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The plate map (a copy), columns prefixed.
+
     Examples
     --------
     >>> import pandas as pd

@@ -50,6 +50,12 @@ def modz_weights(
     ----------
     Xg
         ``(n_replicates, n_features)`` profiles of one group.
+    method
+        Correlation between replicates: ``"spearman"`` (as cmapPy/pycytominer) or ``"pearson"``.
+    min_weight
+        Lower clip of the weights before normalising.
+    precision
+        Decimals the weights are rounded to (pycytominer's ``precision``).
 
     Returns
     -------

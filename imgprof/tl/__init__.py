@@ -7,6 +7,7 @@ heavy dependencies (torch, scvi-tools, harmonypy, scanorama) are imported
 only when the method runs.
 """
 
+from .._core.compat import patch_scanpy_neighbors as _patch_scanpy_neighbors
 from .combat import combat
 from .embedding import leiden, neighbors, pca, umap
 from .harmony import harmony
@@ -34,3 +35,11 @@ __all__: list[str] = [
     "sphering",
     "umap",
 ]
+
+# scanpy 1.11 + scipy >= 1.15: ``sc.pp.neighbors`` on >= 4,096 cells (see imgprof/_core/compat.py).
+_patch_scanpy_neighbors()
+
+
+def __dir__() -> list[str]:
+    """Public API only, so tab completion shows no submodule or import leftovers."""
+    return sorted(__all__)

@@ -12,6 +12,7 @@ PCs, igraph Leiden), and a provenance entry.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -67,8 +68,10 @@ def pca(
 
     Returns
     -------
-    ``None``, or the modified copy when ``copy=True``. A capped ``n_comps`` is
-    warned about; the provenance records the value used and the one requested.
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy; writes ``obsm["X_pca"]``,
+        ``varm["PCs"]`` and ``uns["pca"]`` (variance ratios), as scanpy. A capped ``n_comps`` is warned about;
+        the provenance records the value used and the one requested.
 
     Examples
     --------
@@ -119,13 +122,37 @@ def _check_rep(adata: AnnData, use_rep: str | None) -> str:
     return use_rep
 
 
+#: Up to this many observations :func:`neighbors` finds the *exact* neighbours by brute
+#: force (scikit-learn), which takes a few seconds at most and needs no compile step.
+#: Above it, the approximate pynndescent search (scanpy's default) is used; its first
+#: call in a process compiles numba kernels (30-60 s, announced by a log message).
+EXACT_MAX_OBS = 10_000
+
+_logger = logging.getLogger(__name__)
+_announced_compile = False
+
+
+def _announce_compile(n_obs: int) -> None:
+    """Say once per process that the first approximate search compiles (no silent stall)."""
+    global _announced_compile
+    if _announced_compile:
+        return
+    _announced_compile = True
+    _logger.warning(
+        "ip.tl.neighbors: approximate kNN (pynndescent) on %d observations; the first call in a "
+        "session compiles numba kernels, which can take 30-60 s once. Pass exact=True for a "
+        "brute-force search instead.", n_obs,
+    )
+
+
 def _pynndescent_transformer(n_obs: int, n_neighbors: int, metric: str, random_state: int, metric_kwds: dict):
     """scanpy's default approximate-kNN transformer for ``n_obs >= 4096``, returning a ``csr_matrix``.
 
     With scipy >= 1.15, pynndescent returns a ``csr_array``, on which scanpy
     1.11 calls the removed ``getnnz`` and fails; this subclass converts the
-    result. Parameters are scanpy's (UMAP's) defaults, so the graph is the
-    one scanpy would build.
+    result (``imgprof._core.compat`` patches scanpy for direct
+    ``sc.pp.neighbors`` calls too). Parameters are scanpy's (UMAP's) defaults,
+    so the graph is the one scanpy would build.
     """
     import numpy as np
     import scanpy as sc
@@ -152,6 +179,7 @@ def neighbors(
     use_rep: str | None = None,
     n_pcs: int | None = None,
     metric: str = "cosine",
+    exact: bool | None = None,
     random_state: int = 0,
     key_added: str | None = None,
     copy: bool = False,
@@ -160,11 +188,14 @@ def neighbors(
     """k-nearest-neighbour graph (:func:`scanpy.pp.neighbors`), cosine by default.
 
     Profiles are compared by cosine similarity (or correlation) in the
-    profiling field, so ``metric="cosine"`` is the default. From 4096
-    observations scanpy uses pynndescent; with scipy >= 1.15 scanpy 1.11's
-    own call then fails (``csr_array`` has no ``getnnz``), so this wrapper
-    passes scanpy the same pynndescent transformer, with scanpy's settings,
-    made to return a ``csr_matrix``.
+    profiling field, so ``metric="cosine"`` is the default. Up to
+    :data:`EXACT_MAX_OBS` (10,000) observations the neighbours are exact
+    (brute force, a few seconds at most, no compile step); above it scanpy's
+    approximate pynndescent search is used, whose first call in a session
+    compiles numba kernels (30-60 s once; a log message says so). With scipy
+    >= 1.15 scanpy 1.11's own pynndescent call fails (``csr_array`` has no
+    ``getnnz``), so this wrapper passes scanpy the same pynndescent
+    transformer, with scanpy's settings, made to return a ``csr_matrix``.
 
     Parameters
     ----------
@@ -177,8 +208,22 @@ def neighbors(
         default ``"X_pca"`` when present, else ``"X"``.
     n_pcs, metric, random_state, key_added
         As in :func:`scanpy.pp.neighbors`.
+    exact
+        ``True``: brute-force exact neighbours; ``False``: approximate
+        (pynndescent, as scanpy from 4,096 cells); ``None`` (default): exact up
+        to :data:`EXACT_MAX_OBS` observations. Ignored when ``transformer=`` is
+        passed.
     copy
         Return a modified copy.
+    **kwargs
+        Passed to :func:`scanpy.pp.neighbors` (e.g. ``transformer=``, ``method=``).
+
+    Returns
+    -------
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy. Writes
+        ``obsp["distances"]``, ``obsp["connectivities"]`` and ``uns["neighbors"]``
+        (prefixed by ``key_added`` when given), as scanpy does.
 
     Returns
     -------
@@ -202,6 +247,8 @@ def neighbors(
     use_rep = _check_rep(adata, use_rep)
     if adata.n_obs < 3:
         raise ValueError(f"neighbors: need at least 3 observations, got {adata.n_obs}.")
+    if exact not in (None, True, False):
+        raise TypeError(f"neighbors: exact must be True, False or None, got {exact!r}.")
     k = int(min(n_neighbors, adata.n_obs - 1))
     if k < n_neighbors:
         warnings.warn(
@@ -213,17 +260,24 @@ def neighbors(
     import scanpy as sc
 
     adata = start(adata, copy)
-    # scanpy switches to pynndescent at 4096 observations (8192 for euclidean); see _pynndescent_transformer.
     call = dict(kwargs)
-    approx = adata.n_obs >= (8192 if metric == "euclidean" else 4096)
-    if approx and call.get("transformer") is None and call.get("knn", True) and call.get("method") != "rapids":
-        call["transformer"] = _pynndescent_transformer(
-            adata.n_obs, k, metric, random_state, dict(call.pop("metric_kwds", None) or {})
-        )
+    use_exact = exact if exact is not None else adata.n_obs <= EXACT_MAX_OBS
+    custom = call.get("transformer") is not None or not call.get("knn", True) or call.get("method") == "rapids"
+    how = "custom"
+    if not custom:
+        if use_exact:
+            call["transformer"] = "sklearn"  # scanpy's own brute-force exact path (as below 4,096 cells)
+            how = "exact"
+        else:
+            kwds = dict(call.pop("metric_kwds", None) or {})
+            _announce_compile(adata.n_obs)
+            call["transformer"] = _pynndescent_transformer(adata.n_obs, k, metric, random_state, kwds)
+            how = "approximate"
     sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
                     random_state=random_state, key_added=key_added, **call)
-    log_step(adata, "tl.neighbors", dict(n_neighbors=k, n_neighbors_requested=n_neighbors, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
-                                         random_state=random_state, key_added=key_added, **kwargs))
+    log_step(adata, "tl.neighbors", dict(n_neighbors=k, n_neighbors_requested=n_neighbors, use_rep=use_rep, n_pcs=n_pcs,
+                                         metric=metric, exact=exact, random_state=random_state, key_added=key_added, **kwargs),
+             search=how)
     return finish(adata, copy)
 
 
@@ -287,7 +341,9 @@ def leiden(
 
     Returns
     -------
-    ``None``, or the modified copy when ``copy=True``.
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy; writes ``obs[key_added]``
+        (categorical) and ``uns[key_added]``.
 
     Examples
     --------
@@ -354,7 +410,8 @@ def umap(
 
     Returns
     -------
-    ``None``, or the modified copy when ``copy=True``.
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy; writes ``obsm["X_umap"]``.
 
     Examples
     --------

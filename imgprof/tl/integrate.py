@@ -7,6 +7,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._core.optional import require_methods
 from .._core.validation import finish, start
 from ._validate import prepare, store
 
@@ -39,6 +40,26 @@ def no_correction(
 
     Benchmarks compare every method against this entry, read the same way.
 
+    Parameters
+    ----------
+    adata
+        Profiles.
+    batch_key
+        ``.obs`` batch column (checked, not used: the baseline removes nothing).
+    use_rep
+        ``"X"`` or an ``.obsm`` key to copy.
+    key_added
+        ``.obsm`` key for the copy.
+    add_layer
+        Also store the copy as ``adata.layers[key_added]``.
+    copy
+        Return a modified copy.
+
+    Returns
+    -------
+    AnnData or None
+        ``None`` (``copy=False``) or the modified copy; writes ``obsm[key_added]``.
+
     Examples
     --------
     >>> import imgprof as ip
@@ -56,7 +77,24 @@ def no_correction(
 
 
 def get_method(method: str) -> Callable[..., Any]:
-    """The function behind a method name (``"harmony"`` → :func:`imgprof.tl.harmony`)."""
+    """The function behind a method name (``"harmony"`` → :func:`imgprof.tl.harmony`).
+
+    Parameters
+    ----------
+    method
+        One of :data:`imgprof.tl.METHODS` (``"harmony"``, ``"scvi"``, ``"combat"``...).
+
+    Returns
+    -------
+    callable
+        The integration function, e.g. :func:`imgprof.tl.harmony`.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> ip.tl.get_method("harmony").__name__
+    'harmony'
+    """
     import importlib
 
     if not isinstance(method, str) or method.lower() not in _METHODS:
@@ -115,6 +153,7 @@ def integrate(
     ['X_combat', 'X_harmony', 'X_mnn', 'X_none', 'X_rpca']
     """
     fn = get_method(method)
+    require_methods([method], purpose=f"ip.tl.integrate(method={method!r})")
     name = method.lower()
     kw = dict(params)
     kw["use_rep"] = _METHODS[name][2] if use_rep is None else use_rep

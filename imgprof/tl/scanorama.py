@@ -75,6 +75,9 @@ def scanorama(
     >>> adata.obsm["X_scanorama"].shape
     (768, 30)
     """
+    from .._core.optional import require
+
+    require("scanorama", extra="integration", purpose="ip.tl.scanorama")
     check_int(knn, "knn", min_value=1)
     check_float(sigma, "sigma", min_value=0.0, include_min=False)
     check_float(alpha, "alpha", min_value=0.0, max_value=1.0)

@@ -136,6 +136,9 @@ def scvi(
     >>> adata.obsm["X_scvi"].shape[0]  # doctest: +SKIP
     768
     """
+    from .._core.optional import require_methods
+
+    require_methods(["scvi"], purpose="ip.tl.scvi")  # before any work, with the pip command
     check_int(n_latent, "n_latent", min_value=1, allow_none=True)
     check_int(n_hidden, "n_hidden", min_value=1)
     check_int(n_layers, "n_layers", min_value=1)

@@ -4,7 +4,7 @@
 # This notebook reads real CellProfiler measurements (the *ExampleHuman* images that ship with
 # imgprof), shows how imgprof lays out single-cell data in `AnnData`, aggregates cells into a
 # profile, and then runs the well-level steps (normalize, feature selection) on a multi-plate set.
-# Everything runs on bundled data.
+# Everything runs on bundled real data.
 
 # %%
 import tempfile
@@ -48,19 +48,16 @@ image_profile = ip.pp.aggregate(cells, by=["Metadata_ImageNumber"], operation="m
 image_profile
 
 # %% [markdown]
-# ## Well-level processing on several plates
-# One image is one well, which is too little to normalize against controls. The simulator
-# produces single cells on four plates with DMSO controls and a known truth, so the same calls can
-# be shown on a realistic layout.
+# ## Well-level processing on two real plates
+# One image is one well, which is too little to normalize against controls. The same calls on a
+# real layout: two batches of a CRISPRi Cell Painting plate (cmQTL, bundled), 384 wells each, with
+# 104 `CONTROL` wells per batch. Normalize each batch against its own controls, then select features.
 
 # %%
-sim_cells = ip.datasets.simulate(n_plates=4, n_perturbations=24, n_moa=4, n_features=120, level="single_cell", cells_per_well=20, seed=0)
-wells = ip.pp.aggregate(sim_cells, by=["Metadata_Plate", "Metadata_Well"], operation="median")
-ip.pp.normalize(wells, method="mad_robustize", controls="Metadata_control_type == 'negcon'", by="Metadata_Plate")
-# drop_outliers: no feature may dominate the distances (ip.pp.normalize warns with a
-# FeatureDominanceWarning when one carries > 10 % of the variance or values exceed ±500)
-ip.pp.feature_select(wells, operation=["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist",
-                                       "drop_outliers"], outlier_cutoff=100)
+wells = ip.datasets.cmqtl_crispri()
+ip.pp.normalize(wells, method="mad_robustize", controls="Metadata_target_gene == 'CONTROL'", by="Metadata_Batch")
+ip.pp.feature_select(wells, operation=["variance_threshold", "correlation_threshold", "drop_na_columns", "drop_outliers"],
+                    outlier_cutoff=100)  # no feature may dominate: normalize warns (FeatureDominanceWarning) above 10 % of the variance
 wells
 
 # %% [markdown]
@@ -70,7 +67,7 @@ wells
 ip.provenance(wells)[["function", "params", "shape"]]
 
 # %%
-ax = ip.pl.plate_layout(wells, "Metadata_Count_Cells", plate="plate_1", show=False)
+ip.pl.plate_layout(wells, "Metadata_Count_Cells", plate_key="Metadata_Batch")   # cells per well, first batch
 
 # %% [markdown]
 # ## Save and round-trip to pycytominer
