@@ -7,7 +7,7 @@ heavy dependencies (torch, scvi-tools, harmonypy, scanorama) are imported
 only when the method runs.
 """
 
-from ._distance import DISTANCES, distance, group_distances, median_heuristic_gamma
+from ._distance import DISTANCES, TESTABLE, distance, distance_test, group_distances, median_heuristic_gamma
 from .combat import combat
 from .embedding import leiden, neighbors, pca, umap
 from .harmony import harmony
@@ -35,4 +35,4 @@ __all__: list[str] = [
     "sphering",
     "umap",
 ]
-__all__ += ["DISTANCES", "distance", "group_distances", "median_heuristic_gamma"]
+__all__ += ["DISTANCES", "TESTABLE", "distance", "distance_test", "group_distances", "median_heuristic_gamma"]
