@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared
 
 import imgprof as ip
-
-from conftest import shared
 
 
 def _pertpy():
@@ -126,7 +125,7 @@ def test_default_mmd_uses_the_recorded_median_heuristic_gamma(case):
     X = adata.obsm["X_pca"]
     assert gamma == pytest.approx(ip.tl.median_heuristic_gamma(X[adata.obs["group"].notna().to_numpy()]))
     g = adata.obs["group"].astype(str).to_numpy()
-    other = [x for x in res["to_reference"].index if x != ctrl][0]
+    other = next(x for x in res["to_reference"].index if x != ctrl)
     theirs = d.MMD()(X[g == other], X[g == ctrl], kernel="rbf", gamma=gamma)
     assert res["to_reference"].loc[other, "distance"] == pytest.approx(theirs, rel=1e-9)
 

@@ -108,7 +108,7 @@ def simulate_cells(
         elif e == "variance":
             X[:, :k] *= 1.0 + effect_size
         elif e == "subpopulation":
-            m = int(round(subpopulation_fraction * n / 2))
+            m = round(subpopulation_fraction * n / 2)
             idx = rng.choice(n, 2 * m, replace=False)
             X[idx[:m], :k] += 2.0 + 2.0 * effect_size
             X[idx[m:], :k] -= 2.0 + 2.0 * effect_size
@@ -130,9 +130,9 @@ def simulate_cells(
         obs_df[c] = obs_df[c].astype("category")
     adata = ad.AnnData(np.vstack(blocks), obs=obs_df, var=pd.DataFrame(index=[f"Feature_{j:02d}" for j in range(n_features)]))
     set_level(adata, "single_cell")
-    log_step(adata, "datasets.simulate_cells", dict(n_perturbations=n_perturbations, n_cells=n_cells, n_controls=n_ctrl,
-                                                    n_features=n_features, effects=eff, effect_size=effect_size,
-                                                    n_affected=k, subpopulation_fraction=subpopulation_fraction,
-                                                    n_plates=n_plates, wells_per_group=wells_per_group,
-                                                    plate_effect=plate_effect, seed=seed))
+    log_step(adata, "datasets.simulate_cells", {"n_perturbations": n_perturbations, "n_cells": n_cells, "n_controls": n_ctrl,
+                                                    "n_features": n_features, "effects": eff, "effect_size": effect_size,
+                                                    "n_affected": k, "subpopulation_fraction": subpopulation_fraction,
+                                                    "n_plates": n_plates, "wells_per_group": wells_per_group,
+                                                    "plate_effect": plate_effect, "seed": seed})
     return adata

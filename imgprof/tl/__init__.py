@@ -7,7 +7,14 @@ heavy dependencies (torch, scvi-tools, harmonypy, scanorama) are imported
 only when the method runs.
 """
 
-from ._distance import DISTANCES, TESTABLE, distance, distance_test, group_distances, median_heuristic_gamma
+from ._distance import (
+    DISTANCES,
+    TESTABLE,
+    distance,
+    distance_test,
+    group_distances,
+    median_heuristic_gamma,
+)
 from .combat import combat
 from .embedding import leiden, neighbors, pca, umap
 from .harmony import harmony

@@ -84,7 +84,7 @@ def group_cells(
         for g in range(len(names)):
             seg = idx[bounds[g]:bounds[g + 1]]
             if len(seg) > max_cells:
-                subsampled[names[g]] = int(len(seg))
+                subsampled[names[g]] = len(seg)
                 seg = np.sort(rng.choice(seg, max_cells, replace=False))
             parts.append(seg)
         idx = np.concatenate(parts) if parts else idx
@@ -707,7 +707,7 @@ def distance_test(
             raise ValueError(f"max_cells must be >= 2, got {max_cells}.")
         for n in names:
             if len(cells[n]) > max_cells:
-                subsampled[n] = int(len(cells[n]))
+                subsampled[n] = len(cells[n])
                 cells[n] = np.sort(rng.choice(cells[n], max_cells, replace=False))
     ctrl = cells[str(reference)]
     kernel, kind = metric_kwds.get("kernel", "rbf"), None
@@ -752,9 +752,9 @@ def distance_test(
             obs, null_arr = obs**2, null_arr**2
         tol = 1e-12 * max(1.0, abs(obs))
         k = int((null_arr >= obs - tol).sum())
-        rows.append(dict(group=n, distance=float(obs), pvalue=(k + 1) / (n_perms + 1), n_cells=m,
-                         n_reference_cells=c, null_mean=float(null_arr.mean()), n_fixed_cells=fixed,
-                         n_perms=int(n_perms)))
+        rows.append({"group": n, "distance": float(obs), "pvalue": (k + 1) / (n_perms + 1), "n_cells": m,
+                         "n_reference_cells": c, "null_mean": float(null_arr.mean()), "n_fixed_cells": fixed,
+                         "n_perms": int(n_perms)})
     from ..metrics.null import benjamini_hochberg
 
     tab = pd.DataFrame(rows).set_index("group")
@@ -763,9 +763,9 @@ def distance_test(
     tab.insert(3, "significant", tab["pvalue_adj"] < alpha)
     adata = start(adata, copy)
     adata.uns[key_added] = tab
-    params = dict(groupby=groupby, reference=reference, metric=metric, n_perms=n_perms, batch_key=batch_key,
-                  max_cells=max_cells, representation=what, alpha=alpha, seed=seed, kernel=kernel if metric == "mmd"
-                  else None, gamma=gamma)
+    params = {"groupby": groupby, "reference": reference, "metric": metric, "n_perms": n_perms, "batch_key": batch_key,
+                  "max_cells": max_cells, "representation": what, "alpha": alpha, "seed": seed, "kernel": kernel if metric == "mmd"
+                  else None, "gamma": gamma}
     log_step(adata, "tl.distance_test", params, key_added=key_added, subsampled=subsampled,
              n_tested=len(tab), n_significant=int(tab["significant"].sum()))
     return finish(adata, copy)

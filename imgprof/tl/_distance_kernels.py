@@ -34,21 +34,18 @@ def reduce_block(XY, nx, ny, seg_starts, seg_ends, kind, gamma, diag_offset, out
             if kind == 0:
                 for j in range(seg_starts[s], seg_ends[s]):
                     d2 = xi + ny[j] - 2.0 * XY[i, j]
-                    if d2 < 0.0:
-                        d2 = 0.0
+                    d2 = max(d2, 0.0)
                     acc += math.sqrt(d2)
             else:
                 for j in range(seg_starts[s], seg_ends[s]):
                     d2 = xi + ny[j] - 2.0 * XY[i, j]
-                    if d2 < 0.0:
-                        d2 = 0.0
+                    d2 = max(d2, 0.0)
                     acc += math.exp(-gamma * d2)
             if diag_offset >= 0:
                 jd = i + diag_offset
                 if seg_starts[s] <= jd < seg_ends[s]:
                     d2 = xi + ny[jd] - 2.0 * XY[i, jd]
-                    if d2 < 0.0:
-                        d2 = 0.0
+                    d2 = max(d2, 0.0)
                     if kind == 0:
                         acc -= math.sqrt(d2)
                     else:
