@@ -276,6 +276,81 @@ def test_plate_aware_permutation_removes_a_plate_confound():
 
 
 def test_doctests_of_the_new_modules():
-    for mod in ("imgprof.tl._distance", "imgprof.datasets.simulate_cells"):
+    for mod in ("imgprof.tl._distance", "imgprof.datasets.simulate_cells", "imgprof.pl.distance"):
         r = doctest.testmod(importlib.import_module(mod), optionflags=doctest.ELLIPSIS)
         assert r.failed == 0 and r.attempted > 0, (mod, r)
+
+
+# ---------------------------------------------------------------- subpopulation view
+
+
+def test_cluster_composition_finds_the_enriched_state():
+    from scipy.stats import chi2_contingency
+
+    adata = ip.datasets.simulate_cells(n_perturbations=3, n_cells=150, n_features=5,
+                                       effects=["subpopulation", "none", "variance"], effect_size=1.5, seed=2)
+    ip.tl.cluster_composition(adata, G, "control", obsm_key="X", resolution=0.3)
+    res = adata.uns["cluster_composition"]
+    assert "leiden" in adata.obs and ip.provenance(adata)["function"].tolist()[-3:] == [
+        "tl.neighbors", "tl.leiden", "tl.cluster_composition"]
+    np.testing.assert_allclose(res["fractions"].sum(axis=1), 1.0)
+    test = res["test"]
+    assert test.loc["P00", "significant"] and not test.loc["P01", "significant"]
+    # the statistic is Pearson's χ² of the 2 × K table (clusters with cells only)
+    ct = pd.crosstab(adata.obs[G].astype(str), adata.obs["leiden"].astype(str))
+    tab = ct.loc[["P00", "control"]]
+    tab = tab.loc[:, tab.sum() > 0]
+    chi2, p, dof, _ = chi2_contingency(tab.to_numpy(), correction=False)
+    assert test.loc["P00", "statistic"] == pytest.approx(chi2) and test.loc["P00", "dof"] == dof
+    assert test.loc["P00", "pvalue"] == pytest.approx(p)
+    # the enriched cluster: the shifted 20 % of P00's cells, nearly absent from controls
+    enr = res["enrichment"].set_index([G, "leiden"])
+    top = test.loc["P00", "top_cluster"]
+    assert enr.loc[("P00", top), "log2_ratio"] > 2 and enr.loc[("P00", top), "significant"]
+    assert enr.loc[("P00", top), "fraction"] > 0.05 and enr.loc[("P00", top), "reference_fraction"] < 0.02
+
+
+def test_cluster_composition_permutation_reuses_clusters_and_is_seeded():
+    adata = ip.datasets.simulate_cells(n_perturbations=2, n_cells=120, n_features=4,
+                                       effects=["subpopulation", "none"], effect_size=1.5, n_plates=2, seed=4)
+    ip.tl.cluster_composition(adata, G, "control", obsm_key="X", resolution=0.3)
+    before = adata.obs["leiden"].copy()
+    kw = {"method": "permutation", "n_perms": 199, "batch_key": "Metadata_Plate", "seed": 3}
+    a = ip.tl.cluster_composition(adata, G, "control", copy=True, **kw).uns["cluster_composition"]["test"]
+    b = ip.tl.cluster_composition(adata, G, "control", copy=True, **kw).uns["cluster_composition"]["test"]
+    pd.testing.assert_frame_equal(a, b)
+    assert (adata.obs["leiden"] == before).all()
+    assert a.loc["P00", "pvalue"] == pytest.approx(1 / 200) and a.loc["P01", "pvalue"] > 0.05
+    with pytest.raises(ValueError, match="method='exact'"):
+        ip.tl.cluster_composition(adata, G, "control", method="exact")
+
+
+# ---------------------------------------------------------------- plots
+
+
+def test_plots_follow_scanpy_conventions(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    adata = ip.datasets.simulate_cells(n_perturbations=4, n_cells=40, effects=["mean", "none", "variance", "none"], seed=0)
+    ip.tl.distance(adata, G, reference="control", obsm_key="X")
+    ip.tl.distance_test(adata, G, "control", obsm_key="X", n_perms=99)
+    ip.tl.cluster_composition(adata, G, "control", obsm_key="X", resolution=0.5)
+    ax = ip.pl.distance_heatmap(adata, show=False, save=str(tmp_path / "h.png"))
+    assert (tmp_path / "h.png").stat().st_size > 0
+    assert sorted(t.get_text() for t in ax.get_xticklabels()) == ["P00", "P01", "P02", "P03", "control"]
+    fig = ip.pl.distance_volcano(adata, show=False, return_fig=True)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    offsets = fig.axes[0].collections[1].get_offsets()  # the significant points
+    assert len(offsets) == int(adata.uns["distance_test"]["significant"].sum())
+    _, ax0 = plt.subplots()
+    assert ip.pl.cluster_fractions(adata, ax=ax0, show=False) is ax0
+    monkeypatch.setattr(plt, "show", lambda: None)
+    assert ip.pl.distance_volcano(adata, show=True) is None
+    ax = ip.pl.distance_heatmap(adata, groups=["control", "P00"], show=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["control", "P00"]
+    with pytest.raises(KeyError, match="distance_mmd"):
+        ip.pl.distance_heatmap(adata, key="distance_mmd")
+    plt.close("all")

@@ -10,6 +10,7 @@ only when the method runs.
 from ._distance import (
     DISTANCES,
     TESTABLE,
+    cluster_composition,
     distance,
     distance_test,
     group_distances,
@@ -42,4 +43,4 @@ __all__: list[str] = [
     "sphering",
     "umap",
 ]
-__all__ += ["DISTANCES", "TESTABLE", "distance", "distance_test", "group_distances", "median_heuristic_gamma"]
+__all__ += ["DISTANCES", "TESTABLE", "cluster_composition", "distance", "distance_test", "group_distances", "median_heuristic_gamma"]
