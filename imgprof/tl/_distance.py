@@ -139,14 +139,14 @@ def _kernel_sums(grp: Grouped, pairs: np.ndarray, kind: int, gamma: float, block
     return within, cross
 
 
-def _edistance(grp: Grouped, pairs: np.ndarray, *, block: int = 2048) -> np.ndarray:
+def _edistance(grp: Grouped, pairs: np.ndarray, *, block: int = 512) -> np.ndarray:
     within, cross = _kernel_sums(grp, pairs, 0, 1.0, block)
     n = grp.sizes.astype(np.float64)
     a, b = pairs[:, 0], pairs[:, 1]
     return 2.0 * cross / (n[a] * n[b]) - within[a] / n[a] ** 2 - within[b] / n[b] ** 2
 
 
-def _mean_pairwise(grp: Grouped, pairs: np.ndarray, *, block: int = 2048) -> np.ndarray:
+def _mean_pairwise(grp: Grouped, pairs: np.ndarray, *, block: int = 512) -> np.ndarray:
     _, cross = _kernel_sums(grp, pairs, 0, 1.0, block)
     n = grp.sizes.astype(np.float64)
     return cross / (n[pairs[:, 0]] * n[pairs[:, 1]])
@@ -192,7 +192,7 @@ def median_heuristic_gamma(X: np.ndarray, *, max_cells: int = 2000, seed: int = 
     return 1.0 / (2.0 * med)
 
 
-def _mmd(grp: Grouped, pairs: np.ndarray, *, kernel: str = "rbf", gamma: float | None = None, block: int = 2048,
+def _mmd(grp: Grouped, pairs: np.ndarray, *, kernel: str = "rbf", gamma: float | None = None, block: int = 512,
          seed: int = 0) -> np.ndarray:
     a, b = pairs[:, 0], pairs[:, 1]
     if kernel == "linear":  # pertpy's default: mean of x·y terms = ||mean_a - mean_b||²
