@@ -171,8 +171,8 @@ def main() -> None:
         ref_t, ref_v = None, None
         for tool in tools:
             if tool == "pertpy_api" and n > args.pertpy_api_max_n:
-                rows.append((label, tool, None, None, f"not run: dense {n:,} × {n:,} float64 matrix = "
-                                                      f"{8 * n * n / 1e9:.0f} GB"))
+                rows.append((label, tool, None, None, (f"not run: dense {n:,} × {n:,} float64 matrix = "
+                                                      f"{8 * n * n / 1e9:.0f} GB")))
                 continue
             res, values = measure(case, tool, n, d, G, args.timeout)
             print(case, tool, res, flush=True)
@@ -197,12 +197,12 @@ def main() -> None:
     lines = [
         f"# Single-cell distance benchmark: imgprof.tl vs pertpy 1.0.3 ({n:,} cells × {d} dims, {G} groups)",
         "",
-        f"Machine: 2 CPU cores shared with other jobs (times are noisy; ratios come from the same run). "
+        (f"Machine: 2 CPU cores shared with other jobs (times are noisy; ratios come from the same run). "
         f"One BLAS/numba thread per tool. Each row is a fresh subprocess; a warm-up call on 100 cells "
         f"(numba compilation, imports, JAX start-up) runs first and is excluded. pandas copy-on-write: "
         f"{'on' if pd.options.mode.copy_on_write else 'off'} (not used by either code path). "
         f"`pertpy_api` = `pt.tl.Distance(...).pairwise / onesided_distances` (dense n × n precompute for E-distance); "
-        f"`pertpy_pairs` = pertpy's metric called per pair of groups. Peak memory = growth of peak RSS over the call.",
+        f"`pertpy_pairs` = pertpy's metric called per pair of groups. Peak memory = growth of peak RSS over the call."),
         "",
         "| case | tool | time (s) | peak RSS growth (MB) | status |",
         "|---|---|---:|---:|---|",
