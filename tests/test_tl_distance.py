@@ -117,7 +117,7 @@ def test_mean_distances_definitions(cells):
 # ---------------------------------------------------------------- AnnData API
 
 
-def test_distance_writes_uns_and_provenance_and_copy(cells):
+def test_distance_writes_uns_and_provenance_and_copy(cells, tmp_path):
     out = ip.tl.distance(cells, G, reference="control", obsm_key="X", copy=True)
     assert "distance_edistance" not in cells.uns
     res = out.uns["distance_edistance"]
@@ -125,7 +125,10 @@ def test_distance_writes_uns_and_provenance_and_copy(cells):
     assert P.shape == (5, 5) and np.allclose(P.to_numpy(), P.to_numpy().T) and np.allclose(np.diag(P), 0)
     assert res["to_reference"].loc["control", "distance"] == 0
     np.testing.assert_allclose(res["to_reference"]["distance"], P["control"])
-    assert res["n_cells"]["control"] == 240
+    assert res["n_cells"].loc["control", "n_cells"] == 240
+    out.write_h5ad(tmp_path / "d.h5ad")  # every result is writable
+    back = __import__("anndata").read_h5ad(tmp_path / "d.h5ad").uns["distance_edistance"]
+    pd.testing.assert_frame_equal(back["pairwise"], P, check_names=False)
     step = ip.provenance(out).iloc[-1]
     assert step["function"] == "tl.distance" and step["extra"]["key_added"] == "distance_edistance"
     assert ip.tl.distance(cells, G, obsm_key="X", key_added="mine") is None
@@ -139,7 +142,7 @@ def test_subsampling_is_seeded_and_recorded(cells):
     pa, pc = a.uns["distance_edistance"]["pairwise"], c.uns["distance_edistance"]["pairwise"]
     pd.testing.assert_frame_equal(pa, b.uns["distance_edistance"]["pairwise"])
     assert not np.allclose(pa, pc)
-    assert (a.uns["distance_edistance"]["n_cells"] == 50).all()
+    assert (a.uns["distance_edistance"]["n_cells"]["n_cells"] == 50).all()
     extra = ip.provenance(a).iloc[-1]["extra"]
     assert extra["subsampled"] == {"P00": 60, "P01": 60, "P02": 60, "P03": 60, "control": 240}
     assert ip.provenance(a).iloc[-1]["params"]["seed"] == 5
@@ -149,7 +152,7 @@ def test_missing_labels_are_left_out(cells):
     cells.obs[G] = cells.obs[G].astype(object)
     cells.obs.loc[cells.obs.index[:10], G] = None
     ip.tl.distance(cells, G, obsm_key="X")
-    assert cells.uns["distance_edistance"]["n_cells"]["control"] == 230
+    assert cells.uns["distance_edistance"]["n_cells"].loc["control", "n_cells"] == 230
 
 
 def test_errors_name_the_parameter(cells):
@@ -338,6 +341,10 @@ def test_plots_follow_scanpy_conventions(tmp_path, monkeypatch):
     ip.tl.distance(adata, G, reference="control", obsm_key="X")
     ip.tl.distance_test(adata, G, "control", obsm_key="X", n_perms=99)
     ip.tl.cluster_composition(adata, G, "control", obsm_key="X", resolution=0.5)
+    adata.write_h5ad(tmp_path / "all.h5ad")  # the test and composition tables are writable too
+    back = __import__("anndata").read_h5ad(tmp_path / "all.h5ad")
+    pd.testing.assert_frame_equal(back.uns["distance_test"], adata.uns["distance_test"])
+    assert back.uns["cluster_composition"]["enrichment"].shape == adata.uns["cluster_composition"]["enrichment"].shape
     ax = ip.pl.distance_heatmap(adata, show=False, save=str(tmp_path / "h.png"))
     assert (tmp_path / "h.png").stat().st_size > 0
     assert sorted(t.get_text() for t in ax.get_xticklabels()) == ["P00", "P01", "P02", "P03", "control"]

@@ -536,7 +536,8 @@ def distance(
             s = _compute(grp, metric, spec, str(reference), seed, dict(metric_kwds))
         result["to_reference"] = pd.DataFrame({"distance": s.to_numpy(), "n_cells": grp.sizes},
                                               index=pd.Index(grp.names, name=groupby))
-    result["n_cells"] = pd.Series(grp.sizes, index=pd.Index(grp.names, name=groupby), name="n_cells")
+    # a one-column DataFrame, not a Series: AnnData writes DataFrames in .uns, not Series
+    result["n_cells"] = pd.DataFrame({"n_cells": grp.sizes}, index=pd.Index(grp.names, name=groupby))
     params = dict(groupby=groupby, metric=metric, reference=reference, pairwise=pairwise, representation=what,
                   max_cells=max_cells, seed=seed, **metric_kwds)
     result["params"] = {k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in params.items()
@@ -727,6 +728,10 @@ def distance_test(
     unknown = set(metric_kwds) - {"kernel", "gamma"}
     if unknown:
         raise TypeError(f"distance_test: unexpected keyword(s) {sorted(unknown)}.")
+    biggest = max(len(cells[n]) for n in names if n != str(reference)) + len(cells[str(reference)])
+    if kind is not None and biggest > 20_000:
+        raise ValueError(f"distance_test: pooling {biggest:,} cells would need a {biggest:,}² kernel matrix; "
+                         "pass max_cells= (e.g. 1000) to subsample large groups.")
     rows = []
     chunk = 250
     for n in names:
