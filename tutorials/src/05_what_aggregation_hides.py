@@ -28,6 +28,7 @@ from scipy.stats import ttest_ind
 import imgprof as ip
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", message="IProgress not found")
 pd.set_option("display.width", 160)
 G = "Metadata_perturbation"
 
