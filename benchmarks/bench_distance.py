@@ -6,10 +6,14 @@ one of them "control", each group shifted by a random offset. Cases:
 1. E-distance, full group × group matrix.
 2. E-distance, each group against the control.
 3. MMD (RBF kernel, fixed gamma), each group against the control.
+4. E-test: permutation test of each group against the control (``N_PERMS`` permutations);
+   pertpy's ``pt.tl.DistanceTest`` against ``ip.tl.distance_test`` (no subsampling). Only the
+   observed distances are compared (the two tools draw different permutations).
 
 pertpy is run two ways. ``pertpy_api``: its own ``Distance.pairwise`` / ``onesided_distances``,
 which for E-distance first precomputes the dense ``n × n`` cell distance matrix (8·n² bytes:
-80 GB at 100,000 cells, so it runs only where that fits, ``--pertpy-api-max-n``). ``pertpy_pairs``:
+80 GB at 100,000 cells, so it runs only where that fits, ``--pertpy-api-max-n``; its DistanceTest
+precomputes per perturbation and always runs). ``pertpy_pairs``:
 pertpy's metric called on each pair of groups (``Distance(metric)(X, Y)``), which is the loop
 ``Distance.pairwise`` runs for metrics without a precomputed path; its memory is per pair.
 
@@ -38,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 GAMMA = 0.01
+N_PERMS = 100
 
 
 def make_cells(n: int, d: int, G: int, seed: int = 0):
@@ -64,6 +69,21 @@ def _pertpy():
 def run_case(case: str, tool: str, X: np.ndarray, labels: np.ndarray):
     """Return a ``{group or 'a|b': value}`` dict."""
     names = sorted(set(labels))
+    if case == "etest_control":
+        import anndata as ad
+        import pandas as pd
+
+        adata = ad.AnnData(np.zeros((len(labels), 1)), obs=pd.DataFrame({"g": labels}, index=map(str, range(len(labels)))))
+        adata.obsm["X_pca"] = X
+        if tool == "imgprof":
+            import imgprof as ip
+
+            ip.tl.distance_test(adata, "g", "control", obsm_key="X_pca", n_perms=N_PERMS, max_cells=None)
+            tab = adata.uns["distance_test"]
+        else:
+            tab = _pertpy().tl.DistanceTest("edistance", n_perms=N_PERMS, obsm_key="X_pca")(
+                adata, "g", "control", show_progressbar=False)
+        return {g: float(tab.loc[g, "distance"]) for g in names if g != "control"}
     if tool == "imgprof":
         import imgprof as ip
 
@@ -140,6 +160,7 @@ CASES = {
     "edistance_pairwise": "E-distance, group × group matrix",
     "edistance_control": "E-distance, each group vs control",
     "mmd_control": f"MMD (RBF, gamma={GAMMA}), each group vs control",
+    "etest_control": f"E-test, each group vs control, {N_PERMS} permutations",
 }
 
 
@@ -170,7 +191,9 @@ def main() -> None:
     for case, label in CASES.items():
         ref_t, ref_c, ref_v = None, None, None
         for tool in tools:
-            if tool == "pertpy_api" and n > args.pertpy_api_max_n:
+            if case == "etest_control" and tool == "pertpy_pairs":
+                continue  # pertpy's DistanceTest is its API (pertpy_api); no per-pair form
+            if tool == "pertpy_api" and n > args.pertpy_api_max_n and case != "etest_control":
                 rows.append((label, tool, None, None, None, (f"not run: dense {n:,} × {n:,} float64 matrix = "
                                                             f"{8 * n * n / 1e9:.0f} GB")))
                 continue
