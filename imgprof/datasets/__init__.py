@@ -12,6 +12,7 @@ from .real import (
     way2022_percent_replicating,
 )
 from .simulate import simulate
+from .simulate_cells import simulate_cells
 
 __all__ = [
     "cmqtl_crispri",
@@ -23,6 +24,7 @@ __all__ = [
     "nelisa",
     "repurposing_hub",
     "simulate",
+    "simulate_cells",
     "way2022_percent_replicating",
 ]
 

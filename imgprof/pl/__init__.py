@@ -17,14 +17,23 @@ __all__ = ["embedding", "feature_group_summary", "feature_groups", "plate_layout
 __all__ += ["map_scatter", "percent_replicating"]
 __all__ += ["pca", "umap"]
 
-from .mm import mm_complementarity, mm_cross_retrieval, mm_embedding, mm_join_report, mm_retrieval  # noqa: E402
+from .mm import (
+    mm_complementarity,
+    mm_cross_retrieval,
+    mm_embedding,
+    mm_join_report,
+    mm_retrieval,
+)
 
 __all__ += ["mm_complementarity", "mm_cross_retrieval", "mm_embedding", "mm_join_report", "mm_retrieval"]
 
-from .bench import benchmark_table, plot_results_table  # noqa: E402
+from .bench import benchmark_table, plot_results_table
 
 __all__ += ["benchmark_table", "plot_results_table"]
 
+from .distance import cluster_fractions, distance_heatmap, distance_volcano
+
+__all__ += ["cluster_fractions", "distance_heatmap", "distance_volcano"]
 
 def __dir__() -> list[str]:
     """Public API only, so tab completion shows no submodule or import leftovers."""

@@ -8,6 +8,15 @@ only when the method runs.
 """
 
 from .._core.compat import patch_scanpy_neighbors as _patch_scanpy_neighbors
+from ._distance import (
+    DISTANCES,
+    TESTABLE,
+    cluster_composition,
+    distance,
+    distance_test,
+    group_distances,
+    median_heuristic_gamma,
+)
 from .combat import combat
 from .embedding import leiden, neighbors, pca, umap
 from .harmony import harmony
@@ -35,6 +44,7 @@ __all__: list[str] = [
     "sphering",
     "umap",
 ]
+__all__ += ["DISTANCES", "TESTABLE", "cluster_composition", "distance", "distance_test", "group_distances", "median_heuristic_gamma"]
 
 # scanpy 1.11 + scipy >= 1.15: ``sc.pp.neighbors`` on >= 4,096 cells (see imgprof/_core/compat.py).
 _patch_scanpy_neighbors()

@@ -1,0 +1,254 @@
+"""Plots of single-cell distances: group × group heatmap, volcano of distance vs −log10 p, cluster fractions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._utils import get_ax
+
+
+def _done(fig, ax, *, show: bool | None, save: str | None, return_fig: bool):
+    """scanpy's return convention: ``None`` when shown, the figure with ``return_fig``, else the axes."""
+    import matplotlib.pyplot as plt
+
+    if save:
+        fig.savefig(save, bbox_inches="tight", dpi=150)
+    if show:
+        plt.show()
+        return None
+    return fig if return_fig else ax
+
+
+def _uns(adata, key: str, fn: str):
+    if key not in adata.uns:
+        found = [k for k in adata.uns if str(k).startswith(("distance", "cluster_composition"))]
+        raise KeyError(f"{fn}: adata.uns[{key!r}] not found; run the matching ip.tl function first (found: {found}).")
+    return adata.uns[key]
+
+
+def distance_heatmap(
+    adata,
+    key: str = "distance_edistance",
+    *,
+    groups: Sequence[str] | None = None,
+    cluster: bool = True,
+    cmap: str = "viridis",
+    annotate: bool | None = None,
+    ax=None,
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+    return_fig: bool = False,
+):
+    """Heatmap of the group × group distance matrix written by :func:`imgprof.tl.distance`.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``adata.uns[key]["pairwise"]``.
+    key
+        ``.uns`` key (``f"distance_{metric}"`` by default in :func:`imgprof.tl.distance`).
+    groups
+        Subset and order of groups to show.
+    cluster
+        Order groups by average-linkage clustering of the matrix (ignored when ``groups`` is given).
+    cmap
+        Matplotlib colormap.
+    annotate
+        Write the values in the cells (default: when at most 15 groups).
+    ax
+        Axes to draw on (a new figure otherwise).
+    title
+        Axes title (default: the metric).
+    show, save
+        Show the figure / save it to this path.
+    return_fig
+        Return the figure instead of the axes.
+
+    Returns
+    -------
+    The ``Axes`` (or the ``Figure`` with ``return_fig``); ``None`` when shown.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.simulate_cells(n_perturbations=3, n_cells=50, seed=0)
+    >>> ip.tl.distance(adata, "Metadata_perturbation", obsm_key="X")
+    >>> ax = ip.pl.distance_heatmap(adata, show=False)
+    >>> ax.get_title()
+    'edistance'
+    """
+    res = _uns(adata, key, "distance_heatmap")
+    if "pairwise" not in res:
+        raise KeyError(f"distance_heatmap: adata.uns[{key!r}] has no 'pairwise' matrix (computed with pairwise=False).")
+    D = res["pairwise"]
+    if groups is not None:
+        missing = [g for g in groups if g not in D.index]
+        if missing:
+            raise KeyError(f"groups: {missing} not in the distance matrix (groups: {list(D.index)[:10]}...).")
+        D = D.loc[list(groups), list(groups)]
+    elif cluster and len(D) > 2:
+        from scipy.cluster.hierarchy import leaves_list, linkage
+        from scipy.spatial.distance import squareform
+
+        M = D.to_numpy().copy()
+        M = np.maximum((M + M.T) / 2, 0)  # E-distance can be slightly negative for near-identical groups
+        np.fill_diagonal(M, 0)
+        order = leaves_list(linkage(squareform(M, checks=False), "average"))
+        D = D.iloc[order, order]
+    n = len(D)
+    fig, ax = get_ax(ax, figsize=(1.2 + 0.35 * n, 0.8 + 0.35 * n) if n > 6 else (4.5, 4))
+    im = ax.imshow(D.to_numpy(), cmap=cmap)
+    ax.set_xticks(range(n), labels=list(D.columns), rotation=90)
+    ax.set_yticks(range(n), labels=list(D.index))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=str(res.get("params", {}).get("metric", key)))
+    if annotate if annotate is not None else n <= 15:
+        vmax = np.nanmax(D.to_numpy()) if n else 0
+        for i in range(n):
+            for j in range(n):
+                v = D.iat[i, j]
+                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7,
+                        color="white" if v < 0.5 * vmax else "black")
+    ax.set_title(title if title is not None else str(res.get("params", {}).get("metric", key)))
+    return _done(fig, ax, show=show, save=save, return_fig=return_fig)
+
+
+def distance_volcano(
+    adata,
+    key: str = "distance_test",
+    *,
+    p_col: str = "pvalue_adj",
+    threshold: float | None = 0.05,
+    n_labels: int = 5,
+    colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
+    ax=None,
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+    return_fig: bool = False,
+):
+    """Volcano-style plot of each perturbation: distance to controls (x) against −log10 p (y).
+
+    Parameters
+    ----------
+    adata
+        AnnData with the table of :func:`imgprof.tl.distance_test` in ``adata.uns[key]``.
+    key
+        ``.uns`` key of that table.
+    p_col
+        ``"pvalue_adj"`` (BH) or ``"pvalue"``.
+    threshold
+        Significance level: a dashed line, and the colour of points below it.
+    n_labels
+        Annotate this many perturbations with the largest distances among the significant ones.
+    colors
+        Colours of significant and non-significant perturbations.
+    ax
+        Axes to draw on (a new figure otherwise).
+    title
+        Axes title (default: counts of significant perturbations).
+    show, save
+        Show the figure / save it to this path.
+    return_fig
+        Return the figure instead of the axes.
+
+    Returns
+    -------
+    The ``Axes`` (or the ``Figure`` with ``return_fig``); ``None`` when shown.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.simulate_cells(n_perturbations=4, n_cells=50, effects=["mean", "none"] * 2, seed=0)
+    >>> ip.tl.distance_test(adata, "Metadata_perturbation", "control", obsm_key="X", n_perms=99)
+    >>> fig = ip.pl.distance_volcano(adata, show=False, return_fig=True)
+    >>> len(fig.axes)
+    1
+    """
+    tab = _uns(adata, key, "distance_volcano")
+    if not isinstance(tab, pd.DataFrame) or "distance" not in tab or p_col not in tab:
+        raise KeyError(f"distance_volcano: adata.uns[{key!r}] is not a distance_test table with 'distance' and {p_col!r}.")
+    x = tab["distance"].to_numpy(dtype=float)
+    p = tab[p_col].to_numpy(dtype=float)
+    y = -np.log10(np.clip(p, 1e-300, 1))
+    sig = p < threshold if threshold is not None else np.zeros(len(p), dtype=bool)
+    fig, ax = get_ax(ax, figsize=(4.5, 4.0))
+    ax.scatter(x[~sig], y[~sig], s=16, c=colors[1], alpha=0.7, linewidths=0, label="not significant")
+    ax.scatter(x[sig], y[sig], s=16, c=colors[0], alpha=0.85, linewidths=0, label="significant")
+    if threshold is not None:
+        ax.axhline(-np.log10(threshold), color="k", ls="--", lw=0.8)
+    if n_labels > 0 and sig.any():
+        for i in np.flatnonzero(sig)[np.argsort(-x[sig])][:n_labels]:
+            ax.annotate(str(tab.index[i]), (x[i], y[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("distance to controls")
+    ax.set_ylabel(f"−log10({p_col.replace('_', ' ')})")
+    ax.set_title(title if title is not None else f"{int(sig.sum())} / {len(p)} perturbations with {p_col} < {threshold}")
+    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    return _done(fig, ax, show=show, save=save, return_fig=return_fig)
+
+
+def cluster_fractions(
+    adata,
+    key: str = "cluster_composition",
+    *,
+    groups: Sequence[str] | None = None,
+    ax=None,
+    cmap: str = "tab20",
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+    return_fig: bool = False,
+):
+    """Stacked bars of each group's cell-state (cluster) fractions from :func:`imgprof.tl.cluster_composition`.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``adata.uns[key]["fractions"]``.
+    key
+        ``.uns`` key.
+    groups
+        Subset and order of groups (default: all, the reference last as computed).
+    ax
+        Axes to draw on (a new figure otherwise).
+    cmap
+        Colormap for the clusters.
+    title
+        Axes title.
+    show, save
+        Show the figure / save it to this path.
+    return_fig
+        Return the figure instead of the axes.
+
+    Returns
+    -------
+    The ``Axes`` (or the ``Figure`` with ``return_fig``); ``None`` when shown.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> adata = ip.datasets.simulate_cells(n_perturbations=2, n_cells=80, effects="subpopulation", effect_size=1.5)
+    >>> ip.tl.cluster_composition(adata, "Metadata_perturbation", "control", obsm_key="X", resolution=0.3)
+    >>> ax = ip.pl.cluster_fractions(adata, show=False)
+    """
+    import matplotlib.pyplot as plt
+
+    F = _uns(adata, key, "cluster_fractions")["fractions"]
+    if groups is not None:
+        F = F.loc[list(groups)]
+    fig, ax = get_ax(ax, figsize=(1.5 + 0.4 * len(F), 3.5))
+    colors = plt.get_cmap(cmap)(np.linspace(0, 1, max(F.shape[1], 2)))
+    bottom = np.zeros(len(F))
+    for k, col in enumerate(F.columns):
+        ax.bar(range(len(F)), F[col].to_numpy(), bottom=bottom, color=colors[k], label=str(col), width=0.8)
+        bottom += F[col].to_numpy()
+    ax.set_xticks(range(len(F)), labels=list(F.index), rotation=90)
+    ax.set_ylabel("fraction of cells")
+    ax.set_ylim(0, 1)
+    ax.legend(title="cluster", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=7, frameon=False)
+    if title:
+        ax.set_title(title)
+    return _done(fig, ax, show=show, save=save, return_fig=return_fig)
