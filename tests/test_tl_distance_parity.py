@@ -24,7 +24,7 @@ def _pertpy():
 
     if not hasattr(smc, "multipletests"):
         smc.multipletests = mt.multipletests
-    pytest.importorskip("pertpy")
+    pytest.importorskip("pertpy", reason="pertpy is in the test extra: pip install -e '.[test]'")
     from pertpy.tools._distances import _distances
 
     return _distances
