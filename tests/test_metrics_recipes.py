@@ -172,8 +172,8 @@ def test_plots(lincs, tmp_path):
         ip.pl.map_scatter(pd.DataFrame({"x": [1]}), show=False)
 
 
-@pytest.mark.parametrize("mod", ["imgprof.metrics.average_precision", "imgprof.metrics.null", "imgprof.metrics.replicating", "imgprof.metrics.scale",
-                                 "imgprof.pl.retrieval"])
+@pytest.mark.parametrize("mod", ["imgprof.metrics.average_precision", "imgprof.metrics.null", "imgprof.metrics.replicating",
+                                 "imgprof.metrics.scale", "imgprof.pl.retrieval"])
 def test_docstring_examples_run(mod):
     import matplotlib
 
