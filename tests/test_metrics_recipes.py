@@ -173,7 +173,7 @@ def test_plots(lincs, tmp_path):
 
 
 @pytest.mark.parametrize("mod", ["imgprof.metrics.average_precision", "imgprof.metrics.null", "imgprof.metrics.replicating",
-                                 "imgprof.pl.retrieval"])
+                                 "imgprof.metrics.scale", "imgprof.pl.retrieval"])
 def test_docstring_examples_run(mod):
     import matplotlib
 
