@@ -409,6 +409,10 @@ _READ_BLOCK_BYTES = 8 << 20
 _ZARR_UNIT_BYTES = 64 << 20
 #: Rows not grouped by ``by`` are spilled to disk in buckets of groups of about this many bytes.
 _BUCKET_BYTES = 256 << 20
+#: Parquet rows not grouped by ``by`` are read a block of columns at a time (a buffer of about
+#: ``_BUCKET_BYTES``) while one column of every row takes at most this many bytes of float64;
+#: beyond it (or when ``spill_dir`` is given) they are spilled to disk in buckets.
+_COLUMN_PASS_MAX_BYTES = 1 << 30
 
 
 class _NotGrouped(ValueError):
@@ -601,6 +605,63 @@ class _Streamed:
                 del Mb
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        self._finish_unsorted(meta, codes, groups, sizes, Xout)
+        return n_buckets
+
+    def run_columns(
+        self, units, unit_rows: list[int], meta: pd.DataFrame, read_into, *, width: int, func, inf, dropna, jobs, where,
+    ) -> int:
+        """Aggregate rows that are *not* grouped by reading ``width`` feature columns of every row at a time.
+
+        For a columnar source (parquet) this reads each value once, with no temporary files:
+        for each block of columns, every unit's rows are decoded straight into their place in a
+        ``(rows, width)`` buffer ordered by group, which is then reduced in memory. Memory: the
+        buffer, the key columns and codes of all rows, and the blocks in flight.
+        ``read_into(unit, c0, c1, dest, buf)`` writes the unit's columns ``c0:c1`` into
+        ``buf[dest[i], j]`` (``dest[i] < 0``: row left out). Returns the number of column passes.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        p = self.p
+        codes, groups = group_codes(meta, self.by, dropna=dropna, param="by", where=where)
+        n_groups = len(groups)
+        self.n_cells = len(meta)
+        self.n_missing = int((codes < 0).sum())
+        if n_groups == 0:
+            return 0
+        sizes = group_sizes(codes, n_groups)
+        order, _ = sort_groups(codes, n_groups)
+        dest = np.full(codes.size, -1, dtype=np.int64)
+        dest[order] = np.arange(order.size, dtype=np.int64)  # each row's place among the rows sorted by group
+        del order
+        sorted_codes = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
+        starts_rows = np.concatenate([[0], np.cumsum(unit_rows)]).astype(np.int64)
+        width = max(1, min(int(width), p))
+        # Fortran order: each column of the buffer is contiguous, as each decoded column is
+        buf = np.empty((sorted_codes.size, width), dtype=np.float64, order="F")
+        Xout = np.empty((n_groups, p))
+        passes = 0
+        with ThreadPoolExecutor(jobs) as ex:
+            for c0 in range(0, p, width):
+                c1 = min(c0 + width, p)
+                view = buf[:, : c1 - c0]
+
+                def task(ui, c0=c0, c1=c1, view=view):
+                    read_into(units[ui], c0, c1, dest[starts_rows[ui] : starts_rows[ui + 1]], view)
+
+                list(ex.map(task, range(len(units))))
+                Xout[:, c0:c1] = group_reduce(
+                    view, sorted_codes, n_groups, func, inf=inf, var_names=self.var_names[c0:c1], what=where,
+                    n_jobs=jobs,
+                )
+                passes += 1
+        del buf
+        self._finish_unsorted(meta, codes, groups, sizes, Xout)
+        return passes
+
+    def _finish_unsorted(self, meta: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, sizes, Xout) -> None:
+        """Group metadata and results of a pass over rows not grouped by ``by``."""
+        n_groups = len(groups)
         order, starts = sort_groups(codes, n_groups)
         gmeta = groups.copy()
         for c in gmeta.columns:  # keys read as dictionaries: back to plain values, sorted like the streamed path
@@ -614,7 +675,6 @@ class _Streamed:
         self.results = [Xout]
         self.group_rows = [gmeta]
         self.sizes = sizes.tolist()
-        return n_buckets
 
     def _add_groups(self, mk: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, red: np.ndarray, where: str) -> None:
         order, starts = sort_groups(codes, len(groups))
@@ -694,17 +754,22 @@ def _parquet_files(path: Path) -> list[str]:
     return sorted(pds.dataset(str(path), format="parquet").files)
 
 
-def _arrow_to_matrix(table, cols: list[str], out: np.ndarray) -> None:
-    """Copy the named columns of an arrow table into the float64 matrix ``out`` (nulls -> NaN)."""
+def _arrow_column(table, c: str) -> np.ndarray:
+    """One column of an arrow table as a numpy float array (nulls -> NaN)."""
     import pyarrow as pa
 
+    col = table.column(c)
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if not pa.types.is_floating(col.type):  # integers, booleans (nulls -> NaN)
+        col = col.cast(pa.float64())
+    return col.to_numpy()
+
+
+def _arrow_to_matrix(table, cols: list[str], out: np.ndarray) -> None:
+    """Copy the named columns of an arrow table into the float64 matrix ``out`` (nulls -> NaN)."""
     for j, c in enumerate(cols):
-        col = table.column(c)
-        if pa.types.is_dictionary(col.type):
-            col = col.dictionary_decode()
-        if not pa.types.is_floating(col.type):  # integers, booleans (nulls -> NaN)
-            col = col.cast(pa.float64())
-        out[:, j] = col.to_numpy()
+        out[:, j] = _arrow_column(table, c)
 
 
 def _resolve_threads(n_jobs: int | None) -> int:
@@ -791,6 +856,15 @@ def _aggregate_parquet(
         width = min(width, max(1, -(-p // (2 * jobs))))
         return [(c, min(c + width, p)) for c in range(0, p, width)], 1
 
+    def read_into(unit, c0, c1, dest, buf):
+        table = reader(unit[0]).read_row_group(unit[1], columns=feat_cols[c0:c1])
+        keep = dest >= 0
+        every = bool(keep.all())
+        d = dest if every else dest[keep]
+        for j, c in enumerate(feat_cols[c0:c1]):
+            v = _arrow_column(table, c)
+            buf[d, j] = v if every else v[keep]
+
     import pyarrow as pa
 
     extra = {"dropped_id_columns": drop_ids, "n_files": len(files), "n_row_groups": len(units)}
@@ -803,10 +877,19 @@ def _aggregate_parquet(
         # rows not grouped by `by`: bucket them on disk (keys of all rows in memory, features not)
         acc = _Streamed(by, keep_cols, feat_cols)
         meta = _read_parquet_columns(files, meta_read)
-        extra["partitioned_buckets"] = acc.run_partitioned(
-            units, unit_rows, meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs,
-            where=str(path), spill_dir=spill_dir,
-        )
+        n_rows = len(meta)
+        if spill_dir is None and 8 * n_rows <= _COLUMN_PASS_MAX_BYTES:
+            # parquet is columnar: read a block of columns of every row at a time (each value read once)
+            width = max(1, _BUCKET_BYTES // max(8 * n_rows, 1))
+            extra["column_passes"] = acc.run_columns(
+                units, unit_rows, meta, read_into, width=width, func=func, inf=inf, dropna=dropna, jobs=jobs,
+                where=str(path),
+            )
+        else:
+            extra["partitioned_buckets"] = acc.run_partitioned(
+                units, unit_rows, meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs,
+                where=str(path), spill_dir=spill_dir,
+            )
     return acc.result(
         source=str(path), var=parse_feature_names(feat_cols).assign(input_dtype="float64"), uns={},
         obs_dtypes={c: str(empty[c].dtype) for c in empty.columns},
