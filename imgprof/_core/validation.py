@@ -135,10 +135,21 @@ def resolve_mask(adata, selection, *, param: str = "controls", allow_empty: bool
     if selection is None:
         return np.ones(n, dtype=bool)
     if isinstance(selection, str):
-        try:
-            mask = adata.obs.eval(selection)
-        except Exception as e:  # pandas raises many types here
-            raise ValueError(f"{param}={selection!r} could not be evaluated on adata.obs: {e}") from e
+        obs = adata.obs
+        # pandas' eval builds a Series for every column of the frame it runs on; run it on the
+        # columns the query names (any column whose name occurs in the text), the whole frame if that fails
+        named = [c for c in obs.columns if isinstance(c, str) and c in selection]
+        mask = None
+        if 0 < len(named) < obs.shape[1]:
+            try:
+                mask = obs.loc[:, named].eval(selection)
+            except Exception:  # noqa: BLE001 - retried on the whole frame, which reports the error
+                mask = None
+        if mask is None:
+            try:
+                mask = obs.eval(selection)
+            except Exception as e:  # pandas raises many types here
+                raise ValueError(f"{param}={selection!r} could not be evaluated on adata.obs: {e}") from e
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (n,):
             raise ValueError(f"{param}={selection!r} did not evaluate to one boolean per observation.")
