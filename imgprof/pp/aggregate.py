@@ -205,6 +205,8 @@ def aggregate(
         For a parquet or zarr path whose rows are not grouped by ``by``: folder for
         the temporary bucket files (default: the system's temporary folder; they
         take about the size of the features as float64 and are deleted at the end).
+        Giving it makes a parquet source spill to disk too (by default an ungrouped
+        parquet file is read by blocks of columns, without temporary files).
 
     Returns
     -------
@@ -223,9 +225,15 @@ def aggregate(
     consecutive (sorted or partitioned by ``by``, as CellProfiler/CytoTable
     exports per plate and well are), the working memory is a few blocks per
     thread plus the rows of the group still open, whatever the number of
-    cells. When they are not, the rows are first appended by bucket of groups
-    (about 256 MB each) to temporary files in ``spill_dir`` and each bucket is
-    then reduced alone: memory is one bucket plus the key columns of all rows.
+    cells. When the rows of a parquet source are not grouped, it is read a
+    block of columns of every row at a time (a buffer of about 256 MB; each
+    row is placed by group as it is decoded) and each block is reduced in
+    memory: every value is read once and nothing is written to disk. Memory:
+    the buffer plus the key columns of all rows. Above about 134 million rows
+    (one float64 column over 1 GB), with ``spill_dir=``, and for zarr stores,
+    the rows are instead appended by bucket of groups (about 256 MB each) to
+    temporary files in ``spill_dir`` and each bucket is then reduced alone:
+    memory is one bucket plus the key columns of all rows.
     What grows with the screen is the ``(groups x features)`` result and, for
     parquet, the file footer pyarrow parses (about 1 KB per column and row
     group: prefer large row groups, which cost nothing extra here). A dask
@@ -614,11 +622,12 @@ class _Streamed:
         """Aggregate rows that are *not* grouped by reading ``width`` feature columns of every row at a time.
 
         For a columnar source (parquet) this reads each value once, with no temporary files:
-        for each block of columns, every unit's rows are decoded straight into their place in a
-        ``(rows, width)`` buffer ordered by group, which is then reduced in memory. Memory: the
-        buffer, the key columns and codes of all rows, and the blocks in flight.
-        ``read_into(unit, c0, c1, dest, buf)`` writes the unit's columns ``c0:c1`` into
-        ``buf[dest[i], j]`` (``dest[i] < 0``: row left out). Returns the number of column passes.
+        for each block of columns, every unit's rows are decoded into a ``(rows, width)``
+        column-major buffer in file order, each column is then gathered into group order in
+        place (one column of scratch), and the block is reduced in memory. Memory: the buffer,
+        the key columns and codes of all rows, and the blocks in flight.
+        ``read_into(unit, c0, c1, r0, buf)`` writes the unit's columns ``c0:c1`` into
+        ``buf[r0 : r0 + rows, :]``. Returns the number of column passes.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -630,32 +639,42 @@ class _Streamed:
         if n_groups == 0:
             return 0
         sizes = group_sizes(codes, n_groups)
-        order, _ = sort_groups(codes, n_groups)
-        dest = np.full(codes.size, -1, dtype=np.int64)
-        dest[order] = np.arange(order.size, dtype=np.int64)  # each row's place among the rows sorted by group
-        del order
+        order, _ = sort_groups(codes, n_groups)  # file rows in group order (rows without a key left out)
+        n, m = codes.size, order.size
         sorted_codes = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
         starts_rows = np.concatenate([[0], np.cumsum(unit_rows)]).astype(np.int64)
         width = max(1, min(int(width), p))
-        # Fortran order: each column of the buffer is contiguous, as each decoded column is
-        buf = np.empty((sorted_codes.size, width), dtype=np.float64, order="F")
+        store = np.empty(n * width, dtype=np.float64)
         Xout = np.empty((n_groups, p))
         passes = 0
         with ThreadPoolExecutor(jobs) as ex:
             for c0 in range(0, p, width):
                 c1 = min(c0 + width, p)
-                view = buf[:, : c1 - c0]
+                w = c1 - c0
+                # file order, column-major: column j of the block is store[j*n:(j+1)*n]
+                filed = store[: n * w].reshape((n, w), order="F")
 
-                def task(ui, c0=c0, c1=c1, view=view):
-                    read_into(units[ui], c0, c1, dest[starts_rows[ui] : starts_rows[ui + 1]], view)
+                def task(ui, c0=c0, c1=c1, filed=filed):
+                    read_into(units[ui], c0, c1, int(starts_rows[ui]), filed)
 
                 list(ex.map(task, range(len(units))))
+                # group order, column-major, over the same memory (column j at store[j*m:(j+1)*m]);
+                # column j overwrites only file-order columns <= j, already gathered
+                # (`jobs` columns gathered at once, then written back in column order)
+                scratch = [np.empty(m, dtype=np.float64) for _ in range(min(jobs, w))]
+                for j0 in range(0, w, len(scratch)):
+                    cols = range(j0, min(j0 + len(scratch), w))
+                    list(ex.map(lambda j, j0=j0: np.take(store[j * n : (j + 1) * n], order, out=scratch[j - j0]), cols))
+                    for j in cols:
+                        store[j * m : (j + 1) * m] = scratch[j - j0]
+                del scratch
+                grouped = store[: m * w].reshape((m, w), order="F")
                 Xout[:, c0:c1] = group_reduce(
-                    view, sorted_codes, n_groups, func, inf=inf, var_names=self.var_names[c0:c1], what=where,
+                    grouped, sorted_codes, n_groups, func, inf=inf, var_names=self.var_names[c0:c1], what=where,
                     n_jobs=jobs,
                 )
                 passes += 1
-        del buf
+        del store
         self._finish_unsorted(meta, codes, groups, sizes, Xout)
         return passes
 
@@ -856,14 +875,11 @@ def _aggregate_parquet(
         width = min(width, max(1, -(-p // (2 * jobs))))
         return [(c, min(c + width, p)) for c in range(0, p, width)], 1
 
-    def read_into(unit, c0, c1, dest, buf):
+    def read_into(unit, c0, c1, r0, buf):
         table = reader(unit[0]).read_row_group(unit[1], columns=feat_cols[c0:c1])
-        keep = dest >= 0
-        every = bool(keep.all())
-        d = dest if every else dest[keep]
+        r1 = r0 + table.num_rows
         for j, c in enumerate(feat_cols[c0:c1]):
-            v = _arrow_column(table, c)
-            buf[d, j] = v if every else v[keep]
+            buf[r0:r1, j] = _arrow_column(table, c)
 
     import pyarrow as pa
 
