@@ -664,7 +664,11 @@ class _Streamed:
                 scratch = [np.empty(m, dtype=np.float64) for _ in range(min(jobs, w))]
                 for j0 in range(0, w, len(scratch)):
                     cols = range(j0, min(j0 + len(scratch), w))
-                    list(ex.map(lambda j, j0=j0: np.take(store[j * n : (j + 1) * n], order, out=scratch[j - j0]), cols))
+
+                    def gather(j, j0=j0, scratch=scratch, store=store):
+                        np.take(store[j * n : (j + 1) * n], order, out=scratch[j - j0])
+
+                    list(ex.map(gather, cols))
                     for j in cols:
                         store[j * m : (j + 1) * m] = scratch[j - j0]
                 del scratch
