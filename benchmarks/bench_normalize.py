@@ -337,6 +337,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _wall_cpu(r: dict) -> str:
+    if "seconds" not in r:
+        return f"error: {r.get('error')}" if r else ""
+    return f"{r['seconds']:.3f} (CPU {r['cpu_seconds']:.3f})" if "cpu_seconds" in r else f"{r['seconds']:.3f}"
+
+
 def _markdown(rows, n_plates, n_features, args) -> str:
     from importlib.metadata import version
 
@@ -353,14 +359,17 @@ def _markdown(rows, n_plates, n_features, args) -> str:
         "the first 2 plates, same process) excluded. pandas copy-on-write: imgprof is run with it off and on "
         "(set before import); pycytominer runs as importing it leaves pandas (CoW on, as the column says). "
         "Speed-up: pycytominer / imgprof with CoW on (both tools in the same pandas mode). "
-        "numpy: plain per-plate `nanmedian`/`nanmean` of the control rows then `(x - c) / s` on arrays (the floor).",
+        "numpy: plain per-plate `nanmedian`/`nanmean` of the control rows then `(x - c) / s` on arrays (the floor). "
+        "CPU s: process CPU time of the timed call, best run (threads pinned to 1 with --threads 1), far less "
+        "sensitive than wall time to the other jobs of a shared machine.",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
         f" numpy {numpy.__version__}, imgprof {imgprof.__version__}.",
         "Peak memory: growth of resident memory during the timed call."
         + (f" BLAS/OpenMP/numba threads: {args.threads} for both tools." if args.threads else "")
         + (f" Load average when written: {os.getloadavg()[0]:.1f} (shared machine)." if hasattr(os, "getloadavg") else ""),
         "",
-        "| task | imgprof, CoW off (s) | imgprof, CoW on (s) | plain numpy (s) | imgprof CoW on / numpy | pycytominer (s) "
+        "| task | imgprof, CoW off: wall s (CPU s) | imgprof, CoW on: wall s (CPU s) | plain numpy: wall s (CPU s) "
+        "| imgprof CoW on / numpy | pycytominer: wall s (CPU s) "
         "| pycytominer CoW | speed-up | imgprof peak (MB) | pycytominer peak (MB) | outputs |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
@@ -372,12 +381,11 @@ def _markdown(rows, n_plates, n_features, args) -> str:
         else:
             ratio = "n/a"
         fmt = lambda r, k, f: (f.format(r[k]) if k in r else f"error: {r.get('error')}")  # noqa: E731
-        np_s = fmt(npy, "seconds", "{:.3f}") if npy else ""
         np_ratio = (f"{cow['seconds'] / npy['seconds']:.1f}x (CPU {cow['cpu_seconds']:.3f} / {npy['cpu_seconds']:.3f} s: "
                     f"{cow['cpu_seconds'] / npy['cpu_seconds']:.1f}x)" if "seconds" in npy and "seconds" in cow else "")
         lines.append(
-            f"| {TASKS[task][0]} | {fmt(ours, 'seconds', '{:.3f}')} | {fmt(cow, 'seconds', '{:.3f}')} | {np_s} | {np_ratio} "
-            f"| {fmt(ref, 'seconds', '{:.3f}')} | {ref.get('cow', '?')} | {ratio} | "
+            f"| {TASKS[task][0]} | {_wall_cpu(ours)} | {_wall_cpu(cow)} | {_wall_cpu(npy) if npy else ''} | {np_ratio} "
+            f"| {_wall_cpu(ref)} | {ref.get('cow', '?')} | {ratio} | "
             f"{fmt(ours, 'peak_mb', '{:.0f}')} | {fmt(ref, 'peak_mb', '{:.0f}')} | {agree} |"
         )
         if "imgprof-dask" in res:
