@@ -12,6 +12,17 @@ Peak memory is the growth of the process's resident set during the timed call (L
 ``VmHWM`` after resetting it through ``/proc/self/clear_refs``). The outputs of the two
 tools are compared (max |difference| or identical kept features).
 
+imgprof runs twice per task, with pandas copy-on-write off and on (set before imgprof is
+imported; pandas 3 makes it the default, and importing pycytominer turns it on), and the
+per-plate center/scale tasks also get a plain-numpy reference (per-plate ``np.nanmedian`` /
+``np.nanmean`` on the control rows, then ``(x - center) / scale``) built from arrays made
+outside the timed region: the floor an AnnData-level API can approach.
+
+Fairness: each tool starts from its own in-memory container (AnnData for imgprof, a DataFrame
+for pycytominer, arrays for numpy), loaded from the same simulated data outside the timed
+region; both compute the same method with the same controls and groups; warm-up (one call on
+the first 2 plates, same process) is excluded; the copy-on-write mode of each run is recorded.
+
 Usage::
 
     python benchmarks/bench_normalize.py            # full size, writes benchmarks/results/normalize.md
@@ -98,10 +109,56 @@ def _run_ip(task, adata, dask_mode=False):
     return adata
 
 
-def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> dict:
+NUMPY_TASKS = ("mad_plate", "mad_plate_nan", "std_plate")
+
+
+def _run_numpy(task, X, plate_codes, n_plates, ctrl):
+    """Plain numpy: per plate, centre and scale from the control rows, then (x - c) / s."""
     import numpy as np
 
+    out = np.empty_like(X)
+    for g in range(n_plates):
+        rows = np.flatnonzero(plate_codes == g)
+        ref = X[rows[ctrl[rows]]]
+        if task == "std_plate":
+            c = np.nanmean(ref, axis=0)
+            s = np.nanstd(ref, axis=0)
+        else:
+            c = np.nanmedian(ref, axis=0)
+            s = np.nanmedian(np.abs(ref - c), axis=0) * 1.4826 + 1e-18
+        out[rows] = (X[rows] - c) / s
+    return out
+
+
+def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    cow_env = os.environ.get("BENCH_PANDAS_COW")
+    if cow_env is not None:  # before imgprof (and its pandas-using modules) are imported
+        pd.options.mode.copy_on_write = cow_env == "on"
     label, data, kind, kw = TASKS[task]
+    if tool == "numpy":
+        import anndata as ad
+
+        a = ad.read_h5ad(datadir / f"{data}.h5ad")
+        X = np.asarray(a.X, dtype=np.float64)
+        _, plate_codes = np.unique(a.obs["Metadata_Plate"].to_numpy(), return_inverse=True)
+        n_plates = int(plate_codes.max()) + 1
+        ctrl = (a.obs["Metadata_control_type"] == "negcon").to_numpy()
+        del a
+        _run_numpy(task, X[: 2 * 384], plate_codes[: 2 * 384], n_plates, ctrl[: 2 * 384])  # warm-up
+        times, cpus = [], []
+        for _ in range(repeats):
+            base = _reset_peak()
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = _run_numpy(task, X, plate_codes, n_plates, ctrl)
+            times.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+            peak = max(0, _rss_kb("VmHWM") - base)
+        np.save(outdir / f"{tool}_{task}.npy", out)
+        return {"tool": tool, "task": task, "seconds": min(times), "runs": len(times), "peak_mb": peak / 1024,
+                "cpu_seconds": min(cpus), "cow": _cow_mode()}
     if tool == "pycytominer":
         import pandas as pd
 
@@ -109,12 +166,13 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
         feats = json.loads((datadir / "features.json").read_text())
         plates = df["Metadata_Plate"].unique()[:2]
         _run_pcm(task, df[df["Metadata_Plate"].isin(plates)].reset_index(drop=True), feats)  # warm-up
-        times = []
+        times, cpus = [], []
         for _ in range(repeats):
             base = _reset_peak()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = _run_pcm(task, df, feats)
             times.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
             peak = max(0, _rss_kb("VmHWM") - base)
             if sum(times) > 60:
                 break
@@ -137,17 +195,18 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
         plates = base_adata.obs["Metadata_Plate"].unique()[:2]
         warm = base_adata[base_adata.obs["Metadata_Plate"].isin(plates).to_numpy()].copy()
         _run_ip(task, warm)  # warm-up (numba kernels)
-        times = []
+        times, cpus = [], []
         for _ in range(repeats):
             a = base_adata.copy()
             if dask_mode:
                 a.X = da.from_array(a.X, chunks=(1920, 250))
             base = _reset_peak()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = _run_ip(task, a)
             if dask_mode:
                 res = out.X.compute() if kind == "normalize" else None
             times.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
             peak = max(0, _rss_kb("VmHWM") - base)
             if sum(times) > 60:
                 break
@@ -161,7 +220,15 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
             (outdir / f"{tool}_{task}.json").write_text(json.dumps(list(map(str, out.var_names))))
         if client is not None:
             client.close()
-    return {"tool": tool, "task": task, "seconds": min(times), "runs": len(times), "peak_mb": peak / 1024}
+    return {"tool": tool, "task": task, "seconds": min(times), "runs": len(times), "peak_mb": peak / 1024,
+            "cpu_seconds": min(cpus), "cow": _cow_mode()}
+
+
+def _cow_mode() -> str:
+    import pandas as pd
+
+    cow = pd.options.mode.copy_on_write
+    return "on" if cow is True else ("warn" if cow == "warn" else "off")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,8 +248,16 @@ def make_data(datadir: Path, n_plates: int, n_features: int) -> None:
 
 
 def _spawn(tool, task, datadir, outdir, repeats, threads=None):
+    cow = None
+    if tool == "imgprof-cow":
+        tool, cow = "imgprof", "on"
+    elif tool == "imgprof":
+        cow = "off"
     cmd = [sys.executable, __file__, "--worker", tool, task, str(datadir), str(outdir), str(repeats)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("BENCH_PANDAS_COW", None)
+    if cow is not None:
+        env["BENCH_PANDAS_COW"] = cow
     if threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env[var] = str(threads)
@@ -204,7 +279,13 @@ def _agreement(task, outdir) -> str:
         if A.shape != B.shape:
             return f"shape {A.shape} vs {B.shape}"
         both = ~(np.isnan(A) & np.isnan(B))
-        return f"max abs diff {np.nanmax(np.abs(A - B)[both]):.1e}"
+        text = f"max abs diff {np.nanmax(np.abs(A - B)[both]):.1e}"
+        c = outdir / f"numpy_{task}.npy"
+        if c.exists():
+            C = np.load(c)
+            both = ~(np.isnan(C) & np.isnan(B))
+            text += f" (numpy vs pycytominer {np.nanmax(np.abs(C - B)[both]):.1e})"
+        return text
     a, b = outdir / f"imgprof_{task}.json", outdir / f"pycytominer_{task}.json"
     if not (a.exists() and b.exists()):
         return "n/a"
@@ -235,7 +316,8 @@ def main(argv=None) -> int:
         print(f"data: {n_plates} plates x 384 wells x {n_features} features ({time.time() - t0:.1f} s to simulate)", flush=True)
         rows = []
         for task in args.tasks:
-            tools = ["imgprof", "pycytominer"] + (["imgprof-dask"] if args.dask and TASKS[task][2] == "normalize" else [])
+            tools = (["imgprof", "imgprof-cow", "pycytominer"] + (["numpy"] if task in NUMPY_TASKS else [])
+                     + (["imgprof-dask"] if args.dask and TASKS[task][2] == "normalize" else []))
             res = {t: _spawn(t, task, datadir, outdir, args.repeats, args.threads) for t in tools}
             agree = _agreement(task, outdir)
             rows.append((task, res, agree))
@@ -255,6 +337,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _wall_cpu(r: dict) -> str:
+    if "seconds" not in r:
+        return f"error: {r.get('error')}" if r else ""
+    return f"{r['seconds']:.3f} (CPU {r['cpu_seconds']:.3f})" if "cpu_seconds" in r else f"{r['seconds']:.3f}"
+
+
 def _markdown(rows, n_plates, n_features, args) -> str:
     from importlib.metadata import version
 
@@ -266,32 +354,45 @@ def _markdown(rows, n_plates, n_features, args) -> str:
         "",
         f"Data: `ip.datasets.simulate`, {n_plates} plates x 384 wells x {n_features} features (32 negcon wells per plate);"
         " feature selection on the same with 5 % NaN. Best of up to "
-        f"{args.repeats} runs, each tool in its own process on its native input (AnnData / DataFrame).",
+        f"{args.repeats} runs, each tool in its own process on its native input (AnnData / DataFrame / numpy arrays), "
+        "loaded outside the timed region; same method, controls and groups on every side; warm-up (one call on "
+        "the first 2 plates, same process) excluded. pandas copy-on-write: imgprof is run with it off and on "
+        "(set before import); pycytominer runs as importing it leaves pandas (CoW on, as the column says). "
+        "Speed-up: pycytominer / imgprof with CoW on (both tools in the same pandas mode). "
+        "numpy: plain per-plate `nanmedian`/`nanmean` of the control rows then `(x - c) / s` on arrays (the floor). "
+        "CPU s: process CPU time of the timed call, best run (threads pinned to 1 with --threads 1), far less "
+        "sensitive than wall time to the other jobs of a shared machine.",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
         f" numpy {numpy.__version__}, imgprof {imgprof.__version__}.",
         "Peak memory: growth of resident memory during the timed call."
         + (f" BLAS/OpenMP/numba threads: {args.threads} for both tools." if args.threads else "")
         + (f" Load average when written: {os.getloadavg()[0]:.1f} (shared machine)." if hasattr(os, "getloadavg") else ""),
         "",
-        "| task | imgprof (s) | pycytominer (s) | speed-up | imgprof peak (MB) | pycytominer peak (MB) | outputs |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| task | imgprof, CoW off: wall s (CPU s) | imgprof, CoW on: wall s (CPU s) | plain numpy: wall s (CPU s) "
+        "| imgprof CoW on / numpy | pycytominer: wall s (CPU s) "
+        "| pycytominer CoW | speed-up | imgprof peak (MB) | pycytominer peak (MB) | outputs |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for task, res, agree in rows:
-        ours, ref = res["imgprof"], res["pycytominer"]
-        if "seconds" in ours and "seconds" in ref:
-            ratio = f"{ref['seconds'] / ours['seconds']:.1f}x"
+        ours, cow, ref = res["imgprof"], res.get("imgprof-cow", {}), res["pycytominer"]
+        npy = res.get("numpy", {})
+        if "seconds" in cow and "seconds" in ref:
+            ratio = f"{ref['seconds'] / cow['seconds']:.1f}x"
         else:
             ratio = "n/a"
         fmt = lambda r, k, f: (f.format(r[k]) if k in r else f"error: {r.get('error')}")  # noqa: E731
+        np_ratio = (f"{cow['seconds'] / npy['seconds']:.1f}x (CPU {cow['cpu_seconds']:.3f} / {npy['cpu_seconds']:.3f} s: "
+                    f"{cow['cpu_seconds'] / npy['cpu_seconds']:.1f}x)" if "seconds" in npy and "seconds" in cow else "")
         lines.append(
-            f"| {TASKS[task][0]} | {fmt(ours, 'seconds', '{:.3f}')} | {fmt(ref, 'seconds', '{:.3f}')} | {ratio} | "
+            f"| {TASKS[task][0]} | {_wall_cpu(ours)} | {_wall_cpu(cow)} | {_wall_cpu(npy) if npy else ''} | {np_ratio} "
+            f"| {_wall_cpu(ref)} | {ref.get('cow', '?')} | {ratio} | "
             f"{fmt(ours, 'peak_mb', '{:.0f}')} | {fmt(ref, 'peak_mb', '{:.0f}')} | {agree} |"
         )
         if "imgprof-dask" in res:
             dk = res["imgprof-dask"]
             r = f"{ref['seconds'] / dk['seconds']:.1f}x" if "seconds" in dk and "seconds" in ref else "n/a"
             lines.append(f"| ↳ same, imgprof on a dask array (LocalCluster, 2 workers, compute included) | "
-                         f"{fmt(dk, 'seconds', '{:.3f}')} | | {r} | {fmt(dk, 'peak_mb', '{:.0f}')} | | |")
+                         f"{fmt(dk, 'seconds', '{:.3f}')} | | | | | | {r} | {fmt(dk, 'peak_mb', '{:.0f}')} | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -38,3 +38,18 @@ def lincs():
     import imgprof as ip
 
     return ip.datasets.lincs_plate()
+
+
+# pandas copy-on-write (the default in pandas 3; importing pycytominer turns it on). IMGPROF_COW=1 runs
+# every test with it on, IMGPROF_COW=0 with it off, set around each test (after the test modules, and
+# pycytominer with them, are imported); unset: whatever the imports leave. tests/test_cow_modes.py reruns
+# the key pycytominer parity tests in both modes.
+_COW = os.environ.get("IMGPROF_COW")
+
+
+@pytest.fixture(autouse=_COW in ("0", "1"))
+def _pandas_copy_on_write():
+    import pandas as pd
+
+    with pd.option_context("mode.copy_on_write", _COW == "1"):
+        yield

@@ -302,6 +302,40 @@ def test_parquet_ungrouped_file_is_bucketed_on_disk(sim_cells, tmp_path, monkeyp
         ip.pp.aggregate(cells, spill_dir=spill)
 
 
+@pytest.mark.parametrize("dropna", [False, True])
+def test_parquet_ungrouped_file_is_read_by_column_blocks(sim_cells, tmp_path, monkeypatch, dropna):
+    """Without spill_dir, an ungrouped parquet file is read a few columns of every row at a time
+    (no temporary file); above the size limit it falls back to the buckets on disk."""
+    import importlib
+
+    mod = importlib.import_module("imgprof.pp.aggregate")
+    cells = sim_cells.copy()
+    cells.obs["Metadata_Well"] = cells.obs["Metadata_Well"].astype(object)
+    cells.obs.iloc[:7, cells.obs.columns.get_loc("Metadata_Well")] = None  # a missing-key group
+    cells.X[3, 4] = np.nan
+    df = ip.io.to_pandas(cells).sample(frac=1.0, random_state=1)
+    path = tmp_path / "shuffled.parquet"
+    df.to_parquet(path, row_group_size=70)
+    monkeypatch.setattr(mod, "_BUCKET_BYTES", 8 * cells.n_obs * 7)  # 7 columns a pass
+    ref = ip.pp.aggregate(cells, dropna=dropna)
+    for jobs in (1, 2):
+        out = ip.pp.aggregate(path, dropna=dropna, n_jobs=jobs)
+        np.testing.assert_array_equal(out.X, ref.X)
+        _obs_equal(out, ref, KEYS + ["Metadata_Object_Count", "Metadata_Perturbation"])
+        step = ip.provenance(out)["extra"].iloc[-1]
+        assert step["column_passes"] == -(-cells.n_vars // 7) and "partitioned_buckets" not in step
+        assert step["n_cells"] == cells.n_obs and step["n_rows_missing_key"] == (7 if dropna else 0)
+    if not dropna:  # the same numbers as pycytominer on the shuffled table
+        pref = pycytominer.aggregate(df, strata=KEYS, features=list(cells.var_names))
+        np.testing.assert_array_equal(out.X, pref[list(cells.var_names)].to_numpy())
+    mean = ip.pp.aggregate(path, dropna=dropna, operation="mean")
+    np.testing.assert_allclose(mean.X, ip.pp.aggregate(cells, dropna=dropna, operation="mean").X, rtol=1e-12)
+    monkeypatch.setattr(mod, "_COLUMN_PASS_MAX_BYTES", 0)  # too many rows for a column pass: buckets on disk
+    out = ip.pp.aggregate(path, dropna=dropna)
+    np.testing.assert_array_equal(out.X, ref.X)
+    assert ip.provenance(out)["extra"].iloc[-1]["partitioned_buckets"] >= 1
+
+
 def _write_zarr(adata, path, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -51,3 +51,16 @@ def test_writers_and_stream_worker_match_pandas(bench, tmp_path, writer):
     pyc = bench.worker(dict(tool="pycytominer_file", cells=6_000, features=8, path=str(path), out=str(tmp_path / "p.npy")))
     assert pyc["n_groups"] == n_wells
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), ours)
+
+
+def test_file_section_states_fairness_and_cow(bench, tmp_path):
+    """--file-only: both tools on the same file, best of --repeat runs, the table says how and in which CoW mode."""
+    args = type("A", (), {"repeat": 1})()
+    lines = bench.file_section(args, 3_000, 6, tmp_path, ("shuffled",))
+    text = "\n".join(lines)
+    assert "Same starting point: the same parquet file on disk" in text and "Warm-up excluded" in text
+    assert "| pandas CoW |" in text
+    rows = [ln for ln in lines if ln.startswith("| shuffled |")]
+    assert len(rows) == 2 and "failed" not in text
+    cells = rows[1].strip("|").split("|")
+    assert cells[7].strip() == "0.0e+00" and cells[8].strip() in ("on", "off", "warn")

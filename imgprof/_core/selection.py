@@ -56,8 +56,18 @@ def _from_query(adata, sel: str, param: str) -> np.ndarray:
             f"{param}={sel!r} is a column name, not a selection: it would select every row with a value. "
             f"Write a condition, e.g. {param}={_column_hint(obs, col)} (column dtype {obs[col].dtype})."
         )
+    # pandas' eval builds a Series for every column of the frame it runs on (slow on wide .obs, and
+    # copies under copy-on-write): run it on the columns the query names, the whole frame if that fails
+    named = [c for c in obs.columns if isinstance(c, str) and c in sel]
+    res = None
+    if 0 < len(named) < obs.shape[1]:
+        try:
+            res = obs.loc[:, named].eval(sel)
+        except Exception:  # noqa: BLE001 - retried on the whole frame below, which reports the error
+            res = None
     try:
-        res = obs.eval(sel)
+        if res is None:
+            res = obs.eval(sel)
     except Exception as e:  # pandas raises many types here (SyntaxError, UndefinedVariableError, ...)
         raise ValueError(
             f"{param}={sel!r} could not be evaluated on adata.obs: {type(e).__name__}: {e}. "

@@ -214,6 +214,8 @@ def aggregate(
         For a parquet or zarr path whose rows are not grouped by ``by``: folder for
         the temporary bucket files (default: the system's temporary folder; they
         take about the size of the features as float64 and are deleted at the end).
+        Giving it makes a parquet source spill to disk too (by default an ungrouped
+        parquet file is read by blocks of columns, without temporary files).
     overwrite
         Allow ``count_key`` to name an existing ``.obs`` / metadata column, which
         the count then replaces (default: refuse, naming the column).
@@ -235,9 +237,15 @@ def aggregate(
     consecutive (sorted or partitioned by ``by``, as CellProfiler/CytoTable
     exports per plate and well are), the working memory is a few blocks per
     thread plus the rows of the group still open, whatever the number of
-    cells. When they are not, the rows are first appended by bucket of groups
-    (about 256 MB each) to temporary files in ``spill_dir`` and each bucket is
-    then reduced alone: memory is one bucket plus the key columns of all rows.
+    cells. When the rows of a parquet source are not grouped, it is read a
+    block of columns of every row at a time (a buffer of about 256 MB; each
+    row is placed by group as it is decoded) and each block is reduced in
+    memory: every value is read once and nothing is written to disk. Memory:
+    the buffer plus the key columns of all rows. Above about 134 million rows
+    (one float64 column over 1 GB), with ``spill_dir=``, and for zarr stores,
+    the rows are instead appended by bucket of groups (about 256 MB each) to
+    temporary files in ``spill_dir`` and each bucket is then reduced alone:
+    memory is one bucket plus the key columns of all rows.
     What grows with the screen is the ``(groups x features)`` result and, for
     parquet, the file footer pyarrow parses (about 1 KB per column and row
     group: prefer large row groups, which cost nothing extra here). A dask
@@ -493,6 +501,10 @@ _READ_BLOCK_BYTES = 8 << 20
 _ZARR_UNIT_BYTES = 64 << 20
 #: Rows not grouped by ``by`` are spilled to disk in buckets of groups of about this many bytes.
 _BUCKET_BYTES = 256 << 20
+#: Parquet rows not grouped by ``by`` are read a block of columns at a time (a buffer of about
+#: ``_BUCKET_BYTES``) while one column of every row takes at most this many bytes of float64;
+#: beyond it (or when ``spill_dir`` is given) they are spilled to disk in buckets.
+_COLUMN_PASS_MAX_BYTES = 1 << 30
 
 
 class _NotGrouped(ValueError):
@@ -685,6 +697,78 @@ class _Streamed:
                 del Mb
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        self._finish_unsorted(meta, codes, groups, sizes, Xout)
+        return n_buckets
+
+    def run_columns(
+        self, units, unit_rows: list[int], meta: pd.DataFrame, read_into, *, width: int, func, inf, dropna, jobs, where,
+    ) -> int:
+        """Aggregate rows that are *not* grouped by reading ``width`` feature columns of every row at a time.
+
+        For a columnar source (parquet) this reads each value once, with no temporary files:
+        for each block of columns, every unit's rows are decoded into a ``(rows, width)``
+        column-major buffer in file order, each column is then gathered into group order in
+        place (one column of scratch), and the block is reduced in memory. Memory: the buffer,
+        the key columns and codes of all rows, and the blocks in flight.
+        ``read_into(unit, c0, c1, r0, buf)`` writes the unit's columns ``c0:c1`` into
+        ``buf[r0 : r0 + rows, :]``. Returns the number of column passes.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        p = self.p
+        codes, groups = group_codes(meta, self.by, dropna=dropna, param="by", where=where)
+        n_groups = len(groups)
+        self.n_cells = len(meta)
+        self.n_missing = int((codes < 0).sum())
+        if n_groups == 0:
+            return 0
+        sizes = group_sizes(codes, n_groups)
+        order, _ = sort_groups(codes, n_groups)  # file rows in group order (rows without a key left out)
+        n, m = codes.size, order.size
+        sorted_codes = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
+        starts_rows = np.concatenate([[0], np.cumsum(unit_rows)]).astype(np.int64)
+        width = max(1, min(int(width), p))
+        store = np.empty(n * width, dtype=np.float64)
+        Xout = np.empty((n_groups, p))
+        passes = 0
+        with ThreadPoolExecutor(jobs) as ex:
+            for c0 in range(0, p, width):
+                c1 = min(c0 + width, p)
+                w = c1 - c0
+                # file order, column-major: column j of the block is store[j*n:(j+1)*n]
+                filed = store[: n * w].reshape((n, w), order="F")
+
+                def task(ui, c0=c0, c1=c1, filed=filed):
+                    read_into(units[ui], c0, c1, int(starts_rows[ui]), filed)
+
+                list(ex.map(task, range(len(units))))
+                # group order, column-major, over the same memory (column j at store[j*m:(j+1)*m]);
+                # column j overwrites only file-order columns <= j, already gathered
+                # (`jobs` columns gathered at once, then written back in column order)
+                scratch = [np.empty(m, dtype=np.float64) for _ in range(min(jobs, w))]
+                for j0 in range(0, w, len(scratch)):
+                    cols = range(j0, min(j0 + len(scratch), w))
+
+                    def gather(j, j0=j0, scratch=scratch, store=store):
+                        np.take(store[j * n : (j + 1) * n], order, out=scratch[j - j0])
+
+                    list(ex.map(gather, cols))
+                    for j in cols:
+                        store[j * m : (j + 1) * m] = scratch[j - j0]
+                del scratch
+                grouped = store[: m * w].reshape((m, w), order="F")
+                Xout[:, c0:c1] = group_reduce(
+                    grouped, sorted_codes, n_groups, func, inf=inf, var_names=self.var_names[c0:c1], what=where,
+                    n_jobs=jobs,
+                )
+                passes += 1
+        del store
+        self._finish_unsorted(meta, codes, groups, sizes, Xout)
+        return passes
+
+    def _finish_unsorted(self, meta: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, sizes, Xout) -> None:
+        """Group metadata and results of a pass over rows not grouped by ``by``."""
+        n_groups = len(groups)
         order, starts = sort_groups(codes, n_groups)
         gmeta = groups.copy()
         for c in gmeta.columns:  # keys read as dictionaries: back to plain values, sorted like the streamed path
@@ -698,7 +782,6 @@ class _Streamed:
         self.results = [Xout]
         self.group_rows = [gmeta]
         self.sizes = sizes.tolist()
-        return n_buckets
 
     def _add_groups(self, mk: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, red: np.ndarray, where: str) -> None:
         order, starts = sort_groups(codes, len(groups))
@@ -778,17 +861,22 @@ def _parquet_files(path: Path) -> list[str]:
     return sorted(pds.dataset(str(path), format="parquet").files)
 
 
-def _arrow_to_matrix(table, cols: list[str], out: np.ndarray) -> None:
-    """Copy the named columns of an arrow table into the float64 matrix ``out`` (nulls -> NaN)."""
+def _arrow_column(table, c: str) -> np.ndarray:
+    """One column of an arrow table as a numpy float array (nulls -> NaN)."""
     import pyarrow as pa
 
+    col = table.column(c)
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if not pa.types.is_floating(col.type):  # integers, booleans (nulls -> NaN)
+        col = col.cast(pa.float64())
+    return col.to_numpy()
+
+
+def _arrow_to_matrix(table, cols: list[str], out: np.ndarray) -> None:
+    """Copy the named columns of an arrow table into the float64 matrix ``out`` (nulls -> NaN)."""
     for j, c in enumerate(cols):
-        col = table.column(c)
-        if pa.types.is_dictionary(col.type):
-            col = col.dictionary_decode()
-        if not pa.types.is_floating(col.type):  # integers, booleans (nulls -> NaN)
-            col = col.cast(pa.float64())
-        out[:, j] = col.to_numpy()
+        out[:, j] = _arrow_column(table, c)
 
 
 def _resolve_threads(n_jobs: int | None) -> int:
@@ -876,6 +964,12 @@ def _aggregate_parquet(
         width = min(width, max(1, -(-p // (2 * jobs))))
         return [(c, min(c + width, p)) for c in range(0, p, width)], 1
 
+    def read_into(unit, c0, c1, r0, buf):
+        table = reader(unit[0]).read_row_group(unit[1], columns=feat_cols[c0:c1])
+        r1 = r0 + table.num_rows
+        for j, c in enumerate(feat_cols[c0:c1]):
+            buf[r0:r1, j] = _arrow_column(table, c)
+
     import pyarrow as pa
 
     extra = {"dropped_id_columns": drop_ids, "n_files": len(files), "n_row_groups": len(units)}
@@ -888,10 +982,19 @@ def _aggregate_parquet(
         # rows not grouped by `by`: bucket them on disk (keys of all rows in memory, features not)
         acc = _Streamed(by, keep_cols, feat_cols)
         meta = _read_parquet_columns(files, meta_read)
-        extra["partitioned_buckets"] = acc.run_partitioned(
-            units, unit_rows, meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs,
-            where=str(path), spill_dir=spill_dir,
-        )
+        n_rows = len(meta)
+        if spill_dir is None and 8 * n_rows <= _COLUMN_PASS_MAX_BYTES:
+            # parquet is columnar: read a block of columns of every row at a time (each value read once)
+            width = max(1, _BUCKET_BYTES // max(8 * n_rows, 1))
+            extra["column_passes"] = acc.run_columns(
+                units, unit_rows, meta, read_into, width=width, func=func, inf=inf, dropna=dropna, jobs=jobs,
+                where=str(path),
+            )
+        else:
+            extra["partitioned_buckets"] = acc.run_partitioned(
+                units, unit_rows, meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs,
+                where=str(path), spill_dir=spill_dir,
+            )
     return acc.result(
         source=str(path), var=parse_feature_names(feat_cols).assign(input_dtype="float64"), uns={},
         obs_dtypes={c: str(empty[c].dtype) for c in empty.columns},

@@ -569,8 +569,22 @@ def _transform_center_scale(X, codes, C, S, dask_mode):
         out = np.subtract(X, C[0])
         out /= S[0]
         return out
-    out = np.subtract(X, C[codes])
-    out /= S[codes]
+    # (X - C[codes]) / S[codes] without the two (n x p) gathered temporaries: one group's run of
+    # rows at a time when the rows are grouped, else blocks of rows small enough to stay in cache
+    out = np.empty(X.shape, dtype=np.result_type(X.dtype, C.dtype, S.dtype))
+    codes = np.asarray(codes)
+    if codes.size and codes[0] >= 0 and (codes[1:] >= codes[:-1]).all():
+        bounds = np.flatnonzero(np.diff(codes)) + 1
+        for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [codes.size]])):
+            g = codes[a]
+            np.subtract(X[a:b], C[g], out=out[a:b])
+            out[a:b] /= S[g]
+        return out
+    step = max(1, (1 << 17) // max(X.shape[1], 1))
+    for a in range(0, codes.size, step):
+        c = codes[a : a + step]
+        np.subtract(X[a : a + step], C[c], out=out[a : a + step])
+        out[a : a + step] /= S[c]
     return out
 
 
