@@ -38,3 +38,25 @@ def lincs():
     import imgprof as ip
 
     return ip.datasets.lincs_plate()
+
+
+# pandas copy-on-write (pandas 3's default; importing pycytominer turns it on for the whole session).
+# IMGPROF_PANDAS_COW=1 runs the collected tests with it on, =0 with it off (set after collection, so
+# that a module importing pycytominer cannot change it); unset: left as the imports leave it.
+# CI runs the parity suite both ways, e.g. IMGPROF_PANDAS_COW=0 pytest tests/test_pp_normalize_parity.py
+_COW_ENV = os.environ.get("IMGPROF_PANDAS_COW")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cow: reruns parity checks with pandas copy-on-write on and off")
+
+
+def pytest_collection_finish(session):
+    if _COW_ENV in ("0", "1"):
+        import pandas as pd
+
+        pd.options.mode.copy_on_write = _COW_ENV == "1"
+
+
+def pytest_report_header(config):
+    return f"imgprof: IMGPROF_PANDAS_COW={_COW_ENV!r} (pandas copy-on-write set after collection when 0/1)"

@@ -317,7 +317,7 @@ def read_profiles(
             require_metadata=require_metadata, chunk_bytes=chunk_bytes,
         )
         if not lazy:  # a folder of parquet files, loaded
-            adata.X = np.asarray(adata.X.compute())
+            adata.X = np.asarray(adata.X.compute(scheduler="threads"))  # read here, even under a Client
         log_step(adata, "io.read_profiles", {"path": str(path), "lazy": bool(lazy)})
         return adata
     if chunk_bytes is not None:
