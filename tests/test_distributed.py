@@ -3,7 +3,7 @@
 Two *process* workers, each with a memory limit smaller than the data; the workers read the
 parquet files themselves (the client only holds ``.obs`` and the task graph). Every big step
 gives the same numbers as the in-memory path, and the client's peak Python allocation
-(tracemalloc, which sees numpy buffers) stays a small fraction of the data.
+(tracemalloc, which sees numpy buffers) stays below a quarter of the data.
 
 Size: ``IMGPROF_DIST_TEST_MB`` (default 420) MB of float64 features on disk, workers limited
 to ``IMGPROF_DIST_WORKER_MB`` (default 400) MB each, so no worker could hold the matrix.
@@ -30,8 +30,8 @@ WORKER_MB = float(os.environ.get("IMGPROF_DIST_WORKER_MB", "400"))
 N_FEATURES = 100
 N_FILES = 6
 WELLS = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)]
-#: The client may allocate at most this fraction of the data (metadata, codes, small results).
-CLIENT_FRACTION = 0.1
+#: The client may allocate at most this fraction of the data (metadata, group codes, small results).
+CLIENT_FRACTION = 0.25
 
 
 def _write_cells(folder, n_cells: int, p: int, n_files: int, seed: int = 0) -> None:
@@ -112,7 +112,7 @@ def _data_bytes(adata) -> int:
 
 
 def _client_bound(adata) -> float:
-    """What the client may allocate: a tenth of the data (16 MB floor for tiny test runs)."""
+    """What the client may allocate: a quarter of the data (16 MB floor for tiny test runs)."""
     return max(CLIENT_FRACTION * _data_bytes(adata), 16e6)
 
 
@@ -131,8 +131,13 @@ def test_lazy_read_same_as_in_memory(cells_folder, in_memory, client):
         lazy = _lazy(cells_folder)
     assert type(lazy.X).__module__.startswith("dask")
     assert cp.peak < _client_bound(lazy)
-    pd.testing.assert_frame_equal(lazy.obs, in_memory.obs)
+    # string metadata are categoricals in the lazy AnnData (lean client), plain strings in memory
+    assert all(isinstance(t, pd.CategoricalDtype) for t in lazy.obs.dtypes)
+    pd.testing.assert_frame_equal(lazy.obs.astype(object), in_memory.obs.astype(object))
     pd.testing.assert_frame_equal(lazy.var, in_memory.var)
+    first = lazy[:1000].copy()
+    first.X = np.asarray(first.X.compute())
+    pd.testing.assert_frame_equal(ip.io.to_pandas(first), ip.io.to_pandas(in_memory[:1000]))
     # sums per column, computed by the workers, equal numpy's
     import dask.array as da
 

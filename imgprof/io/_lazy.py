@@ -92,6 +92,7 @@ def read_parquet_lazy(
     """AnnData over parquet file(s): ``.obs`` read now, ``.X`` a dask array read by the tasks."""
     import dask
     import dask.array as da
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from .profiles import _PARQUET_KEY, _from_parts
@@ -128,7 +129,9 @@ def read_parquet_lazy(
                 f"{f}: its columns differ from {files[0]} (missing {missing[:5]}, or another order); "
                 "every file of a lazy profile folder must have the same columns."
             )
-        obs_parts.append(pq.read_table(f, columns=meta).to_pandas() if meta else pd.DataFrame(index=range(md.num_rows)))
+        text = [c for c in meta if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)]
+        # strings as dictionaries: in the client a cell costs a few bytes per metadata column, not a Python string
+        obs_parts.append(pq.read_table(f, columns=meta, read_dictionary=text) if meta else md.num_rows)
         for rgs, nrows in _row_group_runs(md, rows_per_chunk):
             name = f"read-parquet-{dask.base.tokenize(f, os.path.getmtime(f), rgs, feats, dtype)}"
             blocks.append(
@@ -138,13 +141,21 @@ def read_parquet_lazy(
     if not blocks:
         raise ValueError(f"{path}: the parquet file(s) hold no rows.")
     X = da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
-    obs = pd.concat(obs_parts, ignore_index=True) if len(obs_parts) > 1 else obs_parts[0].reset_index(drop=True)
+    if meta:
+        table = pa.concat_tables(obs_parts, promote_options="permissive") if len(obs_parts) > 1 else obs_parts[0]
+        obs = table.unify_dictionaries().to_pandas()
+        del table
+    else:
+        obs = pd.DataFrame(index=pd.RangeIndex(sum(obs_parts)))
     if level is None:
         level = "single_cell" if any(c.endswith("ObjectNumber") for c in empty.columns) else "well"
-    return _from_parts(
+    adata = _from_parts(
         obs, X, feats, [str(empty[c].dtype) for c in feats], level=level, source=str(path),
         columns=[str(c) for c in empty.columns],
     )
+    # the table's own dtypes (object for strings), so that to_pandas gives what lazy=False gives
+    adata.uns["imgprof"]["obs_dtypes"] = json.dumps({str(c): str(empty[c].dtype) for c in meta})
+    return adata
 
 
 def read_zarr_lazy(path: Path) -> ad.AnnData:
