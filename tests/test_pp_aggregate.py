@@ -273,10 +273,36 @@ def test_parquet_streaming_matches_in_memory(sim_cells, tmp_path):
 
 
 @pytest.mark.parametrize("dropna", [False, True])
+def test_parquet_ungrouped_file_column_passes(sim_cells, tmp_path, monkeypatch, dropna):
+    """Rows not grouped: a few columns of every row per pass (file read once, nothing spilled)."""
+    import importlib
+
+    cells = sim_cells.copy()
+    cells.obs["Metadata_Well"] = cells.obs["Metadata_Well"].astype(object)
+    cells.obs.iloc[:7, cells.obs.columns.get_loc("Metadata_Well")] = None  # a missing-key group
+    # 8 columns of every row per pass -> several passes
+    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_COLUMN_PASS_BYTES", 8 * 8 * cells.n_obs)
+    df = ip.io.to_pandas(cells).sample(frac=1.0, random_state=0)
+    path = tmp_path / "shuffled.parquet"
+    df.to_parquet(path, row_group_size=50)
+    out = ip.pp.aggregate(path, dropna=dropna)
+    ref = ip.pp.aggregate(cells, dropna=dropna)
+    np.testing.assert_array_equal(out.X, ref.X)
+    _obs_equal(out, ref, KEYS + ["Metadata_Object_Count", "Metadata_Perturbation"])
+    step = ip.provenance(out)["extra"].iloc[-1]
+    assert step["column_passes"] == -(-cells.n_vars // 8) and "partitioned_buckets" not in step
+    assert step["n_rows_missing_key"] == (7 if dropna else 0) and step["n_cells"] == cells.n_obs
+    if not dropna:
+        pref = pycytominer.aggregate(df, strata=KEYS, features=list(cells.var_names))
+        np.testing.assert_allclose(out.X, pref[list(cells.var_names)].to_numpy(), rtol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("dropna", [False, True])
 def test_parquet_ungrouped_file_is_bucketed_on_disk(sim_cells, tmp_path, monkeypatch, dropna):
     import importlib
 
     monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_BUCKET_BYTES", 30 * 8 * 150)  # ~150 rows a bucket
+    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_COLUMN_PASS_BYTES", 0)  # force the buckets
     cells = sim_cells.copy()
     cells.obs["Metadata_Well"] = cells.obs["Metadata_Well"].astype(object)
     cells.obs.iloc[:7, cells.obs.columns.get_loc("Metadata_Well")] = None  # a missing-key group
