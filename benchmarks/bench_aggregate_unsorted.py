@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import bench_aggregate as ba  # noqa: E402
+import bench_aggregate as ba
 
 
 def main(argv=None) -> int:

@@ -188,7 +188,6 @@ def main(argv=None) -> int:
         print(json.dumps(res))
         return 0
     import numpy as np
-    import pandas as pd
 
     sizes, n_features = ([100_000], 50) if args.quick else (args.cells, args.features)
     rows = []
@@ -214,8 +213,17 @@ def main(argv=None) -> int:
             if "error" not in st and "error" not in di:
                 same = "identical" if np.array_equal(np.load(work / "streaming.npy"), np.load(work / "distributed.npy"), equal_nan=True) else "DIFFERENT"
             rows.append((n_cells, n_features, n_files, disk, st, di, same))
+            _write_table(rows, args)  # after each size: a cut-off run keeps what it measured
         finally:
             shutil.rmtree(work, ignore_errors=True)  # the data files go, whatever happened
+    _write_table(rows, args)
+    return 0
+
+
+def _write_table(rows, args) -> None:
+    import numpy as np
+    import pandas as pd
+
     cow = pd.options.mode.copy_on_write
     lines = [
         "# Aggregate on dask.distributed vs the single-machine streaming path",
@@ -255,7 +263,6 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out else HERE / "results" / "distributed.md"
         out.write_text(text)
         print(f"written to {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def _same(a, b):
 
 @pytest.mark.parametrize("method", ["mad_robustize", "standardize", "robustize", "spherize", "inverse_normal"])
 def test_normalize_same_under_cow(plate, cow_mode, method):
-    kw = dict(method=method, controls=NEGCON)
+    kw = {"method": method, "controls": NEGCON}
     off = cow_mode(False, ip.pp.normalize, plate, copy=True, **kw)
     on = cow_mode(True, ip.pp.normalize, plate, copy=True, **kw)
     _same(off, on)

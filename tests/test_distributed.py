@@ -23,7 +23,7 @@ distributed = pytest.importorskip("distributed")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-import imgprof as ip  # noqa: E402
+import imgprof as ip
 
 DATA_MB = float(os.environ.get("IMGPROF_DIST_TEST_MB", "420"))
 WORKER_MB = float(os.environ.get("IMGPROF_DIST_WORKER_MB", "400"))
@@ -82,12 +82,12 @@ def client():
     import dask
 
     # a worker pauses at 95 % of its limit and is killed at 98 %: a task that held the matrix would fail
-    with dask.config.set({"distributed.worker.memory.pause": 0.95, "distributed.worker.memory.terminate": 0.98}):
-        with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, memory_limit=f"{int(WORKER_MB)}MB",
-            dashboard_address=None,
-        ) as cluster, distributed.Client(cluster) as c:
-            yield c
+    with dask.config.set({"distributed.worker.memory.pause": 0.95, "distributed.worker.memory.terminate": 0.98}), \
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, memory_limit=f"{int(WORKER_MB)}MB",
+                dashboard_address=None,
+            ) as cluster, distributed.Client(cluster) as c:
+        yield c
 
 
 def _lazy(folder):
@@ -156,7 +156,7 @@ def test_aggregate_on_cluster(cells_folder, in_memory, client):
 
 def test_qc_on_cluster(cells_folder, in_memory, client):
     lazy = _lazy(cells_folder)
-    kw = dict(by="Metadata_Plate", controls="Metadata_control_type == 'negcon'", level="single_cell")
+    kw = {"by": "Metadata_Plate", "controls": "Metadata_control_type == 'negcon'", "level": "single_cell"}
     with _ClientPeak() as cp:
         ip.pp.qc(lazy, **kw)
     ref = ip.pp.qc(in_memory, copy=True, **kw)
@@ -168,7 +168,7 @@ def test_qc_on_cluster(cells_folder, in_memory, client):
 
 def test_normalize_on_cluster(cells_folder, in_memory, client):
     lazy = _lazy(cells_folder)
-    kw = dict(method="mad_robustize", controls="Metadata_control_type == 'negcon'", by="Metadata_Plate")
+    kw = {"method": "mad_robustize", "controls": "Metadata_control_type == 'negcon'", "by": "Metadata_Plate"}
     with _ClientPeak() as cp:
         ip.pp.normalize(lazy, **kw)
     assert type(lazy.X).__module__.startswith("dask")  # the result stays on the cluster
@@ -193,7 +193,7 @@ def test_feature_select_on_cluster(cells_folder, in_memory, client):
 
 def test_consensus_on_cluster(cells_folder, in_memory, client):
     lazy = _lazy(cells_folder)
-    kw = dict(by=["Metadata_Plate", "Metadata_Perturbation"], operation="median", keep_metadata=False)
+    kw = {"by": ["Metadata_Plate", "Metadata_Perturbation"], "operation": "median", "keep_metadata": False}
     with _ClientPeak() as cp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cons = ip.pp.consensus(lazy, **kw)

@@ -16,7 +16,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._core.features import METADATA_PREFIXES, check_numeric_features, check_unique_columns, split_columns
+from .._core.features import (
+    METADATA_PREFIXES,
+    check_numeric_features,
+    check_unique_columns,
+    split_columns,
+)
 
 #: Target decoded bytes of one dask chunk of a lazy parquet ``.X`` (consecutive row groups of one file merged).
 CHUNK_BYTES = 64 << 20
@@ -170,7 +175,7 @@ def read_zarr_lazy(path: Path) -> ad.AnnData:
     obs = ad.io.read_elem(g["obs"])
     var = ad.io.read_elem(g["var"])
     uns = ad.io.read_elem(g["uns"]) if "uns" in g else {}
-    layers = {k: read_elem_lazy(g["layers"][k]) for k in g["layers"].keys()} if "layers" in g else {}
+    layers = {k: read_elem_lazy(g["layers"][k]) for k in g["layers"]} if "layers" in g else {}
     X = read_elem_lazy(g["X"])
     return ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers=layers)
 
