@@ -232,3 +232,20 @@ def test_workers_did_the_reading(cells_folder, client):
     reads = [t for t in ts.data if str(t["key"]).find("read-parquet") >= 0 or "read_parquet" in str(t["key"])]
     assert len(reads) == lazy.X.npartitions
     assert len({t["worker"] for t in reads}) == 2
+
+
+def test_aggregate_unsorted_rows_on_cluster(in_memory, client, tmp_path):
+    """Rows not grouped by well (the dask path sorts them on the workers): same medians."""
+    sub = in_memory[: min(in_memory.n_obs, 30_000)].copy()
+    df = ip.io.to_pandas(sub).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    folder = tmp_path / "shuffled"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(df, 3)):
+        part.to_parquet(folder / f"part_{i}.parquet", row_group_size=4000)
+    lazy = ip.io.read_profiles(folder, lazy=True, chunk_bytes=2 << 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = ip.pp.aggregate(lazy, by=["Metadata_Plate", "Metadata_Well"])
+        want = ip.pp.aggregate(sub, by=["Metadata_Plate", "Metadata_Well"])
+    np.testing.assert_array_equal(got.X, want.X)
+    pd.testing.assert_frame_equal(got.obs, want.obs)

@@ -150,6 +150,10 @@ def read_parquet_lazy(
         table = pa.concat_tables(obs_parts, promote_options="permissive") if len(obs_parts) > 1 else obs_parts[0]
         obs = table.unify_dictionaries().to_pandas()
         del table
+        for c in text:  # categories in sorted order: groupby (aggregate, consensus...) then sorts as for strings
+            cats = obs[c].cat.categories
+            if not cats.is_monotonic_increasing:
+                obs[c] = obs[c].cat.reorder_categories(cats.sort_values())
     else:
         obs = pd.DataFrame(index=pd.RangeIndex(sum(obs_parts)))
     if level is None:
