@@ -223,9 +223,13 @@ def aggregate(
     consecutive (sorted or partitioned by ``by``, as CellProfiler/CytoTable
     exports per plate and well are), the working memory is a few blocks per
     thread plus the rows of the group still open, whatever the number of
-    cells. When they are not, the rows are first appended by bucket of groups
-    (about 256 MB each) to temporary files in ``spill_dir`` and each bucket is
-    then reduced alone: memory is one bucket plus the key columns of all rows.
+    cells. When they are not, a parquet source is reduced a few feature columns
+    at a time: each pass reads those columns of every row (parquet is columnar,
+    so all passes together read the file once) into a group-sorted matrix of
+    about 256 MB and reduces it; memory is that matrix plus the key columns of
+    all rows. When even 8 columns of all rows exceed 256 MB (and for zarr), the
+    rows are instead appended by bucket of groups (about 256 MB each) to
+    temporary files in ``spill_dir`` and each bucket is then reduced alone.
     What grows with the screen is the ``(groups x features)`` result and, for
     parquet, the file footer pyarrow parses (about 1 KB per column and row
     group: prefer large row groups, which cost nothing extra here). A dask
