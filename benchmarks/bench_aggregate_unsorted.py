@@ -65,12 +65,12 @@ def main(argv=None) -> int:
         for i, (label, _) in enumerate(tools):
             r = res[label]
             if "error" in r:
-                rows.append(f"| {label} | failed: {r['error'][-200:]!r} | | | |")
+                rows.append(f"| {label} | failed: {r['error'][-200:]!r} | | | | |")
                 continue
             vals = np.load(tmp / f"{i}.npy")
             diff = "-" if i == 0 or ref_vals is None else f"{np.nanmax(np.abs(vals - ref_vals)):.1e}"
             speed = "-" if "error" in ref else f"{ref['seconds'] / r['seconds']:.1f}x"
-            rows.append(f"| {label} | {r['seconds']:.1f} | {speed} | {r['peak_extra_mb']:.0f} | {diff} |")
+            rows.append(f"| {label} | {r['seconds']:.1f} | {speed} | {r['peak_extra_mb']:.0f} | {diff} | {r['cpu_seconds']:.1f} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lines = [
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
         "operation (median by plate and well), warm-up excluded, one run each. pandas copy-on-write: on for "
         "pycytominer (its import turns it on), off for imgprof (no DataFrame holds features there).",
         "",
-        "| tool | seconds | speed-up vs pycytominer | peak extra memory (MB) | max abs diff vs pycytominer |",
-        "|---|---:|---:|---:|---:|",
+        "| tool | seconds | speed-up vs pycytominer | peak extra memory (MB) | max abs diff vs pycytominer | CPU seconds (all threads) |",
+        "|---|---:|---:|---:|---:|---:|",
         *rows,
     ]
     text = "\n".join(lines) + "\n"
