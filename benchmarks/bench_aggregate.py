@@ -264,6 +264,10 @@ def worker(spec: dict) -> dict:
         if not small.exists():
             (write_zarr if fmt == "zarr" else write_parquet)(small, 5000, p)
         ip.pp.aggregate(small)  # warm-up
+        if spec.get("force_buckets"):  # the disk-bucket path for rows not grouped (before the column passes)
+            import importlib
+
+            importlib.import_module("imgprof.pp.aggregate")._COLUMN_PASS_BYTES = 0
         run = lambda: ip.pp.aggregate(spec["path"], by=KEYS)  # noqa: E731
     else:
         raise ValueError(tool)

@@ -231,6 +231,42 @@ def _cow_mode() -> str:
     return "on" if cow is True else ("warn" if cow == "warn" else "off")
 
 
+def _numpy_mad_plate(X, plates, ctl):
+    """Plain numpy mad_robustize per plate on the control rows (the reference floor for imgprof)."""
+    import numpy as np
+
+    out = np.empty_like(X)
+    for pl in np.unique(plates):
+        rows = plates == pl
+        ref = X[rows & ctl]
+        med = np.median(ref, axis=0)
+        mad = np.median(np.abs(ref - med), axis=0) * 1.482602218505602
+        out[rows] = (X[rows] - med) / (mad + 1e-18)
+    return out
+
+
+def _numpy_worker(task, datadir, outdir, repeats) -> dict:
+    import anndata as ad
+    import numpy as np
+
+    if task != "mad_plate":
+        return {"tool": "numpy", "task": task, "error": "numpy baseline only for mad_plate"}
+    a = ad.read_h5ad(datadir / f"{TASKS[task][1]}.h5ad")
+    X = np.asarray(a.X, dtype=np.float64)
+    plates = a.obs["Metadata_Plate"].to_numpy()
+    ctl = (a.obs["Metadata_control_type"] == "negcon").to_numpy()
+    _numpy_mad_plate(X[: 2 * 384], plates[: 2 * 384], ctl[: 2 * 384])  # warm-up
+    times = []
+    for _ in range(repeats):
+        base = _reset_peak()
+        t0 = time.perf_counter()
+        out = _numpy_mad_plate(X, plates, ctl)
+        times.append(time.perf_counter() - t0)
+        peak = max(0, _rss_kb("VmHWM") - base)
+    np.save(outdir / f"numpy_{task}.npy", out)
+    return {"tool": "numpy", "task": task, "seconds": min(times), "runs": len(times), "peak_mb": peak / 1024}
+
+
 # ------------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------------
@@ -299,6 +335,8 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dask", action="store_true", help="also time imgprof on a dask array (LocalCluster, 2 workers)")
+    p.add_argument("--cow", action="store_true",
+                   help="also time imgprof with pandas copy-on-write on, and plain numpy for mad_plate")
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS/OpenMP/numba threads for both tools' processes (default: the libraries' own)")
     p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/normalize.md; --quick: not written)")
@@ -364,6 +402,8 @@ def _markdown(rows, n_plates, n_features, args) -> str:
         "sensitive than wall time to the other jobs of a shared machine.",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
         f" numpy {numpy.__version__}, imgprof {imgprof.__version__}.",
+        "pandas copy-on-write: off in the imgprof processes (unless a row says on), on in the pycytominer ones "
+        "(importing pycytominer turns it on). Warm-up (2 plates) excluded for every tool.",
         "Peak memory: growth of resident memory during the timed call."
         + (f" BLAS/OpenMP/numba threads: {args.threads} for both tools." if args.threads else "")
         + (f" Load average when written: {os.getloadavg()[0]:.1f} (shared machine)." if hasattr(os, "getloadavg") else ""),
@@ -388,6 +428,13 @@ def _markdown(rows, n_plates, n_features, args) -> str:
             f"| {_wall_cpu(ref)} | {ref.get('cow', '?')} | {ratio} | "
             f"{fmt(ours, 'peak_mb', '{:.0f}')} | {fmt(ref, 'peak_mb', '{:.0f}')} | {agree} |"
         )
+        for extra, what in (("imgprof-cow", "↳ same, imgprof with pandas copy-on-write **on**"),
+                            ("numpy", "↳ same math in plain numpy (np.median per plate; the floor)")):
+            if extra in res:
+                ex = res[extra]
+                vs = (f"{ex['seconds'] / ours['seconds']:.2f}x imgprof(off)" if "seconds" in ex and "seconds" in ours else "n/a")
+                r = f"{ref['seconds'] / ex['seconds']:.1f}x" if "seconds" in ex and "seconds" in ref else "n/a"
+                lines.append(f"| {what} | {fmt(ex, 'seconds', '{:.3f}')} | | {r} | {fmt(ex, 'peak_mb', '{:.0f}')} | | {vs} |")
         if "imgprof-dask" in res:
             dk = res["imgprof-dask"]
             r = f"{ref['seconds'] / dk['seconds']:.1f}x" if "seconds" in dk and "seconds" in ref else "n/a"

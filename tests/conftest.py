@@ -53,3 +53,7 @@ def _pandas_copy_on_write():
 
     with pd.option_context("mode.copy_on_write", _COW == "1"):
         yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cow: reruns parity checks with pandas copy-on-write on and off")

@@ -282,6 +282,8 @@ def read_profiles(
     sep: str | None = None,
     require_metadata: bool = True,
     encoding: str = "utf-8",
+    lazy: bool = False,
+    chunk_bytes: int | None = None,
 ) -> ad.AnnData:
     """Read a profile table (CSV, CSV.GZ, TSV, parquet, h5ad or zarr) into AnnData.
 
@@ -290,6 +292,8 @@ def read_profiles(
     path
         File path. ``.csv``/``.csv.gz``/``.tsv``/``.txt`` are read with pandas,
         ``.parquet``/``.pq`` with pyarrow, ``.h5ad``/``.zarr`` with anndata.
+        A folder of parquet files (same columns in each; read in sorted path
+        order, rows concatenated) is read as one table.
     metadata, features, metadata_prefix, level, require_metadata
         See :func:`from_pandas`.
     sep
@@ -297,10 +301,21 @@ def read_profiles(
         header line as pycytominer does, so a tab-separated ``.csv`` is read right).
     encoding
         Text encoding of CSV/TSV files (e.g. ``"latin-1"``).
+    lazy
+        ``True``: for a parquet file, a folder of parquet files or a ``.zarr``
+        AnnData store, return an AnnData whose ``.obs``/``.var`` are in memory
+        and whose ``.X`` is a **dask array over the files**: each task reads its
+        own rows (a run of row groups of one file, or zarr chunks), so under an
+        active ``dask.distributed.Client`` the workers read the data and the
+        client never holds the matrix. Every ``ip.pp`` step and ``ip.tl.pca``
+        accept it (see the "Scaling out" docs page). Same values, dtypes,
+        obs/var names and ``.obs`` as ``lazy=False``.
+    chunk_bytes
+        With ``lazy=True`` and parquet input: about this many decoded bytes per
+        dask chunk (consecutive row groups of a file are merged; a row group is
+        never split; default 64 MB).
 
-    Returns
-    -------
-    AnnData (see :func:`from_pandas`).
+
 
     Raises
     ------
@@ -314,7 +329,8 @@ def read_profiles(
     Returns
     -------
     AnnData
-        Profiles: metadata in ``.obs``, features in ``.X`` (float), feature anatomy in
+        Profiles: metadata in ``.obs``, features in ``.X`` (float; a dask array over the files
+        with ``lazy=True``), feature anatomy in
         ``.var``, and the original column order/dtypes plus a provenance entry in
         ``uns['imgprof']`` (so :func:`to_pandas` restores the table).
 
@@ -322,6 +338,9 @@ def read_profiles(
     --------
     >>> import imgprof as ip
     >>> adata = ip.io.read_profiles("SQ00015054_normalized_feature_select.csv.gz")  # doctest: +SKIP
+    >>> cells = ip.io.read_profiles("cells/", lazy=True)  # doctest: +SKIP
+    >>> type(cells.X).__module__.split(".")[0]  # doctest: +SKIP
+    'dask'
     """
     from ._text import ReadError, read_text_table
 
@@ -329,6 +348,19 @@ def read_profiles(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
     name = path.name.lower()
+    from ._lazy import is_parquet_source, read_lazy
+
+    if lazy or (path.is_dir() and is_parquet_source(path)):
+        adata = read_lazy(
+            path, metadata=metadata, features=features, metadata_prefix=metadata_prefix, level=level,
+            require_metadata=require_metadata, chunk_bytes=chunk_bytes,
+        )
+        if not lazy:  # a folder of parquet files, loaded
+            adata.X = np.asarray(adata.X.compute(scheduler="threads"))  # read here, even under a Client
+        log_step(adata, "io.read_profiles", {"path": str(path), "lazy": bool(lazy)})
+        return adata
+    if chunk_bytes is not None:
+        raise ValueError("chunk_bytes= applies to lazy=True only.")
     if path.is_file() and path.stat().st_size == 0:
         raise ReadError(f"{path}: the file is empty (0 bytes).", path=path)
     if name.endswith(".h5ad"):

@@ -597,6 +597,70 @@ class _Streamed:
                 if release is not None:
                     release()
 
+    def run_columns(
+        self, units, unit_rows: list[int], meta: pd.DataFrame, read_block, *, func, inf, dropna, jobs, where,
+        width: int,
+    ) -> int:
+        """Aggregate rows that are *not* grouped, reading ``width`` feature columns of every row per pass.
+
+        For a columnar source (parquet) a pass reads only its columns, so all passes together read
+        the file once and nothing is written to disk. Each pass places the rows of every unit at
+        their group-sorted position in one ``(n_rows, width)`` float64 matrix (the memory this path
+        needs) and reduces it. Returns the number of passes.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        p = self.p
+        codes, groups = group_codes(meta, self.by, dropna=dropna, param="by", where=where)
+        n_groups = len(groups)
+        self.n_cells = len(meta)
+        self.n_missing = int((codes < 0).sum())
+        if n_groups == 0:
+            return 0
+        sizes = group_sizes(codes, n_groups)
+        order, starts = sort_groups(codes, n_groups)  # rows with a key, by group (file order within a group)
+        n_keep = order.size
+        dest = np.full(codes.size, -1, dtype=np.int64)
+        dest[order] = np.arange(n_keep)
+        sorted_codes = codes[order]
+        starts_rows = np.concatenate([[0], np.cumsum(unit_rows)])
+        unit_dest = [dest[starts_rows[u] : starts_rows[u + 1]] for u in range(len(units))]
+        blocks = [(c, min(c + width, p)) for c in range(0, p, width)]
+        Xout = np.empty((n_groups, p))
+        M = np.empty((n_keep, min(width, p)))
+        with ThreadPoolExecutor(jobs) as ex:
+            for c0, c1 in blocks:
+                w = c1 - c0
+                Mb = M[:, :w] if w < M.shape[1] else M
+
+                def fill(u, c0=c0, c1=c1, Mb=Mb):
+                    d = unit_dest[u]
+                    Xu = read_block(units[u], c0, c1)
+                    keep = d >= 0
+                    if keep.all():
+                        Mb[d] = Xu
+                    else:
+                        Mb[d[keep]] = Xu[keep]
+
+                list(ex.map(fill, range(len(units))))
+                Xout[:, c0:c1] = group_reduce(
+                    Mb, sorted_codes, n_groups, func, inf=inf, var_names=self.var_names[c0:c1], what=where, n_jobs=jobs,
+                )
+        del M
+        gmeta = groups.copy()
+        for c in gmeta.columns:  # keys read as dictionaries: back to plain values, sorted like the streamed path
+            if isinstance(gmeta[c].dtype, pd.CategoricalDtype):
+                gmeta[c] = np.asarray(gmeta[c].astype(object))
+        for c in self.keep_cols:
+            constant, first = group_first_constant(meta[c], order, starts)
+            if not constant:
+                self.non_constant.add(c)
+            gmeta[c] = meta[c].iloc[np.maximum(first, 0)].to_numpy()
+        self.results = [Xout]
+        self.group_rows = [gmeta]
+        self.sizes = sizes.tolist()
+        return len(blocks)
+
     def run_partitioned(
         self, units, unit_rows: list[int], meta: pd.DataFrame, read_block, blocks_for, *, func, inf, dropna, jobs, where,
         spill_dir=None,

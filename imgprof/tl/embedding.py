@@ -105,11 +105,30 @@ def pca(
         kw["svd_solver"] = svd_solver
     if key_added is not None:
         kw["key_added"] = key_added
+    dask_x = is_dask(X) and layer is None
+    if dask_x and X.chunksize[1] != X.shape[1]:
+        adata.X = X.rechunk({1: -1})  # scanpy's dask PCA needs whole rows per chunk (same values)
     sc.pp.pca(adata, **kw)
+    if dask_x:
+        _dask_pca_ddof1(adata, key_added or "pca")
     log_step(adata, "tl.pca", dict(n_comps=n, n_comps_requested=n_comps, layer=layer, zero_center=zero_center, svd_solver=svd_solver,
                                    random_state=random_state, key_added=key_added, **kwargs),
              dask=is_dask(adata.X))
     return finish(adata, copy)
+
+
+def _dask_pca_ddof1(adata: AnnData, key: str) -> None:
+    """scanpy's dask PCA (covariance_eigh) reports variances with ddof=0; numpy's path (sklearn) ddof=1.
+
+    Rescaled so that ``uns[key]['variance']`` is the same for a dask and a numpy ``.X``
+    (the ratios and the coordinates already are).
+    """
+    import numpy as np
+
+    info = adata.uns.get(key)
+    n = adata.n_obs
+    if isinstance(info, dict) and "variance" in info and n > 1:
+        info["variance"] = np.asarray(info["variance"]) * (n / (n - 1))
 
 
 def _check_rep(adata: AnnData, use_rep: str | None) -> str:
