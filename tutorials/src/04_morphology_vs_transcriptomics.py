@@ -96,7 +96,7 @@ off.groupby("Metadata_broad_sample")["Metadata_mmoles_per_liter"].agg(lambda s: 
 
 # %%
 try:
-    ip.mm.recode_dose(morph, "Metadata_mmoles_per_liter", "nM", copy=True)
+    ip.mm.recode_dose(morph, "Metadata_mmoles_per_liter", "nM", copy=True, overwrite=True)
 except ip.mm.DoseUnitError as e:
     print("DoseUnitError:", e)
 
