@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 5. What aggregation hides: single-cell distances and tests against controls
+# # 9. What aggregation hides: single-cell distances and tests against controls
 #
 # The usual profiling workflow aggregates cells to **well medians** (`ip.pp.aggregate`) and compares
 # wells. That is robust and cheap, but it throws away what single-cell imaging measures: a compound
