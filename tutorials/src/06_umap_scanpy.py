@@ -19,7 +19,7 @@ import scanpy as sc
 import imgprof as ip
 
 adata = ip.datasets.cmqtl_crispri()
-ip.pp.feature_select(adata, operation="drop_outliers")   # two Costes features reach |value| > 500
+ip.pp.feature_select(adata, operation="drop_outliers", outlier_cutoff=100)  # no feature may carry most of the variance
 ip.tl.pca(adata, n_comps=30)
 ip.tl.integrate(adata, "harmony", batch_key="Metadata_Batch")
 ip.tl.neighbors(adata, use_rep="X_harmony")   # exact neighbours (cosine) up to 10,000 wells
