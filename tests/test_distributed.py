@@ -5,8 +5,8 @@ parquet files themselves (the client only holds ``.obs`` and the task graph). Ev
 gives the same numbers as the in-memory path, and the client's peak Python allocation
 (tracemalloc, which sees numpy buffers) stays below a quarter of the data.
 
-Size: ``IMGPROF_DIST_TEST_MB`` (default 420) MB of float64 features on disk, workers limited
-to ``IMGPROF_DIST_WORKER_MB`` (default 400) MB each, so no worker could hold the matrix.
+Size: ``IMGPROF_DIST_TEST_MB`` (default 520) MB of float64 features on disk, workers limited
+to ``IMGPROF_DIST_WORKER_MB`` (default 480) MB each, so no worker could hold the matrix.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 import imgprof as ip
 
-DATA_MB = float(os.environ.get("IMGPROF_DIST_TEST_MB", "420"))
-WORKER_MB = float(os.environ.get("IMGPROF_DIST_WORKER_MB", "400"))
+DATA_MB = float(os.environ.get("IMGPROF_DIST_TEST_MB", "520"))
+WORKER_MB = float(os.environ.get("IMGPROF_DIST_WORKER_MB", "480"))
 N_FEATURES = 100
 N_FILES = 6
 WELLS = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)]
