@@ -16,6 +16,21 @@ from conftest import shared
 import imgprof as ip
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_jax_x64():
+    """Importing pertpy switches JAX to 64-bit for the whole process (its coda modules call
+    ``jax.config.update("jax_enable_x64", True)``); scib-metrics' JAX kernels then fail with a
+    while_loop carry-type error in later tests of the same worker. Restore the setting after this module."""
+    try:
+        import jax
+    except ImportError:  # pragma: no cover - jax comes with scib-metrics in the test extra
+        yield
+        return
+    before = bool(jax.config.jax_enable_x64)
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
 def _pertpy():
     # pertpy 1.0.3 imports multipletests from a statsmodels location removed in statsmodels 0.15;
     # point it at the public one so that pertpy imports (test-only shim, pertpy's code unchanged).
