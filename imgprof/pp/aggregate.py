@@ -24,6 +24,7 @@ from .._core.anatomy import parse_feature_names
 from .._core.features import METADATA_PREFIXES, check_numeric_features, record_values_changed, split_columns
 from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
 from .._core.provenance import UNS_KEY, log_step, set_level
+from .._core.progress import progress_bar
 from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_numeric, check_obs_keys, get_matrix, is_dask
 
 PathLike = str | os.PathLike
@@ -541,7 +542,7 @@ class _Streamed:
         pend_meta: pd.DataFrame | None = None
         pend_X = np.empty((0, p))  # rows of the open group
         with ThreadPoolExecutor(jobs) as ex:
-            for ui, unit in enumerate(units):
+            for ui, unit in enumerate(progress_bar(units, desc=f"aggregate {_short(where)}", unit="row groups")):
                 final = ui == len(units) - 1
                 meta = read_meta(unit)
                 self.n_cells += len(meta)
@@ -707,7 +708,7 @@ class _Streamed:
             handles = [open(q, "wb") for q in paths] if keep_open else None  # noqa: SIM115
             try:
                 with ThreadPoolExecutor(jobs) as ex:
-                    for ui, unit in enumerate(units):
+                    for ui, unit in enumerate(progress_bar(units, desc=f"aggregate {_short(where)} (to buckets)", unit="row groups")):
                         bu = bucket_of_row[starts_rows[ui] : starts_rows[ui + 1]]
                         order = np.argsort(bu, kind="stable")
                         cnt = np.bincount(bu[bu >= 0], minlength=n_buckets)
@@ -741,7 +742,7 @@ class _Streamed:
             by_bucket = np.argsort(bucket_of_row, kind="stable")  # each bucket's rows in file order, as written
             r_first = np.searchsorted(bucket_of_row[by_bucket], np.arange(n_buckets))
             r_end = np.append(r_first[1:], by_bucket.size)
-            for bi in range(n_buckets):
+            for bi in progress_bar(range(n_buckets), desc=f"aggregate {_short(where)} (buckets)", unit="buckets"):
                 rows = by_bucket[r_first[bi] : r_end[bi]]
                 Mb = np.empty((rows.size, p))
                 with open(paths[bi], "rb") as fh:
@@ -796,7 +797,7 @@ class _Streamed:
         Xout = np.empty((n_groups, p))
         passes = 0
         with ThreadPoolExecutor(jobs) as ex:
-            for c0 in range(0, p, width):
+            for c0 in progress_bar(range(0, p, width), desc=f"aggregate {_short(where)} (column passes)", unit="passes"):
                 c1 = min(c0 + width, p)
                 w = c1 - c0
                 # file order, column-major: column j of the block is store[j*n:(j+1)*n]
@@ -906,6 +907,11 @@ class _Streamed:
             n_nan_values=n_nan, streamed=True, **extra,
         )
         return result
+
+
+def _short(where: str) -> str:
+    """The file name of a source path, for progress labels."""
+    return Path(where).name or where
 
 
 def _kept_columns(meta_cols: list[str], keep_metadata, by: list[str]) -> list[str]:

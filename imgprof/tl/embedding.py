@@ -18,6 +18,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._core.progress import progress_message
 from .._core.provenance import log_step
 from .._core.validation import (
     check_adata,
@@ -290,6 +291,8 @@ def neighbors(
         else:
             kwds = dict(call.pop("metric_kwds", None) or {})
             _announce_compile(adata.n_obs)
+            progress_message(f"tl.neighbors: approximate kNN (pynndescent) on {adata.n_obs} observations "
+                             "(the first call in a session compiles numba kernels, 30-60 s once)")
             call["transformer"] = _pynndescent_transformer(adata.n_obs, k, metric, random_state, kwds)
             how = "approximate"
     sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
