@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .._core.features import check_numeric_features, check_unique_columns
-from .._core.provenance import log_step
 from .._core.progress import progress_bar, progress_enabled
+from .._core.provenance import log_step
 from .profiles import _from_parts
 from .._core.validation import as_list
 

@@ -23,8 +23,8 @@ import pandas as pd
 from .._core.anatomy import parse_feature_names
 from .._core.features import METADATA_PREFIXES, check_numeric_features, record_values_changed, split_columns
 from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
-from .._core.provenance import UNS_KEY, log_step, set_level
 from .._core.progress import progress_bar
+from .._core.provenance import UNS_KEY, log_step, set_level
 from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_numeric, check_obs_keys, get_matrix, is_dask
 
 PathLike = str | os.PathLike
