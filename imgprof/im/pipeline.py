@@ -265,6 +265,11 @@ def profile_images(
     and the site's ``Metadata_qc_*`` columns; ``.X``: features; ``.var``: anatomy;
     ``.uns["imgprof"]["sites"]``: per-site report (cells, seconds, error, QC).
 
+    Notes
+    -----
+    Silent by default; inside ``imgprof._core.progress.show_progress()`` (as in
+    ``imgprof run``) a bar ticks once per finished site (local dask schedulers).
+
     Examples
     --------
     >>> import imgprof as ip

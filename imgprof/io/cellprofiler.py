@@ -730,6 +730,11 @@ def read_cellprofiler(
         the file and the column), duplicated or unmatched objects, empty tables, duplicated
         column names or non-numeric measurement columns (naming file and column).
 
+    Notes
+    -----
+    Silent by default; inside ``imgprof._core.progress.show_progress()`` (as in
+    ``imgprof run``) each SQLite table read shows a bar counting its rows.
+
     Examples
     --------
     >>> import imgprof as ip

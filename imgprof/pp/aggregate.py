@@ -253,6 +253,15 @@ def aggregate(
     ``.X`` is re-chunked on group boundaries (sorted first when the rows are
     not grouped) and each chunk reduced in its own task, so memory per task is
     one chunk; this runs on any scheduler, ``dask.distributed`` included.
+    Inside ``imgprof._core.progress.show_progress()`` (as in ``imgprof run``) the
+    streamed paths show a bar per row group / column pass / bucket; silent otherwise.
+
+    *Cell-level QC.* The ``.obs`` columns written by :func:`imgprof.pp.qc` (known
+    from the provenance log; for a parquet file, its ``Metadata_qc_*`` columns)
+    are not copied to the groups: each boolean flag becomes
+    ``<flag>_cell_fraction`` (the fraction of the group's rows flagged, e.g.
+    ``Metadata_qc_pass_cell_fraction``) and numeric QC scores are dropped, the
+    same on every path (in memory, dask, parquet, zarr).
 
     *Differences from pycytominer.* Features are every column of ``.X`` (not
     inferred from the ``Cells_``/``Nuclei_``/``Cytoplasm_`` prefixes); integer

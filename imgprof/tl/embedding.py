@@ -212,7 +212,8 @@ def neighbors(
     :data:`EXACT_MAX_OBS` (10,000) observations the neighbours are exact
     (brute force, a few seconds at most, no compile step); above it scanpy's
     approximate pynndescent search is used, whose first call in a session
-    compiles numba kernels (30-60 s once; a log message says so). With scipy
+    compiles numba kernels (30-60 s once; a log message says so, and a line on
+    stderr inside ``imgprof._core.progress.show_progress()``, as in ``imgprof run``). With scipy
     >= 1.15 scanpy 1.11's own pynndescent call fails (``csr_array`` has no
     ``getnnz``), so this wrapper passes scanpy the same pynndescent
     transformer, with scanpy's settings, made to return a ``csr_matrix``.
