@@ -579,7 +579,8 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
         Path to a TOML/YAML config, or a :class:`Config`.
     progress
         Show the run's progress bar (one tick per step plus one for the outputs; its label
-        names the step running).
+        names the step running) and the progress inside long steps (reading a CellProfiler
+        SQLite, aggregating a parquet/zarr file, ``im.profile_images``, approximate neighbours).
     verbose
         Also show the nested bars of the integration and benchmark steps.
 
@@ -595,6 +596,14 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
     >>> res.files["report"]                                                # doctest: +SKIP
     'demo-run/report.html'
     """
+    from ._core.progress import show_progress
+
+    # the long steps (SQLite reads, aggregate from a file, profile_images, neighbours) show their own bars too
+    with show_progress(bool(progress)):
+        return _run_pipeline(config, progress=progress, verbose=verbose)
+
+
+def _run_pipeline(config: str | os.PathLike | Config, *, progress: bool, verbose: bool) -> RunResult:
     import warnings
 
     import pandas as pd

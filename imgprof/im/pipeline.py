@@ -265,6 +265,11 @@ def profile_images(
     and the site's ``Metadata_qc_*`` columns; ``.X``: features; ``.var``: anatomy;
     ``.uns["imgprof"]["sites"]``: per-site report (cells, seconds, error, QC).
 
+    Notes
+    -----
+    Silent by default; inside ``imgprof._core.progress.show_progress()`` (as in
+    ``imgprof run``) a bar ticks once per finished site (local dask schedulers).
+
     Examples
     --------
     >>> import imgprof as ip
@@ -435,12 +440,28 @@ def _run_sites(images, sites, cfg, *, n_jobs, scheduler):
         tasks.append(dask.delayed(_process)(sub, 0, cfg))
     if not tasks:
         return []
+    from dask.callbacks import Callback
+
+    from .._core.progress import progress_bar
+
+    bar = progress_bar(total=len(tasks), desc="profile_images", unit="sites")
+
+    class _SiteDone(Callback):  # one tick per finished site (local schedulers run the callbacks)
+        def _posttask(self, key, result, dsk, state, worker_id):
+            name = key[0] if isinstance(key, tuple) else key
+            if str(name).startswith("_process"):
+                bar.update(1)
+
+    with _SiteDone():
+        if scheduler == "distributed":
+            out = dask.compute(*tasks)
+        elif scheduler == "synchronous":
+            out = dask.compute(*tasks, scheduler="synchronous")
+        else:
+            out = dask.compute(*tasks, scheduler=scheduler, num_workers=n_jobs)
     if scheduler == "distributed":
-        out = dask.compute(*tasks)
-    elif scheduler == "synchronous":
-        out = dask.compute(*tasks, scheduler="synchronous")
-    else:
-        out = dask.compute(*tasks, scheduler=scheduler, num_workers=n_jobs)
+        bar.update(len(tasks))
+    bar.close()
     out = list(out)
     for i, res in zip(sites, out):
         res["report"]["site_index"] = int(i)

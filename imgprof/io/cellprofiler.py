@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.features import check_numeric_features, check_unique_columns
+from .._core.progress import progress_bar, progress_enabled
 from .._core.provenance import log_step
 from .profiles import _from_parts
 from .._core.validation import as_list
@@ -161,10 +162,13 @@ class _Source:
                 # In chunks: sqlite3 hands rows over as Python objects, so a whole table at once would
                 # hold every value as a Python float (several times the size of the final array).
                 # A column NULL throughout one chunk comes back as object there: make it float first.
-                chunks = [
-                    _as_numeric_if_empty(c, list(c.columns))
-                    for c in pd.read_sql_query(f'SELECT * FROM "{table}"', con, chunksize=_SQL_CHUNK)
-                ]
+                total = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] if progress_enabled() else None
+                bar = progress_bar(total=total, desc=f"read {table}", unit="rows")
+                chunks = []
+                for c in pd.read_sql_query(f'SELECT * FROM "{table}"', con, chunksize=_SQL_CHUNK):
+                    chunks.append(_as_numeric_if_empty(c, list(c.columns)))
+                    bar.update(len(c))
+                bar.close()
                 df = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=cols)
         else:
             from .profiles import _sep_for
@@ -725,6 +729,11 @@ def read_cellprofiler(
         A missing table (naming the folder and the files found), a missing join column (naming
         the file and the column), duplicated or unmatched objects, empty tables, duplicated
         column names or non-numeric measurement columns (naming file and column).
+
+    Notes
+    -----
+    Silent by default; inside ``imgprof._core.progress.show_progress()`` (as in
+    ``imgprof run``) each SQLite table read shows a bar counting its rows.
 
     Examples
     --------

@@ -23,6 +23,7 @@ import pandas as pd
 from .._core.anatomy import parse_feature_names
 from .._core.features import METADATA_PREFIXES, check_numeric_features, record_values_changed, split_columns
 from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
+from .._core.progress import progress_bar
 from .._core.provenance import UNS_KEY, log_step, set_level
 from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_numeric, check_obs_keys, get_matrix, is_dask
 
@@ -252,6 +253,15 @@ def aggregate(
     ``.X`` is re-chunked on group boundaries (sorted first when the rows are
     not grouped) and each chunk reduced in its own task, so memory per task is
     one chunk; this runs on any scheduler, ``dask.distributed`` included.
+    Inside ``imgprof._core.progress.show_progress()`` (as in ``imgprof run``) the
+    streamed paths show a bar per row group / column pass / bucket; silent otherwise.
+
+    *Cell-level QC.* The ``.obs`` columns written by :func:`imgprof.pp.qc` (known
+    from the provenance log; for a parquet file, its ``Metadata_qc_*`` columns)
+    are not copied to the groups: each boolean flag becomes
+    ``<flag>_cell_fraction`` (the fraction of the group's rows flagged, e.g.
+    ``Metadata_qc_pass_cell_fraction``) and numeric QC scores are dropped, the
+    same on every path (in memory, dask, parquet, zarr).
 
     *Differences from pycytominer.* Features are every column of ``.X`` (not
     inferred from the ``Cells_``/``Nuclei_``/``Cytoplasm_`` prefixes); integer
@@ -345,19 +355,56 @@ def aggregate(
 
 def _qc_columns(adata) -> list[str]:
     """``.obs`` columns written by ``ip.pp.qc`` on this object (from its provenance log)."""
-    steps = (adata.uns.get(UNS_KEY, {}) or {}).get("steps", {}) or {}
+    return _qc_columns_in(adata.uns, adata.obs.columns)
+
+
+def _qc_columns_in(uns, columns) -> list[str]:
+    """The columns among ``columns`` that ``ip.pp.qc`` wrote, per the provenance log in ``uns``."""
+    steps = ((uns or {}).get(UNS_KEY, {}) or {}).get("steps", {}) or {}
+    present = set(map(str, columns))
     cols: list[str] = []
     for key in sorted(steps):
         step = steps[key]
         if step.get("function") != "pp.qc":
             continue
         extra = json.loads(step.get("extra", "{}") or "{}")
-        cols += [c for c in extra.get("columns", []) if c in adata.obs.columns and c not in cols]
+        cols += [c for c in extra.get("columns", []) if c in present and c not in cols]
     return cols
 
 
 def _summarise_qc_flags(adata, result: ad.AnnData, codes: np.ndarray, n_groups: int) -> dict[str, str]:
+    """QC summary of the in-memory (numpy or dask) path: see :func:`_summarise_qc_obs`."""
+    return _summarise_qc_obs(adata.obs, _qc_columns(adata), result, codes, n_groups)
+
+
+def _summarise_qc_rows(rows: pd.DataFrame, cols: list[str], result: ad.AnnData, by: list[str], dropna: bool) -> dict[str, str]:
+    """QC summary of the streamed (parquet / zarr) paths.
+
+    ``rows`` holds the ``by`` keys and the QC columns of every row of the source; each
+    group is matched to its row of ``result`` by its key values (the streamed result
+    orders groups on its own), then :func:`_summarise_qc_obs` does the rest.
+    """
+    if not cols:
+        return {}
+    rows = rows.reset_index(drop=True)
+    codes, groups = group_codes(rows, by, dropna=dropna, sort=False, param="by")
+
+    def key(t) -> tuple:
+        return tuple(None if pd.isna(v) else v for v in t)
+
+    pos = {key(t): i for i, t in enumerate(result.obs.loc[:, by].itertuples(index=False, name=None))}
+    try:
+        gmap = np.array([pos[key(t)] for t in groups.loc[:, by].itertuples(index=False, name=None)], dtype=np.int64)
+    except KeyError as e:  # pragma: no cover - the result holds every group by construction
+        raise RuntimeError(f"aggregate: group {e} of the QC columns not found among the aggregated groups.") from e
+    codes = np.where(codes >= 0, gmap[np.maximum(codes, 0)], -1)
+    return _summarise_qc_obs(rows, cols, result, codes, result.n_obs)
+
+
+def _summarise_qc_obs(obs: pd.DataFrame, cols: list[str], result: ad.AnnData, codes: np.ndarray, n_groups: int) -> dict[str, str]:
     """Replace the lower-level QC columns of ``ip.pp.qc`` by the fraction of flagged rows per group.
+
+    Shared by every path of :func:`aggregate` (in memory, dask, parquet and zarr streaming).
 
     A cell-level flag copied to a well (because it happened to be constant in every
     well) would read as a verdict on the well. Boolean QC columns become
@@ -366,7 +413,6 @@ def _summarise_qc_flags(adata, result: ad.AnnData, codes: np.ndarray, n_groups: 
     are dropped. Returns ``{old: new or "dropped"}``.
     """
     done: dict[str, str] = {}
-    cols = _qc_columns(adata)
     if not cols:
         return done
     valid = codes >= 0
@@ -375,7 +421,9 @@ def _summarise_qc_flags(adata, result: ad.AnnData, codes: np.ndarray, n_groups: 
     for c in cols:
         if c in result.obs.columns:
             result.obs.drop(columns=c, inplace=True)
-        s = adata.obs[c]
+        s = obs[c]
+        if s.dtype == object and s.notna().any() and s.dropna().map(lambda v: isinstance(v, (bool, np.bool_))).all():
+            s = s.astype("boolean")  # a flag read back with missing values (e.g. parquet bool with nulls)
         if s.dtype == bool or str(s.dtype) == "boolean":
             flagged = s.fillna(False).to_numpy(dtype=bool)
             counts = np.bincount(codes[valid], weights=flagged[valid].astype(np.float64), minlength=n_groups)
@@ -470,7 +518,9 @@ def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None
     else:
         check_df_keys(available, as_list(keep_metadata), param="keep_metadata", where=f"{path} (obs)")
         wanted = by + as_list(keep_metadata)
-    wanted = [c for c in columns if c in set(wanted)]
+    uns = ad.io.read_elem(g["uns"]) if "uns" in g else {}
+    # the QC columns of ip.pp.qc are always read: aggregate summarises them per group
+    wanted = [c for c in columns if c in set(wanted) or c in set(_qc_columns_in(uns, columns))]
 
     def dense(elem):
         return elem if isinstance(elem, zarr.Array) and len(elem.shape) == 2 else None
@@ -487,7 +537,6 @@ def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None
     X = read_elem_lazy(g["X"])
     obs = pd.DataFrame({c: ad.io.read_elem(og[c]) for c in wanted}, index=pd.RangeIndex(X.shape[0]))
     var = ad.io.read_elem(g["var"])
-    uns = ad.io.read_elem(g["uns"]) if "uns" in g else {}
     return _ZarrProfiles(obs, var, uns, X, layers, dense(g["X"]), zarr_layer)
 
 
@@ -505,6 +554,10 @@ _BUCKET_BYTES = 256 << 20
 #: ``_BUCKET_BYTES``) while one column of every row takes at most this many bytes of float64;
 #: beyond it (or when ``spill_dir`` is given) they are spilled to disk in buckets.
 _COLUMN_PASS_MAX_BYTES = 1 << 30
+
+
+#: Columns of a parquet source summarised per group as QC flags (``ip.pp.qc``'s default prefix).
+_QC_PREFIX = "Metadata_qc_"
 
 
 class _NotGrouped(ValueError):
@@ -541,7 +594,7 @@ class _Streamed:
         pend_meta: pd.DataFrame | None = None
         pend_X = np.empty((0, p))  # rows of the open group
         with ThreadPoolExecutor(jobs) as ex:
-            for ui, unit in enumerate(units):
+            for ui, unit in enumerate(progress_bar(units, desc=f"aggregate {_short(where)}", unit="row groups")):
                 final = ui == len(units) - 1
                 meta = read_meta(unit)
                 self.n_cells += len(meta)
@@ -707,7 +760,7 @@ class _Streamed:
             handles = [open(q, "wb") for q in paths] if keep_open else None  # noqa: SIM115
             try:
                 with ThreadPoolExecutor(jobs) as ex:
-                    for ui, unit in enumerate(units):
+                    for ui, unit in enumerate(progress_bar(units, desc=f"aggregate {_short(where)} (to buckets)", unit="row groups")):
                         bu = bucket_of_row[starts_rows[ui] : starts_rows[ui + 1]]
                         order = np.argsort(bu, kind="stable")
                         cnt = np.bincount(bu[bu >= 0], minlength=n_buckets)
@@ -741,7 +794,7 @@ class _Streamed:
             by_bucket = np.argsort(bucket_of_row, kind="stable")  # each bucket's rows in file order, as written
             r_first = np.searchsorted(bucket_of_row[by_bucket], np.arange(n_buckets))
             r_end = np.append(r_first[1:], by_bucket.size)
-            for bi in range(n_buckets):
+            for bi in progress_bar(range(n_buckets), desc=f"aggregate {_short(where)} (buckets)", unit="buckets"):
                 rows = by_bucket[r_first[bi] : r_end[bi]]
                 Mb = np.empty((rows.size, p))
                 with open(paths[bi], "rb") as fh:
@@ -796,7 +849,7 @@ class _Streamed:
         Xout = np.empty((n_groups, p))
         passes = 0
         with ThreadPoolExecutor(jobs) as ex:
-            for c0 in range(0, p, width):
+            for c0 in progress_bar(range(0, p, width), desc=f"aggregate {_short(where)} (column passes)", unit="passes"):
                 c1 = min(c0 + width, p)
                 w = c1 - c0
                 # file order, column-major: column j of the block is store[j*n:(j+1)*n]
@@ -869,9 +922,13 @@ class _Streamed:
 
     def result(
         self, *, source: str, var: pd.DataFrame, uns: dict, obs_dtypes: dict, meta_cols: list[str], keep_metadata,
-        count_key, func, dropna, inf, level, extra: dict,
+        count_key, func, dropna, inf, level, extra: dict, qc=None,
     ) -> ad.AnnData:
-        """The aggregated AnnData: groups in pycytominer's (sorted key) order."""
+        """The aggregated AnnData: groups in pycytominer's (sorted key) order.
+
+        ``qc()``, when given, returns ``(rows, columns)``: the ``by`` keys and QC columns of
+        every source row, summarised per group as on the in-memory path.
+        """
         by = self.by
         if not self.results:
             raise ValueError(f"{source}: no rows to aggregate.")
@@ -898,14 +955,20 @@ class _Streamed:
             gobs.drop(columns=non_constant), size_arr, Xout, var, uns, obs_dtypes, by=by, count_key=count_key,
             dropped_meta=dropped_meta, level=level, what="aggregate", stacklevel=6,
         )
+        qc_summary = _summarise_qc_rows(*qc(), result, by, dropna) if qc is not None else {}
         log_step(
             result, "pp.aggregate",
             {"source": source, "by": by, "operation": func, "count_key": count_key, "keep_metadata": keep_metadata,
              "dropna": dropna, "inf": inf, "level": level},
             n_cells=self.n_cells, n_groups=result.n_obs, n_rows_missing_key=self.n_missing, dropped_metadata=dropped_meta,
-            n_nan_values=n_nan, streamed=True, **extra,
+            n_nan_values=n_nan, streamed=True, qc_summarised=qc_summary, **extra,
         )
         return result
+
+
+def _short(where: str) -> str:
+    """The file name of a source path, for progress labels."""
+    return Path(where).name or where
 
 
 def _kept_columns(meta_cols: list[str], keep_metadata, by: list[str]) -> list[str]:
@@ -1059,11 +1122,13 @@ def _aggregate_parquet(
                 units, unit_rows, meta, read_block, blocks_for, func=func, inf=inf, dropna=dropna, jobs=jobs,
                 where=str(path), spill_dir=spill_dir,
             )
+    # QC columns of ip.pp.qc (a parquet file has no provenance: its Metadata_qc_* columns)
+    qc_cols = [c for c in meta_cols if c.startswith(_QC_PREFIX)]
     return acc.result(
         source=str(path), var=parse_feature_names(feat_cols).assign(input_dtype="float64"), uns={},
         obs_dtypes={c: str(empty[c].dtype) for c in empty.columns},
         meta_cols=meta_cols, keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf,
-        level=level, extra=extra,
+        level=level, extra=extra, qc=lambda: (_read_parquet_columns(files, list(dict.fromkeys(by + qc_cols))), qc_cols),
     )
 
 
@@ -1122,8 +1187,9 @@ def _aggregate_zarr_streamed(
             units, [b - a for a, b in units], obs.loc[:, meta_read], read_block, blocks_for, func=func, inf=inf,
             dropna=dropna, jobs=jobs, where=str(path), spill_dir=spill_dir,
         )
+    qc_cols = _qc_columns_in(store.uns, obs.columns)
     return acc.result(
         source=str(path), var=store.var, uns=store.uns, obs_dtypes=_source_obs_dtypes(store.uns), meta_cols=meta_cols,
         keep_metadata=keep_metadata, count_key=count_key, func=func, dropna=dropna, inf=inf, level=level,
-        extra=extra,
+        extra=extra, qc=lambda: (obs.loc[:, list(dict.fromkeys(by + qc_cols))], qc_cols),
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._core.progress import progress_message
 from .._core.provenance import log_step
 from .._core.validation import (
     check_adata,
@@ -211,7 +212,8 @@ def neighbors(
     :data:`EXACT_MAX_OBS` (10,000) observations the neighbours are exact
     (brute force, a few seconds at most, no compile step); above it scanpy's
     approximate pynndescent search is used, whose first call in a session
-    compiles numba kernels (30-60 s once; a log message says so). With scipy
+    compiles numba kernels (30-60 s once; a log message says so, and a line on
+    stderr inside ``imgprof._core.progress.show_progress()``, as in ``imgprof run``). With scipy
     >= 1.15 scanpy 1.11's own pynndescent call fails (``csr_array`` has no
     ``getnnz``), so this wrapper passes scanpy the same pynndescent
     transformer, with scanpy's settings, made to return a ``csr_matrix``.
@@ -290,6 +292,8 @@ def neighbors(
         else:
             kwds = dict(call.pop("metric_kwds", None) or {})
             _announce_compile(adata.n_obs)
+            progress_message(f"tl.neighbors: approximate kNN (pynndescent) on {adata.n_obs} observations "
+                             "(the first call in a session compiles numba kernels, 30-60 s once)")
             call["transformer"] = _pynndescent_transformer(adata.n_obs, k, metric, random_state, kwds)
             how = "approximate"
     sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, n_pcs=n_pcs, metric=metric,
