@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("io", "im", "pp", "tl", "pl", "metrics", "bench", "mm", "datasets")
 
-__all__ = [*_SUBMODULES, "provenance", "concat", "__version__"]
+__all__ = [*_SUBMODULES, "provenance", "concat", "show_progress", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import bench, datasets, im, io, metrics, mm, pl, pp, tl  # noqa: F401
@@ -37,6 +37,10 @@ def __getattr__(name: str):
         from ._core.concat import concat
 
         return concat
+    if name == "show_progress":  # progress bars inside long steps (off by default; the CLI turns them on)
+        from ._core.progress import show_progress
+
+        return show_progress
     raise AttributeError(f"module 'imgprof' has no attribute {name!r}")
 
 

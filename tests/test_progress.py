@@ -153,3 +153,14 @@ def test_cli_run_shows_inner_progress_unless_no_progress(tmp_path, bars):
     assert not re.search(r"read \w+:", quiet.output)
     assert not _bar_totals(bars, "read "), bars
     assert not progress_enabled()  # the run switched it back off
+
+
+def test_public_switch_is_ip_show_progress():
+    import imgprof as ip
+    from imgprof._core.progress import progress_enabled
+
+    assert "show_progress" in dir(ip)
+    assert not progress_enabled()
+    with ip.show_progress():
+        assert progress_enabled()
+    assert not progress_enabled()

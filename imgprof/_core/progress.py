@@ -34,10 +34,25 @@ def set_progress(enabled: bool) -> bool:
 def show_progress(enabled: bool = True) -> Iterator[None]:
     """Show (or hide, ``enabled=False``) the progress of long steps inside the ``with`` block.
 
+    Library calls are silent by default; inside this block, reading a CellProfiler SQLite,
+    ``ip.pp.aggregate`` from a file, ``ip.im.profile_images`` and the first approximate
+    ``ip.tl.neighbors`` show progress bars (tqdm, on stderr). ``imgprof run`` turns it on.
+
+    Parameters
+    ----------
+    enabled
+        ``True`` shows the bars inside the block, ``False`` hides them.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        A context manager; the previous setting is restored when the block ends.
+
     Examples
     --------
-    >>> from imgprof._core.progress import show_progress, progress_enabled
-    >>> with show_progress():
+    >>> import imgprof as ip
+    >>> from imgprof._core.progress import progress_enabled
+    >>> with ip.show_progress():
     ...     progress_enabled()
     True
     >>> progress_enabled()
