@@ -96,15 +96,8 @@ def benchmark(
     """Run batch-correction methods and benchmark them (scib-style + mAP metrics, same-batch share); write
     benchmark.csv (scib-metrics' wide table), metrics.csv and report.html."""
     from .io._atomic import atomic_path
-    from .pipeline import (
-        OPTIONAL_PACKAGES,
-        ConfigError,
-        _has_module,
-        _integrate_methods,
-        load_config,
-        run_pipeline,
-        write_demo_config,
-    )
+    from ._core.optional import MissingDependencyError, require_methods
+    from .pipeline import ConfigError, _integrate_methods, load_config, run_pipeline, write_demo_config
 
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} exists and is a file, not a folder.")
@@ -113,8 +106,10 @@ def benchmark(
     for m in method_list:
         if m.lower() not in known:
             _fail(f"--methods: unknown method {m!r}; choose from {known}.")
-        if m.lower() in OPTIONAL_PACKAGES and not _has_module(OPTIONAL_PACKAGES[m.lower()][0]):
-            _fail(f"--methods: {m!r} needs the optional package {OPTIONAL_PACKAGES[m.lower()][0]!r}: {OPTIONAL_PACKAGES[m.lower()][1]}")
+    try:
+        require_methods(method_list, purpose="--methods")
+    except MissingDependencyError as e:
+        _fail(str(e))
     try:
         out.mkdir(parents=True, exist_ok=True)
         cfg = load_config(config if config is not None else write_demo_config(out))

@@ -250,30 +250,17 @@ def _check_type(cfg: Config, section: str, key: str, value: Any, param: inspect.
     raise ConfigError(f"{cfg.where(section, key)}: [{section}] {key} must be {want}, got {value!r}.")
 
 
-#: Integration methods that need an optional package: method → (module, pip command).
-OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
-    "scanorama": ("scanorama", "pip install 'imgprof[integration]'"),
-    "scvi": ("scvi", "pip install 'imgprof[scvi]'"),
-    "images": ("cp_measure", "pip install 'imgprof[im]'"),
-}
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
+def _require(cfg: Config, section: str, key: str, what: str) -> None:
+    """Refuse a method or input kind whose optional package is missing (the one check in _core.optional)."""
+    from ._core.optional import MissingDependencyError, require, require_methods
 
     try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _require(cfg: Config, section: str, key: str, what: str) -> None:
-    if what in OPTIONAL_PACKAGES:
-        module, pip = OPTIONAL_PACKAGES[what]
-        if not _has_module(module):
-            raise ConfigError(
-                f"{cfg.where(section, key)}: {what!r} needs the optional package {module!r}, which is not installed: {pip}"
-            )
+        if what == "images":
+            require("cp_measure", extra="im", pip_name="cp-measure", purpose=f"[{section}] {key} = 'images'")
+        else:
+            require_methods([what], purpose=f"[{section}] {key}")
+    except MissingDependencyError as e:
+        raise ConfigError(f"{cfg.where(section, key)}: {e}") from None
 
 
 #: Output formats of [output] format: format → file name of the profiles.

@@ -143,13 +143,13 @@ def test_methods_as_one_string_is_one_method(ws):
 
 @pytest.mark.parametrize(("method", "pip"), [("scanorama", "imgprof[integration]"), ("scvi", "imgprof[scvi]")])
 def test_missing_optional_package_prints_pip_command(ws, monkeypatch, method, pip):
-    import imgprof.pipeline as pl
+    import imgprof._core.optional as optional
 
-    monkeypatch.setattr(pl, "_has_module", lambda name: False)
+    monkeypatch.setattr(optional, "is_available", lambda name: False)
     cfg = write_cfg(ws, BASE + f'\n[integrate]\nmethods = ["none", "{method}"]\nbatch_key = "Metadata_Batch"\n')
     before = tree_hash(ws)
     res = runner.invoke(app, ["run", str(cfg), "--no-progress"])
-    assert_user_error(res, "line 9", f"pip install '{pip}'")
+    assert_user_error(res, "line 9", f'pip install "{pip}"')
     assert tree_hash(ws) == before
 
 
