@@ -167,15 +167,22 @@ def read_parquet_lazy(
     return adata
 
 
-def read_zarr_lazy(path: Path) -> ad.AnnData:
-    """AnnData zarr store with ``.obs``/``.var``/``.uns`` in memory and ``.X`` (and layers) as dask arrays."""
+def anndata_zarr_group(path):
+    """The root group of an AnnData zarr store, opened read-only (raises if it is not one)."""
     import zarr
-    from anndata.experimental import read_elem_lazy
 
     g = zarr.open_group(str(path), mode="r")
     for key in ("obs", "var", "X"):
         if key not in g:
             raise ValueError(f"{path}: not an AnnData zarr store (no {key!r} element).")
+    return g
+
+
+def read_zarr_lazy(path) -> ad.AnnData:
+    """AnnData zarr store with ``.obs``/``.var``/``.uns`` in memory and ``.X`` (and layers) as dask arrays."""
+    from anndata.experimental import read_elem_lazy
+
+    g = anndata_zarr_group(path)
     obs = ad.io.read_elem(g["obs"])
     var = ad.io.read_elem(g["var"])
     uns = ad.io.read_elem(g["uns"]) if "uns" in g else {}

@@ -26,6 +26,7 @@ from .._core.groups import group_codes, group_first_constant, group_reduce, grou
 from .._core.progress import progress_bar
 from .._core.provenance import UNS_KEY, log_step, set_level
 from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_numeric, check_obs_keys, get_matrix, is_dask
+from ..io._lazy import anndata_zarr_group
 
 PathLike = str | os.PathLike
 
@@ -466,14 +467,9 @@ def read_zarr_lazy(path: PathLike) -> ad.AnnData:
     >>> type(ip.pp.read_zarr_lazy(p).X).__module__.split(".")[0]
     'dask'
     """
-    from anndata.experimental import read_elem_lazy
+    from ..io._lazy import read_zarr_lazy as _read
 
-    g = _anndata_zarr_group(path)
-    obs = ad.io.read_elem(g["obs"])
-    var = ad.io.read_elem(g["var"])
-    uns = ad.io.read_elem(g["uns"]) if "uns" in g else {}
-    X = read_elem_lazy(g["X"])
-    return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
+    return _read(path)
 
 
 class _ZarrProfiles:
@@ -491,22 +487,11 @@ class _ZarrProfiles:
         self.n_obs = len(obs)
 
 
-def _anndata_zarr_group(path: PathLike):
-    """The root group of an AnnData zarr store, opened read-only (raises if it is not one)."""
-    import zarr
-
-    g = zarr.open_group(str(path), mode="r")
-    for key in ("obs", "var", "X"):
-        if key not in g:
-            raise ValueError(f"{path}: not an AnnData zarr store (no {key!r} element).")
-    return g
-
-
 def _open_zarr_store(path: Path, by: list[str], keep_metadata, layer: str | None) -> _ZarrProfiles:
     import zarr
     from anndata.experimental import read_elem_lazy
 
-    g = _anndata_zarr_group(path)
+    g = anndata_zarr_group(path)
     og = g["obs"]
     columns = [str(c) for c in og.attrs.get("column-order", [])]
     available = pd.DataFrame(columns=columns)
