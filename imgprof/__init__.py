@@ -21,7 +21,7 @@ __all__ = [*_SUBMODULES, "provenance", "concat", "show_progress", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import bench, datasets, im, io, metrics, mm, pl, pp, tl  # noqa: F401
-    from ._core.provenance import provenance  # noqa: F401
+    from ._core.provenance import provenance
 
 
 def __getattr__(name: str):

@@ -95,8 +95,8 @@ def benchmark(
 ) -> None:
     """Run batch-correction methods and benchmark them (scib-style + mAP metrics, same-batch share); write
     benchmark.csv (scib-metrics' wide table), metrics.csv and report.html."""
-    from .io._atomic import atomic_path
     from ._core.optional import MissingDependencyError, require_methods
+    from .io._atomic import atomic_path
     from .pipeline import ConfigError, _integrate_methods, load_config, run_pipeline, write_demo_config
 
     if out.exists() and not out.is_dir():

@@ -264,7 +264,7 @@ def _evaluation_flags(adata, config) -> pd.DataFrame:
     if isinstance(controls, str):
         try:
             neg = adata.obs.eval(controls).to_numpy(dtype=bool)
-        except Exception:  # noqa: BLE001
+        except Exception:
             neg = None
     for key, info in _made_by(adata).items():
         extra = info["extra"]
@@ -388,7 +388,7 @@ def write_report(
     conc_html, _, conc_table = "", [], pd.DataFrame()
     try:
         conc_html, _, conc_table = _conclusions(adata, metrics, extras, flags)
-    except Exception as e:  # noqa: BLE001 - never lose the report
+    except Exception as e:
         notes.append(f"conclusions skipped: {e}")
     if conc_html:
         parts.append(_section("Conclusions", conc_html, "conclusions"))
@@ -396,7 +396,7 @@ def write_report(
         ns = _not_supported(metrics, conc_table, flags, adata, extras)
         if ns:
             parts.append(_section("What these data do not support", _ul(ns), "not-supported"))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         notes.append(f"'not supported' list skipped: {e}")
 
     # ------------------------------------------------------------------ warnings
@@ -450,7 +450,7 @@ def write_report(
         if ev.get("controls"):
             try:
                 n_neg = int(adata.obs.eval(ev["controls"]).sum())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 n_neg = None
         items.append(_p(f"Evaluation: replicates = wells sharing {ev['perturbation_key']} ({lab.nunique()} values); "
                         f"negative controls = {ev.get('controls')}" + (f" ({n_neg} wells)." if n_neg is not None else ".")))
@@ -487,7 +487,7 @@ def write_report(
                 titles[k] = t
             imgs = _umap_grids(adata, emb_keys, color + label, titles)
             parts.append(_section("Embeddings (UMAP of each representation)", "".join(imgs), "embeddings"))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             notes.append(f"embedding figures skipped: {e}")
 
     # ------------------------------------------------------------------ retrieval
@@ -519,7 +519,7 @@ def write_report(
                          .sort_values("mean_average_precision", ascending=False), 50, index=False) + "</details>"
                 for rep, mmap in maps.items())
             parts.append(_section("Retrieval (mAP against negative controls)", body + details, "retrieval"))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             notes.append(f"mAP figures skipped: {e}")
 
     # ------------------------------------------------------------------ benchmark
@@ -544,7 +544,7 @@ def write_report(
                 flat.columns = [m for _, m in wide.columns]
                 body += _table(flat.reset_index(), 50, index=False)
             parts.append(_section("Batch-correction benchmark (scib-style metrics)", body, "benchmark"))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             notes.append(f"benchmark figure skipped: {e}")
 
     # ------------------------------------------------------------------ plate layouts
@@ -574,7 +574,7 @@ def write_report(
                                             "white = 0 (not flagged)."))
             parts.append(_section("Plate layout", "<div class='row'>" + "".join(
                 f"<div>{im}</div>" for im in imgs) + "</div>", "plate"))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             notes.append(f"plate layout skipped: {e}")
 
     # ------------------------------------------------------------------ features, tables
@@ -583,7 +583,7 @@ def write_report(
             ax = ip.pl.feature_groups(adata, groupby=["compartment", "feature_group"], show=False)
             parts.append(_section("Feature groups (mean |value|)", _fig_to_img(
                 ax.figure, "Mean absolute value of the features of each compartment and feature group.")))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             notes.append(f"feature-group figure skipped: {e}")
     if len(metrics):
         parts.append(_section("Metrics (all)", "<details><summary>Long table</summary>"

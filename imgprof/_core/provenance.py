@@ -70,7 +70,7 @@ def log_step(adata, function: str, params: dict[str, Any] | None = None, **extra
         "params": json.dumps(_jsonable(params or {}), sort_keys=True),
         "extra": json.dumps(_jsonable(extra), sort_keys=True),
         "version": __version__,
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "shape": json.dumps([int(adata.n_obs), int(adata.n_vars)]),
     }
     store["steps"] = steps
@@ -178,3 +178,102 @@ def inherit(dst, src, keys: tuple[str, ...] = ("steps", "level")) -> None:
     for k in keys:
         if k in store:
             out[k] = _copy.deepcopy(store[k])
+
+
+class ImgprofUns:
+    """The one owner of ``adata.uns['imgprof']``: read and write it through this, not by key.
+
+    Holds the profile ``level``, the provenance ``steps`` and a few step-specific
+    records (``renamed_columns``, ``dataset``, ``sites``...). Every module reads
+    and writes through :func:`record`, so the key and its layout live here only.
+
+    Parameters
+    ----------
+    adata
+        The AnnData whose record this is.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.provenance import record
+    >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
+    >>> rec = record(adata)
+    >>> rec.level
+    'well'
+    >>> rec.set("note", "checked"); rec.get("note")
+    'checked'
+    """
+
+    __slots__ = ("adata",)
+
+    def __init__(self, adata: Any) -> None:
+        self.adata = adata
+
+    def _store(self, create: bool) -> dict:
+        store = self.adata.uns.get(UNS_KEY)
+        if not isinstance(store, dict):
+            if not create:
+                return {}
+            store = self.adata.uns[UNS_KEY] = {}
+        return store
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value recorded under ``key`` (``default`` when none)."""
+        return self._store(create=False).get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        """Record ``value`` under ``key``."""
+        self._store(create=True)[key] = value
+
+    def setdefault(self, key: str, default: Any) -> Any:
+        """The value under ``key``, recording ``default`` first when there is none."""
+        return self._store(create=True).setdefault(key, default)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        """Remove and return the value under ``key``."""
+        return self._store(create=False).pop(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._store(create=False)
+
+    @property
+    def level(self) -> str | None:
+        """The profile level (``"single_cell"``, ``"well"``, ``"consensus"``...)."""
+        return self.get("level")
+
+    @level.setter
+    def level(self, value: str) -> None:
+        self.set("level", value)
+
+    @property
+    def steps(self) -> dict:
+        """The raw provenance steps (see :func:`provenance` for a table)."""
+        steps = self.get("steps")
+        return steps if isinstance(steps, dict) else {}
+
+    def as_dict(self) -> dict:
+        """The whole record (the live dict; empty when none)."""
+        return self._store(create=False)
+
+
+def record(adata: Any) -> ImgprofUns:
+    """The :class:`ImgprofUns` of ``adata`` (the one way to read/write ``uns['imgprof']``).
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+
+    Returns
+    -------
+    ImgprofUns
+        Accessor with ``get``/``set``/``level``/``steps``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.provenance import record
+    >>> record(ip.datasets.simulate(n_plates=1, seed=0)).level
+    'well'
+    """
+    return ImgprofUns(adata)

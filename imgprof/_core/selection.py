@@ -63,7 +63,7 @@ def _from_query(adata, sel: str, param: str) -> np.ndarray:
     if 0 < len(named) < obs.shape[1]:
         try:
             res = obs.loc[:, named].eval(sel)
-        except Exception:  # noqa: BLE001 - retried on the whole frame below, which reports the error
+        except Exception:
             res = None
     try:
         if res is None:

@@ -99,7 +99,7 @@ def fit_whitener(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> t
                 return w, d
         _, S, Vt = np.linalg.svd(Xt, full_matrices=False)
         tol = S.max(initial=0.0) * max(n, d) * EPS
-        r = int((S > tol).sum())
+        r = int((tol < S).sum())
         W = (Vt / (S + epsilon)[:, None]).T * c
         if not pca:
             W = W @ Vt
@@ -107,7 +107,7 @@ def fit_whitener(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> t
     # n <= d: at most n (n - 1 when centred) non-zero singular values
     _, S, Vt = np.linalg.svd(Xt, full_matrices=False)
     tol = S.max(initial=0.0) * max(n, d) * EPS
-    r = int((S > tol).sum())
+    r = int((tol < S).sum())
     if r not in (n - 1, n) or r == 0:
         raise ValueError(
             f"spherize: the reference matrix has rank {r} with n={n} rows and d={d} features; with n <= d "

@@ -107,7 +107,7 @@ def silhouette_batch(
         m = labels == group
         b = batch[m]
         codes, L = codes_of(b)
-        if L == 1 or L == int(m.sum()):
+        if L == 1 or int(m.sum()) == L:
             continue
         S = cluster_distance_sums(X[m], codes, L, metric=metric, n_jobs=n_jobs)
         sil = np.abs(silhouette_from_sums(S, codes, between_cluster_distances))

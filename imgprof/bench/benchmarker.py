@@ -600,7 +600,7 @@ class Benchmarker:
 
         try:
             prov = provenance(self._adata)
-        except Exception:  # noqa: BLE001 - no or unreadable log: nothing to audit
+        except Exception:
             return
         made: dict[str, dict] = {}
         for _, row in prov.iterrows():

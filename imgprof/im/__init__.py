@@ -44,7 +44,11 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from .crops import TorchFeaturizer, extract_crops, featurize_site, intensity_histogram_featurizer  # noqa: F401
     from .illumination import (  # noqa: F401
-        apply_illumination, compute_illumination, correct_illumination, load_illumination, save_illumination,
+        apply_illumination,
+        compute_illumination,
+        correct_illumination,
+        load_illumination,
+        save_illumination,
         smooth_illumination,
     )
     from .measure import FEATURE_GROUPS, measure_objects, objects_to_anndata  # noqa: F401
@@ -52,8 +56,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .qc import QC_METRICS, image_qc, image_quality, power_log_log_slope, qc_flags  # noqa: F401
     from .read import PATTERNS, ImageReadError, ImageSet, read_image, read_images  # noqa: F401
     from .segment import (  # noqa: F401
-        CellposeSegmenter, CellProfilerSegmenter, PrecomputedLabels, PrimaryObjects, fill_labeled_holes,
-        identify_primary, identify_secondary, identify_tertiary, relate_objects, segment_site, threshold_image,
+        CellposeSegmenter,
+        CellProfilerSegmenter,
+        PrecomputedLabels,
+        PrimaryObjects,
+        fill_labeled_holes,
+        identify_primary,
+        identify_secondary,
+        identify_tertiary,
+        relate_objects,
+        segment_site,
+        threshold_image,
     )
 
 

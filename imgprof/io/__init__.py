@@ -4,7 +4,7 @@ from .profiles import READERS, check_writable, from_pandas, read, read_profiles,
 
 __all__ = ["from_pandas", "read_profiles", "to_pandas", "write_profiles", "read", "reader_for", "READERS", "check_writable"]
 
-from .gct import read_gct, read_gctx, write_gct, write_gctx  # noqa: E402
+from .gct import read_gct, read_gctx, write_gct, write_gctx
 
 __all__ += ["read_gct", "read_gctx", "write_gct", "write_gctx"]
 

@@ -25,8 +25,8 @@ import pandas as pd
 from .._core.features import check_numeric_features, check_unique_columns
 from .._core.progress import progress_bar, progress_enabled
 from .._core.provenance import log_step
-from .profiles import _from_parts
 from .._core.validation import as_list
+from .profiles import _from_parts
 
 PathLike = str | os.PathLike
 

@@ -44,7 +44,7 @@ __all__ = [
     "random_ap",
 ]
 
-from .replicating import ReplicatingResult, percent_matching, percent_replicating  # noqa: E402
+from .replicating import ReplicatingResult, percent_matching, percent_replicating
 
 __all__ += ["ReplicatingResult", "percent_matching", "percent_replicating"]
 

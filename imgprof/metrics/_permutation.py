@@ -187,7 +187,7 @@ def permutation_p_values(
         cpos = np.concatenate(cpos) if cpos else np.zeros(0, np.int64)
         pool = np.concatenate([wells, c_sorted[cpos]])
         P = pool.size
-        if P > max_pool:
+        if max_pool < P:
             continue
         K = np.empty((P, P), dtype=np.float32)
         if CC is not None:

@@ -31,7 +31,7 @@ __all__ = [
     "recode_dose",
 ]
 
-from .crossmodal import align, compare_retrieval, complementarity, cross_retrieval, gene_compound_match  # noqa: E402
+from .crossmodal import align, compare_retrieval, complementarity, cross_retrieval, gene_compound_match
 
 __all__ += ["align", "compare_retrieval", "complementarity", "cross_retrieval", "gene_compound_match"]
 

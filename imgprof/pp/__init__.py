@@ -2,7 +2,7 @@
 
 __all__: list[str] = []
 
-from .aggregate import aggregate, read_zarr_lazy  # noqa: E402
+from .aggregate import aggregate, read_zarr_lazy
 
 __all__ += ["aggregate", "read_zarr_lazy"]
 

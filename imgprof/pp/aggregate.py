@@ -25,7 +25,17 @@ from .._core.features import METADATA_PREFIXES, check_numeric_features, record_v
 from .._core.groups import group_codes, group_first_constant, group_reduce, group_sizes, sort_groups
 from .._core.progress import progress_bar
 from .._core.provenance import UNS_KEY, log_step, set_level
-from .._core.validation import as_list, check_adata, check_bool, check_df_keys, check_int, check_numeric, check_obs_keys, get_matrix, is_dask
+from .._core.validation import (
+    as_list,
+    check_adata,
+    check_bool,
+    check_df_keys,
+    check_int,
+    check_numeric,
+    check_obs_keys,
+    get_matrix,
+    is_dask,
+)
 from ..io._lazy import anndata_zarr_group
 
 PathLike = str | os.PathLike
@@ -1068,7 +1078,7 @@ def _read_parquet_columns(files: list[str], cols: list[str]) -> pd.DataFrame:
 
 
 def _aggregate_zarr_streamed(
-    path: Path, store: "_ZarrProfiles", zarr_X, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, n_jobs,
+    path: Path, store: _ZarrProfiles, zarr_X, by: list[str], *, func, count_key, keep_metadata, dropna, inf, level, n_jobs,
     spill_dir=None,
 ) -> ad.AnnData:
     """Stream a dense zarr ``X``: a few row chunks at a time when its rows are grouped by ``by``,

@@ -115,9 +115,7 @@ def _prepare_external(ext: pd.DataFrame) -> pd.DataFrame:
     for c in ext.columns:
         if not isinstance(c, str):
             continue
-        if c.startswith("Metadata_") or c.startswith("Image_Metadata_"):
-            protected.add(c)
-        elif c.startswith("Image_") and not pd.api.types.is_numeric_dtype(ext[c]):
+        if c.startswith("Metadata_") or c.startswith("Image_Metadata_") or c.startswith("Image_") and not pd.api.types.is_numeric_dtype(ext[c]):
             protected.add(c)
         elif c.startswith("Image_"):
             protected.add(c)  # numeric Image_ columns are CellProfiler image features: keep their name

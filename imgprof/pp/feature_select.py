@@ -229,7 +229,7 @@ def _correlation_exclusions(C: np.ndarray, threshold: float) -> np.ndarray:
     rank = np.empty(p, dtype=np.int64)
     rank[order] = np.arange(p)
     with np.errstate(invalid="ignore"):
-        high = np.tril(C > threshold, k=-1)
+        high = np.tril(threshold < C, k=-1)
     i, j = np.nonzero(high)
     if i.size:
         drop = np.where(rank[i] > rank[j], i, j)
@@ -282,7 +282,6 @@ def _stat_minmax(X):
 def _stat_frequency(X):
     if not is_dask(X):
         return _frequency_stats(X)
-    import dask.array as da
 
     n = X.shape[0]
     width = int(max(1, min(X.shape[1], (2**27) // max(n * 8, 1))))  # ~128 MB per task

@@ -47,7 +47,7 @@ def kl_warmup_epochs(max_epochs: int) -> int:
 
 def _import_scvi():
     try:
-        import scvi  # noqa: F401
+        import scvi
         from scvi.external import CYTOVI
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(

@@ -205,7 +205,7 @@ def control_likelihood(
         c = np.sqrt(tr.shape[0] - 1)
         _, S, Vt = np.linalg.svd(Zt, full_matrices=False)
         tol = S.max(initial=0.0) * max(Zt.shape) * np.finfo(float).eps
-        r = int((S > tol).sum())
+        r = int((tol < S).sum())
         S, Vt = S[:r], Vt[:r]
         proj = Ze @ Vt.T
         resid = np.maximum((Ze**2).sum(axis=1) - (proj**2).sum(axis=1), 0.0)

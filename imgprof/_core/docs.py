@@ -1,0 +1,131 @@
+"""Shared docstring text for recurring parameters (as scanpy's ``_doc_params``).
+
+Write ``{adata}``, ``{copy}``, ``{layer}``, ``{controls}``... on a line of its own
+in a numpy-style Parameters section and decorate the function with
+:func:`doc_params`; the placeholder is replaced by the shared text, indented like
+the placeholder. Only names given to the decorator are replaced, so other braces
+in a docstring (dict literals in examples) are left alone::
+
+    @doc_params(adata=DOC["adata"], copy=DOC["copy"])
+    def step(adata, *, copy=False):
+        \"\"\"One step.
+
+        Parameters
+        ----------
+        {adata}
+        {copy}
+        \"\"\"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Shared parameter descriptions (``name\n    description`` as in a numpy docstring).
+DOC: dict[str, str] = {
+    "adata": "adata\n    Profiles: observations (cells, wells or consensus profiles) × features.",
+    "copy": "copy\n    Return a modified copy instead of writing into ``adata`` (then ``None`` is returned).",
+    "layer": "layer\n    Layer to read instead of ``adata.X``.",
+    "use_rep": "use_rep\n    ``\"X\"`` or an ``.obsm`` key to read (an embedding such as ``\"X_pca\"``).",
+    "controls": (
+        "controls\n    Control rows: an ``adata.obs`` query (``\"Metadata_pert_type == 'control'\"``), a boolean\n"
+        "    column name, a boolean mask or a list of obs names; ``None`` uses all rows."
+    ),
+    "samples": (
+        "samples\n    Rows to fit on: ``\"all\"``, an ``adata.obs`` query, a boolean column name, a boolean mask\n"
+        "    or a list of obs names (pycytominer's ``samples=``)."
+    ),
+    "features": "features\n    Feature names to use (default: all of ``adata.var_names``).",
+    "key_added": (
+        "key_added\n    Where the result goes; one meaning per kind of result (see the table in\n"
+        "    :mod:`imgprof._core.store`): a layer, an ``.obsm`` key, an ``.obs``/``.var`` column or prefix, or an ``.uns`` key."
+    ),
+    "overwrite": "overwrite\n    Replace an existing result under ``key_added`` (default); ``False`` refuses with a ``KeyError``.",
+    "batch_key": "batch_key\n    ``adata.obs`` column holding the batch (plate, batch or source).",
+    "label_key": "label_key\n    ``adata.obs`` column holding the biological label (perturbation, gene, compound).",
+    "groupby": "groupby\n    ``adata.obs`` column(s) defining the groups.",
+    "random_state": "random_state\n    Seed (an int) for reproducible results; recorded in the provenance.",
+    "show": "show\n    Show the figure (``None``: when not saving); ``False`` returns the axes.",
+    "save": "save\n    Save the figure to this path (the suffix picks the format); written atomically.",
+    "ax": "ax\n    Matplotlib axes to draw into (a new figure when ``None``).",
+    "returns_copy": "AnnData or None\n    The modified copy when ``copy=True``, else ``None`` (``adata`` is modified in place).",
+}
+
+_PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}[ \t]*$", re.MULTILINE)
+
+
+def fill(doc: str, values: dict[str, str]) -> str:
+    """Replace ``{name}`` lines of ``doc`` by ``values[name]``, indented like the placeholder.
+
+    Parameters
+    ----------
+    doc
+        A docstring.
+    values
+        Name → text (first line the parameter, then its description).
+
+    Returns
+    -------
+    str
+        The docstring with the placeholders replaced; unknown names are kept.
+
+    Examples
+    --------
+    >>> print(fill("    {copy}", {"copy": "copy\\n    Return a copy."}))
+        copy
+            Return a copy.
+    """
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in values:
+            return m.group(0)
+        indent = m.group("indent")
+        return "\n".join(indent + line if line else line for line in values[name].splitlines())
+
+    return _PLACEHOLDER.sub(sub, doc)
+
+
+def doc_params(*names: str, **values: str) -> Callable[[F], F]:
+    """Decorator: fill the shared parameter text into a docstring.
+
+    Parameters
+    ----------
+    *names
+        Keys of :data:`DOC` to fill in.
+    **values
+        Extra name → text pairs (override :data:`DOC`).
+
+    Returns
+    -------
+    callable
+        A decorator that rewrites ``obj.__doc__`` and returns ``obj``.
+
+    Examples
+    --------
+    >>> @doc_params("copy")
+    ... def f(copy=False):
+    ...     '''Do.
+    ...
+    ...     Parameters
+    ...     ----------
+    ...     {copy}
+    ...     '''
+    >>> "Return a modified copy" in f.__doc__
+    True
+    """
+    unknown = [n for n in names if n not in DOC]
+    if unknown:
+        raise KeyError(f"doc_params: no shared text for {unknown}; known: {sorted(DOC)}.")
+    table = {n: DOC[n] for n in names} | values
+
+    def deco(obj: F) -> F:
+        if obj.__doc__:
+            obj.__doc__ = fill(obj.__doc__, table)
+        return obj
+
+    return deco
