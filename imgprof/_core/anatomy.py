@@ -88,8 +88,8 @@ def parse_feature_name(name: str) -> dict[str, str | None]:
     if tokens[0] == "Metadata":
         out.update(source="metadata")
         return out
-    if _EMBEDDING.match(name):
-        m = _EMBEDDING.match(name)
+    m = _EMBEDDING.match(name)
+    if m is not None:
         out.update(source="embedding", feature_group=m.group("prefix"), feature=name)
         return out
     out.update(source="other", feature=name)

@@ -44,7 +44,9 @@ DOC: dict[str, str] = {
         "key_added\n    Where the result goes; one meaning per kind of result (see the table in\n"
         "    :mod:`imgprof._core.store`): a layer, an ``.obsm`` key, an ``.obs``/``.var`` column or prefix, or an ``.uns`` key."
     ),
-    "overwrite": "overwrite\n    Replace an existing result under ``key_added`` (default); ``False`` refuses with a ``KeyError``.",
+    "overwrite": (
+        "overwrite\n    Replace an existing result under ``key_added`` (default); ``False`` refuses with a ``KeyError``."
+    ),
     "batch_key": "batch_key\n    ``adata.obs`` column holding the batch (plate, batch or source).",
     "label_key": "label_key\n    ``adata.obs`` column holding the biological label (perturbation, gene, compound).",
     "groupby": "groupby\n    ``adata.obs`` column(s) defining the groups.",

@@ -55,7 +55,7 @@ def split_columns(
         metadata = [c for c in cols if c.startswith(prefixes)]
         features = [c for c in cols if not c.startswith(prefixes)]
     elif metadata is None:
-        fset = set(features)
+        fset = set(features or [])
         metadata = [c for c in cols if c not in fset]
     elif features is None:
         mset = set(metadata)

@@ -131,9 +131,9 @@ def require_methods(methods: Iterable[str], *, purpose: str = "ip.tl.integrate")
             if extra not in extras:
                 extras.append(extra)
     if missing:
-        spec = ",".join(extras)
+        wanted = ",".join(extras)
         raise MissingDependencyError(
             f"{purpose}: {'; '.join(missing)} (not installed). Nothing was run. "
-            f'Install with: pip install "imgprof[{spec}]"  (everything optional: pip install "imgprof[all]"), '
+            f'Install with: pip install "imgprof[{wanted}]"  (everything optional: pip install "imgprof[all]"), '
             "or leave those methods out."
         )

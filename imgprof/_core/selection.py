@@ -28,7 +28,10 @@ __all__ = ["check_bool_vector", "resolve_rows"]
 
 
 def _short(sel: Any, n: int = 80) -> str:
-    text = repr(sel) if isinstance(sel, str) else f"<{type(sel).__name__} of length {len(sel)}>" if hasattr(sel, "__len__") else repr(sel)
+    if isinstance(sel, str) or not hasattr(sel, "__len__"):
+        text = repr(sel)
+    else:
+        text = f"<{type(sel).__name__} of length {len(sel)}>"
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
@@ -182,7 +185,10 @@ def resolve_rows(adata, sel, *, param: str = "controls", allow_empty: bool = Fal
             arr = np.asarray(sel)
         if arr.dtype == bool:
             if arr.shape != (n,):
-                raise ValueError(f"{param}: boolean mask has length {arr.shape[0] if arr.ndim else 0} (shape {arr.shape}), expected n_obs={n} (one entry per observation).")
+                raise ValueError(
+                    f"{param}: boolean mask has length {arr.shape[0] if arr.ndim else 0} (shape {arr.shape}), "
+                    f"expected n_obs={n} (one entry per observation)."
+                )
             mask = arr.copy()
         elif arr.dtype.kind in "iuf" and arr.size:
             raise TypeError(

@@ -12,6 +12,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .params import check_bool, check_choice, check_float, check_int
+from .selection import resolve_rows as resolve_mask  # the one selection resolver, under its older name
+
+__all__ = [
+    "as_list",
+    "check_adata",
+    "check_array",
+    "check_bool",
+    "check_choice",
+    "check_df_keys",
+    "check_finite",
+    "check_float",
+    "check_int",
+    "check_key_added",
+    "check_new_obs_key",
+    "check_numeric",
+    "check_obs_keys",
+    "finish",
+    "get_matrix",
+    "is_dask",
+    "resolve_mask",
+    "start",
+]
+
 
 def as_list(keys: str | Sequence[str] | None) -> list[str]:
     """Return ``keys`` as a list (``None`` → ``[]``, a string → ``[string]``)."""
@@ -78,192 +102,6 @@ def check_adata(adata, *, param: str = "adata", var_names: bool = True, min_obs:
         )
     if adata.n_obs < min_obs:
         raise ValueError(f"{param} has {adata.n_obs} observation(s); at least {min_obs} are needed.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _bounds(min_value, max_value, include_min=True, include_max=True) -> str:
-    lo = "" if min_value is None else f"{'>=' if include_min else '>'} {min_value}"
-    hi = "" if max_value is None else f"{'<=' if include_max else '<'} {max_value}"
-    return " and ".join(t for t in (lo, hi) if t) or "any value"
-
-
-def check_int(
-    value: Any, param: str, *, min_value: int | None = None, max_value: int | None = None, allow_none: bool = False
-) -> int | None:
-    """Check an integer parameter and return it as ``int``.
-
-    Parameters
-    ----------
-    value
-        The value given by the user.
-    param
-        Its name, used in error messages.
-    min_value, max_value
-        Inclusive bounds (``None``: unbounded).
-    allow_none
-        Accept ``None`` (returned unchanged).
-
-    Returns
-    -------
-    int or None
-        The checked value.
-
-    Raises
-    ------
-    TypeError
-        Not an integer (``5.7``, ``"30"``, ``True``...).
-    ValueError
-        Out of bounds.
-
-    Examples
-    --------
-    >>> from imgprof._core.validation import check_int
-    >>> check_int(15, "n_neighbors", min_value=1)
-    15
-    """
-    if value is None and allow_none:
-        return None
-    if not _is_int(value):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer() and np.isfinite(value):
-            value = int(value)
-        else:
-            raise TypeError(f"{param} must be an integer ({_bounds(min_value, max_value)}), got {value!r} ({type(value).__name__}).")
-    value = int(value)
-    if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
-        raise ValueError(f"{param} must be an integer {_bounds(min_value, max_value)}, got {value}.")
-    return value
-
-
-def check_float(
-    value: Any,
-    param: str,
-    *,
-    min_value: float | None = None,
-    max_value: float | None = None,
-    include_min: bool = True,
-    include_max: bool = True,
-    allow_none: bool = False,
-) -> float | None:
-    """Check a finite real parameter and return it as ``float``.
-
-    Parameters
-    ----------
-    value
-        The value given by the user.
-    param
-        Its name, used in error messages.
-    min_value, max_value
-        Bounds (``None``: unbounded).
-    include_min, include_max
-        Whether the bounds themselves are allowed.
-    allow_none
-        Accept ``None`` (returned unchanged).
-
-    Returns
-    -------
-    float or None
-        The checked value.
-
-    Raises
-    ------
-    TypeError
-        Not a real number (a string, a bool...).
-    ValueError
-        NaN, inf or out of bounds.
-
-    Examples
-    --------
-    >>> from imgprof._core.validation import check_float
-    >>> check_float(0.05, "alpha", min_value=0, max_value=1, include_min=False)
-    0.05
-    """
-    if value is None and allow_none:
-        return None
-    if not _is_real(value):
-        raise TypeError(f"{param} must be a number ({_bounds(min_value, max_value, include_min, include_max)}), got {value!r} ({type(value).__name__}).")
-    value = float(value)
-    bad = not np.isfinite(value)
-    if min_value is not None:
-        bad |= value < min_value if include_min else value <= min_value
-    if max_value is not None:
-        bad |= value > max_value if include_max else value >= max_value
-    if bad:
-        raise ValueError(f"{param} must be a finite number {_bounds(min_value, max_value, include_min, include_max)}, got {value!r}.")
-    return value
-
-
-def check_choice(value: Any, param: str, choices: Sequence[Any], *, allow_none: bool = False):
-    """Check that ``value`` is one of ``choices`` and return it.
-
-    Parameters
-    ----------
-    value
-        The value given by the user.
-    param
-        Its name, used in error messages.
-    choices
-        The allowed values.
-    allow_none
-        Accept ``None`` (returned unchanged).
-
-    Returns
-    -------
-    object
-        ``value``.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter and the allowed values.
-
-    Examples
-    --------
-    >>> from imgprof._core.validation import check_choice
-    >>> check_choice("pearson", "method", ["pearson", "spearman"])
-    'pearson'
-    """
-    if value is None and allow_none:
-        return None
-    try:
-        ok = value in list(choices)
-    except TypeError:
-        ok = False
-    if not ok or isinstance(value, (bool, np.bool_)) and not any(isinstance(c, bool) for c in choices):
-        raise ValueError(f"{param} must be one of {list(choices)}, got {value!r}.")
-    return value
-
-
-def check_bool(value: Any, param: str) -> bool:
-    """Check a True/False parameter (``0``/``1``/strings are refused).
-
-    Parameters
-    ----------
-    value
-        The value given by the user.
-    param
-        Its name, used in error messages.
-
-    Returns
-    -------
-    bool
-        ``value``.
-
-    Examples
-    --------
-    >>> from imgprof._core.validation import check_bool
-    >>> check_bool(True, "dropna")
-    True
-    """
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{param} must be True or False, got {value!r} ({type(value).__name__}).")
-    return bool(value)
 
 
 def check_new_obs_key(adata, key: str, *, param: str = "key_added", overwrite: bool = False) -> None:
@@ -364,7 +202,8 @@ def get_matrix(adata, *, layer: str | None = None, use_rep: str | None = None):
         raise ValueError("adata.X is None: this AnnData holds no feature matrix.")
     if getattr(X, "dtype", None) is not None and X.dtype.kind not in "fiub":
         what = f"adata.obsm[{use_rep!r}]" if use_rep not in (None, "X") else f"adata.layers[{layer!r}]" if layer else "adata.X"
-        check_array(X, param=what, var_names=None if use_rep not in (None, "X") else list(map(str, adata.var_names)), min_rows=0, min_cols=0)
+        names = None if use_rep not in (None, "X") else list(map(str, adata.var_names))
+        check_array(X, param=what, var_names=names, min_rows=0, min_cols=0)
     try:
         import scipy.sparse as sp
 
@@ -406,7 +245,7 @@ def check_numeric(X, *, param: str = "adata.X", var_names: Sequence[str] | None 
     if X.dtype.kind in "fiub":
         return
     example = ""
-    if not is_dask(X) and getattr(X, "size", 0):
+    if not is_dask(X) and bool(getattr(X, "size", 0)):
         flat = np.asarray(X).ravel()
         ncol = X.shape[1] if X.ndim == 2 else 1
         for k in range(min(flat.size, 10000)):
@@ -496,7 +335,7 @@ def check_array(
         import dask.array as da
 
         bad = da.isinf(X) if allow_nan else ~da.isfinite(X)
-        per_col = np.asarray(bad.sum(axis=0).compute())
+        per_col: np.ndarray | None = np.asarray(bad.sum(axis=0).compute())
     else:
         bad = np.isinf(X) if allow_nan else ~np.isfinite(X)
         per_col = bad.sum(axis=0) if bad.any() else None
@@ -519,37 +358,6 @@ def check_finite(X, *, what: str = "adata.X", var_names: Sequence[str] | None = 
     if not is_dask(X) and np.ndim(X) == 1:
         X = np.asarray(X)[:, None]
     check_array(X, param=what, var_names=var_names, allow_nan=allow_nan, min_rows=0, min_cols=0)
-
-
-def resolve_mask(adata, selection, *, param: str = "controls", allow_empty: bool = False) -> np.ndarray:
-    """Alias of :func:`imgprof._core.selection.resolve_rows` (the one selection resolver).
-
-    Parameters
-    ----------
-    adata
-        The AnnData whose rows are selected.
-    selection
-        Query string, boolean mask, boolean Series (aligned by index), obs names or ``None``.
-    param
-        Parameter name for error messages.
-    allow_empty
-        Accept a selection matching no row.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean mask of length ``n_obs``.
-
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> from imgprof._core.validation import resolve_mask
-    >>> int(resolve_mask(ip.datasets.simulate(n_plates=1, seed=0), None).sum()) > 0
-    True
-    """
-    from .selection import resolve_rows
-
-    return resolve_rows(adata, selection, param=param, allow_empty=allow_empty)
 
 
 def start(adata, copy: bool, *, param: str = "adata"):
