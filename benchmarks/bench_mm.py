@@ -44,6 +44,24 @@ from _memory import reset_peak as _reset_peak  # noqa: E402
 from _memory import rss_kb as _rss_kb  # noqa: E402
 
 
+
+#: The fairness terms of this benchmark (issue #17), written into every result table.
+HOW_MEASURED = dict(
+    start="the same files on disk (GCT/GCTX written once before timing; the join reads both AnnData from `.h5ad` before the clock starts).",
+    same_work="read the whole GCT/GCTX (cmapPy `parse` vs `ip.io.read_gct[x]`); for the join, the same MOA explode + median consensus + inner merge (the pandas recipe vs `ip.mm.join`), outputs compared.",
+    warmup="none beyond imports (done before the timed call); the best of up to 3 calls is reported, so the first call's one-time costs drop out when a later call is faster.",
+    repeats="up to 3 calls per tool in its own subprocess (stops after a call over 20 s); best shown.",
+    cow="off (pandas default; neither tool imports pycytominer).",
+)
+
+
+def _how() -> str:
+    """This benchmark's 'How measured' paragraph (benchmarks/_fair.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _fair import how_measured
+
+    return how_measured(**HOW_MEASURED)
+
 def _cmappy_available() -> bool:
     extra = os.environ.get("CMAPPY_PATH")
     if extra and extra not in sys.path:
@@ -206,6 +224,8 @@ def main() -> None:
         f"# ip.mm / GCT benchmark ({'quick' if args.quick else 'full'}, copies={copies})",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}.",
+        "",
+        _how(),
         "",
         "| case | output (rows x cols) | imgprof s | reference | reference s | ratio (ref/imgprof) | imgprof peak MB | reference peak MB | check |",
         "|---|---|---|---|---|---|---|---|---|",
