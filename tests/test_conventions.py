@@ -78,3 +78,27 @@ def test_code_shape_limits():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "code_shape.py"), str(ROOT / "imgprof"), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
+
+
+def _private_imports() -> list[str]:
+    """``from .module import _name`` across modules: a private helper used outside its module."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "imgprof").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = path.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                base = base.joinpath(*(node.module or "").split(".")) if node.module else base
+                for alias in node.names:
+                    is_module = (base / f"{alias.name}.py").exists() or (base / alias.name).is_dir()
+                    if alias.name.startswith("_") and not alias.name.startswith("__") and not is_module:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module or '.'}.{alias.name}")
+    return found
+
+
+def test_no_private_helper_imported_across_modules():
+    found = _private_imports()
+    assert not found, "private helpers imported from another module (make them public in a private module):\n" + "\n".join(found)
