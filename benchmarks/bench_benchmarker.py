@@ -45,23 +45,12 @@ METRICS = [
 ]
 
 
-
-#: The fairness terms of this benchmark (issue #17), written into every result table.
-HOW_MEASURED = dict(
-    start="the same AnnData (same simulator, seed and two 50-dim embeddings), built in each tool's subprocess before the clock starts (not timed).",
-    same_work="scib-metrics' default metric set on both sides (isolated labels, k-means NMI/ARI, silhouette label, cLISI, BRAS, iLISI, kBET, graph connectivity, PCR comparison), scores compared below.",
-    warmup="none, deliberately: each tool runs in a fresh process with its imports done before the clock, so JIT compilation (JAX for scib-metrics, numba for imgprof) is inside the timed region on both sides, as a user meets it.",
-    repeats="the tools alternate in fresh subprocesses; best total of the runs shown (all totals listed).",
-    cow="off (pandas default; neither side imports pycytominer).",
-)
-
-
-def _how() -> str:
-    """This benchmark's 'How measured' paragraph (benchmarks/_fair.py)."""
+def _how(name: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _fair import how_measured
 
-    return how_measured(**HOW_MEASURED)
+    return how_measured(name)
+
 
 def make_data(n_cells: int, n_comps: int = 50, seed: int = 0):
     import numpy as np
@@ -207,7 +196,7 @@ def fmt_table(scib: dict | None, ours: dict, n_obs: int) -> str:
                  f"(all totals: imgprof {', '.join(f'{t:.0f}' for t in ours.get('totals', [ours['total']]))} s"
                  + (f"; scib-metrics {', '.join(f'{t:.0f}' for t in scib.get('totals', [scib['total']]))} s"
                     if scib is not None else "") + ").\n")
-    lines.append(_how() + "\n")
+    lines.append(_how("benchmarker") + "\n")
     lines.append("imgprof finds the exact neighbours and the label silhouettes (used by silhouette_label and "
                  "isolated_labels) in one pass over the distances during `prepare`, so those two metrics show ~0 s "
                  "on its side; compare the totals.\n")

@@ -52,22 +52,13 @@ from _memory import rss_kb as _rss_kb  # noqa: E402
 # data
 # ------------------------------------------------------------------------------------------------
 
-#: The fairness terms of this benchmark (issue #17), written into every result table.
-HOW_MEASURED = dict(
-    start="the same files on disk for both tools (SQLite, CSV.GZ, DeepProfiler `.npz` folders built before timing).",
-    same_work="each tool's reader for the same file into its own container (pycytominer `SingleCells.merge_single_cells` / `load_profiles` / `load_npz_features` + concat \u2192 DataFrame; imgprof \u2192 AnnData), outputs compared column by column.",
-    warmup="one untimed call per tool before the timed ones (lazy imports, first-call setup).",
-    repeats="best of up to 3 timed calls, each tool in its own subprocess.",
-    cow="on in the pycytominer processes (importing pycytominer turns it on), off in imgprof's; imgprof's readers were also checked under copy-on-write (see tests/test_cow.py).",
-)
 
-
-def _how() -> str:
-    """This benchmark's 'How measured' paragraph (benchmarks/_fair.py)."""
+def _how(name: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _fair import how_measured
 
-    return how_measured(**HOW_MEASURED)
+    return how_measured(name)
+
 
 def make_data(d: Path, copies: int) -> None:
     import numpy as np
@@ -230,7 +221,7 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}. "
         "Seconds: best of up to 3 runs after a warm-up, each tool in its own process. Peak MB: resident-set growth during the call.",
         "",
-        _how(),
+        _how("io"),
         "",
         "| case | rows × features (imgprof / pycytominer) | imgprof s | pycytominer s | ratio (pcm / ip) | imgprof peak MB | pycytominer peak MB | outputs |",
         "|---|---|---|---|---|---|---|---|",

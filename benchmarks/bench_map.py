@@ -43,23 +43,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 # ---------------------------------------------------------------------------
 
 
-
-#: The fairness terms of this benchmark (issue #17), written into every result table.
-HOW_MEASURED = dict(
-    start="each tool's own in-memory input built from the same generated matrix and metadata (same seed) before the clock starts: imgprof an AnnData, copairs a DataFrame + numpy array (not timed).",
-    same_work="the same AP/mAP: the same positive/negative pair rules (copairs' `pos_sameby`/`neg_diffby` as imgprof's recipe), the same null construction for mAP p-values (`null=\"shared\"`, copairs' one null per configuration), AP values compared.",
-    warmup="imports before the clock; no other warm-up (numba compilation is cached on disk from earlier runs).",
-    repeats="one timed call per tool and case, each in a fresh subprocess.",
-    cow="off (pandas default; copairs does not import pycytominer).",
-)
-
-
-def _how() -> str:
-    """This benchmark's 'How measured' paragraph (benchmarks/_fair.py)."""
+def _how(name: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _fair import how_measured
 
-    return how_measured(**HOW_MEASURED)
+    return how_measured(name)
+
 
 def make_wells(n_plates=20, wells=384, n_dmso=32, reps=4, d=1000, seed=0):
     """Synthetic plate layout: compounds with ``reps`` replicates on different plates, DMSO on each plate."""
@@ -396,7 +385,7 @@ def main(argv=None):
         "the same work as copairs' `mean_average_precision`.",
         "pandas copy-on-write: off (pandas default). Imports are done before the timed region; no other warm-up.",
         "",
-        _how(),
+        _how("map"),
         "",
         "Agreement with copairs on the same run:",
     ]

@@ -44,23 +44,12 @@ from _memory import reset_peak as _reset_peak  # noqa: E402
 from _memory import rss_kb as _rss_kb  # noqa: E402
 
 
-
-#: The fairness terms of this benchmark (issue #17), written into every result table.
-HOW_MEASURED = dict(
-    start="the same files on disk (GCT/GCTX written once before timing; the join reads both AnnData from `.h5ad` before the clock starts).",
-    same_work="read the whole GCT/GCTX (cmapPy `parse` vs `ip.io.read_gct[x]`); for the join, the same MOA explode + median consensus + inner merge (the pandas recipe vs `ip.mm.join`), outputs compared.",
-    warmup="none beyond imports (done before the timed call); the best of up to 3 calls is reported, so the first call's one-time costs drop out when a later call is faster.",
-    repeats="up to 3 calls per tool in its own subprocess (stops after a call over 20 s); best shown.",
-    cow="off (pandas default; neither tool imports pycytominer).",
-)
-
-
-def _how() -> str:
-    """This benchmark's 'How measured' paragraph (benchmarks/_fair.py)."""
+def _how(name: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _fair import how_measured
 
-    return how_measured(**HOW_MEASURED)
+    return how_measured(name)
+
 
 def _cmappy_available() -> bool:
     extra = os.environ.get("CMAPPY_PATH")
@@ -225,7 +214,7 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}.",
         "",
-        _how(),
+        _how("mm"),
         "",
         "| case | output (rows x cols) | imgprof s | reference | reference s | ratio (ref/imgprof) | imgprof peak MB | reference peak MB | check |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -32,23 +32,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "tl.md"
 # --------------------------------------------------------------------------- data (deterministic)
 
 
-
-#: The fairness terms of this benchmark (issue #17), written into every result table.
-HOW_MEASURED = dict(
-    start="both tools get the same synthetic matrix (same generator and seed), built in the worker process before the clock starts (not timed); Harmony and Leiden read the same PCs/graph.",
-    same_work="the reference call and imgprof's wrapper with the same method parameters on the same input (Harmony: outputs compared for identity; scVI: same CytoVI model, epochs and accelerator; scanorama/combat: the same scanpy-external/scanpy call underneath).",
-    warmup="every library either side needs is imported before the clock starts (`_warm_imports`); no other warm-up (first-call JIT compilation, if any, is timed on both sides alike).",
-    repeats="Harmony: best of 3 runs alternating the two tools in one process; other rows: one timed call per tool, each in a fresh subprocess.",
-    cow="off (pandas default; the sphering row imports pycytominer, which turns it on for that worker only).",
-)
-
-
-def _how() -> str:
-    """This benchmark's 'How measured' paragraph (benchmarks/_fair.py)."""
+def _how(name: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _fair import how_measured
 
-    return how_measured(**HOW_MEASURED)
+    return how_measured(name)
+
 
 def _pcs(n: int, d: int = 50, n_batches: int = 4, n_clusters: int = 20, seed: int = 0):
     import numpy as np
@@ -460,7 +449,7 @@ def main(argv=None):
               f"load average at start {load:.1f}; worker threads (OMP/BLAS/torch): "
               f"{THREADS or 'library defaults'}. Seconds are wall time of the call, best of the repeated alternating runs; memory is the worker "
               "process's peak RSS (includes the synthetic input, identical for both tools).")
-    header += "\n\n" + _how()
+    header += "\n\n" + _how("tl")
     if "harmony" in sections:
         n = sizes["harmony"]
         ours, ref = pair("harmony_imgprof", "harmony_harmonypy", n)  # separate processes: peak memory
