@@ -398,11 +398,10 @@ def main(argv=None):
         f"tracemalloc peak was {r5_ip['tracemalloc_peak_mb']:.0f} MB (input matrix {big['n'] * big['d'] * 4 / 2**20:.0f} MB float32, "
         "blocks of at most 2^23 query × candidate similarities).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _fair import write_markdown
+
+    write_markdown("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

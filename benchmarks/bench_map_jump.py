@@ -327,11 +327,10 @@ def main(argv=None):
         ip_ = next(r for r in rows if r["tool"] == "shared" and r["n_cpd"] == cp_ok)
         lines += ["", (f"Largest size copairs finished within the limit: {cp_ok:,} compounds; imgprof (same null "
                        f"construction) is {cp['seconds'] / ip_['seconds']:.0f}× faster there. {agree}")]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _fair import write_markdown
+
+    write_markdown("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -129,23 +129,15 @@ def worker(case: str, tool: str, d: Path) -> dict:
     for _ in range(3):
         base = _reset_peak()
         t = time.perf_counter()
-        if case == "gct_read":
+        if case in ("gct_read", "gctx_read"):
+            suffix = case.split("_")[0]  # "gct" or "gctx": the same matrix, read by each tool's reader
             if tool == "imgprof":
-                out = ip.io.read_gct(d / "plate.gct")
+                out = (ip.io.read_gct if suffix == "gct" else ip.io.read_gctx)(d / f"plate.{suffix}")
                 shape = out.shape
             else:
                 from cmapPy.pandasGEXpress.parse import parse
 
-                out = parse(str(d / "plate.gct"))
-                shape = out.data_df.T.shape
-        elif case == "gctx_read":
-            if tool == "imgprof":
-                out = ip.io.read_gctx(d / "plate.gctx")
-                shape = out.shape
-            else:
-                from cmapPy.pandasGEXpress.parse import parse
-
-                out = parse(str(d / "plate.gctx"))
+                out = parse(str(d / f"plate.{suffix}"))
                 shape = out.data_df.T.shape
         elif case == "join_moa":
             if tool == "imgprof":
