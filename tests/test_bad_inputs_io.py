@@ -98,20 +98,21 @@ def _gz_cut(text: str) -> bytes:
     return blob[: len(blob) - 12]
 
 
-def _parquet_bytes(tmp) -> bytes:
-    p = tmp / "_src.parquet"
-    profile_frame().to_parquet(p)
+def _file_bytes(tmp, suffix: str) -> bytes:
+    """The bytes of a valid small parquet or h5ad file (to rename or cut)."""
+    p = tmp / f"_src.{suffix}"
+    profile_frame().to_parquet(p) if suffix == "parquet" else small_adata().write_h5ad(p)
     data = p.read_bytes()
     p.unlink()
     return data
+
+
+def _parquet_bytes(tmp) -> bytes:
+    return _file_bytes(tmp, "parquet")
 
 
 def _h5ad_bytes(tmp) -> bytes:
-    p = tmp / "_src.h5ad"
-    small_adata().write_h5ad(p)
-    data = p.read_bytes()
-    p.unlink()
-    return data
+    return _file_bytes(tmp, "h5ad")
 
 
 def _xlsx_bytes() -> bytes:
