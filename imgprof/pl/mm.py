@@ -15,9 +15,9 @@ from ._utils import finish, get_ax, savefig_or_show
 
 
 def _mods_of(data, mods):
-    from ..mm.crossmodal import _as_mods
+    from ..mm._modalities import as_mods
 
-    return _as_mods(data, mods)
+    return as_mods(data, mods)
 
 
 def mm_embedding(
@@ -333,7 +333,7 @@ def mm_join_report(
     --------
     >>> import imgprof as ip
     >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
     >>> ax = ip.pl.mm_join_report(ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|"), show=False)
     """
     s = report.summary
