@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
+from .._core.store import store
 from .._core.validation import check_obs_keys
 from ._modalities import as_mods, per_mod
 
@@ -86,7 +87,7 @@ def run_pipeline(
         if norm[m] == "counts":
             import scanpy as sc
 
-            x.layers[NORMALIZED_LAYER] = x.X.copy()
+            store(x, x.X.copy(), slot="layers", key_added=NORMALIZED_LAYER, function=None)
             sc.pp.normalize_total(x, target_sum=1e4, layer=NORMALIZED_LAYER)
             sc.pp.log1p(x, layer=NORMALIZED_LAYER)
             layer = NORMALIZED_LAYER
