@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -57,9 +58,10 @@ def _run(config: Path, progress: bool, verbose: bool = False) -> None:
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="Pipeline config (.toml, .yaml or .yml)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the nested progress bars of integration and benchmark steps."),
+    config: Annotated[Path, typer.Argument(help="Pipeline config (.toml, .yaml or .yml).")],
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also show the nested progress bars of integration and benchmark steps.")] = False,
 ) -> None:
     """Run the pipeline declared in CONFIG; write profiles, metrics.csv and report.html."""
     _run(config, progress, verbose)
@@ -67,9 +69,9 @@ def run(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("imgprof-demo"), "--out", "-o", help="Output folder."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show nested progress bars."),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("imgprof-demo"),
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show nested progress bars.")] = False,
 ) -> None:
     """Run the whole pipeline on bundled real data (two cmQTL CRISPRi batches) and print where the report is."""
     from .pipeline import write_demo_config
@@ -83,26 +85,28 @@ def demo(
 
 @app.command()
 def benchmark(
-    config: Path = typer.Argument(None, help="Config with [input], [normalize], [integrate], [benchmark] sections; default: the demo data."),
-    methods: str = typer.Option("none,harmony,combat,sphering,mnn,rpca", help="Comma-separated ip.tl methods."),
-    batch_key: str = typer.Option(None, help="Batch column (default: the config's, else Metadata_Batch)."),
-    label_key: str = typer.Option(None, help="Biological label column (default: the config's, else Metadata_target_gene)."),
-    controls: str = typer.Option(
-        None, help="Negative controls (an .obs query) for sphering and mAP (default: the config's [evaluate] controls)."),
-    out: Path = typer.Option(Path("imgprof-benchmark"), "--out", "-o", help="Output folder."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the per-method and per-metric progress bars."),
+    config: Annotated[Path | None, typer.Argument(
+        help="Config with [input], [normalize], [integrate], [benchmark] sections; default: the demo data.")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated ip.tl methods.")] = "none,harmony,combat,sphering,mnn,rpca",
+    batch_key: Annotated[str | None, typer.Option(help="Batch column (default: the config's, else Metadata_Batch).")] = None,
+    label_key: Annotated[str | None, typer.Option(
+        help="Biological label column (default: the config's, else Metadata_target_gene).")] = None,
+    controls: Annotated[str | None, typer.Option(
+        help="Negative controls (an .obs query) for sphering and mAP (default: the config's [evaluate] controls).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("imgprof-benchmark"),
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the per-method and per-metric progress bars.")] = False,
 ) -> None:
     """Run batch-correction methods and benchmark them (scib-style + mAP metrics, same-batch share); write
     benchmark.csv (scib-metrics' wide table), metrics.csv and report.html."""
     from ._core.optional import MissingDependencyError, require_methods
     from .io._atomic import atomic_path
-    from .pipeline import ConfigError, _integrate_methods, load_config, run_pipeline, write_demo_config
+    from .pipeline import ConfigError, integration_methods, load_config, run_pipeline, write_demo_config
 
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} exists and is a file, not a folder.")
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    known = list(_integrate_methods())
+    known = list(integration_methods())
     for m in method_list:
         if m.lower() not in known:
             _fail(f"--methods: unknown method {m!r}; choose from {known}.")
@@ -165,7 +169,7 @@ def benchmark(
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="A profile table, CellProfiler output, h5ad or zarr.")) -> None:
+def info(path: Annotated[Path, typer.Argument(help="A profile table, CellProfiler output, h5ad or zarr.")]) -> None:
     """Describe a profile file: shape, metadata columns, feature anatomy."""
     import imgprof as ip
 

@@ -109,7 +109,7 @@ def test_retrieval_and_report_plots():
     ax = ip.pl.mm_retrieval(rep_rows, task="replicating", show=False)
     assert ax.get_ylabel() == "median replicate correlation" and ax.get_ylim()[0] < -0.1
     morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
     rep = ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|")
     ax = ip.pl.mm_join_report(rep, show=False)
     widths = sorted(p.get_width() for p in ax.patches)

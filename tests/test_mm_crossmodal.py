@@ -90,7 +90,7 @@ def test_cross_retrieval_needs_pairs(sim_wells):
 def test_real_target_level_cross_retrieval_is_chance():
     """LINCS (A549) vs L1000 (A375): different cells and compounds, 15 shared targets but only 6 distinct pairs."""
     morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["target"])
+    ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["target"])
     md = ip.mm.join(morph, expr, on=("Metadata_target", "target"), sep="|")
     res = ip.mm.cross_retrieval(md, null_size=2000)
     assert (res["n_distinct_pairs"] == 6).all() and (res["n_pairs"] == 15).all()
@@ -144,7 +144,7 @@ def test_compare_retrieval_real_plates_restricted_to_shared_moas():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ip.pp.normalize(expr, method="mad_robustize")
-    ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
     md = ip.mm.join(morph, expr, on={"moa": ("Metadata_moa", "moa")}, sep="|", level="well", paired=False,
                     controls=("Metadata_pert_type == 'control'", "pert_type == 'ctl_vehicle'"))
     res = ip.mm.compare_retrieval(md, perturbation={"morph": "Metadata_pert_id", "expr": "pert_id"},

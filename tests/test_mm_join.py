@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import imgprof as ip
+from imgprof._core.provenance import record
 from imgprof.mm._keys import normalize_names, recode_doses, to_micromolar, unit_factor
 
 # --------------------------------------------------------------------------- fixtures
@@ -26,7 +27,7 @@ def hub():
 @pytest.fixture(scope="module")
 def expr(hub):
     e = ip.datasets.l1000_plate()
-    ip.mm.annotate(e, hub, on="pert_iname", columns=["moa", "target"])
+    ip.mm.map_annotations(e, hub, on="pert_iname", columns=["moa", "target"])
     return e
 
 
@@ -134,7 +135,7 @@ def test_recode_dose_wrong_unit_is_explicit(morph):
 
 def test_annotate_l1000_through_repurposing_hub(hub):
     e = ip.datasets.l1000_plate()
-    ip.mm.annotate(e, hub, on="pert_iname", columns=["moa", "target"])
+    ip.mm.map_annotations(e, hub, on="pert_iname", columns=["moa", "target"])
     rep = e.uns["mm_annotate"]
     names = set(e.obs["pert_iname"])
     hub_cf = {n.casefold() for n in hub["pert_iname"]}
@@ -147,7 +148,7 @@ def test_annotate_l1000_through_repurposing_hub(hub):
     # (the hub has no MOA for cyt387, but its targets)
     assert (e.obs.loc[e.obs["pert_iname"] == "CYT387", "target"] == "JAK1|JAK2|JAK3").all()
     e2 = ip.datasets.l1000_plate()
-    ip.mm.annotate(e2, hub, on="pert_iname", columns=["target"], names="exact")
+    ip.mm.map_annotations(e2, hub, on="pert_iname", columns=["target"], names="exact")
     assert e2.obs.loc[e2.obs["pert_iname"] == "CYT387", "target"].isna().all()
 
 
@@ -155,14 +156,14 @@ def test_annotate_ambiguous_and_clash():
     a = _toy(["x", "y"])
     table = pd.DataFrame({"name": ["X", "x", "y"], "moa": ["m1", "m2", "m3"]})
     with pytest.raises(ip.mm.AmbiguousKeyError, match="several different annotations"):
-        ip.mm.annotate(a, table, on="name", columns=["moa"])
+        ip.mm.map_annotations(a, table, on="name", columns=["moa"])
     same = pd.DataFrame({"name": ["X", "x", "y"], "moa": ["m1", "m1", "m3"]})
-    ip.mm.annotate(a, same, on="name", columns=["moa"])  # identical duplicates collapse
+    ip.mm.map_annotations(a, same, on="name", columns=["moa"])  # identical duplicates collapse
     assert a.obs["moa"].tolist() == ["m1", "m3"]
     with pytest.raises(KeyError, match="already has column"):
-        ip.mm.annotate(a, same, on="name", columns=["moa"])
+        ip.mm.map_annotations(a, same, on="name", columns=["moa"])
     with pytest.raises(KeyError, match="annotation table"):
-        ip.mm.annotate(a, same, on="name", columns=["target"])
+        ip.mm.map_annotations(a, same, on="name", columns=["target"])
 
 
 # --------------------------------------------------------------------------- real data: mechanism-level overlap
@@ -199,7 +200,7 @@ def test_join_moa_consensus_is_median_of_rows(morph, expr):
             assert md[mod].obs.loc[key, "mm_n_profiles"] == rows.sum()
             assert md.obs.loc[key, f"n_{mod}"] == rows.sum()
     assert ip.mm.join_report(md).summary["n_matched"] == 8
-    assert md["morph"].uns["imgprof"]["level"] == "consensus"
+    assert record(md["morph"]).level == "consensus"
 
 
 def test_join_target_report_flags_identical_profiles(morph, expr):
@@ -360,6 +361,20 @@ def test_join_keeps_earlier_provenance(sim_wells, level, paired):
     assert after[: len(before)] == before  # earlier steps first, unchanged
     assert after[-1] == "mm.join"
     if level == "perturbation":
-        assert "pp.consensus" in after and md["morph"].uns["imgprof"]["level"] == "consensus"
+        assert "pp.consensus" in after and record(md["morph"]).level == "consensus"
     else:
-        assert md["morph"].uns["imgprof"]["level"] == a.uns["imgprof"]["level"]
+        assert record(md["morph"]).level == record(a).level
+    # the MuData itself logs the join once; the input's level is not overwritten
+    assert ip.provenance(md)["function"].tolist() == ["mm.join"]
+    assert record(a).level == "well"
+
+
+def test_annotate_is_a_deprecated_alias_of_map_annotations(hub):
+    """mm.annotate was renamed map_annotations (pp.annotate joins a platemap); the old name warns for one release."""
+    new, old = ip.datasets.l1000_plate(), ip.datasets.l1000_plate()
+    ip.mm.map_annotations(new, hub, on="pert_iname", columns=["moa"])
+    with pytest.warns(FutureWarning, match="map_annotations"):
+        ip.mm.annotate(old, hub, on="pert_iname", columns=["moa"])
+    pd.testing.assert_series_equal(new.obs["moa"], old.obs["moa"])
+    pd.testing.assert_frame_equal(new.uns["mm_annotate"], old.uns["mm_annotate"])
+    assert ip.provenance(new)["function"].iloc[-1] == "mm.map_annotations"

@@ -142,3 +142,23 @@ dir = "out"
     assert wells.n_obs == 1
     assert int(wells.obs["Metadata_Object_Count"].iloc[0]) == 289  # CellProfiler found 289 cells
     assert "Cells_AreaShape_Area" in wells.var_names
+
+
+def test_input_step_reads_through_ip_io_read(tmp_path, monkeypatch):
+    """[input] files are read by ip.io.read (formats detected in imgprof.io only); kind= picks a reader."""
+    from imgprof._pipeline.inputs import read_input
+
+    a = ip.datasets.simulate(n_plates=1, seed=0)
+    ip.io.write_profiles(a, tmp_path / "p.csv")
+    calls = []
+    real = ip.io.read
+    monkeypatch.setattr(ip.io, "read", lambda path, **kw: calls.append(path) or real(path, **kw))
+    back = read_input(load_config(_write(tmp_path, '[input]\npath = "p.csv"\n')))
+    assert calls == [str(tmp_path / "p.csv")] and back.shape == a.shape
+    assert ip.provenance(back)["function"].iloc[-1] == "io.read_input"
+    calls.clear()
+    read_input(load_config(_write(tmp_path, '[input]\npath = "p.csv"\nkind = "profiles"\n', "k.toml")))
+    assert calls == []  # an explicit kind calls its reader (ip.io.read_profiles) directly
+    import imgprof.pipeline as pipeline
+
+    assert not hasattr(pipeline, "_read_input")

@@ -2,7 +2,8 @@
 
 - :func:`join` / :func:`match_keys` / :func:`join_report`: match two modalities by perturbation keys
   (compound, gene, dose, MOA...) with explicit name and dose normalisation and a report of what matched.
-- :func:`annotate`, :func:`recode_dose`: prepare keys (Repurposing Hub MOA/target, standard dose series).
+- :func:`map_annotations`, :func:`recode_dose`: prepare keys (Repurposing Hub MOA/target, standard dose series);
+  ``annotate`` is the deprecated former name of :func:`map_annotations`.
 """
 
 from .join import (
@@ -14,6 +15,7 @@ from .join import (
     annotate,
     join,
     join_report,
+    map_annotations,
     match_keys,
     recode_dose,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "annotate",
     "join",
     "join_report",
+    "map_annotations",
     "match_keys",
     "recode_dose",
 ]

@@ -144,7 +144,7 @@ def normalize_names(values, how: str | Callable[[str], str] = "casefold") -> pd.
 
 def split_multi(values: pd.Series, sep: str | None) -> list[list[str]]:
     """Split multi-valued labels (``"EGFR inhibitor|KIT inhibitor"``) into sorted unique lists."""
-    out = []
+    out: list[list[str]] = []
     for v in values.tolist():
         if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
             out.append([])
@@ -276,7 +276,8 @@ def recode_doses(
     return out, status
 
 
-def unit_mismatch_hint(doses_um: np.ndarray, series: Sequence[float], rtol: float, declared_factor: float | None = None) -> str | None:
+def unit_mismatch_hint(doses_um: np.ndarray, series: Sequence[float], rtol: float,
+                       declared_factor: float | None = None) -> str | None:
     """If most positive doses fall off the series but a x1000 or /1000 shift puts them on it, say so.
 
     ``declared_factor`` (the declared unit's factor to µM) lets the message name the likely unit.
@@ -300,6 +301,7 @@ def unit_mismatch_hint(doses_um: np.ndarray, series: Sequence[float], rtol: floa
             if declared_factor is not None:
                 likely = [u for u, f in UNIT_TO_UM.items() if np.isclose(f, declared_factor * shift) and len(u) == 2]
                 if likely:
-                    msg += f": the unit is probably {likely[0].replace('um', 'uM').replace('nm', 'nM').replace('mm', 'mM').replace('pm', 'pM')}"
+                    unit = likely[0].replace("um", "uM").replace("nm", "nM").replace("mm", "mM").replace("pm", "pM")
+                    msg += f": the unit is probably {unit}"
             return msg
     return None

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
+from .._core.store import store
 from .._core.validation import check_obs_keys
-from .crossmodal import _as_mods, _per_mod
+from ._modalities import as_mods, per_mod
 
 __all__ = ["pipeline_summary", "run_pipeline"]
 
@@ -77,16 +78,16 @@ def run_pipeline(
     """
     from .. import pp, tl
 
-    ms = _as_mods(data, mods)
+    ms = as_mods(data, mods)
     names = list(ms)
-    norm = _per_mod(normalize, names, "normalize")
-    ctrl = _per_mod(controls, names, "controls")
+    norm = per_mod(normalize, names, "normalize")
+    ctrl = per_mod(controls, names, "controls")
     for m, x in ms.items():
         layer = None
         if norm[m] == "counts":
             import scanpy as sc
 
-            x.layers[NORMALIZED_LAYER] = x.X.copy()
+            store(x, x.X.copy(), slot="layers", key_added=NORMALIZED_LAYER, function=None)
             sc.pp.normalize_total(x, target_sum=1e4, layer=NORMALIZED_LAYER)
             sc.pp.log1p(x, layer=NORMALIZED_LAYER)
             layer = NORMALIZED_LAYER
@@ -153,9 +154,9 @@ def pipeline_summary(data, *, label: str | Mapping[str, str] | None = None, mods
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    ms = _as_mods(data, mods)
+    ms = as_mods(data, mods)
     names = list(ms)
-    lab = _per_mod(label, names, "label") if label is not None else None
+    lab = per_mod(label, names, "label") if label is not None else None
     rows = []
     for m, x in ms.items():
         if "leiden" not in x.obs or "X_pca" not in x.obsm:
@@ -167,7 +168,8 @@ def pipeline_summary(data, *, label: str | Mapping[str, str] | None = None, mods
             y = x.obs[lab[m]]
             ok = y.notna().to_numpy() & (y.astype(str) != "").to_numpy()
             r["ari_label"] = float(adjusted_rand_score(y[ok].astype(str), x.obs["leiden"][ok])) if ok.sum() > 1 else np.nan
-            r["nmi_label"] = float(normalized_mutual_info_score(y[ok].astype(str), x.obs["leiden"][ok])) if ok.sum() > 1 else np.nan
+            r["nmi_label"] = (float(normalized_mutual_info_score(y[ok].astype(str), x.obs["leiden"][ok]))
+                              if ok.sum() > 1 else np.nan)
         rows.append(r)
     for i, a in enumerate(names):
         for b in names[i + 1:]:

@@ -6,22 +6,36 @@ matplotlib is imported inside each function.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.validation import as_list, check_df_keys, check_obs_keys
 from ._utils import finish, get_ax, savefig_or_show
 
+#: Parameter texts shared by the plots of this module (filled in by ``doc_params``).
+_PLOT_DOC: dict[str, str] = {
+    "ax": "ax\n    Matplotlib axes to draw on (a new figure otherwise).",
+    "show": "show\n    Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.",
+    "save": ("save\n    ``True`` or a scanpy-style suffix (``\"_batch.png\"``) saves into ``sc.settings.figdir`` as\n"
+             "    ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is."),
+    "title": "title\n    Plot title (a default otherwise).",
+    "return_fig": "return_fig\n    Return the matplotlib ``Figure`` instead of the axes.",
+    "returns_axes": "Axes or Figure or None\n    The axes; the figure with ``return_fig=True``; ``None`` when shown.",
+}
 
-def _mods_of(data, mods):
-    from ..mm.crossmodal import _as_mods
 
-    return _as_mods(data, mods)
+def _mods_of(data: Any, mods: Sequence[str] | None) -> dict:
+    from ..mm._modalities import as_mods
+
+    return as_mods(data, mods)
 
 
+@doc_params(**_PLOT_DOC)
 def mm_embedding(
-    data,
+    data: Any,
     basis: str = "umap",
     color: str | Sequence[str] | dict | None = "leiden",
     *,
@@ -30,8 +44,8 @@ def mm_embedding(
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-    **kwargs,
-):
+    **kwargs: Any,
+) -> Any:
     """Embeddings of several modalities side by side (one column per modality, one row per colour).
 
     Parameters
@@ -47,13 +61,9 @@ def mm_embedding(
         Modalities (default all).
     panel_size
         Size of one panel in inches.
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {show}
+    {save}
+    {return_fig}
     kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
@@ -84,7 +94,7 @@ def mm_embedding(
     if isinstance(color, dict):
         rows = [{m: color.get(m) for m in names}]
     else:
-        rows = [dict.fromkeys(names, c) for c in (as_list(color) or [None])]
+        rows = [dict.fromkeys(names, c) for c in (as_list(color) or [None])]  # type: ignore[list-item]
     for r in rows:
         for m, c in r.items():
             if c is not None:
@@ -100,16 +110,17 @@ def mm_embedding(
     return savefig_or_show(fig, axes, show=show, save=save, return_fig=return_fig, writekey="mm_embedding")
 
 
+@doc_params(**_PLOT_DOC)
 def mm_retrieval(
     results: pd.DataFrame,
     *,
     task: str = "activity",
-    ax=None,
+    ax: Any = None,
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> Any:
     """Per-modality scores (one strip per modality), retrieved ids highlighted, with the retrieved share.
 
     Parameters
@@ -118,22 +129,15 @@ def mm_retrieval(
         Output of :func:`imgprof.mm.compare_retrieval`.
     task
         ``"activity"``, ``"consistency"`` (mAP) or ``"replicating"`` (median replicate correlation).
-    ax
-        Matplotlib axes to draw on (a new figure otherwise).
-    title
-        Plot title (a default otherwise).
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {ax}
+    {title}
+    {show}
+    {save}
+    {return_fig}
 
     Returns
     -------
-    Axes or Figure or None
-        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+    {returns_axes}
 
     Examples
     --------
@@ -172,16 +176,17 @@ def mm_retrieval(
     return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params(**_PLOT_DOC)
 def mm_complementarity(
     table: pd.DataFrame,
     *,
     label: bool = True,
-    ax=None,
+    ax: Any = None,
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> Any:
     """mAP in one modality against the other, coloured by complementarity category.
 
     Parameters
@@ -190,22 +195,15 @@ def mm_complementarity(
         Output of :func:`imgprof.mm.complementarity`.
     label
         Write the ids next to the points.
-    ax
-        Matplotlib axes to draw on (a new figure otherwise).
-    title
-        Plot title (a default otherwise).
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {ax}
+    {title}
+    {show}
+    {save}
+    {return_fig}
 
     Returns
     -------
-    Axes or Figure or None
-        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+    {returns_axes}
 
     Examples
     --------
@@ -239,37 +237,31 @@ def mm_complementarity(
     return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params(**_PLOT_DOC)
 def mm_cross_retrieval(
     summary: pd.DataFrame,
     *,
-    ax=None,
+    ax: Any = None,
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> Any:
     """Held-out cross-modal retrieval mAP per direction next to its chance level.
 
     Parameters
     ----------
     summary
         Output of :func:`imgprof.mm.cross_retrieval`.
-    ax
-        Matplotlib axes to draw on (a new figure otherwise).
-    title
-        Plot title (a default otherwise).
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {ax}
+    {title}
+    {show}
+    {save}
+    {return_fig}
 
     Returns
     -------
-    Axes or Figure or None
-        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+    {returns_axes}
 
     Examples
     --------
@@ -296,15 +288,16 @@ def mm_cross_retrieval(
     return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params(**_PLOT_DOC)
 def mm_join_report(
-    report,
+    report: Any,
     *,
-    ax=None,
+    ax: Any = None,
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> Any:
     """Bar chart of a join: matched keys, keys only in each modality, and rows that could not take part.
 
     Parameters
@@ -312,28 +305,21 @@ def mm_join_report(
     report
         A :class:`imgprof.mm.JoinReport` (from :func:`imgprof.mm.match_keys` or
         :func:`imgprof.mm.join_report`).
-    ax
-        Matplotlib axes to draw on (a new figure otherwise).
-    title
-        Plot title (a default otherwise).
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {ax}
+    {title}
+    {show}
+    {save}
+    {return_fig}
 
     Returns
     -------
-    Axes or Figure or None
-        The axes; the figure with ``return_fig=True``; ``None`` when shown.
+    {returns_axes}
 
     Examples
     --------
     >>> import imgprof as ip
     >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
     >>> ax = ip.pl.mm_join_report(ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|"), show=False)
     """
     s = report.summary

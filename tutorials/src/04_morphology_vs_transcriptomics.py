@@ -116,11 +116,11 @@ print("compound ids shared:", rep.matched)
 # %% [markdown]
 # ## Mechanism level: annotate L1000 through the Repurposing Hub
 #
-# L1000 has no MOA column. `ip.mm.annotate` maps `pert_iname` to the hub's `moa` and `target` with
+# L1000 has no MOA column. `ip.mm.map_annotations` maps `pert_iname` to the hub's `moa` and `target` with
 # explicit name normalisation (case and whitespace ignored) and records every name it could not map.
 
 # %%
-ip.mm.annotate(expr, hub, on="pert_iname", columns=["moa", "target"])
+ip.mm.map_annotations(expr, hub, on="pert_iname", columns=["moa", "target"])
 ann = expr.uns["mm_annotate"]
 trt = ann[ann["name"] != "DMSO"]
 print(f"{int(trt['matched'].sum())} of {len(trt)} L1000 treatment names found in the hub")

@@ -16,7 +16,7 @@ import numpy as np
 import imgprof as ip
 
 morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
 mdata = ip.mm.join(morph, expr, on=("Metadata_moa", "moa"), sep="|")
 mdata
 
