@@ -89,7 +89,7 @@ def make_data(d: Path, copies: int) -> None:
     morph = _replicate(ip.datasets.lincs_plate(), copies)
     morph.write_h5ad(d / "morph.h5ad")
     e = _replicate(ip.datasets.l1000_plate(), copies)
-    ip.mm.annotate(e, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    ip.mm.map_annotations(e, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
     e.write_h5ad(d / "expr.h5ad")
 
 
