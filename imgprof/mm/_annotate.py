@@ -88,7 +88,7 @@ def map_annotations(
     --------
     >>> import imgprof as ip
     >>> expr = ip.datasets.l1000_plate()
-    >>> ip.mm.annotate(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa", "target"])
+    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa", "target"])
     >>> rep = expr.uns["mm_annotate"]
     >>> int(rep.loc[rep["name"] != "DMSO", "matched"].sum())
     38
