@@ -40,7 +40,7 @@ from .._core.docs import doc_params
 from .._core.groups import group_codes
 from .._core.provenance import record
 from .._core.registry import Entry
-from .._core.selection import resolve_rows
+from .._core.selection import resolve_features, resolve_rows
 from .._core.store import store
 from .._core.validation import (
     check_adata,
@@ -101,18 +101,6 @@ def _check_requirements(entries: list[Entry], opts: dict[str, Any]) -> None:
         needed = e.meta.get("requires", ())
         if any(opts.get(arg) is None for arg in needed):
             raise ValueError(f"{e.name} needs {' and '.join(needed)} (none may be None).")
-
-
-def _candidates(adata: AnnData, features: Sequence[str] | None) -> np.ndarray:
-    """Positions of the features considered (all by default)."""
-    if features is None:
-        return np.arange(adata.n_vars)
-    feats = [features] if isinstance(features, str) else list(features)
-    cand = adata.var_names.get_indexer(pd.Index(feats))
-    missing = [f for f, i in zip(feats, cand) if i < 0]
-    if missing:
-        raise KeyError(f"features: {missing[:5]} not found in adata.var_names.")
-    return cand
 
 
 def _values(X_all: Any, mask: np.ndarray, *, param: str, var_names: pd.Index) -> Any:
@@ -314,7 +302,7 @@ def feature_select(
 
     adata = start(adata, copy)
     X_all = get_matrix(adata, layer=layer)
-    cand = _candidates(adata, features)
+    cand = resolve_features(adata, features, param="features")
     samples = None if isinstance(samples, str) and samples == "all" else samples
     mask = resolve_rows(adata, samples, param="samples")
     data = FeatureData(X=None, columns=cand, var_names=adata.var_names, n_rows=int(mask.sum()))
