@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.groups import group_apply, group_codes, group_reduce, sort_groups
 from .._core.provenance import log_step
 from .._core.validation import (
@@ -28,8 +29,8 @@ from .._core.validation import (
     check_new_obs_key,
     check_obs_keys,
     get_matrix,
-    is_dask,
 )
+from ._dask import DaskArray
 from .aggregate import grouped_result
 
 #: How replicates are summarised (``operation=`` of :func:`consensus`).
@@ -157,6 +158,7 @@ def _summarise(
     return group_apply(X, codes, n_groups, _modz_block(method, min_weight, precision))
 
 
+@doc_params("layer")
 def consensus(
     adata: AnnData,
     by: str | Sequence[str] = ("Metadata_Plate", "Metadata_Well"),
@@ -191,8 +193,7 @@ def consensus(
         MODZ arguments (pycytominer's ``modz_args``): correlation between replicates
         (``"spearman"``, ``"pearson"``, ``"kendall"``), lower clip of the weights,
         decimals the weights are rounded to.
-    layer
-        Use ``adata.layers[layer]`` instead of ``.X``.
+    {layer}
     count_key
         ``.obs`` column receiving the number of replicates per group (``None`` to skip).
     keep_metadata
@@ -252,8 +253,7 @@ def consensus(
     if adata.n_obs == 0:
         raise ValueError("adata has 0 observations; nothing to summarize.")
     X = get_matrix(adata, layer=layer)  # numeric dtype checked there
-    if not is_dask(X):
-        X = np.asarray(X)
+    X = X if isinstance(X, DaskArray) else np.asarray(X)
     what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     codes, groups = group_codes(adata.obs, by, dropna=dropna, param="by")
     n_groups = len(groups)
@@ -272,6 +272,6 @@ def consensus(
         {"by": by, "operation": operation, "method": method, "min_weight": min_weight, "precision": precision,
          "layer": layer, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna, "level": level},
         n_profiles=int(adata.n_obs), n_groups=n_groups, n_single_replicate=singles, dropped_metadata=dropped_meta,
-        n_nan_values=n_nan, dask=is_dask(X),
+        n_nan_values=n_nan, dask=isinstance(X, DaskArray),
     )
     return result
