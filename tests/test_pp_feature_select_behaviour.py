@@ -41,7 +41,7 @@ def test_record_copy_and_provenance(sim, tmp_path):
 
 
 def test_bad_input(sim):
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(ValueError, match=r"unknown .*operation=.variance.; choose one of"):
         ip.pp.feature_select(sim, "variance")
     with pytest.raises(ValueError, match="noise_removal needs"):
         ip.pp.feature_select(sim, "noise_removal")

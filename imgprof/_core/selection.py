@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["check_bool_vector", "resolve_rows"]
+__all__ = ["check_bool_vector", "resolve_features", "resolve_rows"]
 
 
 def _short(sel: Any, n: int = 80) -> str:
@@ -247,3 +247,51 @@ def check_bool_vector(values, n: int, *, param: str) -> np.ndarray:
     if arr.shape != (n,):
         raise ValueError(f"{param} has shape {arr.shape} but there are {n} observations; lengths must match.")
     return arr
+
+
+def resolve_features(adata: Any, features: Any, *, param: str = "features", unique: bool = False) -> np.ndarray:
+    """Positions (into ``adata.var_names``) of named features; all of them for ``None``.
+
+    The one feature lookup (the column counterpart of :func:`resolve_rows`).
+
+    Parameters
+    ----------
+    adata
+        The AnnData whose features are named.
+    features
+        ``None`` (every feature), one name, or a sequence of names.
+    param
+        Name of the parameter, used in the error message.
+    unique
+        Refuse a name given twice.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer positions, in the order given.
+
+    Raises
+    ------
+    KeyError
+        Names not in ``adata.var_names`` (the first five are named).
+    ValueError
+        A name given twice, with ``unique=True``.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof._core.selection import resolve_features
+    >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
+    >>> resolve_features(adata, [adata.var_names[2], adata.var_names[0]]).tolist()
+    [2, 0]
+    """
+    if features is None:
+        return np.arange(adata.n_vars)
+    names = [features] if isinstance(features, str) else list(features)
+    pos = adata.var_names.get_indexer(pd.Index(names))
+    missing = [f for f, i in zip(names, pos) if i < 0]
+    if missing:
+        raise KeyError(f"{param}: {missing[:5]} not found in adata.var_names.")
+    if unique and len(set(pos.tolist())) != len(pos):
+        raise ValueError(f"{param}: a feature is named twice.")
+    return pos

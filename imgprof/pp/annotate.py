@@ -15,11 +15,13 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.provenance import log_step
 from .._core.validation import (
     as_list,
@@ -110,17 +112,16 @@ def load_platemap(platemap: pd.DataFrame | PathLike, *, add_metadata_prefix: boo
 
 
 def _prepare_external(ext: pd.DataFrame) -> pd.DataFrame:
-    """pycytominer's ``prepare_external_metadata_for_annotate``: prefix unprotected columns."""
-    protected = set()
-    for c in ext.columns:
-        if not isinstance(c, str):
-            continue
-        if c.startswith("Metadata_") or c.startswith("Image_Metadata_") or c.startswith("Image_") and not pd.api.types.is_numeric_dtype(ext[c]):
-            protected.add(c)
-        elif c.startswith("Image_"):
-            protected.add(c)  # numeric Image_ columns are CellProfiler image features: keep their name
+    """pycytominer's ``prepare_external_metadata_for_annotate``: prefix unprotected columns.
+
+    ``Metadata_*`` and ``Image_*`` columns keep their names (numeric ``Image_``
+    columns are CellProfiler image features); every other string column gets
+    the ``Metadata_`` prefix.
+    """
     ext = ext.copy()
-    ext.columns = pd.Index([c if c in protected or not isinstance(c, str) else f"Metadata_{c}" for c in ext.columns])
+    ext.columns = pd.Index(
+        [f"Metadata_{c}" if isinstance(c, str) and not c.startswith(("Metadata_", "Image_")) else c for c in ext.columns]
+    )
     return ext
 
 
@@ -172,8 +173,90 @@ def _match(
     return merged["_row"].fillna(-1).to_numpy(dtype=np.int64)
 
 
+def _take(table: pd.DataFrame, col: str, rows: np.ndarray) -> np.ndarray:
+    """``table[col]`` at ``rows`` (one per profile); missing (NaN) where ``rows`` is ``-1``."""
+    miss = rows < 0
+    vals = table[col].iloc[np.where(miss, 0, rows)].reset_index(drop=True)
+    if miss.any():
+        vals = vals.astype(object) if vals.dtype.kind in "biu" else vals
+        vals[miss] = np.nan
+    return vals.to_numpy()
+
+
+def _add_columns(
+    obs: pd.DataFrame, table: pd.DataFrame, rows: np.ndarray, *, skip: list[str], what: str, suffix: str, features: set[str]
+) -> list[str]:
+    """Copy the columns of ``table`` (but ``skip``) into ``obs``, a name taken already gets ``_{suffix}``."""
+    added = []
+    for c in table.columns:
+        if c in skip:
+            continue
+        name = f"{c}_{suffix}" if c in obs.columns else c
+        if name in obs.columns:
+            raise ValueError(f"annotate: {what} column {c!r} collides with existing .obs columns {c!r} and {name!r}.")
+        if name in features:
+            raise ValueError(
+                f"annotate: {what} column {name!r} has the name of a feature (adata.var_names); the table would "
+                "hold two columns of one name. Rename that column first."
+            )
+        obs[name] = _take(table, c, rows)
+        added.append(name)
+    return added
+
+
+def _check_unmatched(adata: AnnData, rows: np.ndarray, right: list[str], unmatched: str) -> np.ndarray:
+    """Profiles without a plate-map row: raise, or warn that they are kept or dropped; return their mask."""
+    miss = rows < 0
+    n_miss = int(miss.sum())
+    if n_miss:
+        ex = _describe_keys(adata.obs.loc[miss], right)
+        msg = f"annotate: {n_miss} of {adata.n_obs} profile(s) have no plate-map row for {right} (e.g. {ex})."
+        if unmatched == "raise":
+            raise ValueError(msg + " Fix the plate map or join keys, or pass unmatched='keep' / 'drop'.")
+        tail = " Their plate-map columns are missing." if unmatched == "keep" else " They are removed."
+        warnings.warn(msg + tail, UserWarning, stacklevel=3)
+    return miss
+
+
+def _join_external(
+    adata: AnnData, obs: pd.DataFrame, external_metadata: pd.DataFrame | PathLike, external_join_on: Any,
+    features: set[str],
+) -> tuple[list[str], int]:
+    """Left-join external metadata onto ``obs`` (in place); return the added columns and the unmatched count."""
+    ext = external_metadata
+    ext_src = "external_metadata DataFrame"
+    if not isinstance(ext, pd.DataFrame):
+        ext_src = str(ext)
+        ext = _read_table(Path(ext), None, what="external_metadata")
+    ext = _prepare_external(ext)
+    ekeys = as_list(external_join_on)
+    check_df_keys(ext, ekeys, param="external_join_on", where=f"external metadata ({ext_src}, after prefixing)")
+    check_obs_keys(adata, ekeys, param="external_join_on")
+    erows = _match(obs.loc[:, ekeys], ext, ekeys, ekeys, what=f"external metadata ({ext_src})")
+    emiss = erows < 0
+    n_unmatched = int(emiss.sum())
+    if n_unmatched:
+        warnings.warn(
+            f"annotate: {n_unmatched} of {adata.n_obs} profile(s) have no external-metadata row for "
+            f"{ekeys} (e.g. {_describe_keys(obs.loc[emiss], ekeys)}); their external columns are missing.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return _add_columns(obs, ext, erows, skip=ekeys, what="external", suffix="external", features=features), n_unmatched
+
+
+def _clean_cellprofiler(obs: pd.DataFrame, features: set[str]) -> dict[str, str]:
+    """Rename ``Image_Metadata_Plate/Well/Site`` to ``Metadata_*`` (pycytominer's ``cp_clean``) when free."""
+    renamed = {old: new for old, new in _CP_RENAME.items()
+               if old in obs.columns and new not in obs.columns and new not in features}
+    if renamed:
+        obs.rename(columns=renamed, inplace=True)
+    return renamed
+
+
+@doc_params("copy", "returns_copy")
 def annotate(
-    adata: ad.AnnData,
+    adata: AnnData,
     platemap: pd.DataFrame | PathLike,
     join_on: str | Sequence = ("Metadata_well_position", "Metadata_Well"),
     *,
@@ -184,7 +267,7 @@ def annotate(
     clean_cellprofiler: bool = True,
     unmatched: str = "raise",
     copy: bool = False,
-) -> ad.AnnData | None:
+) -> AnnData | None:
     """Add plate-map (and external) metadata to the profiles' ``.obs``.
 
     Parameters
@@ -216,14 +299,14 @@ def annotate(
         Profiles whose key is not in the plate map: ``"raise"`` (default),
         ``"keep"`` (warn; their new columns are missing) or ``"drop"`` (warn and
         remove those rows, as pycytominer's inner join does silently).
-    copy
-        Return a modified copy instead of editing ``adata`` in place.
+    {copy}
 
     Returns
     -------
-    ``None``, or the annotated copy when ``copy=True``. New columns are
-    appended to ``.obs``; a plate-map column whose name is already in ``.obs``
-    is added as ``<name>_platemap`` (external: ``<name>_external``).
+    {returns_copy}
+        New columns are appended to ``.obs``; a plate-map column whose name is
+        already in ``.obs`` is added as ``<name>_platemap`` (external:
+        ``<name>_external``).
 
     Notes
     -----
@@ -253,90 +336,30 @@ def annotate(
     src = str(platemap) if not isinstance(platemap, pd.DataFrame) else "platemap DataFrame"
     check_df_keys(pm, left, param="join_on (platemap keys)", where=f"the plate map ({src}, columns after prefixing)")
     rows = _match(adata.obs.loc[:, right], pm, left, right, what=f"platemap ({src})")
-    miss = rows < 0
-    n_miss = int(miss.sum())
-    if n_miss:
-        ex = _describe_keys(adata.obs.loc[miss], right)
-        msg = f"annotate: {n_miss} of {adata.n_obs} profile(s) have no plate-map row for {right} (e.g. {ex})."
-        if unmatched == "raise":
-            raise ValueError(msg + " Fix the plate map or join keys, or pass unmatched='keep' / 'drop'.")
-        warnings.warn(msg + (" Their plate-map columns are missing." if unmatched == "keep" else " They are removed."), UserWarning, stacklevel=2)
+    miss = _check_unmatched(adata, rows, right, unmatched)
     adata = start(adata, copy)
     obs = adata.obs.copy()  # every check passes before adata changes (no half-annotated object on error)
     features = set(map(str, adata.var_names))
-
-    def _refuse_feature_name(name: str, what: str) -> None:
-        if name in features:
-            raise ValueError(
-                f"annotate: {what} column {name!r} has the name of a feature (adata.var_names); the table would "
-                "hold two columns of one name. Rename that column first."
-            )
     # pycytominer drops the plate-map key columns when their names differ from the profile keys
-    new_cols = [c for c in pm.columns if c not in left]
-    added: list[str] = []
-    take = np.where(miss, 0, rows)
-    for c in new_cols:
-        name = f"{c}_platemap" if c in obs.columns else c
-        if name in obs.columns:
-            raise ValueError(f"annotate: plate-map column {c!r} collides with existing .obs columns {c!r} and {name!r}.")
-        _refuse_feature_name(name, "plate-map")
-        vals = pm[c].iloc[take].reset_index(drop=True)
-        if n_miss:
-            vals = vals.astype(object) if vals.dtype.kind in "biu" else vals
-            vals[miss] = np.nan
-        obs[name] = vals.to_numpy()
-        added.append(name)
+    added = _add_columns(obs, pm, rows, skip=left, what="plate-map", suffix="platemap", features=features)
     n_unmatched_external = 0
     if external_metadata is not None:
-        ext = external_metadata
-        ext_src = "external_metadata DataFrame"
-        if not isinstance(ext, pd.DataFrame):
-            ext_src = str(ext)
-            ext = _read_table(Path(ext), None, what="external_metadata")
-        ext = _prepare_external(ext)
-        ekeys = as_list(external_join_on)
-        check_df_keys(ext, ekeys, param="external_join_on", where=f"external metadata ({ext_src}, after prefixing)")
-        check_obs_keys(adata, ekeys, param="external_join_on")
-        erows = _match(obs.loc[:, ekeys], ext, ekeys, ekeys, what=f"external metadata ({ext_src})")
-        emiss = erows < 0
-        n_unmatched_external = int(emiss.sum())
-        if n_unmatched_external:
-            warnings.warn(
-                f"annotate: {n_unmatched_external} of {adata.n_obs} profile(s) have no external-metadata row for "
-                f"{ekeys} (e.g. {_describe_keys(obs.loc[emiss], ekeys)}); their external columns are missing.",
-                UserWarning,
-                stacklevel=2,
-            )
-        etake = np.where(emiss, 0, erows)
-        for c in ext.columns:
-            if c in ekeys:
-                continue
-            name = f"{c}_external" if c in obs.columns else c
-            if name in obs.columns:
-                raise ValueError(f"annotate: external column {c!r} collides with existing .obs columns {c!r} and {name!r}.")
-            _refuse_feature_name(name, "external")
-            vals = ext[c].iloc[etake].reset_index(drop=True)
-            if n_unmatched_external:
-                vals = vals.astype(object) if vals.dtype.kind in "biu" else vals
-                vals[emiss] = np.nan
-            obs[name] = vals.to_numpy()
-            added.append(name)
-    renamed = {}
-    if clean_cellprofiler:
-        for old, new in _CP_RENAME.items():
-            if old in obs.columns and new not in obs.columns and new not in features:
-                renamed[old] = new
-        if renamed:
-            obs.rename(columns=renamed, inplace=True)
-            added = [renamed.get(c, c) for c in added]
+        ext_added, n_unmatched_external = _join_external(adata, obs, external_metadata, external_join_on, features)
+        added += ext_added
+    renamed = _clean_cellprofiler(obs, features) if clean_cellprofiler else {}
+    added = [renamed.get(c, c) for c in added]
     adata.obs = obs
+    n_miss = int(miss.sum())
     if n_miss and unmatched == "drop":
         adata._inplace_subset_obs(~miss)
+    ext_logged = external_metadata
+    if ext_logged is not None:
+        ext_logged = "DataFrame" if isinstance(ext_logged, pd.DataFrame) else str(ext_logged)
     log_step(
         adata, "pp.annotate",
         {"platemap": src, "join_on": [left, right], "add_metadata_prefix": add_metadata_prefix,
-         "external_metadata": None if external_metadata is None else ("DataFrame" if isinstance(external_metadata, pd.DataFrame) else str(external_metadata)),
-         "external_join_on": external_join_on, "clean_cellprofiler": clean_cellprofiler, "unmatched": unmatched},
+         "external_metadata": ext_logged, "external_join_on": external_join_on,
+         "clean_cellprofiler": clean_cellprofiler, "unmatched": unmatched},
         added_columns=added, renamed=renamed, n_unmatched=n_miss, n_unmatched_external=n_unmatched_external,
         n_dropped=n_miss if unmatched == "drop" else 0,
     )

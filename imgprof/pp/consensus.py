@@ -8,30 +8,35 @@ number on NaN-free profiles.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
-import anndata as ad
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.groups import group_apply, group_codes, group_reduce, sort_groups
 from .._core.provenance import log_step
 from .._core.validation import (
     as_list,
     check_adata,
+    check_array,
     check_bool,
-    check_finite,
+    check_choice,
     check_float,
     check_int,
     check_new_obs_key,
     check_obs_keys,
     get_matrix,
-    is_dask,
 )
+from ._dask import DaskArray
 from .aggregate import grouped_result
 
-_OPERATIONS = ("median", "mean", "modz")
-_METHODS = ("pearson", "spearman", "kendall")
+#: How replicates are summarised (``operation=`` of :func:`consensus`).
+CONSENSUS_OPERATIONS = ("median", "mean", "modz")
+#: Correlations between replicates for the MODZ weights (``method=``).
+MODZ_CORRELATIONS = ("pearson", "spearman", "kendall")
 
 
 def modz_weights(
@@ -111,7 +116,7 @@ def _modz_group(Xg: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def _modz_block(method, min_weight, precision):
+def _modz_block(method: str, min_weight: float, precision: int) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
     def fn(Xs: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
         Xs = np.asarray(Xs, dtype=np.float64)
         out = np.full((n, Xs.shape[1]), np.nan)
@@ -126,8 +131,36 @@ def _modz_block(method, min_weight, precision):
     return fn
 
 
+def _check_single_replicates(sizes: np.ndarray, by: list[str], single_replicate: str) -> int:
+    """Number of groups with one replicate; warned about or refused as ``single_replicate`` says."""
+    singles = int((sizes == 1).sum())
+    if singles:
+        msg = (
+            f"consensus: {singles} of {sizes.size} group(s) of {by} have a single replicate; their consensus is "
+            "that one profile (as in pycytominer)."
+        )
+        if single_replicate == "raise":
+            raise ValueError(msg + " Pass single_replicate='warn' or 'ignore' to accept this.")
+        if single_replicate == "warn":
+            warnings.warn(msg, UserWarning, stacklevel=3)
+    return singles
+
+
+def _summarise(
+    X: Any, codes: np.ndarray, n_groups: int, operation: str, *, what: str, var_names: pd.Index,
+    method: str, min_weight: float, precision: int,
+) -> np.ndarray:
+    """One consensus row per group: median/mean by the grouped kernels, MODZ group by group."""
+    if operation in ("median", "mean"):
+        return group_reduce(X, codes, n_groups, operation, var_names=var_names, what=what)
+    # MODZ: NaN are left out of the weighted sums, inf cannot be (dask arrays are scanned once)
+    check_array(X, param=what, var_names=var_names, allow_nan=True, min_rows=0, min_cols=0, check_dask_finite=True)
+    return group_apply(X, codes, n_groups, _modz_block(method, min_weight, precision))
+
+
+@doc_params("layer")
 def consensus(
-    adata: ad.AnnData,
+    adata: AnnData,
     by: str | Sequence[str] = ("Metadata_Plate", "Metadata_Well"),
     *,
     operation: str = "median",
@@ -141,7 +174,7 @@ def consensus(
     single_replicate: str = "warn",
     level: str = "consensus",
     overwrite: bool = False,
-) -> ad.AnnData:
+) -> AnnData:
     """Collapse replicate profiles into one consensus signature per ``by`` group.
 
     Returns a **new** AnnData (one row per group, sorted by key, as
@@ -160,8 +193,7 @@ def consensus(
         MODZ arguments (pycytominer's ``modz_args``): correlation between replicates
         (``"spearman"``, ``"pearson"``, ``"kendall"``), lower clip of the weights,
         decimals the weights are rounded to.
-    layer
-        Use ``adata.layers[layer]`` instead of ``.X``.
+    {layer}
     count_key
         ``.obs`` column receiving the number of replicates per group (``None`` to skip).
     keep_metadata
@@ -181,8 +213,11 @@ def consensus(
 
     Returns
     -------
-    AnnData of consensus profiles (float64), ``.obs`` = ``by``, ``count_key`` and
-    constant metadata, provenance extended with ``pp.consensus``.
+    AnnData
+        A new object (another shape: one row per group), so there is no ``copy``
+        argument and the input is never modified: consensus profiles (float64),
+        ``.obs`` = ``by``, ``count_key`` and constant metadata, provenance of the
+        input extended with ``pp.consensus``.
 
     Notes
     -----
@@ -199,15 +234,12 @@ def consensus(
     >>> sig.n_obs, int(sig.obs.loc[sig.obs["Metadata_Perturbation"] == "pert_000", "Metadata_Replicate_Count"].iloc[0])
     (7, 3)
     """
-    if operation not in _OPERATIONS:
-        raise ValueError(f"operation must be one of {_OPERATIONS}, got {operation!r}.")
+    check_choice(operation, "operation", CONSENSUS_OPERATIONS)
     method = method.lower() if isinstance(method, str) else method
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
-    if single_replicate not in ("warn", "ignore", "raise"):
-        raise ValueError(f"single_replicate must be 'warn', 'ignore' or 'raise', got {single_replicate!r}.")
-    min_weight = check_float(min_weight, "min_weight", min_value=0.0, max_value=1.0)
-    precision = check_int(precision, "precision", min_value=0, max_value=15)
+    check_choice(method, "method", MODZ_CORRELATIONS)
+    check_choice(single_replicate, "single_replicate", ("warn", "ignore", "raise"))
+    min_weight = cast(float, check_float(min_weight, "min_weight", min_value=0.0, max_value=1.0))
+    precision = cast(int, check_int(precision, "precision", min_value=0, max_value=15))
     check_bool(dropna, "dropna")
     check_bool(overwrite, "overwrite")
     check_adata(adata)
@@ -221,34 +253,16 @@ def consensus(
     if adata.n_obs == 0:
         raise ValueError("adata has 0 observations; nothing to summarize.")
     X = get_matrix(adata, layer=layer)  # numeric dtype checked there
-    if not is_dask(X):
-        X = np.asarray(X)
+    X = X if isinstance(X, DaskArray) else np.asarray(X)
     what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     codes, groups = group_codes(adata.obs, by, dropna=dropna, param="by")
     n_groups = len(groups)
     if n_groups == 0:
         raise ValueError(f"by={by}: every row has a missing key; nothing to summarize.")
     order, starts = sort_groups(codes, n_groups)
-    sizes = np.diff(starts)
-    singles = int((sizes == 1).sum())
-    if singles:
-        msg = (
-            f"consensus: {singles} of {n_groups} group(s) of {by} have a single replicate; their consensus is "
-            "that one profile (as in pycytominer)."
-        )
-        if single_replicate == "raise":
-            raise ValueError(msg + " Pass single_replicate='warn' or 'ignore' to accept this.")
-        if single_replicate == "warn":
-            warnings.warn(msg, UserWarning, stacklevel=2)
-    if operation in ("median", "mean"):
-        Xout = group_reduce(X, codes, n_groups, operation, var_names=adata.var_names, what=what)
-    else:
-        if is_dask(X):
-            if X.dtype.kind == "f" and bool(__import__("dask.array").array.isinf(X).any().compute()):
-                raise ValueError(f"{what} contains inf values; replace them (e.g. with NaN) before consensus.")
-        elif X.dtype.kind == "f":
-            check_finite(X, what=what, var_names=adata.var_names, allow_nan=True)
-        Xout = group_apply(X, codes, n_groups, _modz_block(method, min_weight, precision))
+    singles = _check_single_replicates(np.diff(starts), by, single_replicate)
+    Xout = _summarise(X, codes, n_groups, operation, what=what, var_names=adata.var_names, method=method,
+                      min_weight=min_weight, precision=precision)
     result, dropped_meta, n_nan = grouped_result(
         adata, by, groups, order, starts, Xout, count_key=count_key, keep_metadata=keep_metadata, level=level,
         what="consensus",
@@ -258,6 +272,6 @@ def consensus(
         {"by": by, "operation": operation, "method": method, "min_weight": min_weight, "precision": precision,
          "layer": layer, "count_key": count_key, "keep_metadata": keep_metadata, "dropna": dropna, "level": level},
         n_profiles=int(adata.n_obs), n_groups=n_groups, n_single_replicate=singles, dropped_metadata=dropped_meta,
-        n_nan_values=n_nan, dask=is_dask(X),
+        n_nan_values=n_nan, dask=isinstance(X, DaskArray),
     )
     return result
