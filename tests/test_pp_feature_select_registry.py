@@ -27,7 +27,7 @@ def toy_op():
         return drop, {"note": "toy"}
 
     yield seen
-    FEATURE_OPS._entries.pop("drop_first_two")
+    FEATURE_OPS.unregister("drop_first_two")
 
 
 def test_builtin_operations_are_registered():
@@ -82,4 +82,4 @@ def test_bad_mask_from_an_operation_is_reported(sim):
         with pytest.raises(RuntimeError, match="wrong_length.*mask of shape"):
             ip.pp.feature_select(sim, "wrong_length")
     finally:
-        FEATURE_OPS._entries.pop("wrong_length")
+        FEATURE_OPS.unregister("wrong_length")

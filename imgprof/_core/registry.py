@@ -123,6 +123,10 @@ class Registry:
             raise ValueError(f"lazy {self.kind} {name!r}: target must read 'package.module:attr', got {target!r}.")
         return self.add(name, target, **meta)
 
+    def unregister(self, name: str) -> Entry:
+        """Remove and return the entry under ``name`` (tests and plug-ins that replace a method)."""
+        return self._entries.pop(self._key(self.get(name).name))
+
     # -- lookup --------------------------------------------------------------------------------
     def get(self, name: Any, *, param: str | None = None, where: str = "") -> Entry:
         """The entry for ``name``; a clear error naming the parameter and the choices otherwise."""
