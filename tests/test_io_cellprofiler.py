@@ -370,7 +370,7 @@ def test_inputs_are_never_written(tmp_path):
 
 def test_sqlite_null_runs_stay_numeric(tmp_path):
     # SQLite is read in chunks; a measurement NULL throughout the first chunk must stay numeric.
-    from imgprof.io.cellprofiler import _SQL_CHUNK
+    from imgprof.io._cp_tables import _SQL_CHUNK
 
     n = 2 * _SQL_CHUNK + 5
     values = np.r_[np.full(_SQL_CHUNK + 3, np.nan), np.arange(n - _SQL_CHUNK - 3, dtype=float)]

@@ -16,12 +16,13 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
+from typing import IO
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._core.provenance import log_step, set_level, uns
+from .._core.provenance import log_step, record
 from ._atomic import atomic_path
 from ._text import ReadError, check_field_counts, check_last_row, wrap_errors
 
@@ -86,9 +87,9 @@ def _finish(X, obs, var, path, version, obs_prefix, convert_neg_666, reader):
     obs.index.name = None
     var.index.name = None
     adata = ad.AnnData(X=X, obs=obs, var=var)
-    store = uns(adata)
-    store["gct"] = {"version": version, "obs_names_original": original_obs, "var_meta": list(var.columns)}
-    set_level(adata, "well")
+    rec = record(adata)
+    rec.set("gct", {"version": version, "obs_names_original": original_obs, "var_meta": list(var.columns)})
+    rec.level = "well"
     log_step(adata, reader, {"path": str(path), "obs_prefix": obs_prefix, "convert_neg_666": convert_neg_666})
     return adata
 
@@ -137,24 +138,48 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
         return _read_gct(path, obs_prefix, convert_neg_666)
 
 
+def _gct_dims(path: Path, version: str, line: str) -> tuple[int, int, int, int]:
+    """Rows, columns, row-metadata and column-metadata counts from line 2."""
+    dims = line.rstrip("\n").split("\t")
+    try:
+        dims_i = [int(x) for x in dims if x.strip()]
+    except ValueError as e:
+        raise ValueError(f"{path}: line 2 must hold integer dimensions, got {dims!r}.") from e
+    if version == "#1.2":
+        if len(dims_i) < 2:
+            raise ValueError(f"{path}: GCT 1.2 line 2 must hold 2 integers, got {dims!r}.")
+        return dims_i[0], dims_i[1], 0, 0
+    if len(dims_i) != 4:
+        raise ValueError(f"{path}: GCT 1.3 line 2 must hold 4 integers, got {dims!r}.")
+    return dims_i[0], dims_i[1], dims_i[2], dims_i[3]
+
+
+def _gct_column_metadata(fh: IO[str], path: Path, n_cmeta: int, header_offset: int, n_cols: int) -> dict[str, list[str]]:
+    """The ``n_cmeta`` column-metadata lines (field name → one value per sample)."""
+    cmeta: dict[str, list[str]] = {}
+    cmeta_line: dict[str, int] = {}
+    for i in range(n_cmeta):
+        parts = fh.readline().rstrip("\n").split("\t")
+        if len(parts) != header_offset + n_cols:
+            raise ValueError(
+                f"{path}: column-metadata line {4 + i} has {len(parts)} fields, expected {header_offset + n_cols}."
+            )
+        if parts[0] in cmeta:
+            raise ReadError(
+                f"{path}, line {4 + i}: column-metadata field {parts[0]!r} appears twice (also on line "
+                f"{cmeta_line[parts[0]]}); field names must be unique.", path=path, line=4 + i,
+            )
+        cmeta[parts[0]] = parts[header_offset:]
+        cmeta_line[parts[0]] = 4 + i
+    return cmeta
+
+
 def _read_gct(path: Path, obs_prefix, convert_neg_666) -> ad.AnnData:
     with _open(path) as fh:
         version = fh.readline().strip()
         if version not in ("#1.2", "#1.3"):
             raise ValueError(f"{path}: not a GCT file (first line is {version[:20]!r}, expected '#1.2' or '#1.3').")
-        dims = fh.readline().rstrip("\n").split("\t")
-        try:
-            dims_i = [int(x) for x in dims if x.strip()]
-        except ValueError as e:
-            raise ValueError(f"{path}: line 2 must hold integer dimensions, got {dims!r}.") from e
-        if version == "#1.2":
-            if len(dims_i) < 2:
-                raise ValueError(f"{path}: GCT 1.2 line 2 must hold 2 integers, got {dims!r}.")
-            n_rows, n_cols, n_rmeta, n_cmeta = dims_i[0], dims_i[1], 0, 0
-        else:
-            if len(dims_i) != 4:
-                raise ValueError(f"{path}: GCT 1.3 line 2 must hold 4 integers, got {dims!r}.")
-            n_rows, n_cols, n_rmeta, n_cmeta = dims_i
+        n_rows, n_cols, n_rmeta, n_cmeta = _gct_dims(path, version, fh.readline())
         header = fh.readline().rstrip("\n").split("\t")
         if version == "#1.2":
             header_offset = 2  # Name, Description
@@ -169,19 +194,7 @@ def _read_gct(path: Path, obs_prefix, convert_neg_666) -> ad.AnnData:
         if dup_r:
             raise ReadError(f"{path}, line 3: row-metadata field(s) {dup_r} appear twice; field names must be unique.",
                             path=path, line=3)
-        cmeta: dict[str, list[str]] = {}
-        cmeta_line: dict[str, int] = {}
-        for i in range(n_cmeta):
-            parts = fh.readline().rstrip("\n").split("\t")
-            if len(parts) != header_offset + n_cols:
-                raise ValueError(f"{path}: column-metadata line {4 + i} has {len(parts)} fields, expected {header_offset + n_cols}.")
-            if parts[0] in cmeta:
-                raise ReadError(
-                    f"{path}, line {4 + i}: column-metadata field {parts[0]!r} appears twice (also on line "
-                    f"{cmeta_line[parts[0]]}); field names must be unique.", path=path, line=4 + i,
-                )
-            cmeta[parts[0]] = parts[header_offset:]
-            cmeta_line[parts[0]] = 4 + i
+        cmeta = _gct_column_metadata(fh, path, n_cmeta, header_offset, n_cols)
         # Metadata columns as text; the data block parsed as float by pandas' C parser with Python's
         # correctly rounded conversion (float_precision="round_trip", so values are exact). As in
         # cmapPy, "NaN", "nan", "NA" and empty fields are missing (data and row metadata alike).
