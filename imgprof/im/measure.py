@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .._core.validation import check_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
 from ._measurements import MEASUREMENTS, _Context, _functions, measure_groups
 
 __all__ = ["FEATURE_GROUPS", "MEASUREMENTS", "measure_objects", "objects_to_anndata"]
@@ -262,7 +265,9 @@ def measure_objects(
     return pd.DataFrame({c: columns[c] for c in meta + [c for c in columns if c not in meta]})
 
 
-def objects_to_anndata(df: pd.DataFrame, *, metadata: Mapping[str, Any] | None = None, source: str = "im.measure"):
+def objects_to_anndata(
+    df: pd.DataFrame, *, metadata: Mapping[str, Any] | None = None, source: str = "im.measure"
+) -> AnnData:
     """Turn a :func:`measure_objects` table into a single-cell AnnData.
 
     ``Metadata_*`` columns go to ``.obs`` (names unchanged), features to ``.X`` with

@@ -20,10 +20,13 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array as da
 
 from ._layout import IMAGE_EXTENSIONS, PATTERNS, QC_ERROR, _from_folder, _from_table
 
@@ -43,6 +46,17 @@ def _reader_for(path: Path):
     if name.endswith((".tif", ".tiff")):
         return "tiff"
     return "imageio"
+
+
+def _checked_kind(path: Path) -> str:
+    """The reader kind of an existing, non-empty image file (clear errors otherwise)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such image file.")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file.")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: the image file is empty (0 bytes).")
+    return _reader_for(path)
 
 
 def read_image(path: PathLike, *, frame: int | None = None) -> np.ndarray:
@@ -68,13 +82,7 @@ def read_image(path: PathLike, *, frame: int | None = None) -> np.ndarray:
     (512, 512)
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such image file.")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file.")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: the image file is empty (0 bytes).")
-    kind = _reader_for(path)
+    kind = _checked_kind(path)
     try:
         if kind == "npy":
             arr = np.load(path, allow_pickle=False)
@@ -103,13 +111,7 @@ def read_image(path: PathLike, *, frame: int | None = None) -> np.ndarray:
 
 def _image_header(path: Path, frame: int | None = None) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of an image without decoding the pixels when the format allows (TIFF, NPY)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such image file.")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file.")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: the image file is empty (0 bytes).")
-    kind = _reader_for(path)
+    kind = _checked_kind(path)
     try:
         if kind == "tiff":
             import tifffile
@@ -318,7 +320,9 @@ class ImageSet:
         """Human-readable site identity, e.g. ``(Plate=P1, Well=A01, Site=1)``."""
         return self._describe(self._check_site(i))
 
-    def to_dask(self, channels: Sequence[str] | str | None = None, *, corrected: bool = True, sites: Sequence[int] | None = None):
+    def to_dask(
+        self, channels: Sequence[str] | str | None = None, *, corrected: bool = True, sites: Sequence[int] | None = None
+    ) -> da.Array:
         """Lazy dask array ``(sites, channels, Y, X)`` of float32 (one chunk per site and channel).
 
         Only usable sites are included by default (``ImageSet.ok``); all must share one shape.
@@ -357,7 +361,7 @@ class ImageSet:
         ]
         return da.stack(blocks)
 
-    def subset(self, sites) -> ImageSet:
+    def subset(self, sites: str | Sequence[int] | np.ndarray) -> ImageSet:
         """A new ImageSet with the selected sites (boolean mask, indices, or a pandas query on the table)."""
         if isinstance(sites, str):
             table = self.table.query(sites)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.docs import doc_params
 from ._cppipe import segmenter_from_cppipe
 from ._identify import (
     SECONDARY_METHODS,
@@ -61,6 +62,9 @@ __all__ = [
 ]
 
 
+_DOC_CHANNELS = "nuclei_channel, cells_channel\n    Channel names of the nuclear stain and of the cell (body) stain."
+
+
 # ---------------------------------------------------------------------------
 # Segmenters (pluggable)
 # ---------------------------------------------------------------------------
@@ -78,14 +82,14 @@ def _finish_compartments(labels: dict[str, np.ndarray], shrink: bool = True) -> 
     return labels
 
 
+@doc_params(channels=_DOC_CHANNELS)
 @dataclass
 class CellProfilerSegmenter:
     """Nuclei → cells → cytoplasm, CellProfiler style (the default segmenter).
 
     Parameters
     ----------
-    nuclei_channel, cells_channel
-        Channel names used for nuclei and for cells.
+    {channels}
     nuclei
         Keyword arguments of :func:`identify_primary`.
     cells
@@ -175,6 +179,7 @@ class PrecomputedLabels:
         return _finish_compartments(out)
 
 
+@doc_params(channels=_DOC_CHANNELS)
 @dataclass
 class CellposeSegmenter:
     """Segment with a Cellpose model you have locally (optional; ``pip install cellpose``).
@@ -189,8 +194,7 @@ class CellposeSegmenter:
     ----------
     model_path
         Local file of trained Cellpose weights for the cells.
-    nuclei_channel, cells_channel
-        Channel names of the nuclear stain and of the cell (body) stain.
+    {channels}
     nuclei_model_path
         Optional local Cellpose weights for nuclei; default: :func:`identify_primary`.
     diameter

@@ -209,6 +209,12 @@ def _matrix(df: pd.DataFrame, cols: Sequence[str], dtype) -> np.ndarray:
     return df.loc[:, list(cols)].to_numpy(dtype=dtype, na_value=np.nan)
 
 
+def _typed_matrix(df: pd.DataFrame, cols: Sequence[str], dtype: np.dtype) -> tuple[list[str], np.ndarray]:
+    """The columns' input dtypes (for ``.var``) and their values as a ``dtype`` matrix."""
+    all_dtypes = dict(df.dtypes.items())
+    return [str(all_dtypes[c]) for c in cols], _matrix(df, cols, dtype)
+
+
 class _ObjectTable:
     """One compartment table, standardized.
 
@@ -273,9 +279,7 @@ class _ObjectTable:
         self.meta_df = meta_df
         self.meta = meta
         self.features = feats
-        all_dtypes = dict(df.dtypes.items())
-        self.dtypes = [str(all_dtypes[c]) for c in feat_src]
-        self.X = _matrix(df, feat_src, dtype)
+        self.dtypes, self.X = _typed_matrix(df, feat_src, dtype)
 
 
 def _check_numeric_named(df: pd.DataFrame, src: Sequence[str], names: Sequence[str], label: str) -> None:
@@ -356,7 +360,5 @@ class _ImageTable:
         self.obs = obs
         self.obs_names = obs_names
         self.features = feat_names
-        all_dtypes = dict(df.dtypes.items())
-        self.dtypes = [str(all_dtypes[c]) for c in feat_cols]
-        self.X = _matrix(df, feat_cols, dtype)
+        self.dtypes, self.X = _typed_matrix(df, feat_cols, dtype)
         self.n_left = len(base) - len(obs_cols) - len(feat_cols)

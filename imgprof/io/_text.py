@@ -15,6 +15,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -106,7 +107,7 @@ def _decode_hint(path: Path, gz: bool, encoding: str, label: str) -> ReadError:
     )
 
 
-def open_text(path: Path, *, encoding: str = "utf-8", gz: bool | None = None):
+def open_text(path: Path, *, encoding: str = "utf-8", gz: bool | None = None) -> IO[str]:
     """Open a (possibly gzip-compressed) text file for reading.
 
     Parameters

@@ -22,6 +22,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.provenance import log_step, record
 from ._atomic import atomic_path
 from ._text import ReadError, check_field_counts, check_last_row, wrap_errors
@@ -32,6 +33,21 @@ NA_TOKEN = "-666"
 _DATA_NODE = "/0/DATA/0/matrix"
 _COL_NODE = "/0/META/COL"
 _ROW_NODE = "/0/META/ROW"
+
+
+#: Parameters shared by the GCT/GCTX readers and writers (filled in by ``doc_params``).
+_DOC = {
+    "gct_adata": "adata\n    Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.",
+    "obs_prefix": (
+        "obs_prefix\n    If given (e.g. ``\"Metadata_\"``), column-metadata names get this prefix so they\n"
+        "    follow the profiling convention; the original names are kept in ``.uns``."
+    ),
+    "convert_neg_666": (
+        "convert_neg_666\n    Replace the CMap missing-value sentinel ``-666`` by NaN in the metadata (what\n"
+        "    cmapPy's ``parse`` does by default). Off by default, so the values are kept\n"
+        "    exactly as written in the file."
+    ),
+}
 
 
 def _open(path: Path):
@@ -94,6 +110,7 @@ def _finish(X, obs, var, path, version, obs_prefix, convert_neg_666, reader):
     return adata
 
 
+@doc_params(obs_prefix=_DOC["obs_prefix"], convert_neg_666=_DOC["convert_neg_666"])
 def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_neg_666: bool = False) -> ad.AnnData:
     """Read a GCT 1.2/1.3 file (optionally gzip-compressed) into AnnData (samples × genes).
 
@@ -101,13 +118,8 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
     ----------
     path
         ``.gct`` or ``.gct.gz`` file.
-    obs_prefix
-        If given (e.g. ``"Metadata_"``), column-metadata names get this prefix so they
-        follow the profiling convention; the original names are kept in ``.uns``.
-    convert_neg_666
-        Replace the CMap missing-value sentinel ``-666`` by NaN in the metadata (what
-        cmapPy's ``parse`` does by default). Off by default, so the values are kept
-        exactly as written in the file.
+    {obs_prefix}
+    {convert_neg_666}
 
     Returns
     -------
@@ -256,6 +268,7 @@ def _check_writable(adata: ad.AnnData):
     return X
 
 
+@doc_params(gct_adata=_DOC["gct_adata"])
 def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     """Write AnnData (samples × genes) as GCT 1.3 (genes as rows), gzip-compressed if the name ends in ``.gz``.
 
@@ -267,19 +280,7 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
 
     Parameters
     ----------
-    adata
-        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
-    path
-        Output ``.gct`` or ``.gct.gz`` file.
-
-    Returns
-    -------
-    None; the file is written.
-
-    Parameters
-    ----------
-    adata
-        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    {gct_adata}
     path
         Output ``.gct`` or ``.gct.gz`` file.
 
@@ -355,6 +356,7 @@ def _h5_meta(group, path: Path, what: str) -> pd.DataFrame:
     return df
 
 
+@doc_params(obs_prefix=_DOC["obs_prefix"], convert_neg_666=_DOC["convert_neg_666"])
 def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_neg_666: bool = False) -> ad.AnnData:
     """Read a GCTX (HDF5) file, the binary L1000 format, into AnnData (samples × genes).
 
@@ -362,8 +364,8 @@ def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert
     ----------
     path
         ``.gctx`` file (layout of cmapPy / CMap: ``/0/DATA/0/matrix``, ``/0/META/COL``, ``/0/META/ROW``).
-    obs_prefix, convert_neg_666
-        As in :func:`read_gct`.
+    {obs_prefix}
+    {convert_neg_666}
 
     Returns
     -------
@@ -427,13 +429,15 @@ def _h5_write_meta(f, node: str, ids, df: pd.DataFrame) -> None:
     g.attrs["imgprof_fields"] = np.array(fields, dtype="S") if fields else np.array([], dtype="S1")
 
 
-def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compression: str | None = None) -> None:
+@doc_params(gct_adata=_DOC["gct_adata"])
+def write_gctx(
+    adata: ad.AnnData, path: str | os.PathLike, *, dtype: str | np.dtype | None = None, compression: str | None = None
+) -> None:
     """Write AnnData (samples × genes) as GCTX (HDF5, the cmapPy / CMap layout).
 
     Parameters
     ----------
-    adata
-        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    {gct_adata}
     path
         Output ``.gctx`` file.
     dtype
