@@ -166,3 +166,22 @@ def test_empty_image_gives_no_objects():
     assert nuc.count == 0
     cells = ip.im.identify_secondary(np.zeros((64, 64)), nuc, method="watershed_image")
     assert cells.max() == 0
+
+
+def test_threshold_and_secondary_methods_are_registries():
+    """Adding a threshold method is one registered function; threshold_image and identify_primary use it."""
+    from imgprof.im.segment import SECONDARY_METHODS, THRESHOLDS
+
+    assert SECONDARY_METHODS.names() == ("propagation", "watershed_gradient", "watershed_image", "distance")
+    img = np.zeros((40, 40))
+    img[5:15, 5:15] = 0.8
+    img[25:35, 22:32] = 0.3
+    THRESHOLDS.add("fixed_half", lambda data: 0.5)
+    try:
+        assert seg.threshold_image(img, "fixed_half") == 0.5
+        assert seg.identify_primary(img, diameter=(4, 30), threshold="fixed_half").count == 1
+        assert seg.identify_primary(img, diameter=(4, 30), threshold=0.2).count == 2
+    finally:
+        THRESHOLDS._entries.pop("fixed_half")
+    with pytest.raises(ValueError, match="fixed_half"):
+        seg.threshold_image(img, "fixed_half")

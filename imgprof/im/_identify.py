@@ -46,6 +46,7 @@ THRESHOLDS = Registry("threshold", param="method", case_sensitive=True)
 
 @THRESHOLDS.register("minimum_cross_entropy")
 def _minimum_cross_entropy(data: np.ndarray) -> float:
+    """Li's minimum cross-entropy threshold (CellProfiler's default)."""
     from skimage import filters
 
     return float(filters.threshold_li(data))
@@ -56,12 +57,14 @@ THRESHOLDS.add("li", _minimum_cross_entropy)
 
 @THRESHOLDS.register("otsu")
 def _otsu(data: np.ndarray) -> float:
+    """Two-class Otsu threshold."""
     from skimage import filters
 
     return float(filters.threshold_otsu(data))
 
 
 def _otsu3(data: np.ndarray, foreground: bool) -> float:
+    """Three-class Otsu: the lower (middle class as foreground) or upper threshold."""
     from skimage import filters
 
     lo, hi = filters.threshold_multiotsu(data, classes=3)
@@ -70,11 +73,13 @@ def _otsu3(data: np.ndarray, foreground: bool) -> float:
 
 @THRESHOLDS.register("otsu3_foreground")
 def _otsu3_foreground(data: np.ndarray) -> float:
+    """Three-class Otsu, middle class assigned to the foreground."""
     return _otsu3(data, foreground=True)
 
 
 @THRESHOLDS.register("otsu3_background")
 def _otsu3_background(data: np.ndarray) -> float:
+    """Three-class Otsu, middle class assigned to the background."""
     return _otsu3(data, foreground=False)
 
 
@@ -278,6 +283,7 @@ SECONDARY_METHODS = Registry("secondary_method", param="method", case_sensitive=
 @SECONDARY_METHODS.register("propagation", threshold=True)
 def _grow_propagation(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, mask: np.ndarray, *,
                       regularization: float, distance: int) -> np.ndarray:
+    """CellProfiler's propagation (centrosome): distance-regularized growth over the foreground."""
     try:
         from centrosome.propagate import propagate
     except ImportError as e:  # pragma: no cover - centrosome ships with cp-measure
@@ -299,18 +305,21 @@ def _grow_watershed(land: np.ndarray, seeds: np.ndarray, foreground: np.ndarray,
 @SECONDARY_METHODS.register("watershed_gradient", threshold=True)
 def _grow_watershed_gradient(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, mask: np.ndarray, *,
                              regularization: float, distance: int) -> np.ndarray:
+    """Watershed on the Sobel gradient, within the foreground."""
     return _grow_watershed(np.abs(ndi.sobel(image)), seeds, foreground, mask)
 
 
 @SECONDARY_METHODS.register("watershed_image", threshold=True)
 def _grow_watershed_image(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, mask: np.ndarray, *,
                           regularization: float, distance: int) -> np.ndarray:
+    """Watershed on the inverted image, within the foreground."""
     return _grow_watershed(1.0 - image, seeds, foreground, mask)
 
 
 @SECONDARY_METHODS.register("distance", threshold=False)
 def _grow_distance(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray | None, mask: np.ndarray, *,
                    regularization: float, distance: int) -> np.ndarray:
+    """Expand every seed by ``distance`` pixels (no threshold)."""
     from skimage.segmentation import expand_labels
 
     return expand_labels(seeds, distance=distance)

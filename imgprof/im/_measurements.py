@@ -150,6 +150,7 @@ class _Context:
 
 @MEASUREMENTS.register("AreaShape", scope="objects")
 def _area_shape(ctx: _Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
+    """MeasureObjectSizeShape: size, shape, Zernike and Feret features of the objects."""
     advanced = ctx.options["advanced_shape"]
     r = ctx.timed("AreaShape", ctx.core["sizeshape"], clean, None, calculate_advanced=advanced, new_features=advanced)
     if ctx.options["zernike"]:
@@ -160,6 +161,7 @@ def _area_shape(ctx: _Context, comp: str, clean: np.ndarray) -> dict[str, np.nda
 
 @MEASUREMENTS.register("Intensity", scope="channel")
 def _intensity(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+    """MeasureObjectIntensity on one channel."""
     r = ctx.timed("Intensity", ctx.core["intensity"], clean, ctx.images[ch])
     # 'Intensity_MeanIntensity' / 'Location_CenterMassIntensity_X': the channel goes last
     return {f"{comp}_{k}_{ch}": v for k, v in r.items()}
@@ -167,6 +169,7 @@ def _intensity(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str
 
 @MEASUREMENTS.register("Texture", scope="channel")
 def _texture(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+    """MeasureTexture (Haralick) on one channel, at every ``texture_scales`` scale."""
     out = {}
     for s in ctx.options["texture_scales"]:
         r = ctx.timed("Texture", ctx.core["texture"], clean, ctx.images[ch], scale=int(s),
@@ -177,12 +180,14 @@ def _texture(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, 
 
 @MEASUREMENTS.register("Granularity", scope="channel")
 def _granularity(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+    """MeasureGranularity on one channel."""
     r = ctx.timed("Granularity", ctx.core["granularity"], clean, ctx.images[ch], **dict(ctx.options["granularity"] or {}))
     return {f"{comp}_{k}_{ch}": v for k, v in r.items()}
 
 
 @MEASUREMENTS.register("RadialDistribution", scope="channel")
 def _radial_distribution(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+    """MeasureObjectIntensityDistribution on one channel (optionally with Zernikes)."""
     px = ctx.images[ch]
     with np.errstate(invalid="ignore", divide="ignore"):
         r = ctx.timed("RadialDistribution", ctx.core["radial_distribution"], clean, px,
@@ -194,6 +199,7 @@ def _radial_distribution(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -
 
 @MEASUREMENTS.register("Correlation", scope="channel_pair")
 def _correlation(ctx: _Context, comp: str, clean: np.ndarray, a: str, b: str) -> dict[str, np.ndarray]:
+    """MeasureColocalization between two channels (the ``correlations`` measures)."""
     out = {}
     for cname in ctx.options["correlations"]:
         kw = {"scale_max": ctx.options["scale_max"]} if cname == "costes" else {}
@@ -206,6 +212,7 @@ def _correlation(ctx: _Context, comp: str, clean: np.ndarray, a: str, b: str) ->
 
 @MEASUREMENTS.register("Neighbors", scope="neighbourhood")
 def _neighbours(ctx: _Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
+    """MeasureObjectNeighbors, for the methods ``neighbors`` gives this compartment."""
     neighbors = ctx.options["neighbors"]
     if comp not in neighbors:
         return {}
