@@ -28,6 +28,13 @@ _TABLE_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet")
 # --------------------------------------------------------------------------------------------
 
 
+def _only(candidates: list[str], ambiguous: str) -> str | None:
+    """The one candidate (``None`` when there is none; ``ValueError(ambiguous)`` when several)."""
+    if len(candidates) > 1:
+        raise ValueError(ambiguous)
+    return candidates[0] if candidates else None
+
+
 class _Source:
     """Where the tables of one CellProfiler output live (a folder of files or a SQLite file)."""
 
@@ -64,24 +71,20 @@ class _Source:
             if exact:
                 return exact[0]
             per = [t for t in tables if t.lower() == f"per_{low}" or t.lower().endswith(f"_per_{low}")]
-            if len(per) == 1:
-                return per[0]
-            if len(per) > 1:
-                raise ValueError(f"{self.path}: several tables match the {role} table {name!r}: {per}; pass its exact name.")
+            found = _only(per, f"{self.path}: several tables match the {role} table {name!r}: {per}; pass its exact name.")
+            if found is not None:
+                return found
             raise KeyError(
                 f"{self.path}: no {role} table {name!r} (looked for {name!r} and 'Per_{name}'); "
                 f"tables in the database: {tables}."
             )
         exact = [t for t in tables if t.lower() in {low + ext for ext in _TABLE_EXTENSIONS}]
-        if len(exact) == 1:
-            return exact[0]
-        if len(exact) > 1:
-            raise ValueError(f"{self.path}: several files hold the {role} table {name!r}: {exact}; keep only one.")
-        prefixed = [t for t in tables if any(t.lower().endswith(f"_{low}{ext}") for ext in _TABLE_EXTENSIONS)]
-        if len(prefixed) == 1:
-            return prefixed[0]
-        if len(prefixed) > 1:
-            raise ValueError(f"{self.path}: several files could hold the {role} table {name!r}: {prefixed}.")
+        found = _only(exact, f"{self.path}: several files hold the {role} table {name!r}: {exact}; keep only one.")
+        if found is None:
+            prefixed = [t for t in tables if any(t.lower().endswith(f"_{low}{ext}") for ext in _TABLE_EXTENSIONS)]
+            found = _only(prefixed, f"{self.path}: several files could hold the {role} table {name!r}: {prefixed}.")
+        if found is not None:
+            return found
         raise FileNotFoundError(
             f"{self.path}: no {role} file {name}.csv (or .csv.gz/.parquet) in this folder; files present: {tables}."
         )
@@ -209,6 +212,13 @@ def _matrix(df: pd.DataFrame, cols: Sequence[str], dtype) -> np.ndarray:
     return df.loc[:, list(cols)].to_numpy(dtype=dtype, na_value=np.nan)
 
 
+def _renamed(df: pd.DataFrame, cols: Sequence[str], names: Sequence[str]) -> pd.DataFrame:
+    """Columns ``cols`` of ``df`` under the names ``names``, on a fresh RangeIndex."""
+    out = df.loc[:, list(cols)].reset_index(drop=True)
+    out.columns = list(names)
+    return out
+
+
 def _typed_matrix(df: pd.DataFrame, cols: Sequence[str], dtype: np.dtype) -> tuple[list[str], np.ndarray]:
     """The columns' input dtypes (for ``.var``) and their values as a ``dtype`` matrix."""
     all_dtypes = dict(df.dtypes.items())
@@ -274,9 +284,7 @@ class _ObjectTable:
         ids = df.loc[:, keys].reset_index(drop=True)
         ids["__obj__"] = obj.to_numpy()
         self.ids = ids
-        meta_df = df.loc[:, meta_src].reset_index(drop=True)
-        meta_df.columns = meta
-        self.meta_df = meta_df
+        self.meta_df = _renamed(df, meta_src, meta)
         self.meta = meta
         self.features = feats
         self.dtypes, self.X = _typed_matrix(df, feat_src, dtype)
@@ -355,9 +363,7 @@ class _ImageTable:
         df = _as_numeric_if_empty(df, feat_cols)
         _check_numeric_named(df, feat_cols, feat_names, label)
         self.keys = df.loc[:, keys].reset_index(drop=True)
-        obs = df.loc[:, obs_cols].reset_index(drop=True)
-        obs.columns = obs_names
-        self.obs = obs
+        self.obs = _renamed(df, obs_cols, obs_names)
         self.obs_names = obs_names
         self.features = feat_names
         self.dtypes, self.X = _typed_matrix(df, feat_cols, dtype)
