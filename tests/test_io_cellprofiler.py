@@ -296,7 +296,8 @@ def test_empty_and_header_only_tables(eh_copy):
     (eh_copy / "Nuclei.csv").write_bytes(b"")
     with pytest.raises(ValueError, match=r"Nuclei\.csv: the file is empty"):
         ip.io.read_cellprofiler(eh_copy)
-    header = gzip.open(shared(*EXAMPLEHUMAN, "Nuclei.csv.gz"), "rt").readline()
+    with gzip.open(shared(*EXAMPLEHUMAN, "Nuclei.csv.gz"), "rt") as fh:
+        header = fh.readline()
     (eh_copy / "Nuclei.csv").write_text(header)
     with pytest.raises(ValueError, match=r"Nuclei\.csv: the table has a header but no rows"):
         ip.io.read_cellprofiler(eh_copy)
@@ -312,7 +313,8 @@ def test_non_numeric_measurement(eh_copy):
 
 
 def test_duplicated_column_names(eh_copy):
-    text = gzip.open(eh_copy / "Nuclei.csv.gz", "rt").read().splitlines()
+    with gzip.open(eh_copy / "Nuclei.csv.gz", "rt") as fh:
+        text = fh.read().splitlines()
     header = text[0].split(",")
     header[-1] = header[-2]
     (eh_copy / "Nuclei.csv.gz").unlink()
