@@ -134,3 +134,12 @@ def test_measure_errors(site, labels):
         ip.im.measure_objects({"DNA": site["DNA"][:100]}, labels, features=["Intensity"])
     with pytest.raises(TypeError, match="integers"):
         ip.im.measure_objects(site, {"Cells": labels["Cells"].astype(float)}, features=["AreaShape"])
+
+
+def test_feature_groups_are_the_measurement_registry():
+    from imgprof.im.measure import FEATURE_GROUPS, MEASUREMENTS
+
+    assert MEASUREMENTS.names() == FEATURE_GROUPS
+    assert {e["scope"] for e in MEASUREMENTS.entries()} <= {"objects", "channel", "channel_pair", "neighbourhood"}
+    with pytest.raises(ValueError, match="Shape"):
+        ip.im.measure_objects({"DNA": np.zeros((8, 8))}, {"Cells": np.zeros((8, 8), np.int32)}, features=["Shape"])

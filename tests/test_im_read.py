@@ -84,7 +84,8 @@ def test_custom_pattern_and_metadata(tmp_path, raw):
     imgs = ip.io.read_images(folder, pattern=r"(?P<Batch>\w+)-(?P<Well>[A-P]\d\d)-site(?P<Site>\d)-ch(?P<Channel>\d)",
                              channels={"0": "DNA", "1": "PH3"}, metadata={"Metadata_Plate": "PX"})
     row = imgs.table.iloc[0]
-    assert (row["Metadata_Plate"], row["Metadata_Well"], row["Metadata_Site"], row["Metadata_Batch"]) == ("PX", "B12", "3", "exp7")
+    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Batch"]
+    assert tuple(row[k] for k in keys) == ("PX", "B12", "3", "exp7")
 
 
 def test_unknown_channel_token_names_the_token(eh):

@@ -11,6 +11,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import imgprof as ip
+from imgprof.im import _segment_kernels as kern
 from imgprof.im import segment as seg
 
 CH = {"0": "DNA", "1": "PH3", "2": "cellbody"}
@@ -83,7 +84,7 @@ def test_compartments_are_consistent(labels):
     inside = nuc > 0
     assert (cells[inside] == nuc[inside]).all()          # every nucleus lies in its own cell
     assert ((cyto > 0) <= (cells > 0)).all()               # cytoplasm is part of the cell
-    assert not ((cyto > 0) & (nuc > 0) & ~seg._outline(nuc)).any()  # only the nuclear outline is shared
+    assert not ((cyto > 0) & (nuc > 0) & ~kern._outline(nuc)).any()  # only the nuclear outline is shared
 
 
 def test_fill_holes_and_maxima_match_centrosome(labels, site):
@@ -94,8 +95,8 @@ def test_fill_holes_and_maxima_match_centrosome(labels, site):
     pick = rng.choice(len(ys), 200, replace=False)
     lab[ys[pick], xs[pick]] = 0  # punch single-pixel holes
     np.testing.assert_array_equal(seg.fill_labeled_holes(lab), cpm.fill_labeled_holes(lab))
-    fp = seg._disk(4.8333)
-    ours = seg._is_local_maximum(site["DNA"].astype(float), labels["Nuclei"], fp)
+    fp = kern._disk(4.8333)
+    ours = kern._is_local_maximum(site["DNA"].astype(float), labels["Nuclei"], fp)
     theirs = cpm.is_local_maximum(site["DNA"].astype(float), labels["Nuclei"], fp)
     assert (ours == theirs).mean() > 0.999
 
@@ -165,3 +166,22 @@ def test_empty_image_gives_no_objects():
     assert nuc.count == 0
     cells = ip.im.identify_secondary(np.zeros((64, 64)), nuc, method="watershed_image")
     assert cells.max() == 0
+
+
+def test_threshold_and_secondary_methods_are_registries():
+    """Adding a threshold method is one registered function; threshold_image and identify_primary use it."""
+    from imgprof.im.segment import SECONDARY_METHODS, THRESHOLDS
+
+    assert SECONDARY_METHODS.names() == ("propagation", "watershed_gradient", "watershed_image", "distance")
+    img = np.zeros((40, 40))
+    img[5:15, 5:15] = 0.8
+    img[25:35, 22:32] = 0.3
+    THRESHOLDS.add("fixed_half", lambda data: 0.5)
+    try:
+        assert seg.threshold_image(img, "fixed_half") == 0.5
+        assert seg.identify_primary(img, diameter=(4, 30), threshold="fixed_half").count == 1
+        assert seg.identify_primary(img, diameter=(4, 30), threshold=0.2).count == 2
+    finally:
+        THRESHOLDS._entries.pop("fixed_half")
+    with pytest.raises(ValueError, match="fixed_half"):
+        seg.threshold_image(img, "fixed_half")

@@ -296,7 +296,8 @@ def test_empty_and_header_only_tables(eh_copy):
     (eh_copy / "Nuclei.csv").write_bytes(b"")
     with pytest.raises(ValueError, match=r"Nuclei\.csv: the file is empty"):
         ip.io.read_cellprofiler(eh_copy)
-    header = gzip.open(shared(*EXAMPLEHUMAN, "Nuclei.csv.gz"), "rt").readline()
+    with gzip.open(shared(*EXAMPLEHUMAN, "Nuclei.csv.gz"), "rt") as fh:
+        header = fh.readline()
     (eh_copy / "Nuclei.csv").write_text(header)
     with pytest.raises(ValueError, match=r"Nuclei\.csv: the table has a header but no rows"):
         ip.io.read_cellprofiler(eh_copy)
@@ -312,7 +313,8 @@ def test_non_numeric_measurement(eh_copy):
 
 
 def test_duplicated_column_names(eh_copy):
-    text = gzip.open(eh_copy / "Nuclei.csv.gz", "rt").read().splitlines()
+    with gzip.open(eh_copy / "Nuclei.csv.gz", "rt") as fh:
+        text = fh.read().splitlines()
     header = text[0].split(",")
     header[-1] = header[-2]
     (eh_copy / "Nuclei.csv.gz").unlink()
@@ -370,7 +372,7 @@ def test_inputs_are_never_written(tmp_path):
 
 def test_sqlite_null_runs_stay_numeric(tmp_path):
     # SQLite is read in chunks; a measurement NULL throughout the first chunk must stay numeric.
-    from imgprof.io.cellprofiler import _SQL_CHUNK
+    from imgprof.io._cp_tables import _SQL_CHUNK
 
     n = 2 * _SQL_CHUNK + 5
     values = np.r_[np.full(_SQL_CHUNK + 3, np.nan), np.arange(n - _SQL_CHUNK - 3, dtype=float)]

@@ -73,7 +73,8 @@ def test_read_cytotable_bad_input(tmp_path):
     with pytest.raises(ValueError, match="meta.parquet: no feature column"):
         ip.io.read_cytotable(meta_only)
     dup = tmp_path / "dup.parquet"
-    pq.write_table(pa.table([[1.0], [2.0], ["A01"]], names=["Cells_AreaShape_Area", "Cells_AreaShape_Area", "Metadata_Well"]), dup)
+    names = ["Cells_AreaShape_Area", "Cells_AreaShape_Area", "Metadata_Well"]
+    pq.write_table(pa.table([[1.0], [2.0], ["A01"]], names=names), dup)
     with pytest.raises(ValueError, match=r"dup.parquet: duplicated column name.*Cells_AreaShape_Area"):
         ip.io.read_cytotable(dup)
     text = tmp_path / "notes.xlsx"

@@ -11,7 +11,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from .._core.provenance import UNS_KEY, log_step, set_level
+from .._core.provenance import log_step, record
 from .._core.storable import make_storable
 
 
@@ -45,7 +45,8 @@ def _tag(adata: ad.AnnData, name: str, license_: str) -> ad.AnnData:
     # all-missing object columns become NaN floats; a column whose name differs only by case from an
     # earlier one gets the suffix ``_2``).
     make_storable(adata)
-    adata.uns.setdefault("imgprof", {})["dataset"] = {"name": name, "license": license_, "attribution": "see imgprof/datasets/data/ATTRIBUTION.md"}
+    record(adata).set("dataset", {"name": name, "license": license_,
+                                  "attribution": "see imgprof/datasets/data/ATTRIBUTION.md"})
     log_step(adata, f"datasets.{name}", {})
     return adata
 
@@ -63,7 +64,8 @@ def lincs_plate() -> ad.AnnData:
     The source file has both ``Metadata_plate_map_name`` and
     ``Metadata_Plate_Map_Name`` (same values); names that differ only by case
     cannot be stored by ``write_zarr``, so the second is renamed
-    ``Metadata_Plate_Map_Name_2`` (recorded in ``uns['imgprof']['renamed_columns']``).
+    ``Metadata_Plate_Map_Name_2`` (recorded as ``renamed_columns`` in the imgprof record
+    of ``.uns``).
 
     Returns
     -------
@@ -127,7 +129,7 @@ def cmqtl_crispri(join: str = "inner") -> ad.AnnData:
     -------
     AnnData
         Profiles (``.obs`` metadata, ``.X`` features, ``.var`` anatomy) with the
-        data set's name, licence and a provenance entry in ``uns['imgprof']``.
+        data set's name, licence and a provenance entry in the imgprof record of ``.uns`` (see ``ip.provenance``).
 
     Examples
     --------
@@ -147,8 +149,7 @@ def cmqtl_crispri(join: str = "inner") -> ad.AnnData:
     adata = ad.concat(parts, join=join, merge="first", uns_merge=None)
     var = pd.concat([a.var for a in parts])  # join="outer" keeps features of either batch
     adata.var = var[~var.index.duplicated()].loc[adata.var_names]
-    adata.uns.pop(UNS_KEY, None)
-    set_level(adata, "well")
+    record(adata).level = "well"  # ad.concat(uns_merge=None) left no record behind
     return _tag(adata, "cmqtl_crispri", "BSD-3-Clause")
 
 

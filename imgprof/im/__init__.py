@@ -30,8 +30,10 @@ _EXPORTS = {
     "identify_tertiary": "segment", "threshold_image": "segment", "fill_labeled_holes": "segment",
     "relate_objects": "segment", "PrimaryObjects": "segment", "CellProfilerSegmenter": "segment",
     "PrecomputedLabels": "segment", "CellposeSegmenter": "segment",
+    "THRESHOLDS": "segment", "SECONDARY_METHODS": "segment",
     # measurement
     "measure_objects": "measure", "objects_to_anndata": "measure", "FEATURE_GROUPS": "measure",
+    "MEASUREMENTS": "measure",
     # crops / featurizers
     "extract_crops": "crops", "featurize_site": "crops", "TorchFeaturizer": "crops",
     "intensity_histogram_featurizer": "crops",
@@ -51,11 +53,13 @@ if TYPE_CHECKING:  # pragma: no cover
         save_illumination,
         smooth_illumination,
     )
-    from .measure import FEATURE_GROUPS, measure_objects, objects_to_anndata  # noqa: F401
+    from .measure import FEATURE_GROUPS, MEASUREMENTS, measure_objects, objects_to_anndata  # noqa: F401
     from .pipeline import profile_images, profile_site  # noqa: F401
     from .qc import QC_METRICS, image_qc, image_quality, power_log_log_slope, qc_flags  # noqa: F401
     from .read import PATTERNS, ImageReadError, ImageSet, read_image, read_images  # noqa: F401
     from .segment import (  # noqa: F401
+        SECONDARY_METHODS,
+        THRESHOLDS,
         CellposeSegmenter,
         CellProfilerSegmenter,
         PrecomputedLabels,

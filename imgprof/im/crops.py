@@ -76,7 +76,9 @@ def extract_crops(
             raise ValueError(f"images[{c!r}] has shape {np.shape(images[c])}, labels have {labels.shape}.")
     if mask not in ("none", "object", "others"):
         raise ValueError(f"mask={mask!r}: expected 'none', 'object' or 'others'.")
-    size = check_int(size, "size", min_value=1)
+    checked_size = check_int(size, "size", min_value=1)
+    assert checked_size is not None  # allow_none=False
+    size = checked_size
     if object_numbers is None:
         ids = np.unique(labels)
         ids = ids[ids > 0]

@@ -15,10 +15,14 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._core.validation import check_float
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .read import ImageSet
 
 __all__ = [
     "apply_illumination",
@@ -178,7 +182,7 @@ def _sum_sites(images, sites, ch):
 
 
 def compute_illumination(
-    images,
+    images: ImageSet,
     *,
     channels: Sequence[str] | None = None,
     by: str = "Metadata_Plate",
@@ -273,7 +277,9 @@ def compute_illumination(
     return out
 
 
-def correct_illumination(images, illumination: Mapping[str, Mapping[str, np.ndarray]] | str | os.PathLike):
+def correct_illumination(
+    images: ImageSet, illumination: Mapping[str, Mapping[str, np.ndarray]] | str | os.PathLike
+) -> ImageSet:
     """Return an image set whose images are divided by their plate's illumination function when read.
 
     ``illumination`` is the output of :func:`compute_illumination`, a folder saved with

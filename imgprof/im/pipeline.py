@@ -3,9 +3,10 @@
 :func:`profile_images` chains :func:`~imgprof.io.read_images`, image QC,
 illumination correction, segmentation, cp-measure measurements and an optional
 deep-learning featurizer, site by site in parallel with dask. One bad site never
-aborts the plate: it is reported in ``adata.uns["imgprof"]["sites"]`` (and by a
-warning) and skipped. The result has the same layout as profiles read from
-CellProfiler's own output (``Compartment_Group_Feature_Channel`` features).
+aborts the plate: it is reported in the per-site report
+(``imgprof._core.provenance.record(adata).get("sites")``) and by a warning, and
+skipped. The result has the same layout as profiles read from CellProfiler's own
+output (``Compartment_Group_Feature_Channel`` features).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .measure import FEATURE_GROUPS
+from .read import QC_ERROR, ImageSet
 
 __all__ = ["profile_images", "profile_site"]
 
@@ -187,7 +190,7 @@ def _default_segmenter(channels: list[str], nuclei_channel, cells_channel):
 
 
 def profile_images(
-    source,
+    source: str | os.PathLike | pd.DataFrame | ImageSet,
     *,
     channels: Mapping[str, str] | Sequence[str] | None = None,
     pattern: str | None = None,
@@ -210,7 +213,7 @@ def profile_images(
     scheduler: str | None = None,
     output: str | os.PathLike | None = None,
     read_kwargs: Mapping[str, Any] | None = None,
-):
+) -> AnnData:
     """Turn a folder (or load-data table, or :class:`~imgprof.im.read.ImageSet`) of images into single-cell profiles.
 
     Parameters
@@ -263,7 +266,8 @@ def profile_images(
     ``Metadata_Well``, ``Metadata_Site``...), ``Metadata_ImageNumber``,
     ``Metadata_ObjectNumber``, centroids ``Metadata_<Compartment>_Location_Center_X/Y``
     and the site's ``Metadata_qc_*`` columns; ``.X``: features; ``.var``: anatomy;
-    ``.uns["imgprof"]["sites"]``: per-site report (cells, seconds, error, QC).
+    per-site report (cells, seconds, error, QC) in the imgprof record of ``.uns``
+    (``imgprof._core.provenance.record(adata).get("sites")``).
 
     Notes
     -----
@@ -279,34 +283,17 @@ def profile_images(
     >>> adata.n_obs
     289
     """
-    from .._core.provenance import log_step, set_level, uns
+    from .._core.provenance import log_step, record
     from .illumination import compute_illumination, correct_illumination
-    from .measure import objects_to_anndata
-    from .qc import QC_METRICS, qc_flags
-    from .read import QC_ERROR, ImageSet, read_images
-    from .segment import CellProfilerSegmenter
 
     if features:  # cp-measure does the measuring: check it before reading a single image
         from .._core.optional import require
 
         require("cp_measure", extra="im", pip_name="cp-measure", purpose="ip.im.profile_images(features=...)")
     t_total = time.perf_counter()
-    if isinstance(source, ImageSet):
-        images = source
-        if channels is not None or pattern is not None:
-            raise ValueError("channels=/pattern= apply only when source is a folder or load-data table, not an ImageSet.")
-    else:
-        images = read_images(source, channels=channels, pattern=pattern, metadata=metadata, **dict(read_kwargs or {}))
+    images = _open_images(source, channels, pattern, metadata, read_kwargs)
     features = tuple(features or ())
-    if isinstance(segmenter, (str, os.PathLike)):
-        segmenter = CellProfilerSegmenter.from_cppipe(segmenter)
-    if segmenter is not None and (nuclei_channel is not None or cells_channel is not None):
-        raise ValueError("pass either segmenter= or nuclei_channel=/cells_channel=, not both.")
-    use_objects = bool(images.object_names) and segmenter is None and nuclei_channel is None and cells_channel is None
-    if segmenter is None and not use_objects:
-        segmenter = _default_segmenter(images.channels, nuclei_channel, cells_channel)
-    if segmenter is not None and not callable(segmenter):
-        raise TypeError(f"segmenter must be callable (images -> labels), got {type(segmenter).__name__}.")
+    segmenter, use_objects = _resolve_segmenter(images, segmenter, nuclei_channel, cells_channel)
     if featurizer is not None and not callable(featurizer):
         raise TypeError(f"featurizer must be callable (crops -> array), got {type(featurizer).__name__}.")
     if not features and featurizer is None:
@@ -325,8 +312,60 @@ def profile_images(
                qc=qc, use_objects=use_objects)
     ok = np.flatnonzero(images.ok)
     results = _run_sites(images, ok, cfg, n_jobs=n_jobs, scheduler=scheduler)
+    table, rep, timing_rows = _site_table(images, ok, results, qc=qc, qc_kwargs=qc_kwargs)
+    adata = _cells_to_anndata(table, rep, ok, results, featurizer_key, source=str(images.source or "ImageSet"))
+    rec = record(adata)
+    rec.level = "single_cell"
+    rec.set("sites", _site_report(table, rep, timing_rows))
+    seg_desc = repr(segmenter) if segmenter is not None else "ObjectsFileName labels"
+    log_step(
+        adata, "im.profile_images",
+        {"source": str(images.source), "channels": images.channels, "segmenter": seg_desc[:500],
+         "features": list(features), "measure_kwargs": mk, "illumination": images.illumination is not None,
+         "qc": qc, "featurizer": featurizer, "n_jobs": n_jobs, "scheduler": scheduler},
+        n_sites=len(table), n_failed=int((rep["error"] != "").sum()), n_cells=int(adata.n_obs),
+        seconds=round(time.perf_counter() - t_total, 3),
+    )
+    if output is not None:
+        from ..io.profiles import write_profiles
 
-    # ---- per-site report and QC flags (site table) ----
+        write_profiles(adata, Path(output))
+    return adata
+
+
+def _open_images(source: Any, channels: Any, pattern: str | None, metadata: Mapping[str, Any] | None,
+                 read_kwargs: Mapping[str, Any] | None) -> ImageSet:
+    from .read import ImageSet, read_images
+
+    if isinstance(source, ImageSet):
+        if channels is not None or pattern is not None:
+            raise ValueError("channels=/pattern= apply only when source is a folder or load-data table, not an ImageSet.")
+        return source
+    return read_images(source, channels=channels, pattern=pattern, metadata=metadata, **dict(read_kwargs or {}))
+
+
+def _resolve_segmenter(images: ImageSet, segmenter: Any, nuclei_channel: str | None,
+                       cells_channel: str | None) -> tuple[Callable | None, bool]:
+    """The segmenter to run (``None``: the image set's own object labels are used) and whether labels are read."""
+    from .segment import CellProfilerSegmenter
+
+    if isinstance(segmenter, (str, os.PathLike)):
+        segmenter = CellProfilerSegmenter.from_cppipe(Path(segmenter))
+    if segmenter is not None and (nuclei_channel is not None or cells_channel is not None):
+        raise ValueError("pass either segmenter= or nuclei_channel=/cells_channel=, not both.")
+    use_objects = bool(images.object_names) and segmenter is None and nuclei_channel is None and cells_channel is None
+    if segmenter is None and not use_objects:
+        segmenter = _default_segmenter(images.channels, nuclei_channel, cells_channel)
+    if segmenter is not None and not callable(segmenter):
+        raise TypeError(f"segmenter must be callable (images -> labels), got {type(segmenter).__name__}.")
+    return segmenter, use_objects
+
+
+def _site_table(images: ImageSet, ok: np.ndarray, results: list[dict], *, qc: bool,
+                qc_kwargs: Mapping[str, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, dict]]:
+    """Per-site metadata with QC flags, the per-site report (objects, seconds, error) and per-site timings."""
+    from .qc import QC_METRICS, qc_flags
+
     table = images.table.copy()
     table["Metadata_ImageNumber"] = np.arange(1, len(table) + 1)
     for ch in images.channels:  # image file names travel with the cells, as in CellProfiler's joined tables
@@ -346,7 +385,7 @@ def profile_images(
         rep.loc[i, "cpu_seconds"] = r["cpu_seconds"]
         if r["error"]:
             rep.loc[i, "error"] = r["error"]
-        timing_rows[i] = r["timings"]
+        timing_rows[int(i)] = r["timings"]
         for k, v in r.get("qc", {}).items():
             if k not in table:
                 table[k] = np.nan
@@ -357,18 +396,30 @@ def profile_images(
             table = qc_flags(table.assign(**{QC_ERROR: rep["error"]}), have, **dict(qc_kwargs or {}))
     table[QC_ERROR] = rep["error"].to_numpy()
     table["Metadata_qc_no_objects"] = (rep["n_objects"].to_numpy() == 0) & (rep["error"].to_numpy() == "")
+    _warn_failed_sites(table, rep, images.channels)
+    return table, rep, timing_rows
+
+
+def _warn_failed_sites(table: pd.DataFrame, rep: pd.DataFrame, channels: list[str]) -> None:
+    from .read import ImageSet
+
     failed = rep["error"] != ""
     if failed.any():
-        msgs = [f"{ImageSet(table, images.channels)._describe(table.iloc[i])}: {rep.loc[i, 'error']}"
+        msgs = [f"{ImageSet(table, channels)._describe(table.iloc[i])}: {rep.loc[i, 'error']}"
                 for i in np.flatnonzero(failed)]
         warnings.warn(f"profile_images: {int(failed.sum())} of {len(table)} site(s) failed and were skipped: {msgs[:3]}",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=4)
     n_empty = int(table["Metadata_qc_no_objects"].sum())
     if n_empty:
         warnings.warn(f"profile_images: {n_empty} site(s) yielded no object (flagged Metadata_qc_no_objects).",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=4)
 
-    # ---- single-cell table ----
+
+def _cells_to_anndata(table: pd.DataFrame, rep: pd.DataFrame, ok: np.ndarray, results: list[dict],
+                      featurizer_key: str, source: str) -> AnnData:
+    """Site metadata joined to every site's cells; features in ``.X``, crop embeddings in ``.obsm[featurizer_key]``."""
+    from .measure import objects_to_anndata
+
     site_meta = [c for c in table.columns if c.startswith("Metadata_")]
     parts, embs = [], []
     for i, res in zip(ok, results):
@@ -394,31 +445,19 @@ def profile_images(
             raise ValueError("profile_images: no feature and no embedding computed.")
         cells = pd.concat([cells[meta_cols], pd.DataFrame(emb, columns=[f"{prefix}_{j}" for j in range(emb.shape[1])])],
                           axis=1)
-    adata = objects_to_anndata(cells[meta_cols + [c for c in cells.columns if c not in meta_cols]],
-                               source=str(images.source or "ImageSet"))
+    adata = objects_to_anndata(cells[meta_cols + [c for c in cells.columns if c not in meta_cols]], source=source)
     if emb is not None and feat_cols:
         adata.obsm[featurizer_key] = emb
-    set_level(adata, "single_cell")
-    site_report = pd.concat([table[[c for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site",
-                                                 "Metadata_ImageNumber") if c in table]], rep], axis=1)
+    return adata
+
+
+def _site_report(table: pd.DataFrame, rep: pd.DataFrame, timing_rows: dict[int, dict]) -> pd.DataFrame:
+    keys = [c for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ImageNumber") if c in table]
+    site_report = pd.concat([table[keys], rep], axis=1)
     tim = pd.DataFrame.from_dict(timing_rows, orient="index").add_prefix("seconds_")
     site_report = site_report.join(tim)
     site_report.index = site_report.index.astype(str)
-    uns(adata)["sites"] = site_report
-    seg_desc = repr(segmenter) if segmenter is not None else "ObjectsFileName labels"
-    log_step(
-        adata, "im.profile_images",
-        {"source": str(images.source), "channels": images.channels, "segmenter": seg_desc[:500],
-         "features": list(features), "measure_kwargs": mk, "illumination": images.illumination is not None,
-         "qc": qc, "featurizer": featurizer, "n_jobs": n_jobs, "scheduler": scheduler},
-        n_sites=len(table), n_failed=int(failed.sum()), n_cells=int(adata.n_obs),
-        seconds=round(time.perf_counter() - t_total, 3),
-    )
-    if output is not None:
-        from ..io.profiles import write_profiles
-
-        write_profiles(adata, Path(output))
-    return adata
+    return site_report
 
 
 def _run_sites(images, sites, cfg, *, n_jobs, scheduler):

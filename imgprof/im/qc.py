@@ -19,9 +19,13 @@ no read error).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .read import ImageSet
 
 __all__ = ["QC_METRICS", "image_qc", "image_quality", "power_log_log_slope", "qc_flags"]
 
@@ -37,6 +41,16 @@ QC_METRICS = (
     "IntensityRange",
 )
 FLAGS = ("Metadata_qc_blurry", "Metadata_qc_saturated", "Metadata_qc_empty", "Metadata_qc_low_range")
+
+
+def _as_float_image(image: np.ndarray) -> np.ndarray:
+    """A numeric 2-D image as float64 (clear errors otherwise)."""
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {img.shape}.")
+    if img.dtype.kind not in "fiub":
+        raise TypeError(f"image must be a numeric 2-D array, got dtype {img.dtype}.")
+    return img.astype(np.float64, copy=False)
 
 
 def power_log_log_slope(image: np.ndarray) -> float:
@@ -64,12 +78,7 @@ def power_log_log_slope(image: np.ndarray) -> float:
     >>> power_log_log_slope(ndi.gaussian_filter(img, 2)) < power_log_log_slope(img)
     True
     """
-    img = np.asarray(image)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {img.shape}.")
-    if img.dtype.kind not in "fiub":
-        raise TypeError(f"image must be a numeric 2-D array, got dtype {img.dtype}.")
-    img = img.astype(np.float64, copy=False)
+    img = _as_float_image(image)
     if img.size == 0 or np.ptp(img) == 0:
         return 0.0
     h, w = img.shape
@@ -126,12 +135,7 @@ def image_quality(image: np.ndarray) -> dict[str, float]:
     >>> q["PercentMaximal"], q["StdIntensity"]
     (100.0, 0.0)
     """
-    img = np.asarray(image)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {img.shape}.")
-    if img.dtype.kind not in "fiub":
-        raise TypeError(f"image must be a numeric 2-D array, got dtype {img.dtype}.")
-    img = img.astype(np.float64, copy=False)
+    img = _as_float_image(image)
     if img.size == 0:
         raise ValueError("empty image (0 pixels).")
     mn, mx, mean = float(img.min()), float(img.max()), float(img.mean())
@@ -247,7 +251,7 @@ def qc_flags(
 
 
 def image_qc(
-    images,
+    images: ImageSet,
     *,
     channels: Sequence[str] | None = None,
     inplace: bool = True,

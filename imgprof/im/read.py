@@ -16,31 +16,23 @@ naming a channel that no file has) raise immediately.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array as da
+
+from ._layout import IMAGE_EXTENSIONS, PATTERNS, QC_ERROR, _from_folder, _from_table
+
 PathLike = str | os.PathLike
 
 __all__ = ["ImageReadError", "ImageSet", "PATTERNS", "read_image", "read_images"]
-
-#: Filename patterns tried when ``pattern=None`` (named groups: Plate, Well or Row/Column, Site, Channel).
-PATTERNS: dict[str, str] = {
-    # ImageXpress: <plate>_<well>_s<site>_w<channel>[...].tif
-    "imagexpress": r"^(?P<Plate>.+?)_(?P<Well>[A-P][0-9]{2})_s(?P<Site>[0-9]+)_w(?P<Channel>[0-9]+)",
-    # Cellomics/ArrayScan: <plate>_<well>f<site>d<channel>.tif (e.g. ExampleHuman)
-    "cellomics": r"^(?P<Plate>.+)_(?P<Well>[A-P][0-9]{2})f(?P<Site>[0-9]+)d(?P<Channel>[0-9]+)",
-    # Opera Phenix / Operetta: r<row>c<col>f<site>p<plane>-ch<channel>...
-    "phenix": r"^r(?P<Row>[0-9]{2})c(?P<Column>[0-9]{2})f(?P<Site>[0-9]+)p(?P<Plane>[0-9]+)-ch(?P<Channel>[0-9]+)",
-}
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
-QC_ERROR = "Metadata_qc_error"
 
 
 class ImageReadError(ValueError):
@@ -54,6 +46,17 @@ def _reader_for(path: Path):
     if name.endswith((".tif", ".tiff")):
         return "tiff"
     return "imageio"
+
+
+def _checked_kind(path: Path) -> str:
+    """The reader kind of an existing, non-empty image file (clear errors otherwise)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such image file.")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file.")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: the image file is empty (0 bytes).")
+    return _reader_for(path)
 
 
 def read_image(path: PathLike, *, frame: int | None = None) -> np.ndarray:
@@ -79,13 +82,7 @@ def read_image(path: PathLike, *, frame: int | None = None) -> np.ndarray:
     (512, 512)
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such image file.")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file.")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: the image file is empty (0 bytes).")
-    kind = _reader_for(path)
+    kind = _checked_kind(path)
     try:
         if kind == "npy":
             arr = np.load(path, allow_pickle=False)
@@ -114,13 +111,7 @@ def read_image(path: PathLike, *, frame: int | None = None) -> np.ndarray:
 
 def _image_header(path: Path, frame: int | None = None) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of an image without decoding the pixels when the format allows (TIFF, NPY)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such image file.")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file.")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: the image file is empty (0 bytes).")
-    kind = _reader_for(path)
+    kind = _checked_kind(path)
     try:
         if kind == "tiff":
             import tifffile
@@ -177,7 +168,8 @@ class ImageSet:
     Examples
     --------
     >>> import imgprof as ip
-    >>> images = ip.io.read_images(ip.datasets.examplehuman_images_path(), channels={"DNA": "d0", "PH3": "d1", "Cells": "d2"})  # doctest: +SKIP
+    >>> images = ip.io.read_images(ip.datasets.examplehuman_images_path(),
+    ...                            channels={"DNA": "d0", "PH3": "d1", "Cells": "d2"})  # doctest: +SKIP
     >>> images.channels  # doctest: +SKIP
     ['DNA', 'PH3', 'Cells']
     """
@@ -320,14 +312,17 @@ class ImageSet:
         return out
 
     def _describe(self, row) -> str:
-        parts = [f"{k.removeprefix('Metadata_')}={row[k]}" for k in ("Metadata_Plate", "Metadata_Well", "Metadata_Site") if k in row]
+        keys = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
+        parts = [f"{k.removeprefix('Metadata_')}={row[k]}" for k in keys if k in row]
         return "(" + ", ".join(parts) + ")"
 
     def describe(self, i: int) -> str:
         """Human-readable site identity, e.g. ``(Plate=P1, Well=A01, Site=1)``."""
         return self._describe(self._check_site(i))
 
-    def to_dask(self, channels: Sequence[str] | str | None = None, *, corrected: bool = True, sites: Sequence[int] | None = None):
+    def to_dask(
+        self, channels: Sequence[str] | str | None = None, *, corrected: bool = True, sites: Sequence[int] | None = None
+    ) -> da.Array:
         """Lazy dask array ``(sites, channels, Y, X)`` of float32 (one chunk per site and channel).
 
         Only usable sites are included by default (``ImageSet.ok``); all must share one shape.
@@ -366,7 +361,7 @@ class ImageSet:
         ]
         return da.stack(blocks)
 
-    def subset(self, sites) -> ImageSet:
+    def subset(self, sites: str | Sequence[int] | np.ndarray) -> ImageSet:
         """A new ImageSet with the selected sites (boolean mask, indices, or a pandas query on the table)."""
         if isinstance(sites, str):
             table = self.table.query(sites)
@@ -380,179 +375,6 @@ class ImageSet:
         """A new ImageSet that divides every image by its plate's illumination function when read."""
         ill = None if illumination is None else {str(p): dict(f) for p, f in illumination.items()}
         return ImageSet(self.table.copy(), list(self.channels), self.rescale, ill, dict(self.dtypes), self.source)
-
-
-# ---------------------------------------------------------------------------
-# Building an ImageSet
-# ---------------------------------------------------------------------------
-
-
-def _natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
-
-
-def _well_from(groups: dict[str, str]) -> str | None:
-    if groups.get("Well"):
-        return groups["Well"]
-    if groups.get("Row") and groups.get("Column"):
-        r, c = groups["Row"], groups["Column"]
-        row = chr(ord("A") + int(r) - 1) if r.isdigit() else r
-        return f"{row}{int(c):02d}" if c.isdigit() else f"{row}{c}"
-    return None
-
-
-def _scan_folder(folder: Path, pattern: str | None, extensions, recursive: bool):
-    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
-                   if p.is_file() and p.name.lower().endswith(tuple(e.lower() for e in extensions)))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no image file with extension {list(extensions)}.")
-    if pattern is None:
-        best = None
-        for name, pat in PATTERNS.items():
-            rx = re.compile(pat)
-            n = sum(bool(rx.search(p.name)) for p in files)
-            if n and (best is None or n > best[1]):
-                best = (name, n, pat)
-        if best is None:
-            raise ValueError(
-                f"{folder}: no file name matches a known pattern ({', '.join(PATTERNS)}); pass pattern= with named "
-                "groups, e.g. r'(?P<Plate>.+)_(?P<Well>[A-P][0-9]{2})_s(?P<Site>[0-9])_w(?P<Channel>[0-9])'. "
-                f"First files: {[p.name for p in files[:3]]}"
-            )
-        pattern = best[2]
-    rx = re.compile(pattern)
-    if "Channel" not in rx.groupindex and "ChannelNumber" not in rx.groupindex:
-        raise ValueError(f"pattern={pattern!r} needs a named group (?P<Channel>...) for the channel.")
-    matched, unmatched = [], []
-    for p in files:
-        m = rx.search(p.name)
-        (matched if m else unmatched).append((p, m.groupdict() if m else None))
-    if not matched:
-        raise ValueError(f"{folder}: no file name matches pattern {pattern!r} (e.g. {files[0].name!r}).")
-    return pattern, matched, [p for p, _ in unmatched]
-
-
-def _channel_names(tokens: list[str], channels) -> dict[str, str]:
-    tokens = sorted(set(tokens), key=_natural_key)
-    if channels is None:
-        return {t: (t if re.match(r"^[A-Za-z]\w*$", t) else f"ch{t}") for t in tokens}
-    if isinstance(channels, Mapping):
-        mapping = {str(k): str(v) for k, v in channels.items()}
-        absent = [k for k in mapping if k not in tokens]
-        if absent:
-            raise ValueError(
-                f"channels: channel token(s) {absent} (→ {[mapping[a] for a in absent]}) match no file; "
-                f"tokens found in the file names: {tokens}."
-            )
-        if len(set(mapping.values())) != len(mapping):
-            raise ValueError(f"channels: names must be unique, got {list(mapping.values())}.")
-        return mapping
-    names = [str(c) for c in channels]
-    if len(names) != len(tokens):
-        raise ValueError(
-            f"channels: {len(names)} name(s) {names} given but the file names hold {len(tokens)} channel token(s) "
-            f"{tokens}; pass a dict {{token: name}} to choose."
-        )
-    return dict(zip(tokens, names))
-
-
-def _from_folder(folder: Path, pattern, channels, extensions, recursive, metadata) -> tuple[pd.DataFrame, list[str], list[str]]:
-    pattern, matched, unmatched = _scan_folder(folder, pattern, extensions, recursive)
-    chan_group = "Channel" if "Channel" in re.compile(pattern).groupindex else "ChannelNumber"
-    tokens = [g[chan_group] for _, g in matched]
-    mapping = _channel_names(tokens, channels)
-    notes = []
-    ignored = sorted({t for t in tokens if t not in mapping}, key=_natural_key)
-    if ignored:
-        notes.append(f"files of channel token(s) {ignored} are not in channels= and were ignored")
-    if unmatched:
-        notes.append(f"{len(unmatched)} file(s) do not match the pattern and were ignored (e.g. {unmatched[0].name!r})")
-    sites: dict[tuple, dict] = {}
-    for p, g in matched:
-        tok = g[chan_group]
-        if tok not in mapping:
-            continue
-        plate = g.get("Plate") or (metadata or {}).get("Metadata_Plate") or p.parent.name
-        well = _well_from(g) or ""
-        site = g.get("Site") or "1"
-        extra = {f"Metadata_{k}": v for k, v in g.items()
-                 if k not in ("Plate", "Well", "Row", "Column", "Site", "Channel", "ChannelNumber") and v is not None}
-        key = (plate, well, site, tuple(sorted(extra.items())))
-        rec = sites.setdefault(key, {"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": site, **extra,
-                                     "_files": {}})
-        rec["_files"].setdefault(mapping[tok], []).append(p)
-    rows = []
-    for key in sorted(sites, key=lambda k: (_natural_key(k[0]), _natural_key(k[1]), _natural_key(k[2]), k[3])):
-        rec = sites[key]
-        files = rec.pop("_files")
-        errors = []
-        for ch in mapping.values():
-            got = files.get(ch, [])
-            if len(got) == 0:
-                errors.append(f"channel {ch!r}: no file for this site")
-                rec[f"FileName_{ch}"], rec[f"PathName_{ch}"] = "", ""
-            else:
-                if len(got) > 1:
-                    errors.append(f"channel {ch!r}: {len(got)} files match ({[x.name for x in got]})")
-                rec[f"FileName_{ch}"], rec[f"PathName_{ch}"] = got[0].name, str(got[0].parent)
-        rec[QC_ERROR] = "; ".join(errors)
-        rows.append(rec)
-    table = pd.DataFrame(rows)
-    return table, list(mapping.values()), notes
-
-
-def _from_table(df: pd.DataFrame, base: Path | None, channels) -> tuple[pd.DataFrame, list[str], list[str]]:
-    if df.shape[0] == 0:
-        raise ValueError("load-data table: no rows.")
-    found = [c.removeprefix("FileName_") for c in df.columns if c.startswith("FileName_")]
-    if not found:
-        raise ValueError(
-            "load-data table: no FileName_<channel> column (CellProfiler's load-data convention: "
-            f"FileName_<channel> and PathName_<channel>); columns are {list(df.columns)[:10]}."
-        )
-    if channels is None:
-        mapping = {c: c for c in found}
-    elif isinstance(channels, Mapping):
-        mapping = {str(k): str(v) for k, v in channels.items()}
-    else:
-        mapping = {str(c): str(c) for c in channels}
-    absent = [c for c in mapping if c not in found]
-    if absent:
-        raise KeyError(f"channels: {absent} have no FileName_<channel> column in the load-data table (found {found}).")
-    table = pd.DataFrame(index=range(len(df)))
-    for c in df.columns:
-        if c.startswith("Metadata_"):
-            table[c] = df[c].to_numpy()
-    for k in ("Metadata_Plate", "Metadata_Well", "Metadata_Site"):
-        if k not in table:
-            table[k] = "" if k != "Metadata_Site" else np.arange(1, len(df) + 1).astype(str)
-    errors = [[] for _ in range(len(df))]
-    for old, new in mapping.items():
-        fn = df[f"FileName_{old}"]
-        pn = df[f"PathName_{old}"] if f"PathName_{old}" in df else pd.Series([""] * len(df))
-        paths = []
-        for r, (f, p) in enumerate(zip(fn, pn)):
-            if f is None or (isinstance(f, float) and np.isnan(f)) or str(f).strip() == "":
-                errors[r].append(f"channel {new!r}: empty FileName_{old}")
-                paths.append(("", ""))
-                continue
-            p = "" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
-            pp = Path(p)
-            if not pp.is_absolute() and base is not None:
-                pp = base / pp
-            paths.append((str(f), str(pp)))
-        table[f"FileName_{new}"] = [a for a, _ in paths]
-        table[f"PathName_{new}"] = [b for _, b in paths]
-        if f"Frame_{old}" in df:
-            table[f"Frame_{new}"] = df[f"Frame_{old}"].to_numpy()
-    for c in df.columns:
-        if c.startswith(("ObjectsFileName_", "ObjectsPathName_")):
-            vals = df[c].to_numpy()
-            if c.startswith("ObjectsPathName_") and base is not None:
-                vals = [str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v for v in vals]
-            table[c] = vals
-    table[QC_ERROR] = ["; ".join(e) for e in errors]
-    return table, list(mapping.values()), []
 
 
 def _validate(table: pd.DataFrame, channels: list[str]) -> dict[str, str]:

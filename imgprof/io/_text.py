@@ -15,6 +15,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -106,7 +107,7 @@ def _decode_hint(path: Path, gz: bool, encoding: str, label: str) -> ReadError:
     )
 
 
-def open_text(path: Path, *, encoding: str = "utf-8", gz: bool | None = None):
+def open_text(path: Path, *, encoding: str = "utf-8", gz: bool | None = None) -> IO[str]:
     """Open a (possibly gzip-compressed) text file for reading.
 
     Parameters
@@ -232,7 +233,7 @@ def sniff_sep(header_line: str, default: str) -> str:
     if default in header_line:
         return default
     counts = {s: header_line.count(s) for s in (",", "\t", ";", "|") if s != default}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=lambda sep: counts[sep])
     return best if counts[best] > 0 else default
 
 
@@ -281,10 +282,10 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
     >>> from pathlib import Path
     >>> from imgprof.io._text import check_last_row
     >>> p = Path(tempfile.mkdtemp()) / "t.csv"; _ = p.write_text("a,b,c\\n1,2,3\\n4,5")
-    >>> check_last_row(p, ",", 3, "t.csv")
+    >>> check_last_row(p, ",", 3, "t.csv")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    imgprof.io._text.ReadError: t.csv: the last row has 2 of 3 fields and the file does not end with a newline: the file looks truncated (cut off during a copy or download?).
+    imgprof.io._text.ReadError: t.csv: the last row has 2 of 3 fields and the file does not end with a newline: ...
     """
     if n_fields <= 1:
         return
@@ -342,10 +343,10 @@ def check_field_counts(path: Path, sep: str, n_fields: int, label: str, *, gz: b
     >>> from pathlib import Path
     >>> from imgprof.io._text import check_field_counts
     >>> p = Path(tempfile.mkdtemp()) / "t.csv"; _ = p.write_text("a,b,c\\n1,2\\n4,5,6\\n")
-    >>> check_field_counts(p, ",", 3, "t.csv")
+    >>> check_field_counts(p, ",", 3, "t.csv")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    imgprof.io._text.ReadError: t.csv, line 2: 2 fields where the header has 3; the row is cut short (a damaged or truncated file?).
+    imgprof.io._text.ReadError: t.csv, line 2: 2 fields where the header has 3; the row is cut short ...
     """
     import numpy as np
 

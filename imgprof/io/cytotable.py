@@ -89,7 +89,7 @@ def read_cytotable(
         that :func:`~imgprof.io.read_cellprofiler` gives them). They are object numbers, not
         measurements. ``False`` keeps them as features (as CytoTable and pycytominer do).
     level
-        Profile level recorded in ``.uns["imgprof"]["level"]``.
+        Profile level recorded in the imgprof record (``record(adata).level``).
 
     Returns
     -------

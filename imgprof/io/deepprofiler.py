@@ -13,6 +13,7 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -42,7 +43,8 @@ def _filename_metadata(path: Path, delimiter: str) -> dict[str, str]:
     return {"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": site}
 
 
-def _load_npz(path: Path, *, feature_prefix: str | None, fallback_prefix: str, delimiter: str, parse_filename: bool):
+def _open_npz(path: Path) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """``features``, ``metadata`` (a dict) and ``locations`` (or ``None``) of one DeepProfiler ``.npz``."""
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the file is empty (0 bytes).")
     if not zipfile.is_zipfile(path):  # never unpickle a bare file: an .npz is a zip archive
@@ -68,8 +70,15 @@ def _load_npz(path: Path, *, feature_prefix: str | None, fallback_prefix: str, d
                 raise TypeError(f"{path}: 'metadata' must hold a dict, got {type(m).__name__}.")
             meta = dict(m)
         locations = np.asarray(npz["locations"]) if "locations" in npz.files else None
+    return X, meta, locations
+
+
+def _load_npz(
+    path: Path, *, feature_prefix: str | None, fallback_prefix: str, delimiter: str, parse_filename: bool,
+) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    X, meta, locations = _open_npz(path)
     n = X.shape[0]
-    cols: dict[str, object] = {}  # name -> scalar (one value for the file) or array (one per cell)
+    cols: dict[str, Any] = {}  # name -> scalar (one value for the file) or array (one per cell)
     for k, v in meta.items():
         name = k if str(k).startswith("Metadata_") else f"Metadata_{k}"
         arr = np.asarray(v)
@@ -106,6 +115,24 @@ def _column(parts: list, counts: list[int]) -> np.ndarray:
             out.append(np.full(n, np.nan if v is None else v, dtype=object))
     arr = np.concatenate(out) if out else np.array([], dtype=object)
     return pd.Series(arr).infer_objects().to_numpy() if arr.dtype == object else arr
+
+
+def _npz_files(path: PathLike | Sequence[PathLike], pattern: str) -> list[Path]:
+    if isinstance(path, (str, os.PathLike)):
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder.")
+        files = sorted(p.rglob(pattern)) if p.is_dir() else [p]
+        if not files:
+            raise FileNotFoundError(f"{p}: no file matching {pattern!r} in this folder (searched recursively).")
+    else:
+        files = [Path(q) for q in path]
+        if not files:
+            raise ValueError("read_deepprofiler: empty list of files.")
+    for f in files:
+        if not f.exists():
+            raise FileNotFoundError(f"{f}: no such file.")
+    return files
 
 
 def read_deepprofiler(
@@ -154,27 +181,18 @@ def read_deepprofiler(
     >>> cells.shape, cells.var_names[0]  # doctest: +SKIP
     ((206, 50), 'cnn_0')
     """
-    if isinstance(path, (list, tuple)):
-        files = [Path(p) for p in path]
-        if not files:
-            raise ValueError("read_deepprofiler: empty list of files.")
-    else:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such file or folder.")
-        files = sorted(p.rglob(pattern)) if p.is_dir() else [p]
-        if not files:
-            raise FileNotFoundError(f"{p}: no file matching {pattern!r} in this folder (searched recursively).")
-    for f in files:
-        if not f.exists():
-            raise FileNotFoundError(f"{f}: no such file.")
-    Xs, metas, names0, first, obs_names = [], [], None, None, []
+    files = _npz_files(path, pattern)
+    Xs: list[np.ndarray] = []
+    metas: list[dict[str, Any]] = []
+    obs_names: list[str] = []
+    names0: list[str] = []
+    first: Path | None = None
     for f in files:
         X, cols, names = _load_npz(
             f, feature_prefix=feature_prefix, fallback_prefix=fallback_prefix, delimiter=filename_delimiter,
             parse_filename=parse_filename,
         )
-        if names0 is None:
+        if first is None:
             names0, first = names, f
         elif names != names0:
             raise ValueError(
@@ -253,63 +271,80 @@ def read_embeddings(
     """
     from .profiles import from_pandas
 
-    source = "embeddings"
     if isinstance(data, np.ndarray):
-        if data.ndim != 2:
-            raise ValueError(f"read_embeddings: expected a 2-D array, got shape {data.shape}.")
-        p = prefix or "emb"
-        emb = pd.DataFrame(data, columns=[f"{p}_{i}" for i in range(data.shape[1])])
-        if obs is None:
-            obs = pd.DataFrame(index=range(data.shape[0]))
-        if len(obs) != data.shape[0]:
-            raise ValueError(f"read_embeddings: obs has {len(obs)} rows, the array {data.shape[0]}.")
-        clash = [c for c in emb.columns if c in obs.columns]
-        if clash:
-            raise ValueError(f"read_embeddings: obs already has column(s) {clash[:5]}; pass another prefix=.")
-        emb.index = obs.index
-        df = pd.concat([obs, emb], axis=1)
-        features = list(emb.columns)
-        metadata = list(obs.columns)
+        df, features, metadata = _frame_from_array(data, obs, prefix)
     elif isinstance(data, pd.DataFrame):
-        df = data
         if obs is not None:
             raise ValueError("read_embeddings: obs= is only for array input; a DataFrame carries its own metadata.")
-        non_str = [c for c in df.columns if not isinstance(c, str)]
-        if non_str:
-            p = prefix or "emb"
-            df = df.rename(columns={c: f"{p}_{c}" for c in non_str})
-            if features is None and metadata is None:
-                features = [f"{p}_{c}" for c in non_str]
+        df, features = _name_integer_columns(data, prefix, features, metadata)
     else:
-        from .profiles import read_profiles
-
-        path = Path(data)
-        source = str(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file.")
-        if features is None and prefix is not None:
-            if path.name.lower().endswith((".parquet", ".pq")):
-                import pyarrow.parquet as pq
-
-                try:
-                    cols = pq.read_schema(path).names
-                except Exception as e:  # pyarrow raises several types for unreadable input
-                    raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}).") from e
-            else:
-                from .profiles import _sep_for, _sniff_header
-
-                cols = _sniff_header(path, _sep_for(path))
-            features = [c for c in cols if c.startswith(prefix)]
-            if not features:
-                raise ValueError(f"{path}: no column starts with prefix={prefix!r}.")
-        adata = read_profiles(path, metadata=metadata, features=features, level=level, require_metadata=False)
-        log_step(adata, "io.read_embeddings", {"path": str(path), "prefix": prefix})
-        return adata
+        return _read_embedding_file(Path(data), features=features, prefix=prefix, metadata=metadata, level=level)
     if features is None and prefix is not None:
         features = [c for c in df.columns if str(c).startswith(prefix)]
         if not features:
             raise ValueError(f"read_embeddings: no column starts with prefix={prefix!r}.")
     adata = from_pandas(df, metadata=metadata, features=as_list(features) if features is not None else None,
-                        level=level, source=source, require_metadata=False)
+                        level=level, source="embeddings", require_metadata=False)
     log_step(adata, "io.read_embeddings", {"prefix": prefix, "n_features": adata.n_vars})
+    return adata
+
+
+def _frame_from_array(
+    data: np.ndarray, obs: pd.DataFrame | None, prefix: str | None,
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """An array of embeddings and its metadata → one frame, the feature and the metadata columns."""
+    if data.ndim != 2:
+        raise ValueError(f"read_embeddings: expected a 2-D array, got shape {data.shape}.")
+    p = prefix or "emb"
+    emb = pd.DataFrame(data, columns=[f"{p}_{i}" for i in range(data.shape[1])])
+    if obs is None:
+        obs = pd.DataFrame(index=range(data.shape[0]))
+    if len(obs) != data.shape[0]:
+        raise ValueError(f"read_embeddings: obs has {len(obs)} rows, the array {data.shape[0]}.")
+    clash = [c for c in emb.columns if c in obs.columns]
+    if clash:
+        raise ValueError(f"read_embeddings: obs already has column(s) {clash[:5]}; pass another prefix=.")
+    emb.index = obs.index
+    return pd.concat([obs, emb], axis=1), list(emb.columns), list(obs.columns)
+
+
+def _name_integer_columns(
+    df: pd.DataFrame, prefix: str | None, features: Sequence[str] | None, metadata: Sequence[str] | None,
+) -> tuple[pd.DataFrame, Sequence[str] | None]:
+    """Integer column labels become ``<prefix>_<i>`` (and the features, unless columns were chosen)."""
+    non_str = [c for c in df.columns if not isinstance(c, str)]
+    if non_str:
+        p = prefix or "emb"
+        df = df.rename(columns={c: f"{p}_{c}" for c in non_str})
+        if features is None and metadata is None:
+            features = [f"{p}_{c}" for c in non_str]
+    return df, features
+
+
+def _file_columns(path: Path) -> list[str]:
+    if path.name.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as e:  # pyarrow raises several types for unreadable input
+            raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}).") from e
+    from .profiles import _sep_for, _sniff_header
+
+    return list(_sniff_header(path, _sep_for(path)))
+
+
+def _read_embedding_file(
+    path: Path, *, features: Sequence[str] | None, prefix: str | None, metadata: Sequence[str] | None, level: str | None,
+) -> ad.AnnData:
+    from .profiles import read_profiles
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file.")
+    if features is None and prefix is not None:
+        features = [c for c in _file_columns(path) if c.startswith(prefix)]
+        if not features:
+            raise ValueError(f"{path}: no column starts with prefix={prefix!r}.")
+    adata = read_profiles(path, metadata=metadata, features=features, level=level, require_metadata=False)
+    log_step(adata, "io.read_embeddings", {"path": str(path), "prefix": prefix})
     return adata

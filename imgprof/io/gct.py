@@ -16,12 +16,14 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
+from typing import IO
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._core.provenance import log_step, set_level, uns
+from .._core.docs import doc_params
+from .._core.provenance import log_step, record
 from ._atomic import atomic_path
 from ._text import ReadError, check_field_counts, check_last_row, wrap_errors
 
@@ -31,6 +33,21 @@ NA_TOKEN = "-666"
 _DATA_NODE = "/0/DATA/0/matrix"
 _COL_NODE = "/0/META/COL"
 _ROW_NODE = "/0/META/ROW"
+
+
+#: Parameters shared by the GCT/GCTX readers and writers (filled in by ``doc_params``).
+_DOC = {
+    "gct_adata": "adata\n    Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.",
+    "obs_prefix": (
+        "obs_prefix\n    If given (e.g. ``\"Metadata_\"``), column-metadata names get this prefix so they\n"
+        "    follow the profiling convention; the original names are kept in ``.uns``."
+    ),
+    "convert_neg_666": (
+        "convert_neg_666\n    Replace the CMap missing-value sentinel ``-666`` by NaN in the metadata (what\n"
+        "    cmapPy's ``parse`` does by default). Off by default, so the values are kept\n"
+        "    exactly as written in the file."
+    ),
+}
 
 
 def _open(path: Path):
@@ -86,13 +103,14 @@ def _finish(X, obs, var, path, version, obs_prefix, convert_neg_666, reader):
     obs.index.name = None
     var.index.name = None
     adata = ad.AnnData(X=X, obs=obs, var=var)
-    store = uns(adata)
-    store["gct"] = {"version": version, "obs_names_original": original_obs, "var_meta": list(var.columns)}
-    set_level(adata, "well")
+    rec = record(adata)
+    rec.set("gct", {"version": version, "obs_names_original": original_obs, "var_meta": list(var.columns)})
+    rec.level = "well"
     log_step(adata, reader, {"path": str(path), "obs_prefix": obs_prefix, "convert_neg_666": convert_neg_666})
     return adata
 
 
+@doc_params(obs_prefix=_DOC["obs_prefix"], convert_neg_666=_DOC["convert_neg_666"])
 def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_neg_666: bool = False) -> ad.AnnData:
     """Read a GCT 1.2/1.3 file (optionally gzip-compressed) into AnnData (samples × genes).
 
@@ -100,13 +118,8 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
     ----------
     path
         ``.gct`` or ``.gct.gz`` file.
-    obs_prefix
-        If given (e.g. ``"Metadata_"``), column-metadata names get this prefix so they
-        follow the profiling convention; the original names are kept in ``.uns``.
-    convert_neg_666
-        Replace the CMap missing-value sentinel ``-666`` by NaN in the metadata (what
-        cmapPy's ``parse`` does by default). Off by default, so the values are kept
-        exactly as written in the file.
+    {obs_prefix}
+    {convert_neg_666}
 
     Returns
     -------
@@ -137,24 +150,48 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
         return _read_gct(path, obs_prefix, convert_neg_666)
 
 
+def _gct_dims(path: Path, version: str, line: str) -> tuple[int, int, int, int]:
+    """Rows, columns, row-metadata and column-metadata counts from line 2."""
+    dims = line.rstrip("\n").split("\t")
+    try:
+        dims_i = [int(x) for x in dims if x.strip()]
+    except ValueError as e:
+        raise ValueError(f"{path}: line 2 must hold integer dimensions, got {dims!r}.") from e
+    if version == "#1.2":
+        if len(dims_i) < 2:
+            raise ValueError(f"{path}: GCT 1.2 line 2 must hold 2 integers, got {dims!r}.")
+        return dims_i[0], dims_i[1], 0, 0
+    if len(dims_i) != 4:
+        raise ValueError(f"{path}: GCT 1.3 line 2 must hold 4 integers, got {dims!r}.")
+    return dims_i[0], dims_i[1], dims_i[2], dims_i[3]
+
+
+def _gct_column_metadata(fh: IO[str], path: Path, n_cmeta: int, header_offset: int, n_cols: int) -> dict[str, list[str]]:
+    """The ``n_cmeta`` column-metadata lines (field name → one value per sample)."""
+    cmeta: dict[str, list[str]] = {}
+    cmeta_line: dict[str, int] = {}
+    for i in range(n_cmeta):
+        parts = fh.readline().rstrip("\n").split("\t")
+        if len(parts) != header_offset + n_cols:
+            raise ValueError(
+                f"{path}: column-metadata line {4 + i} has {len(parts)} fields, expected {header_offset + n_cols}."
+            )
+        if parts[0] in cmeta:
+            raise ReadError(
+                f"{path}, line {4 + i}: column-metadata field {parts[0]!r} appears twice (also on line "
+                f"{cmeta_line[parts[0]]}); field names must be unique.", path=path, line=4 + i,
+            )
+        cmeta[parts[0]] = parts[header_offset:]
+        cmeta_line[parts[0]] = 4 + i
+    return cmeta
+
+
 def _read_gct(path: Path, obs_prefix, convert_neg_666) -> ad.AnnData:
     with _open(path) as fh:
         version = fh.readline().strip()
         if version not in ("#1.2", "#1.3"):
             raise ValueError(f"{path}: not a GCT file (first line is {version[:20]!r}, expected '#1.2' or '#1.3').")
-        dims = fh.readline().rstrip("\n").split("\t")
-        try:
-            dims_i = [int(x) for x in dims if x.strip()]
-        except ValueError as e:
-            raise ValueError(f"{path}: line 2 must hold integer dimensions, got {dims!r}.") from e
-        if version == "#1.2":
-            if len(dims_i) < 2:
-                raise ValueError(f"{path}: GCT 1.2 line 2 must hold 2 integers, got {dims!r}.")
-            n_rows, n_cols, n_rmeta, n_cmeta = dims_i[0], dims_i[1], 0, 0
-        else:
-            if len(dims_i) != 4:
-                raise ValueError(f"{path}: GCT 1.3 line 2 must hold 4 integers, got {dims!r}.")
-            n_rows, n_cols, n_rmeta, n_cmeta = dims_i
+        n_rows, n_cols, n_rmeta, n_cmeta = _gct_dims(path, version, fh.readline())
         header = fh.readline().rstrip("\n").split("\t")
         if version == "#1.2":
             header_offset = 2  # Name, Description
@@ -169,19 +206,7 @@ def _read_gct(path: Path, obs_prefix, convert_neg_666) -> ad.AnnData:
         if dup_r:
             raise ReadError(f"{path}, line 3: row-metadata field(s) {dup_r} appear twice; field names must be unique.",
                             path=path, line=3)
-        cmeta: dict[str, list[str]] = {}
-        cmeta_line: dict[str, int] = {}
-        for i in range(n_cmeta):
-            parts = fh.readline().rstrip("\n").split("\t")
-            if len(parts) != header_offset + n_cols:
-                raise ValueError(f"{path}: column-metadata line {4 + i} has {len(parts)} fields, expected {header_offset + n_cols}.")
-            if parts[0] in cmeta:
-                raise ReadError(
-                    f"{path}, line {4 + i}: column-metadata field {parts[0]!r} appears twice (also on line "
-                    f"{cmeta_line[parts[0]]}); field names must be unique.", path=path, line=4 + i,
-                )
-            cmeta[parts[0]] = parts[header_offset:]
-            cmeta_line[parts[0]] = 4 + i
+        cmeta = _gct_column_metadata(fh, path, n_cmeta, header_offset, n_cols)
         # Metadata columns as text; the data block parsed as float by pandas' C parser with Python's
         # correctly rounded conversion (float_precision="round_trip", so values are exact). As in
         # cmapPy, "NaN", "nan", "NA" and empty fields are missing (data and row metadata alike).
@@ -243,6 +268,7 @@ def _check_writable(adata: ad.AnnData):
     return X
 
 
+@doc_params(gct_adata=_DOC["gct_adata"])
 def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     """Write AnnData (samples × genes) as GCT 1.3 (genes as rows), gzip-compressed if the name ends in ``.gz``.
 
@@ -254,19 +280,7 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
 
     Parameters
     ----------
-    adata
-        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
-    path
-        Output ``.gct`` or ``.gct.gz`` file.
-
-    Returns
-    -------
-    None; the file is written.
-
-    Parameters
-    ----------
-    adata
-        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    {gct_adata}
     path
         Output ``.gct`` or ``.gct.gz`` file.
 
@@ -342,6 +356,7 @@ def _h5_meta(group, path: Path, what: str) -> pd.DataFrame:
     return df
 
 
+@doc_params(obs_prefix=_DOC["obs_prefix"], convert_neg_666=_DOC["convert_neg_666"])
 def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_neg_666: bool = False) -> ad.AnnData:
     """Read a GCTX (HDF5) file, the binary L1000 format, into AnnData (samples × genes).
 
@@ -349,8 +364,8 @@ def read_gctx(path: str | os.PathLike, *, obs_prefix: str | None = None, convert
     ----------
     path
         ``.gctx`` file (layout of cmapPy / CMap: ``/0/DATA/0/matrix``, ``/0/META/COL``, ``/0/META/ROW``).
-    obs_prefix, convert_neg_666
-        As in :func:`read_gct`.
+    {obs_prefix}
+    {convert_neg_666}
 
     Returns
     -------
@@ -414,13 +429,15 @@ def _h5_write_meta(f, node: str, ids, df: pd.DataFrame) -> None:
     g.attrs["imgprof_fields"] = np.array(fields, dtype="S") if fields else np.array([], dtype="S1")
 
 
-def write_gctx(adata: ad.AnnData, path: str | os.PathLike, *, dtype=None, compression: str | None = None) -> None:
+@doc_params(gct_adata=_DOC["gct_adata"])
+def write_gctx(
+    adata: ad.AnnData, path: str | os.PathLike, *, dtype: str | np.dtype | None = None, compression: str | None = None
+) -> None:
     """Write AnnData (samples × genes) as GCTX (HDF5, the cmapPy / CMap layout).
 
     Parameters
     ----------
-    adata
-        Samples × genes; ``.obs`` is written as column metadata, ``.var`` as row metadata.
+    {gct_adata}
     path
         Output ``.gctx`` file.
     dtype
