@@ -102,3 +102,12 @@ def _private_imports() -> list[str]:
 def test_no_private_helper_imported_across_modules():
     found = _private_imports()
     assert not found, "private helpers imported from another module (make them public in a private module):\n" + "\n".join(found)
+
+
+def test_no_unfilled_docstring_placeholder():
+    """Every ``{name}`` line of a doc_params docstring was filled (a typo would leave it on the docs site)."""
+    import re
+
+    pattern = re.compile(r"^\s*\{[A-Za-z_]\w*\}\s*$", re.MULTILINE)
+    bad = [name for name, fn in _public_functions() if pattern.search(fn.__doc__ or "")]
+    assert not bad, f"unfilled docstring placeholders in {bad}"

@@ -182,6 +182,6 @@ def test_threshold_and_secondary_methods_are_registries():
         assert seg.identify_primary(img, diameter=(4, 30), threshold="fixed_half").count == 1
         assert seg.identify_primary(img, diameter=(4, 30), threshold=0.2).count == 2
     finally:
-        THRESHOLDS._entries.pop("fixed_half")
+        THRESHOLDS.unregister("fixed_half")
     with pytest.raises(ValueError, match="fixed_half"):
         seg.threshold_image(img, "fixed_half")

@@ -181,7 +181,7 @@ def load_all() -> dict[str, Registry]:
     >>> isinstance(load_all(), dict)
     True
     """
-    for sub in ("io", "pp", "tl", "metrics", "bench", "mm"):
+    for sub in ("io", "im", "pp", "tl", "metrics", "bench", "mm"):
         importlib.import_module(f"imgprof.{sub}")
     return REGISTRIES
 
