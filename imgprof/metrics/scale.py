@@ -100,7 +100,7 @@ def phenotypic_activity_blocked(
     >>> bool((a["mean_average_precision"].to_numpy() == b["mean_average_precision"].to_numpy()).all())
     True
     """
-    from .average_precision import _finish
+    from ._map import finish_table as _finish
 
     if "return_ap" in kwargs:
         raise ValueError("phenotypic_activity_blocked does not return the AP table (return_ap is not supported).")
