@@ -21,13 +21,14 @@ from .._core.docs import doc_params
 from .._core.selection import resolve_rows
 from .._core.validation import check_df_keys, check_obs_keys, get_matrix, is_dask
 from ._map import DOC_MAP, check_null_args, finish_table, mean_average_precision
-from ._results import RetrievalResult, RetrievalWarning
+from ._results import DOC_KEY_ADDED, RetrievalResult, RetrievalWarning, check_table_key, store_table
 from ._similarity import prepare
 
 _REF = "__imgprof_reference_index"
 
 #: Shared parameter text of the AnnData retrieval functions (filled by ``doc_params``).
 DOC_RETRIEVAL = DOC_MAP | {
+    "key_added": DOC_KEY_ADDED,
     "metric": (
         "metric\n    ``\"cosine\"``, ``\"abs_cosine\"``, ``\"correlation\"``, ``\"euclidean\"``, ``\"manhattan\"``,\n"
         "    ``\"chebyshev\"`` or a callable ``f(A, B)`` returning a similarity matrix."
@@ -109,6 +110,7 @@ def phenotypic_activity(
     return_ap: bool = False,
     dtype: str = "float64",
     null: str = "permutation",
+    key_added: str | None = None,
 ) -> pd.DataFrame | RetrievalResult:
     """Phenotypic activity: can each perturbation's replicates be retrieved against negative controls?
 
@@ -150,6 +152,7 @@ def phenotypic_activity(
         ``_permutation.MAX_POOL`` (600) fall back to the conservative
         ``"shared"`` null (``p_value_method`` says which).
         ``"independent"`` / ``"shared"``: see :func:`mean_average_precision`.
+    {key_added}
 
     Returns
     -------
@@ -169,6 +172,7 @@ def phenotypic_activity(
     from .average_precision import average_precision_kernel
 
     null_size, threshold = check_null_args(null_size, threshold, seed)
+    check_table_key(adata, key_added)
     keys = check_obs_keys(adata, perturbation_key, param="perturbation_key")
     sc = check_obs_keys(adata, sameby_controls, param="sameby_controls")
     pdiff = check_obs_keys(adata, pos_diffby, param="pos_diffby")
@@ -187,6 +191,10 @@ def phenotypic_activity(
     if null == "permutation":
         groups = _PermutationGroups(m, ap, obs, cmask, keys, sc, pdiff)
         _activity_permutation(groups, X, metric, dtype, null_size, seed, threshold)
+    store_table(adata, m, key_added, function="metrics.phenotypic_activity",
+                params={"perturbation_key": keys, "controls": controls, "sameby_controls": sc, "pos_diffby": pdiff,
+                        "metric": metric, "use_rep": use_rep, "layer": layer, "null_size": null_size, "seed": seed,
+                        "null": null})
     return RetrievalResult(map=m, ap=ap) if return_ap else m
 
 
@@ -326,6 +334,7 @@ def phenotypic_consistency(
     seed: int | None = 0,
     return_ap: bool = False,
     dtype: str = "float64",
+    key_added: str | None = None,
 ) -> pd.DataFrame | RetrievalResult:
     """Phenotypic consistency: do perturbations sharing an annotation (MOA, target) retrieve each other?
 
@@ -361,6 +370,7 @@ def phenotypic_consistency(
     {seed}
     {return_ap}
     {dtype}
+    {key_added}
 
     Returns
     -------
@@ -379,6 +389,7 @@ def phenotypic_consistency(
     from .average_precision import average_precision_kernel
 
     null_size, threshold = check_null_args(null_size, threshold, seed)
+    check_table_key(adata, key_added)
     check_obs_keys(adata, [annotation_key, perturbation_key], param="annotation_key/perturbation_key")
     if aggregate not in (None, "median", "mean"):
         raise ValueError(f"aggregate must be 'median', 'mean' or None, got {aggregate!r}.")
@@ -397,6 +408,10 @@ def phenotypic_consistency(
         multilabel_sep=multilabel_sep, dtype=np.dtype(dtype),
     )
     m = mean_average_precision(ap, [annotation_key], null_size=null_size, threshold=threshold, seed=seed)
+    store_table(adata, m, key_added, function="metrics.phenotypic_consistency",
+                params={"annotation_key": annotation_key, "perturbation_key": perturbation_key, "controls": controls,
+                        "aggregate": aggregate, "metric": metric, "use_rep": use_rep, "layer": layer,
+                        "null_size": null_size, "seed": seed})
     return RetrievalResult(map=m, ap=ap) if return_ap else m
 
 

@@ -30,6 +30,7 @@ from .._core.selection import resolve_rows
 from .._core.validation import check_adata, check_choice, check_float, check_int, check_obs_keys
 from ._pairs import split_labels
 from ._recipes import DOC_RETRIEVAL, dense_matrix
+from ._results import check_table_key, store_table
 
 #: Correlations of the percent replicating / matching tests.
 CORRELATION_METHODS = ("spearman", "pearson", "cosine")
@@ -43,6 +44,7 @@ DOC_TEST = {
     "use_rep": DOC_RETRIEVAL["use_rep"],
     "layer": DOC_RETRIEVAL["layer"],
     "multilabel_sep": DOC_RETRIEVAL["multilabel_sep"],
+    "key_added": DOC_RETRIEVAL["key_added"],
 }
 
 
@@ -236,6 +238,7 @@ def percent_replicating(
     seed: int | None = 0,
     use_rep: str | None = None,
     layer: str | None = None,
+    key_added: str | None = None,
 ) -> ReplicatingResult:
     """Percent replicating (Way et al. 2022): replicate correlation vs a null of non-replicates.
 
@@ -257,6 +260,7 @@ def percent_replicating(
     {seed}
     {use_rep}
     {layer}
+    {key_added}
 
     Returns
     -------
@@ -273,6 +277,7 @@ def percent_replicating(
     """
     n_null, alpha = _check_test_args(method, n_null, alpha, seed)
     check_adata(adata, min_obs=1)
+    check_table_key(adata, key_added)
     keys = check_obs_keys(adata, replicate_key, param="replicate_key")
     strata = check_obs_keys(adata, groupby, param="groupby")
     keep = np.ones(adata.n_obs, dtype=bool)
@@ -291,8 +296,12 @@ def percent_replicating(
         )
     groups, pools, labels, st_of = _replicate_groups(obs, keys, strata)
     test = _correlation_test(Z, groups, pools, labels, st_of, n_null=n_null, alpha=alpha, seed=seed, what="percent_replicating")
-    return _result(pd.DataFrame([k for k, _ in groups], columns=keys + strata), test, alpha, kind="replicating",
-                   method=method, empty="percent_replicating: no perturbation has two or more replicates.")
+    res = _result(pd.DataFrame([k for k, _ in groups], columns=keys + strata), test, alpha, kind="replicating",
+                  method=method, empty="percent_replicating: no perturbation has two or more replicates.")
+    store_table(adata, res.table, key_added, function="metrics.percent_replicating",
+                params={"replicate_key": keys, "groupby": strata, "controls": controls, "method": method, "n_null": n_null,
+                        "alpha": alpha, "seed": seed, "use_rep": use_rep, "layer": layer})
+    return res
 
 
 def _joined_labels(s: pd.Series, sep: str | None) -> str:
@@ -347,6 +356,7 @@ def percent_matching(
     seed: int | None = 0,
     use_rep: str | None = None,
     layer: str | None = None,
+    key_added: str | None = None,
 ) -> ReplicatingResult:
     """Percent matching: do perturbations sharing an annotation correlate more than unrelated ones?
 
@@ -374,6 +384,7 @@ def percent_matching(
     {use_rep}
     {layer}
     {multilabel_sep}
+    {key_added}
 
     Returns
     -------
@@ -389,6 +400,7 @@ def percent_matching(
     """
     n_null, alpha = _check_test_args(method, n_null, alpha, seed)
     check_adata(adata, min_obs=1)
+    check_table_key(adata, key_added)
     if aggregate not in (None, "median", "mean"):
         raise ValueError(f"aggregate must be 'median', 'mean' or None, got {aggregate!r}.")
     check_obs_keys(adata, [annotation_key, perturbation_key], param="annotation_key/perturbation_key")
@@ -407,5 +419,10 @@ def percent_matching(
     vocab, groups, labels = _label_groups(sets)
     test = _correlation_test(Z, groups, {0: np.arange(len(sets))}, labels, [0] * len(groups), n_null=n_null, alpha=alpha,
                              seed=seed, what="percent_matching")
-    return _result(pd.DataFrame({annotation_key: vocab}), test, alpha, kind="matching", method=method,
-                   empty="percent_matching: no label is carried by two or more perturbations.")
+    res = _result(pd.DataFrame({annotation_key: vocab}), test, alpha, kind="matching", method=method,
+                  empty="percent_matching: no label is carried by two or more perturbations.")
+    store_table(adata, res.table, key_added, function="metrics.percent_matching",
+                params={"annotation_key": annotation_key, "perturbation_key": perturbation_key, "controls": controls,
+                        "aggregate": aggregate, "method": method, "n_null": n_null, "alpha": alpha, "seed": seed,
+                        "use_rep": use_rep, "layer": layer})
+    return res

@@ -26,6 +26,7 @@ from anndata import AnnData
 from .._core.validation import check_obs_keys, is_dask
 from ._map import finish_table
 from ._recipes import control_mask, strata_codes
+from ._results import check_table_key, store_table
 
 
 def _read_rows(source: tuple, rows: np.ndarray) -> np.ndarray:
@@ -89,7 +90,8 @@ def phenotypic_activity_blocked(
         perturbations, after the blocks.
     **kwargs
         Passed to :func:`phenotypic_activity` (``null_size``, ``seed``,
-        ``null``, ``metric``, ``pos_diffby``, ``dtype`` …; not ``return_ap``).
+        ``null``, ``metric``, ``pos_diffby``, ``dtype`` …; not ``return_ap``). ``key_added``
+        stores the final table in ``adata.uns[key_added]``.
 
     Returns
     -------
@@ -113,10 +115,12 @@ def phenotypic_activity_blocked(
         raise ValueError(f"block_size must be >= 1, got {block_size}.")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
+    kwargs = dict(kwargs)
+    key_added = kwargs.pop("key_added", None)
+    check_table_key(adata, key_added)
     cmask = control_mask(adata, controls)
     obs = adata.obs.copy()
     obs["__imgprof_is_control"] = cmask
-    kwargs = dict(kwargs)
     if sc:
         kwargs["sameby_controls"] = sc
     tasks = [(_block_source(adata.X, rows), rows, obs.iloc[rows]) for rows in _block_rows(obs, cmask, keys, sc, int(block_size))]
@@ -127,6 +131,8 @@ def phenotypic_activity_blocked(
         parts = client.gather(futures)
     res = pd.concat(parts, ignore_index=True).sort_values(keys, kind="stable").reset_index(drop=True)
     finish_table(res, threshold)
+    store_table(adata, res, key_added, function="metrics.phenotypic_activity_blocked",
+                params={"perturbation_key": keys, "controls": controls, "block_size": block_size, **kwargs})
     return res
 
 
