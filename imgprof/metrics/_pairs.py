@@ -28,7 +28,7 @@ from .._core.validation import as_list
 Spec = dict  # {"all": list[str], "any": list[str]}
 
 
-def as_spec(value, *, param: str) -> Spec:
+def as_spec(value: Any, *, param: str) -> Spec:
     """Normalise a sameby/diffby argument to ``{"all": [...], "any": [...]}``."""
     if value is None:
         return {"all": [], "any": []}
@@ -49,6 +49,7 @@ def as_spec(value, *, param: str) -> Spec:
 
 
 def spec_columns(spec: Spec) -> list[str]:
+    """Columns named by a spec (``all`` then ``any``), once each."""
     return list(dict.fromkeys(spec["all"] + spec["any"]))
 
 
@@ -61,7 +62,7 @@ def check_pair_definition(sameby: Spec, diffby: Spec, *, what: str) -> None:
         raise ValueError(f"{what}: give at least one sameby or diffby column.")
 
 
-def split_labels(value, sep: str | None) -> tuple[str, ...]:
+def split_labels(value: Any, sep: str | None) -> tuple[str, ...]:
     if isinstance(value, str):
         parts = value.split(sep) if sep else [value]
     elif isinstance(value, (list, tuple, set, frozenset, np.ndarray, pd.Series)):

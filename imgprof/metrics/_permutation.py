@@ -39,14 +39,14 @@ from .null import TIE_TOL, _random_positions
 MAX_POOL = 600
 
 
-def _labelings_exact(members, strata_r) -> np.ndarray:
+def _labelings_exact(members: list[np.ndarray], strata_r: np.ndarray) -> np.ndarray:
     """Every labeling: ``r_s`` of the pool positions ``members[s]`` in each stratum (columns by stratum)."""
     per = [[tuple(mb[list(c)]) for c in combinations(range(mb.size), int(r))] for mb, r in zip(members, strata_r)]
     rows = [sum(parts, ()) for parts in product(*per)]
     return np.asarray(rows, dtype=np.int64).reshape(len(rows), -1)
 
 
-def _labelings_random(rng, n, members, strata_r) -> np.ndarray:
+def _labelings_random(rng: np.random.Generator, n: int, members: list[np.ndarray], strata_r: np.ndarray) -> np.ndarray:
     """``n`` uniformly random labelings (``r_s`` of ``members[s]`` in each stratum)."""
     cols = []
     for mb, r in zip(members, strata_r):
@@ -57,7 +57,9 @@ def _labelings_random(rng, n, members, strata_r) -> np.ndarray:
     return np.concatenate(cols, axis=1).astype(np.int64)
 
 
-def labeling_map(T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray, LTN: np.ndarray, nneg: np.ndarray):
+def labeling_map(
+    T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray, LTN: np.ndarray, nneg: np.ndarray
+) -> np.ndarray:
     """mAP of each labeling (rows of ``T``: pool positions of the labelled wells).
 
     ``K``: float32 ranking keys (lower = more similar); ``POS[i, l]``: ``l`` may

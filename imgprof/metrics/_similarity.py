@@ -63,14 +63,28 @@ def _pair_euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.sqrt(np.einsum("ij,ij->i", diff, diff)))
 
 
-SIMILARITIES.add("cosine", _dot, prep="unit", block=_dot, pair=_pair_dot)
-SIMILARITIES.add("abs_cosine", _abs_dot, prep="unit", block=_abs_dot, pair=lambda a, b: np.abs(_pair_dot(a, b)))
-SIMILARITIES.add("correlation", _dot, prep="center_unit", block=_dot, pair=_pair_dot)
-SIMILARITIES.add("euclidean", _euclidean, prep="sq", block=_euclidean, pair=_pair_euclidean)
-SIMILARITIES.add("manhattan", _cdist("cityblock"), prep=None, block=_cdist("cityblock"),
-                 pair=lambda a, b: 1.0 / (1.0 + np.abs(a - b).sum(axis=1)))
-SIMILARITIES.add("chebyshev", _cdist("chebyshev"), prep=None, block=_cdist("chebyshev"),
-                 pair=lambda a, b: 1.0 / (1.0 + np.abs(a - b).max(axis=1)))
+def _pair_abs_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(np.einsum("ij,ij->i", a, b))
+
+
+def _pair_manhattan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.abs(a - b).sum(axis=1))
+
+
+def _pair_chebyshev(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.abs(a - b).max(axis=1))
+
+
+def _add(name: str, prep: str | None, block: Callable[..., np.ndarray], pair: Callable[..., np.ndarray]) -> None:
+    SIMILARITIES.add(name, block, prep=prep, block=block, pair=pair)
+
+
+_add("cosine", "unit", _dot, _pair_dot)
+_add("abs_cosine", "unit", _abs_dot, _pair_abs_dot)
+_add("correlation", "center_unit", _dot, _pair_dot)
+_add("euclidean", "sq", _euclidean, _pair_euclidean)
+_add("manhattan", None, _cdist("cityblock"), _pair_manhattan)
+_add("chebyshev", None, _cdist("chebyshev"), _pair_chebyshev)
 
 #: Names of the built-in similarities.
 METRICS = SIMILARITIES.names()

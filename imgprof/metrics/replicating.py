@@ -117,7 +117,7 @@ def _median_offdiag(Z: np.ndarray) -> float:
     return float(np.median(C[iu]))
 
 
-def _sample_sets(rng, labels_csr, pool: np.ndarray, k: int, n: int, *, what: str) -> np.ndarray:
+def _sample_sets(rng: np.random.Generator, labels_csr: Any, pool: np.ndarray, k: int, n: int, *, what: str) -> np.ndarray:
     """``n`` random ``k``-subsets of ``pool`` whose members share no label (rejection sampling)."""
     out = np.empty((n, k), dtype=np.int64)
     got = 0
@@ -153,14 +153,15 @@ def _correlation_test(
     Z: np.ndarray,
     groups: list[tuple[tuple, np.ndarray]],
     pools: dict,
-    labels_csr,
+    labels_csr: Any,
     strata_of_group: list,
     *,
     n_null: int,
     alpha: float,
     seed: int | None,
     what: str,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Median correlation of each group, its null (random label-disjoint sets of the same size) and p-value."""
     rng = np.random.default_rng(seed)
     obs_med = np.array([_median_offdiag(Z[idx]) if idx.size >= 2 else np.nan for _, idx in groups])
     sizes = np.array([idx.size for _, idx in groups])
