@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -91,6 +91,33 @@ def _activity_obs(adata: AnnData, keys: list[str], cmask: np.ndarray) -> pd.Data
     ref[cmask] = np.arange(int(cmask.sum()))
     obs[_REF] = ref
     return obs
+
+
+@overload
+def phenotypic_activity(
+    adata: AnnData, perturbation_key: str | Sequence[str] = ..., controls: Any = ..., *, sameby_controls: Any = ...,
+    pos_diffby: Any = ..., metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[False] = ..., dtype: str = ...,
+    null: str = ..., key_added: str | None = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+def phenotypic_activity(
+    adata: AnnData, perturbation_key: str | Sequence[str] = ..., controls: Any = ..., *, sameby_controls: Any = ...,
+    pos_diffby: Any = ..., metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[True], dtype: str = ...,
+    null: str = ..., key_added: str | None = ...,
+) -> RetrievalResult: ...
+
+
+@overload
+def phenotypic_activity(
+    adata: AnnData, perturbation_key: str | Sequence[str] = ..., controls: Any = ..., *, sameby_controls: Any = ...,
+    pos_diffby: Any = ..., metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: bool, dtype: str = ...,
+    null: str = ..., key_added: str | None = ...,
+) -> pd.DataFrame | RetrievalResult: ...
 
 
 @doc_params(**DOC_RETRIEVAL)
@@ -314,6 +341,33 @@ def _consensus(X: np.ndarray, obs: pd.DataFrame, annotation_key: str, perturbati
     obs_a = pd.DataFrame({perturbation_key: np.asarray(uniq, dtype=object), annotation_key: first.loc[uniq].to_numpy()})
     obs_a.index = obs_a[perturbation_key].astype(str).to_numpy()
     return Xa, obs_a
+
+
+@overload
+def phenotypic_consistency(
+    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, controls: Any = ..., active: Any = ...,
+    aggregate: str | None = ..., multilabel_sep: str | None = ..., metric: str | Callable = ..., use_rep: str | None = ...,
+    layer: str | None = ..., null_size: int = ..., threshold: float = ..., seed: int | None = ...,
+    return_ap: Literal[False] = ..., dtype: str = ..., key_added: str | None = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+def phenotypic_consistency(
+    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, controls: Any = ..., active: Any = ...,
+    aggregate: str | None = ..., multilabel_sep: str | None = ..., metric: str | Callable = ..., use_rep: str | None = ...,
+    layer: str | None = ..., null_size: int = ..., threshold: float = ..., seed: int | None = ...,
+    return_ap: Literal[True], dtype: str = ..., key_added: str | None = ...,
+) -> RetrievalResult: ...
+
+
+@overload
+def phenotypic_consistency(
+    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, controls: Any = ..., active: Any = ...,
+    aggregate: str | None = ..., multilabel_sep: str | None = ..., metric: str | Callable = ..., use_rep: str | None = ...,
+    layer: str | None = ..., null_size: int = ..., threshold: float = ..., seed: int | None = ...,
+    return_ap: bool, dtype: str = ..., key_added: str | None = ...,
+) -> pd.DataFrame | RetrievalResult: ...
 
 
 @doc_params(**DOC_RETRIEVAL)
