@@ -197,3 +197,32 @@ def test_benchmark_quick_smoke(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     text = out.read_text()
     assert "copairs" in text and "counts equal True" in text and "counts equal False" not in text
+
+
+def test_tables_stored_in_uns_with_key_added():
+    """key_added stores the returned table in .uns (tables go to .uns) and logs the step; default writes nothing."""
+    a = ip.datasets.lincs_plate()
+    ctrl = "Metadata_broad_sample == 'DMSO'"
+    before = set(a.uns)
+    m = ip.metrics.phenotypic_activity(a, "Metadata_broad_sample", controls=ctrl, null_size=200)
+    assert set(a.uns) == before  # nothing written without key_added
+    m2 = ip.metrics.phenotypic_activity(a, "Metadata_broad_sample", controls=ctrl, null_size=200, key_added="activity")
+    pd.testing.assert_frame_equal(m, m2)
+    pd.testing.assert_frame_equal(a.uns["activity"], m2)
+    c = ip.metrics.phenotypic_consistency(a, "Metadata_moa", controls=ctrl, null_size=200, key_added="consistency")
+    pd.testing.assert_frame_equal(a.uns["consistency"], c)
+    r = ip.metrics.percent_replicating(a, "Metadata_broad_sample", controls=ctrl, n_null=100, key_added="replicating")
+    pd.testing.assert_frame_equal(a.uns["replicating"], r.table)
+    r = ip.metrics.percent_matching(a, "Metadata_moa", controls=ctrl, n_null=100, key_added="matching")
+    pd.testing.assert_frame_equal(a.uns["matching"], r.table)
+    b = ip.metrics.phenotypic_activity_blocked(a, "Metadata_broad_sample", controls=ctrl, block_size=20, null_size=200,
+                                               key_added="blocked")
+    pd.testing.assert_frame_equal(a.uns["blocked"], b)
+    steps = ip.provenance(a)["function"].tolist()
+    for f in ("phenotypic_activity", "phenotypic_consistency", "percent_replicating", "percent_matching",
+              "phenotypic_activity_blocked"):
+        assert f"metrics.{f}" in steps
+    with pytest.raises(ValueError, match="view"):
+        ip.metrics.phenotypic_activity(a[:200], "Metadata_broad_sample", controls=ctrl, null_size=50, key_added="x")
+    with pytest.raises(TypeError, match="key_added"):
+        ip.metrics.percent_replicating(a, "Metadata_broad_sample", controls=ctrl, n_null=50, key_added=3)

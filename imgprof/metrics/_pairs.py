@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from .._core.validation import as_list
 Spec = dict  # {"all": list[str], "any": list[str]}
 
 
-def as_spec(value, *, param: str) -> Spec:
+def as_spec(value: Any, *, param: str) -> Spec:
     """Normalise a sameby/diffby argument to ``{"all": [...], "any": [...]}``."""
     if value is None:
         return {"all": [], "any": []}
@@ -48,6 +49,7 @@ def as_spec(value, *, param: str) -> Spec:
 
 
 def spec_columns(spec: Spec) -> list[str]:
+    """Columns named by a spec (``all`` then ``any``), once each."""
     return list(dict.fromkeys(spec["all"] + spec["any"]))
 
 
@@ -60,7 +62,7 @@ def check_pair_definition(sameby: Spec, diffby: Spec, *, what: str) -> None:
         raise ValueError(f"{what}: give at least one sameby or diffby column.")
 
 
-def split_labels(value, sep: str | None) -> tuple[str, ...]:
+def split_labels(value: Any, sep: str | None) -> tuple[str, ...]:
     if isinstance(value, str):
         parts = value.split(sep) if sep else [value]
     elif isinstance(value, (list, tuple, set, frozenset, np.ndarray, pd.Series)):
@@ -80,7 +82,7 @@ class Encoded:
     table: np.ndarray  # (n_combos, n_columns) codes
     multilabel: str | None = None
     label_names: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
-    combo_labels: object = None  # scipy.sparse CSR (n_combos, n_labels) bool, or None
+    combo_labels: Any = None  # scipy.sparse CSR (n_combos, n_labels) bool, or None
     size_c: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # candidate rows per combo
     # CSR of candidate rows grouped by combo
     c_indptr: np.ndarray = field(default_factory=lambda: np.array([0], dtype=np.int64))
@@ -121,6 +123,49 @@ def _column_values(obs: pd.DataFrame, col: str, *, where: str) -> pd.Series:
     return s
 
 
+def _codes(
+    obs_q: pd.DataFrame, obs_c: pd.DataFrame | None, order: list[str], multilabel: str | None, multilabel_sep: str | None,
+    where: str, where_ref: str,
+) -> tuple[list[np.ndarray], list[tuple[str, ...]]]:
+    """Integer codes of each column over query then candidate rows, and the label sets of the multi-label column."""
+    codes = []
+    set_rows_labels: list[tuple[str, ...]] = []
+    for col in order:
+        sq = _column_values(obs_q, col, where=where)
+        if obs_c is None:
+            vals = sq
+        else:
+            sc = _column_values(obs_c, col, where=where_ref)
+            vals = pd.concat([sq.reset_index(drop=True), sc.reset_index(drop=True)], ignore_index=True)
+        if col == multilabel:
+            sets = [split_labels(v, multilabel_sep) for v in vals]
+            empty = sum(1 for s in sets if len(s) == 0)
+            if empty:
+                raise ValueError(f"{where}: multi-label column {col!r} has {empty} row(s) with no label.")
+            set_rows_labels = sets
+            code, _ = pd.factorize(pd.Series(["\x1f".join(s) for s in sets]), sort=True)
+        else:
+            code, _ = pd.factorize(vals, sort=True) if _sortable(vals) else pd.factorize(vals)
+        codes.append(np.asarray(code, dtype=np.int64))
+    return codes, set_rows_labels
+
+
+def _label_matrix(set_rows_labels: list[tuple[str, ...]], first: np.ndarray, n_combos: int) -> tuple[Any, np.ndarray]:
+    """``(n_combos, n_labels)`` CSR of each combo's labels (from its first row) and the label names."""
+    import scipy.sparse as sp
+
+    labels = sorted({lab for s in set_rows_labels for lab in s})
+    lab_idx = {lab: i for i, lab in enumerate(labels)}
+    indptr: list[int] = [0]
+    indices: list[int] = []
+    for r in first:
+        indices.extend(lab_idx[lab] for lab in set_rows_labels[r])
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float32)
+    csr = sp.csr_matrix((data, np.asarray(indices, dtype=np.int64), np.asarray(indptr)), shape=(n_combos, len(labels)))
+    return csr, np.asarray(labels, dtype=object)
+
+
 def encode(
     obs_q: pd.DataFrame,
     obs_c: pd.DataFrame | None,
@@ -140,60 +185,24 @@ def encode(
     """
     same_set = obs_c is None
     nq = len(obs_q)
-    nc = nq if same_set else len(obs_c)
+    n_rows = nq if obs_c is None else nq + len(obs_c)
     columns = list(dict.fromkeys(columns))
     order = [c for c in order_first if c in columns] + [c for c in columns if c not in order_first]
-    codes = []
-    label_names = np.array([], dtype=object)
-    set_rows_labels: list[tuple[str, ...]] | None = None
-    for col in order:
-        sq = _column_values(obs_q, col, where=where)
-        if same_set:
-            vals = sq
-        else:
-            sc = _column_values(obs_c, col, where=where_ref)
-            vals = pd.concat([sq.reset_index(drop=True), sc.reset_index(drop=True)], ignore_index=True)
-        if col == multilabel:
-            sets = [split_labels(v, multilabel_sep) for v in vals]
-            empty = sum(1 for s in sets if len(s) == 0)
-            if empty:
-                raise ValueError(f"{where}: multi-label column {col!r} has {empty} row(s) with no label.")
-            set_rows_labels = sets
-            code, _ = pd.factorize(pd.Series(["\x1f".join(s) for s in sets]), sort=True)
-        else:
-            code, _ = pd.factorize(vals, sort=True) if _sortable(vals) else pd.factorize(vals)
-        codes.append(np.asarray(code, dtype=np.int64))
+    codes, set_rows_labels = _codes(obs_q, obs_c, order, multilabel, multilabel_sep, where, where_ref)
     if codes:
-        stacked = np.stack(codes, axis=1)
-    else:
-        stacked = np.zeros((nq + (0 if same_set else nc), 0), dtype=np.int64)
-    if stacked.shape[1]:
-        table, first, inv = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+        table, first, inv = np.unique(np.stack(codes, axis=1), axis=0, return_index=True, return_inverse=True)
         inv = np.asarray(inv).reshape(-1)
     else:
-        table, inv = np.zeros((1, 0), dtype=np.int64), np.zeros(len(stacked), dtype=np.int64)
+        table, inv = np.zeros((1, 0), dtype=np.int64), np.zeros(n_rows, dtype=np.int64)
         first = np.zeros(1, dtype=np.int64)
     combo_q = inv[:nq]
     combo_c = combo_q if same_set else inv[nq:]
     enc = Encoded(columns=order, combo_q=combo_q, combo_c=combo_c, table=table, multilabel=multilabel)
     if multilabel is not None:
-        import scipy.sparse as sp
-
-        labels = sorted({lab for s in set_rows_labels for lab in s})
-        lab_idx = {lab: i for i, lab in enumerate(labels)}
-        # the first row of each combo gives its label set
-        indptr, indices = [0], []
-        for r in first:
-            ids = [lab_idx[lab] for lab in set_rows_labels[r]]
-            indices.extend(ids)
-            indptr.append(len(indices))
-        data = np.ones(len(indices), dtype=np.float32)
-        enc.combo_labels = sp.csr_matrix((data, np.asarray(indices, dtype=np.int64), np.asarray(indptr)), shape=(table.shape[0], len(labels)))
-        enc.label_names = np.asarray(labels, dtype=object)
+        enc.combo_labels, enc.label_names = _label_matrix(set_rows_labels, first, table.shape[0])
     size = np.bincount(combo_c, minlength=table.shape[0]).astype(np.int64)
     enc.size_c = size
-    order_rows = np.argsort(combo_c, kind="stable")
-    enc.c_rows = order_rows.astype(np.int64)
+    enc.c_rows = np.argsort(combo_c, kind="stable").astype(np.int64)
     enc.c_indptr = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
     return enc
 

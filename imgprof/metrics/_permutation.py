@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from itertools import combinations, product
 from math import comb
+from typing import Any
 
 import numpy as np
 
+from ._ap_kernels import _orderable
 from ._similarity import Prepared, similarity
 from .null import TIE_TOL, _random_positions
 
@@ -37,14 +39,14 @@ from .null import TIE_TOL, _random_positions
 MAX_POOL = 600
 
 
-def _labelings_exact(members, strata_r) -> np.ndarray:
+def _labelings_exact(members: list[np.ndarray], strata_r: np.ndarray) -> np.ndarray:
     """Every labeling: ``r_s`` of the pool positions ``members[s]`` in each stratum (columns by stratum)."""
     per = [[tuple(mb[list(c)]) for c in combinations(range(mb.size), int(r))] for mb, r in zip(members, strata_r)]
     rows = [sum(parts, ()) for parts in product(*per)]
     return np.asarray(rows, dtype=np.int64).reshape(len(rows), -1)
 
 
-def _labelings_random(rng, n, members, strata_r) -> np.ndarray:
+def _labelings_random(rng: np.random.Generator, n: int, members: list[np.ndarray], strata_r: np.ndarray) -> np.ndarray:
     """``n`` uniformly random labelings (``r_s`` of ``members[s]`` in each stratum)."""
     cols = []
     for mb, r in zip(members, strata_r):
@@ -55,7 +57,9 @@ def _labelings_random(rng, n, members, strata_r) -> np.ndarray:
     return np.concatenate(cols, axis=1).astype(np.int64)
 
 
-def labeling_map(T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray, LTN: np.ndarray, nneg: np.ndarray):
+def labeling_map(
+    T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray, LTN: np.ndarray, nneg: np.ndarray
+) -> np.ndarray:
     """mAP of each labeling (rows of ``T``: pool positions of the labelled wells).
 
     ``K``: float32 ranking keys (lower = more similar); ``POS[i, l]``: ``l`` may
@@ -93,12 +97,6 @@ def labeling_map(T: np.ndarray, K: np.ndarray, POS: np.ndarray, NEG: np.ndarray,
         return ap.sum(1) / ok.sum(1)
 
 
-def _orderable32(f: np.ndarray) -> np.ndarray:
-    u = np.ascontiguousarray(f, dtype=np.float32).view(np.uint32)
-    neg = (u >> np.uint32(31)).astype(bool)
-    return np.where(neg, ~u, u | np.uint32(0x80000000)).astype(np.uint64)
-
-
 def _less_counts(K: np.ndarray, NEG: np.ndarray) -> np.ndarray:
     """``LTN[i, j] = #{l: NEG[i, l], K[i, l] < K[i, j]}`` for every pair, by one batched search."""
     P = K.shape[0]
@@ -107,15 +105,83 @@ def _less_counts(K: np.ndarray, NEG: np.ndarray) -> np.ndarray:
         return (Kn[:, None, :] < K[:, :, None]).sum(-1, dtype=np.int32)
     Kn = np.sort(np.where(NEG, K, np.float32(np.inf)), axis=1)
     rows = (np.arange(P, dtype=np.uint64) << np.uint64(32))[:, None]
-    flat = (rows | _orderable32(Kn)).ravel()
-    q = (rows | _orderable32(K)).ravel()
+    flat = (rows | _orderable(Kn)).ravel()
+    q = (rows | _orderable(K)).ravel()
     out = np.searchsorted(flat, q, side="left").reshape(P, P).astype(np.int64)
     return out - (np.arange(P, dtype=np.int64) * P)[:, None]
 
 
+def _control_keys(prepared: Prepared, metric: Any, c_sorted: np.ndarray, limit: int) -> np.ndarray | None:
+    """Float32 keys ``1 - sim`` among the controls, computed once when there are at most ``limit`` of them."""
+    if callable(metric) or c_sorted.size > limit:
+        return None
+    CC = np.asarray(similarity(prepared, prepared, c_sorted, c_sorted, metric)).astype(np.float32)
+    np.subtract(np.float32(1), CC, out=CC)
+    return CC
+
+
+def _pool(wells: np.ndarray, stratum: np.ndarray, c_str: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The group's wells sorted by stratum, its strata, wells per stratum and the positions of their controls."""
+    ws = stratum[wells]
+    strata, r_s = np.unique(ws, return_counts=True)
+    wells = wells[np.argsort(ws, kind="stable")]
+    parts = [np.arange(np.searchsorted(c_str, s, "left"), np.searchsorted(c_str, s, "right")) for s in strata]
+    cpos = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return wells, strata, r_s, cpos
+
+
+def _pool_keys(prepared: Prepared, metric: Any, wells: np.ndarray, pool: np.ndarray, cpos: np.ndarray,
+               CC: np.ndarray | None) -> np.ndarray:
+    """``(P, P)`` float32 keys of the pool (wells first), reusing the control block when cached."""
+    P, R = pool.size, wells.size
+    K = np.empty((P, P), dtype=np.float32)
+    if CC is not None:
+        KW = np.asarray(similarity(prepared, prepared, wells, pool, metric)).astype(np.float32)
+        np.subtract(np.float32(1), KW, out=KW)
+        K[:R] = KW
+        K[R:, :R] = KW[:, R:].T
+        K[R:, R:] = CC[np.ix_(cpos, cpos)]
+    else:
+        K[:] = np.asarray(similarity(prepared, prepared, pool, pool, metric))
+        np.subtract(np.float32(1), K, out=K)
+    return K
+
+
+def _pair_masks(ps: np.ndarray, pool: np.ndarray, posdiff: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``POS`` (may be a positive pair) and ``NEG`` (same stratum) masks over the pool, self excluded."""
+    P = pool.size
+    notself = ~np.eye(P, dtype=bool)
+    NEG = (ps[:, None] == ps[None, :]) & notself
+    if posdiff is None:
+        return notself, NEG
+    pdv = posdiff[pool]
+    return notself & (pdv[:, None, :] != pdv[None, :, :]).all(-1), NEG
+
+
+def _group_p(o: float, arrays: tuple[np.ndarray, ...], members: list[np.ndarray], r_s: np.ndarray, R: int, *,
+             null_size: int, rng_seed: list[int] | None) -> tuple[float, float, str]:
+    """p-value of the observed mAP ``o`` over every labeling (exact) or ``null_size`` random ones."""
+    n_lab = 1
+    for mb, r in zip(members, r_s):
+        n_lab *= comb(int(mb.size), int(r))
+    if n_lab <= null_size:
+        null = labeling_map(_labelings_exact(members, r_s), *arrays)
+        null = np.where(np.isfinite(null), null, -np.inf)
+        return float((null >= o - TIE_TOL).sum() / n_lab), 0.0, "exact"
+    rng = np.random.default_rng(rng_seed)
+    null = np.empty(null_size)
+    step = max(1, (1 << 21) // max(1, R * R))
+    for s0 in range(0, null_size, step):
+        n = min(step, null_size - s0)
+        null[s0 : s0 + n] = labeling_map(_labelings_random(rng, n, members, r_s), *arrays)
+    null = np.where(np.isfinite(null), null, -np.inf)
+    pv = ((null >= o - TIE_TOL).sum() + 1.0) / (null_size + 1.0)
+    return float(pv), float(np.sqrt(pv * (1 - pv) / null_size)), "monte_carlo"
+
+
 def permutation_p_values(
     prepared: Prepared,
-    metric,
+    metric: Any,
     groups: list[np.ndarray],
     control_rows: np.ndarray,
     stratum: np.ndarray,
@@ -126,7 +192,7 @@ def permutation_p_values(
     max_pool: int = MAX_POOL,
     control_cache_limit: int = 4096,
     group_seeds: np.ndarray | None = None,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Permutation p-value of each group's mAP against its controls.
 
     Parameters
@@ -163,81 +229,27 @@ def permutation_p_values(
     p = np.full(G, np.nan)
     se = np.zeros(G)
     method = np.full(G, "", dtype=object)
-    c_order = np.argsort(stratum[control_rows], kind="stable")
-    c_sorted = control_rows[c_order]
+    c_sorted = control_rows[np.argsort(stratum[control_rows], kind="stable")]
     c_str = stratum[c_sorted]
-    symmetric = not callable(metric)
-    CC = None
-    if symmetric and c_sorted.size <= control_cache_limit:
-        CC = np.asarray(similarity(prepared, prepared, c_sorted, c_sorted, metric)).astype(np.float32)
-        np.subtract(np.float32(1), CC, out=CC)
+    CC = _control_keys(prepared, metric, c_sorted, control_cache_limit)
     for g, wells in enumerate(groups):
         wells = np.asarray(wells, dtype=np.int64)
         if wells.size < 2:
             continue
-        ws = stratum[wells]
-        strata, r_s = np.unique(ws, return_counts=True)
-        R = wells.size
-        wells = wells[np.argsort(ws, kind="stable")]
-        ws = stratum[wells]
-        cpos = []  # positions in c_sorted of the controls of the group's strata
-        for s in strata:
-            lo, hi = np.searchsorted(c_str, s, "left"), np.searchsorted(c_str, s, "right")
-            cpos.append(np.arange(lo, hi))
-        cpos = np.concatenate(cpos) if cpos else np.zeros(0, np.int64)
+        wells, strata, r_s, cpos = _pool(wells, stratum, c_str)
         pool = np.concatenate([wells, c_sorted[cpos]])
-        P = pool.size
-        if max_pool < P:
+        if max_pool < pool.size:
             continue
-        K = np.empty((P, P), dtype=np.float32)
-        if CC is not None:
-            KW = np.asarray(similarity(prepared, prepared, wells, pool, metric)).astype(np.float32)
-            np.subtract(np.float32(1), KW, out=KW)
-            K[:R] = KW
-            K[R:, :R] = KW[:, R:].T
-            K[R:, R:] = CC[np.ix_(cpos, cpos)]
-        else:
-            K[:] = np.asarray(similarity(prepared, prepared, pool, pool, metric))
-            np.subtract(np.float32(1), K, out=K)
+        K = _pool_keys(prepared, metric, wells, pool, cpos, CC)
         ps = stratum[pool]
-        notself = ~np.eye(P, dtype=bool)
-        NEG = (ps[:, None] == ps[None, :]) & notself
-        if posdiff is None:
-            POS = notself
-        else:
-            pdv = posdiff[pool]
-            POS = notself & (pdv[:, None, :] != pdv[None, :, :]).all(-1)
-        LTN = _less_counts(K, NEG)
-        nneg = NEG.sum(1)
-        members = [np.flatnonzero(ps == s) for s in strata]  # pool positions per stratum (wells first)
-        sizes = [mb.size for mb in members]
-        T0 = np.arange(R)[None, :]
-        o = labeling_map(T0, K, POS, NEG, LTN, nneg)[0]
-        obs[g] = o
+        POS, NEG = _pair_masks(ps, pool, posdiff)
+        arrays = (K, POS, NEG, _less_counts(K, NEG), NEG.sum(1))
+        R = wells.size
+        obs[g] = o = labeling_map(np.arange(R)[None, :], *arrays)[0]
         if not np.isfinite(o):
             continue
-        n_lab = 1
-        for n_s, r in zip(sizes, r_s):
-            n_lab *= comb(int(n_s), int(r))
-        if n_lab <= null_size:
-            T = _labelings_exact(members, r_s)
-            null = labeling_map(T, K, POS, NEG, LTN, nneg)
-            null = np.where(np.isfinite(null), null, -np.inf)
-            p[g] = (null >= o - TIE_TOL).sum() / n_lab
-            method[g] = "exact"
-        else:
-            gs = g if group_seeds is None else int(group_seeds[g])
-            rng = np.random.default_rng(None if seed is None else [int(seed), gs, 23])
-            null = np.empty(null_size)
-            step = max(1, (1 << 21) // max(1, R * R))
-            for s0 in range(0, null_size, step):
-                n = min(step, null_size - s0)
-                T = _labelings_random(rng, n, members, r_s)
-                null[s0 : s0 + n] = labeling_map(T, K, POS, NEG, LTN, nneg)
-            null = np.where(np.isfinite(null), null, -np.inf)
-            k_ge = (null >= o - TIE_TOL).sum()
-            pv = (k_ge + 1.0) / (null_size + 1.0)
-            p[g] = pv
-            se[g] = np.sqrt(pv * (1 - pv) / null_size)
-            method[g] = "monte_carlo"
+        members = [np.flatnonzero(ps == s) for s in strata]  # pool positions per stratum (wells first)
+        gs = g if group_seeds is None else int(group_seeds[g])
+        p[g], se[g], method[g] = _group_p(o, arrays, members, r_s, R, null_size=null_size,
+                                          rng_seed=None if seed is None else [int(seed), gs, 23])
     return obs, p, se, method

@@ -5,6 +5,12 @@ Similarities follow copairs 0.5: ``cosine``, ``abs_cosine``, ``correlation``
 ``euclidean``, ``manhattan`` (cityblock) and ``chebyshev``. A callable
 ``f(A, B) -> (len(A), len(B))`` similarity matrix is also accepted.
 
+Each named similarity is one entry of :data:`SIMILARITIES` (a
+:class:`~imgprof._core.registry.Registry`): how rows are prepared once
+(``prep``), the similarity of a block of rows against a block of candidates
+(``block``) and of paired rows (``pair``). Adding a similarity is one
+``SIMILARITIES.add(...)`` here.
+
 Rows whose similarity is undefined (any NaN/inf feature; zero norm under
 cosine; zero variance under correlation) are flagged *invalid*.
 """
@@ -13,73 +19,131 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .._core.validation import check_numeric
+from .._core.registry import Registry
+from .._core.validation import check_array
 
-METRICS = ("cosine", "abs_cosine", "correlation", "euclidean", "manhattan", "chebyshev")
+#: Similarity name → ``prep`` (``"unit"``, ``"center_unit"``, ``"sq"`` or ``None``), ``block(A, B, sa, sb)``
+#: and ``pair(a, b)``. Names are case-sensitive, as copairs' are.
+SIMILARITIES = Registry("retrieval_similarity", param="metric", case_sensitive=True)
+
+
+def _dot(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+    return A @ B.T
+
+
+def _abs_dot(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+    return np.abs(A @ B.T)
+
+
+def _euclidean(A: np.ndarray, B: np.ndarray, sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    d2 = sa[:, None] + sb[None, :] - 2.0 * (A @ B.T)
+    np.maximum(d2, 0.0, out=d2)
+    return 1.0 / (1.0 + np.sqrt(d2))
+
+
+def _cdist(name: str) -> Callable[..., np.ndarray]:
+    def block(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+        from scipy.spatial.distance import cdist
+
+        return 1.0 / (1.0 + cdist(A, B, metric=name))
+
+    return block
+
+
+def _pair_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _pair_euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    diff = a - b
+    return 1.0 / (1.0 + np.sqrt(np.einsum("ij,ij->i", diff, diff)))
+
+
+def _pair_abs_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(np.einsum("ij,ij->i", a, b))
+
+
+def _pair_manhattan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.abs(a - b).sum(axis=1))
+
+
+def _pair_chebyshev(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.abs(a - b).max(axis=1))
+
+
+def _add(name: str, prep: str | None, block: Callable[..., np.ndarray], pair: Callable[..., np.ndarray]) -> None:
+    SIMILARITIES.add(name, block, prep=prep, block=block, pair=pair)
+
+
+_add("cosine", "unit", _dot, _pair_dot)
+_add("abs_cosine", "unit", _abs_dot, _pair_abs_dot)
+_add("correlation", "center_unit", _dot, _pair_dot)
+_add("euclidean", "sq", _euclidean, _pair_euclidean)
+_add("manhattan", None, _cdist("cityblock"), _pair_manhattan)
+_add("chebyshev", None, _cdist("chebyshev"), _pair_chebyshev)
+
+#: Names of the built-in similarities.
+METRICS = SIMILARITIES.names()
 
 
 @dataclass
 class Prepared:
+    """A profile matrix transformed once for a similarity (unit rows for cosine/correlation)."""
+
     X: np.ndarray  # transformed matrix (unit rows for cosine/correlation)
     sq: np.ndarray | None  # squared norms (euclidean)
     invalid: np.ndarray  # bool, rows that cannot be compared
     reason: np.ndarray  # object, why a row is invalid ("" when valid)
 
 
-def check_metric(metric) -> None:
+def check_metric(metric: str | Callable) -> None:
+    """Refuse a metric that is neither a registered similarity nor a callable."""
     if callable(metric):
         return
-    if metric not in METRICS:
+    if not isinstance(metric, str) or metric not in SIMILARITIES:
         raise ValueError(f"metric={metric!r} is not supported; use one of {list(METRICS)} or a callable f(A, B).")
 
 
-def prepare(X, metric: str | Callable, dtype) -> Prepared:
+def prepare(X: Any, metric: str | Callable, dtype: Any) -> Prepared:
     """Validate and transform a profile matrix once, before any block is computed."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"profiles must be a 2-D matrix, got shape {X.shape}.")
-    check_numeric(X, param="profiles")
+    X = check_array(X, param="profiles", allow_nan=True, allow_inf=True, min_rows=0, min_cols=0)
     X = np.array(X, dtype=dtype, copy=True)
     reason = np.full(X.shape[0], "", dtype=object)
     nonfinite = ~np.isfinite(X).all(axis=1)
     reason[nonfinite] = "NaN/inf feature"
     X[nonfinite] = 0.0
     sq = None
-    if metric in ("cosine", "abs_cosine", "correlation"):
-        if metric == "correlation":
+    prep = None if callable(metric) else SIMILARITIES.get(metric)["prep"]
+    if prep in ("unit", "center_unit"):
+        if prep == "center_unit":
             X -= X.mean(axis=1, keepdims=True)
         norms = np.sqrt(np.einsum("ij,ij->i", X, X))
         zero = (norms == 0) & ~nonfinite
-        reason[zero] = "zero variance (correlation undefined)" if metric == "correlation" else "zero norm (cosine undefined)"
+        reason[zero] = "zero variance (correlation undefined)" if prep == "center_unit" else "zero norm (cosine undefined)"
         norms[norms == 0] = 1.0
         X /= norms[:, None]
-    elif metric == "euclidean":
+    elif prep == "sq":
         sq = np.einsum("ij,ij->i", X, X)
     invalid = reason != ""
     return Prepared(X=X, sq=sq, invalid=invalid, reason=reason)
 
 
-def similarity(pq: Prepared, pc: Prepared, qi: np.ndarray, ci: np.ndarray | None, metric) -> np.ndarray:
+def _rows(v: np.ndarray | None, idx: np.ndarray | None) -> np.ndarray | None:
+    if v is None:
+        return None
+    return v if idx is None else v[idx]
+
+
+def similarity(pq: Prepared, pc: Prepared, qi: np.ndarray, ci: np.ndarray | None, metric: str | Callable) -> np.ndarray:
     """Similarity block ``(len(qi), len(ci))`` (``ci=None``: every candidate row)."""
     A = pq.X[qi]
     B = pc.X if ci is None else pc.X[ci]
-    if metric in ("cosine", "correlation"):
-        return A @ B.T
-    if metric == "abs_cosine":
-        return np.abs(A @ B.T)
-    if metric == "euclidean":
-        sb = pc.sq if ci is None else pc.sq[ci]
-        d2 = pq.sq[qi][:, None] + sb[None, :] - 2.0 * (A @ B.T)
-        np.maximum(d2, 0.0, out=d2)
-        return 1.0 / (1.0 + np.sqrt(d2))
-    if metric in ("manhattan", "chebyshev"):
-        from scipy.spatial.distance import cdist
-
-        d = cdist(A, B, metric="cityblock" if metric == "manhattan" else "chebyshev")
-        return 1.0 / (1.0 + d)
+    if not callable(metric):
+        return SIMILARITIES.get(metric)["block"](A, B, _rows(pq.sq, qi), _rows(pc.sq, ci))
     S = np.asarray(metric(A, B), dtype=np.float64)
     if S.shape != (A.shape[0], B.shape[0]):
         raise ValueError(f"metric callable returned shape {S.shape}, expected {(A.shape[0], B.shape[0])}.")
@@ -88,25 +152,16 @@ def similarity(pq: Prepared, pc: Prepared, qi: np.ndarray, ci: np.ndarray | None
     return S
 
 
-def pair_similarity(pq: Prepared, pc: Prepared, qi: np.ndarray, ci: np.ndarray, metric, *, chunk_elements: int = 2**22) -> np.ndarray:
+def pair_similarity(
+    pq: Prepared, pc: Prepared, qi: np.ndarray, ci: np.ndarray, metric: str | Callable, *, chunk_elements: int = 2**22
+) -> np.ndarray:
     """Similarity of paired rows ``(pq.X[qi[k]], pc.X[ci[k]])`` (used when few pairs of a block are needed)."""
+    if callable(metric):  # pragma: no cover - callables always use dense blocks
+        raise ValueError("pair_similarity does not support callable metrics")
+    pair = SIMILARITIES.get(metric)["pair"]
     out = np.empty(qi.size, dtype=np.float64)
     d = max(pq.X.shape[1], 1)
     step = max(1, chunk_elements // d)
     for s in range(0, qi.size, step):
-        a = pq.X[qi[s : s + step]]
-        b = pc.X[ci[s : s + step]]
-        if metric in ("cosine", "correlation"):
-            out[s : s + step] = np.einsum("ij,ij->i", a, b)
-        elif metric == "abs_cosine":
-            out[s : s + step] = np.abs(np.einsum("ij,ij->i", a, b))
-        elif metric == "euclidean":
-            diff = a - b
-            out[s : s + step] = 1.0 / (1.0 + np.sqrt(np.einsum("ij,ij->i", diff, diff)))
-        elif metric == "manhattan":
-            out[s : s + step] = 1.0 / (1.0 + np.abs(a - b).sum(axis=1))
-        elif metric == "chebyshev":
-            out[s : s + step] = 1.0 / (1.0 + np.abs(a - b).max(axis=1))
-        else:  # pragma: no cover - callables always use dense blocks
-            raise ValueError("pair_similarity does not support callable metrics")
+        out[s : s + step] = pair(pq.X[qi[s : s + step]], pc.X[ci[s : s + step]])
     return out

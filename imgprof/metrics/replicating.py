@@ -19,24 +19,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
-from .._core.validation import (
-    as_list,
-    check_adata,
-    check_choice,
-    check_float,
-    check_int,
-    check_obs_keys,
-    get_matrix,
-    is_dask,
-    resolve_mask,
-)
+from .._core.docs import doc_params
+from .._core.selection import resolve_rows
+from .._core.validation import check_adata, check_choice, check_float, check_int, check_obs_keys
 from ._pairs import split_labels
+from ._recipes import DOC_RETRIEVAL, dense_matrix
+from ._results import check_table_key, store_table
 
-METHODS = ("spearman", "pearson", "cosine")
+#: Correlations of the percent replicating / matching tests.
+CORRELATION_METHODS = ("spearman", "pearson", "cosine")
+METHODS = CORRELATION_METHODS  # former name
+
+#: Shared parameter text of the two tests (filled by ``doc_params``).
+DOC_TEST = {
+    "method": "method\n    ``\"spearman\"`` (Way et al.), ``\"pearson\"`` or ``\"cosine\"``.",
+    "alpha": "alpha\n    A group is above the null (replicating / matching) when ``p < alpha``.",
+    "seed": "seed\n    Random seed of the null.",
+    "use_rep": DOC_RETRIEVAL["use_rep"],
+    "layer": DOC_RETRIEVAL["layer"],
+    "multilabel_sep": DOC_RETRIEVAL["multilabel_sep"],
+    "key_added": DOC_RETRIEVAL["key_added"],
+}
 
 
 @dataclass
@@ -76,7 +85,8 @@ class ReplicatingResult:
 
     def __repr__(self) -> str:
         n = int(self.table["median_correlation"].notna().sum())
-        return f"ReplicatingResult(percent_{self.kind}={100 * self.percent:.1f}% of {n} groups, method={self.method!r}, alpha={self.alpha})"
+        return (f"ReplicatingResult(percent_{self.kind}={100 * self.percent:.1f}% of {n} groups, "
+                f"method={self.method!r}, alpha={self.alpha})")
 
     @property
     def null_values(self) -> np.ndarray:
@@ -107,7 +117,7 @@ def _median_offdiag(Z: np.ndarray) -> float:
     return float(np.median(C[iu]))
 
 
-def _sample_sets(rng, labels_csr, pool: np.ndarray, k: int, n: int, *, what: str) -> np.ndarray:
+def _sample_sets(rng: np.random.Generator, labels_csr: Any, pool: np.ndarray, k: int, n: int, *, what: str) -> np.ndarray:
     """``n`` random ``k``-subsets of ``pool`` whose members share no label (rejection sampling)."""
     out = np.empty((n, k), dtype=np.int64)
     got = 0
@@ -143,14 +153,15 @@ def _correlation_test(
     Z: np.ndarray,
     groups: list[tuple[tuple, np.ndarray]],
     pools: dict,
-    labels_csr,
+    labels_csr: Any,
     strata_of_group: list,
     *,
     n_null: int,
     alpha: float,
     seed: int | None,
     what: str,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Median correlation of each group, its null (random label-disjoint sets of the same size) and p-value."""
     rng = np.random.default_rng(seed)
     obs_med = np.array([_median_offdiag(Z[idx]) if idx.size >= 2 else np.nan for _, idx in groups])
     sizes = np.array([idx.size for _, idx in groups])
@@ -178,23 +189,57 @@ def _correlation_test(
     return obs_med, sizes, pvals, thr, null
 
 
-def _matrix(adata, layer, use_rep):
-    X = get_matrix(adata, layer=layer, use_rep=use_rep)
-    return X.compute() if is_dask(X) else np.asarray(X)
+def _check_test_args(method: Any, n_null: Any, alpha: Any, seed: Any) -> tuple[int, float]:
+    """Validate the correlation and null arguments shared by both tests."""
+    check_choice(method, "method", list(CORRELATION_METHODS))
+    n_null = check_int(n_null, "n_null", min_value=1)
+    alpha = check_float(alpha, "alpha", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
+    check_int(seed, "seed", min_value=0, allow_none=True)
+    return int(n_null), float(alpha)
 
 
+def _result(table: pd.DataFrame, test: tuple, alpha: float, *, kind: str, method: str, empty: str) -> ReplicatingResult:
+    """Add the test columns to ``table`` and wrap it (``empty``: the error when no group could be scored)."""
+    med, sizes, pvals, thr, null = test
+    table["n_profiles"] = sizes
+    table["median_correlation"] = med
+    table["null_threshold"] = thr
+    table["p_value"] = pvals
+    table["above_null"] = table["p_value"] < alpha
+    scored = table["p_value"].notna()
+    if not scored.any():
+        raise ValueError(empty)
+    percent = float(table.loc[scored, "above_null"].mean())
+    return ReplicatingResult(table=table, null=null, percent=percent, kind=kind, method=method, alpha=alpha)
+
+
+def _replicate_groups(obs: pd.DataFrame, keys: list[str], strata: list[str]) -> tuple[list, dict, Any, list[int]]:
+    """Groups of replicates (per stratum), the pool of each stratum, the perturbation matrix and each group's stratum."""
+    import scipy.sparse as sp
+
+    pert_code = obs.groupby(keys, observed=True, sort=False).ngroup().to_numpy()
+    labels = sp.csr_matrix((np.ones(len(obs)), (np.arange(len(obs)), pert_code)), shape=(len(obs), pert_code.max() + 1))
+    stratum = obs.groupby(strata, observed=True, sort=True).ngroup().to_numpy() if strata else np.zeros(len(obs), int)
+    gb = obs.groupby(keys + strata, observed=True, sort=True)
+    groups = [(k if isinstance(k, tuple) else (k,), np.asarray(idx)) for k, idx in gb.indices.items()]
+    pools = {s: np.flatnonzero(stratum == s) for s in np.unique(stratum)}
+    return groups, pools, labels, [int(stratum[idx[0]]) for _, idx in groups]
+
+
+@doc_params(**DOC_TEST)
 def percent_replicating(
-    adata,
+    adata: AnnData,
     replicate_key: str | Sequence[str] = "Metadata_broad_sample",
     *,
     groupby: str | Sequence[str] | None = None,
-    controls=None,
+    controls: Any = None,
     method: str = "spearman",
     n_null: int = 1000,
     alpha: float = 0.05,
     seed: int | None = 0,
     use_rep: str | None = None,
     layer: str | None = None,
+    key_added: str | None = None,
 ) -> ReplicatingResult:
     """Percent replicating (Way et al. 2022): replicate correlation vs a null of non-replicates.
 
@@ -209,16 +254,14 @@ def percent_replicating(
         Way et al. score each dose).
     controls
         Profiles left out entirely (query string, mask or names), e.g. DMSO.
-    method
-        ``"spearman"`` (Way et al.), ``"pearson"`` or ``"cosine"``.
+    {method}
     n_null
         Random non-replicate sets per (stratum, replicate count).
-    alpha
-        A perturbation is replicating when ``p < alpha``.
-    seed
-        Random seed of the null.
-    use_rep, layer
-        Matrix to use.
+    {alpha}
+    {seed}
+    {use_rep}
+    {layer}
+    {key_added}
 
     Returns
     -------
@@ -233,60 +276,79 @@ def percent_replicating(
     >>> 0 <= res.percent <= 1
     True
     """
-    check_choice(method, "method", list(METHODS))
-    n_null = check_int(n_null, "n_null", min_value=1)
-    alpha = check_float(alpha, "alpha", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
-    check_int(seed, "seed", min_value=0, allow_none=True)
+    n_null, alpha = _check_test_args(method, n_null, alpha, seed)
     check_adata(adata, min_obs=1)
-    keys = as_list(replicate_key)
-    strata = as_list(groupby)
-    check_obs_keys(adata, keys, param="replicate_key")
-    check_obs_keys(adata, strata, param="groupby")
+    check_table_key(adata, key_added)
+    keys = check_obs_keys(adata, replicate_key, param="replicate_key")
+    strata = check_obs_keys(adata, groupby, param="groupby")
     keep = np.ones(adata.n_obs, dtype=bool)
     if controls is not None:
-        keep &= ~resolve_mask(adata, controls, param="controls")
+        keep &= ~resolve_rows(adata, controls, param="controls")
     obs = adata.obs.loc[keep, keys + strata]
     for c in keys + strata:
         n_na = int(obs[c].isna().sum())
         if n_na:
             raise ValueError(f"percent_replicating: column {c!r} has {n_na} missing value(s); fill or drop them first.")
-    Z, bad = _standardize(_matrix(adata, layer, use_rep)[keep], method)
+    Z, bad = _standardize(dense_matrix(adata, layer, use_rep)[keep], method)
     if bad.any():
         raise ValueError(
             f"percent_replicating: {int(bad.sum())} profile(s) have NaN/inf features or constant values "
             f"(e.g. {list(obs.index[bad][:3])}); impute or drop them first."
         )
-    pert_code = obs.groupby(keys, observed=True, sort=False).ngroup().to_numpy()
+    groups, pools, labels, st_of = _replicate_groups(obs, keys, strata)
+    test = _correlation_test(Z, groups, pools, labels, st_of, n_null=n_null, alpha=alpha, seed=seed, what="percent_replicating")
+    res = _result(pd.DataFrame([k for k, _ in groups], columns=keys + strata), test, alpha, kind="replicating",
+                  method=method, empty="percent_replicating: no perturbation has two or more replicates.")
+    store_table(adata, res.table, key_added, function="metrics.percent_replicating",
+                params={"replicate_key": keys, "groupby": strata, "controls": controls, "method": method, "n_null": n_null,
+                        "alpha": alpha, "seed": seed, "use_rep": use_rep, "layer": layer})
+    return res
+
+
+def _joined_labels(s: pd.Series, sep: str | None) -> str:
+    return "|".join(sorted({x for v in s for x in split_labels(v, sep)}))
+
+
+def _matching_profiles(X: np.ndarray, obs: pd.DataFrame, annotation_key: str, perturbation_key: str,
+                       aggregate: str | None, multilabel_sep: str | None) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Consensus profiles per perturbation (or the profiles as they are) and each one's label set."""
+    codes, uniq = pd.factorize(obs[perturbation_key], sort=True)
+    if aggregate is not None:
+        agg = np.nanmedian if aggregate == "median" else np.nanmean
+        X = np.vstack([agg(X[codes == k], axis=0) for k in range(len(uniq))])
+        ann = obs.groupby(perturbation_key, sort=True)[annotation_key].agg(_joined_labels, multilabel_sep)
+        ann = ann.loc[uniq].to_numpy()
+    else:
+        if obs[perturbation_key].duplicated().any():
+            raise ValueError(
+                f"percent_matching: aggregate=None needs one profile per {perturbation_key!r}, but some repeat; "
+                "use aggregate='median' (replicates would otherwise count as matches)."
+            )
+        ann = obs[annotation_key].to_numpy()
+    return X, [split_labels(v, multilabel_sep if aggregate is None else "|") for v in ann]
+
+
+def _label_groups(sets: list[tuple[str, ...]]) -> tuple[list[str], list, Any]:
+    """The labels, the profiles carrying each label and the profile × label matrix."""
     import scipy.sparse as sp
 
-    labels = sp.csr_matrix((np.ones(len(obs)), (np.arange(len(obs)), pert_code)), shape=(len(obs), pert_code.max() + 1))
-    stratum = obs.groupby(strata, observed=True, sort=True).ngroup().to_numpy() if strata else np.zeros(len(obs), int)
-    gb = obs.groupby(keys + strata, observed=True, sort=True)
-    groups = [(k if isinstance(k, tuple) else (k,), np.asarray(idx)) for k, idx in gb.indices.items()]
-    pools = {s: np.flatnonzero(stratum == s) for s in np.unique(stratum)}
-    st_of = [int(stratum[idx[0]]) for _, idx in groups]
-    med, sizes, pvals, thr, null = _correlation_test(
-        Z, groups, pools, labels, st_of, n_null=n_null, alpha=alpha, seed=seed, what="percent_replicating"
-    )
-    table = pd.DataFrame([k for k, _ in groups], columns=keys + strata)
-    table["n_profiles"] = sizes
-    table["median_correlation"] = med
-    table["null_threshold"] = thr
-    table["p_value"] = pvals
-    table["above_null"] = table["p_value"] < alpha
-    scored = table["p_value"].notna()
-    if not scored.any():
-        raise ValueError("percent_replicating: no perturbation has two or more replicates.")
-    percent = float(table.loc[scored, "above_null"].mean())
-    return ReplicatingResult(table=table, null=null, percent=percent, kind="replicating", method=method, alpha=alpha)
+    vocab = sorted({lab for s in sets for lab in s})
+    li = {lab: i for i, lab in enumerate(vocab)}
+    r = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
+    c = np.array([li[lab] for s in sets for lab in s], dtype=np.int64)
+    labels = sp.csr_matrix((np.ones(r.size), (r, c)), shape=(len(sets), len(vocab)))
+    members = labels.tocsc()
+    groups = [((lab,), np.sort(members.indices[members.indptr[j] : members.indptr[j + 1]])) for j, lab in enumerate(vocab)]
+    return vocab, groups, labels
 
 
+@doc_params(**DOC_TEST)
 def percent_matching(
-    adata,
+    adata: AnnData,
     annotation_key: str = "Metadata_moa",
     perturbation_key: str = "Metadata_broad_sample",
     *,
-    controls=None,
+    controls: Any = None,
     aggregate: str | None = "median",
     multilabel_sep: str | None = "|",
     method: str = "spearman",
@@ -295,6 +357,7 @@ def percent_matching(
     seed: int | None = 0,
     use_rep: str | None = None,
     layer: str | None = None,
+    key_added: str | None = None,
 ) -> ReplicatingResult:
     """Percent matching: do perturbations sharing an annotation correlate more than unrelated ones?
 
@@ -314,10 +377,15 @@ def percent_matching(
         Profiles to leave out. Profiles without annotation are left out too.
     aggregate
         ``"median"``, ``"mean"`` or ``None`` (profiles already one per perturbation).
-    method, n_null, alpha, seed, use_rep, layer
-        As in :func:`percent_replicating`.
-    multilabel_sep
-        Separator of multi-valued labels (``"A|B"`` matches ``"A"``); ``None`` = none.
+    {method}
+    n_null
+        Random sets of perturbations sharing no label, per set size.
+    {alpha}
+    {seed}
+    {use_rep}
+    {layer}
+    {multilabel_sep}
+    {key_added}
 
     Returns
     -------
@@ -331,63 +399,31 @@ def percent_matching(
     >>> res.kind
     'matching'
     """
-    check_choice(method, "method", list(METHODS))
-    n_null = check_int(n_null, "n_null", min_value=1)
-    alpha = check_float(alpha, "alpha", min_value=0.0, max_value=1.0, include_min=False, include_max=False)
-    check_int(seed, "seed", min_value=0, allow_none=True)
+    n_null, alpha = _check_test_args(method, n_null, alpha, seed)
     check_adata(adata, min_obs=1)
+    check_table_key(adata, key_added)
     if aggregate not in (None, "median", "mean"):
         raise ValueError(f"aggregate must be 'median', 'mean' or None, got {aggregate!r}.")
     check_obs_keys(adata, [annotation_key, perturbation_key], param="annotation_key/perturbation_key")
     keep = np.ones(adata.n_obs, dtype=bool)
     if controls is not None:
-        keep &= ~resolve_mask(adata, controls, param="controls")
+        keep &= ~resolve_rows(adata, controls, param="controls")
     keep &= adata.obs[annotation_key].notna().to_numpy()
     if not keep.any():
         raise ValueError("percent_matching: no annotated profile left.")
-    X = _matrix(adata, layer, use_rep)[keep]
     obs = adata.obs.loc[keep, [perturbation_key, annotation_key]].astype(object)
-    codes, uniq = pd.factorize(obs[perturbation_key], sort=True)
-    if aggregate is not None:
-        agg = np.nanmedian if aggregate == "median" else np.nanmean
-        X = np.vstack([agg(X[codes == k], axis=0) for k in range(len(uniq))])
-        ann = obs.groupby(perturbation_key, sort=True)[annotation_key].agg(lambda s: "|".join(sorted({x for v in s for x in split_labels(v, multilabel_sep)})))
-        ann = ann.loc[uniq].to_numpy()
-    else:
-        if obs[perturbation_key].duplicated().any():
-            raise ValueError(
-                f"percent_matching: aggregate=None needs one profile per {perturbation_key!r}, but some repeat; "
-                "use aggregate='median' (replicates would otherwise count as matches)."
-            )
-        ann = obs[annotation_key].to_numpy()
+    X, sets = _matching_profiles(dense_matrix(adata, layer, use_rep)[keep], obs, annotation_key, perturbation_key,
+                                 aggregate, multilabel_sep)
     Z, bad = _standardize(X, method)
     if bad.any():
         raise ValueError(f"percent_matching: {int(bad.sum())} consensus profile(s) have NaN/inf or constant values.")
-    sets = [split_labels(v, multilabel_sep if aggregate is None else "|") for v in ann]
-    vocab = sorted({lab for s in sets for lab in s})
-    li = {lab: i for i, lab in enumerate(vocab)}
-    import scipy.sparse as sp
-
-    r = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
-    c = np.array([li[lab] for s in sets for lab in s], dtype=np.int64)
-    labels = sp.csr_matrix((np.ones(r.size), (r, c)), shape=(len(sets), len(vocab)))
-    members = labels.tocsc()
-    groups = []
-    for j, lab in enumerate(vocab):
-        idx = members.indices[members.indptr[j] : members.indptr[j + 1]]
-        groups.append(((lab,), np.sort(idx)))
-    pools = {0: np.arange(len(sets))}
-    med, sizes, pvals, thr, null = _correlation_test(
-        Z, groups, pools, labels, [0] * len(groups), n_null=n_null, alpha=alpha, seed=seed, what="percent_matching"
-    )
-    table = pd.DataFrame({annotation_key: vocab})
-    table["n_profiles"] = sizes
-    table["median_correlation"] = med
-    table["null_threshold"] = thr
-    table["p_value"] = pvals
-    table["above_null"] = table["p_value"] < alpha
-    scored = table["p_value"].notna()
-    if not scored.any():
-        raise ValueError("percent_matching: no label is carried by two or more perturbations.")
-    percent = float(table.loc[scored, "above_null"].mean())
-    return ReplicatingResult(table=table, null=null, percent=percent, kind="matching", method=method, alpha=alpha)
+    vocab, groups, labels = _label_groups(sets)
+    test = _correlation_test(Z, groups, {0: np.arange(len(sets))}, labels, [0] * len(groups), n_null=n_null, alpha=alpha,
+                             seed=seed, what="percent_matching")
+    res = _result(pd.DataFrame({annotation_key: vocab}), test, alpha, kind="matching", method=method,
+                  empty="percent_matching: no label is carried by two or more perturbations.")
+    store_table(adata, res.table, key_added, function="metrics.percent_matching",
+                params={"annotation_key": annotation_key, "perturbation_key": perturbation_key, "controls": controls,
+                        "aggregate": aggregate, "method": method, "n_null": n_null, "alpha": alpha, "seed": seed,
+                        "use_rep": use_rep, "layer": layer})
+    return res

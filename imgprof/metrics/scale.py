@@ -17,14 +17,19 @@ themselves, otherwise the client slices each block and sends it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
-from .._core.validation import as_list, check_obs_keys, resolve_mask
+from .._core.validation import check_obs_keys, is_dask
+from ._map import finish_table
+from ._recipes import control_mask, strata_codes
+from ._results import check_table_key, store_table
 
 
-def _read_rows(source, rows: np.ndarray) -> np.ndarray:
+def _read_rows(source: tuple, rows: np.ndarray) -> np.ndarray:
     kind = source[0]
     if kind == "memmap":
         _, filename, dtype, offset, shape, order = source
@@ -33,12 +38,13 @@ def _read_rows(source, rows: np.ndarray) -> np.ndarray:
     return np.asarray(source[1])  # already sliced
 
 
-def _score_block(source, rows, obs_block, keys, kwargs) -> pd.DataFrame:
+def _score_block(source: tuple, rows: np.ndarray, obs_block: pd.DataFrame, keys: list[str], kwargs: dict) -> pd.DataFrame:
     import warnings
 
     import anndata as ad
 
-    from .average_precision import RetrievalWarning, phenotypic_activity
+    from ._recipes import phenotypic_activity
+    from ._results import RetrievalWarning
 
     X = _read_rows(source, np.asarray(rows))
     a = ad.AnnData(X, obs=obs_block)
@@ -48,15 +54,15 @@ def _score_block(source, rows, obs_block, keys, kwargs) -> pd.DataFrame:
 
 
 def phenotypic_activity_blocked(
-    adata,
+    adata: AnnData,
     perturbation_key: str | Sequence[str] = "Metadata_broad_sample",
-    controls="Metadata_pert_type == 'control'",
+    controls: Any = "Metadata_pert_type == 'control'",
     *,
     sameby_controls: str | Sequence[str] | None = None,
     block_size: int = 250,
-    client=None,
+    client: Any = None,
     threshold: float = 0.05,
-    **kwargs,
+    **kwargs: Any,
 ) -> pd.DataFrame:
     """:func:`phenotypic_activity` computed block by block (bounded memory), optionally on a dask cluster.
 
@@ -84,7 +90,8 @@ def phenotypic_activity_blocked(
         perturbations, after the blocks.
     **kwargs
         Passed to :func:`phenotypic_activity` (``null_size``, ``seed``,
-        ``null``, ``metric``, ``pos_diffby``, ``dtype`` …; not ``return_ap``).
+        ``null``, ``metric``, ``pos_diffby``, ``dtype`` …; not ``return_ap``). ``key_added``
+        stores the final table in ``adata.uns[key_added]``.
 
     Returns
     -------
@@ -100,29 +107,38 @@ def phenotypic_activity_blocked(
     >>> bool((a["mean_average_precision"].to_numpy() == b["mean_average_precision"].to_numpy()).all())
     True
     """
-    from .average_precision import _finish
-
     if "return_ap" in kwargs:
         raise ValueError("phenotypic_activity_blocked does not return the AP table (return_ap is not supported).")
-    keys = as_list(perturbation_key)
-    check_obs_keys(adata, keys, param="perturbation_key")
-    sc = as_list(sameby_controls)
-    check_obs_keys(adata, sc, param="sameby_controls")
+    keys = check_obs_keys(adata, perturbation_key, param="perturbation_key")
+    sc = check_obs_keys(adata, sameby_controls, param="sameby_controls")
     if int(block_size) < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}.")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
-    cmask = resolve_mask(adata, controls, param="controls")
-    if cmask.all():
-        raise ValueError(f"controls={controls!r} selects every profile; nothing left to score.")
+    kwargs = dict(kwargs)
+    key_added = kwargs.pop("key_added", None)
+    check_table_key(adata, key_added)
+    cmask = control_mask(adata, controls)
     obs = adata.obs.copy()
     obs["__imgprof_is_control"] = cmask
-    n = adata.n_obs
-    stratum = (
-        np.zeros(n, dtype=np.int64) if not sc
-        else pd.factorize(obs[sc].astype(str).agg("\x1f".join, axis=1))[0] if len(sc) > 1
-        else pd.factorize(obs[sc[0]])[0]
-    ).astype(np.int64)
+    if sc:
+        kwargs["sameby_controls"] = sc
+    tasks = [(_block_source(adata.X, rows), rows, obs.iloc[rows]) for rows in _block_rows(obs, cmask, keys, sc, int(block_size))]
+    if client is None:
+        parts = [_score_block(s, r, o, keys, kwargs) for s, r, o in tasks]
+    else:
+        futures = [client.submit(_score_block, s, r, o, keys, kwargs, pure=False) for s, r, o in tasks]
+        parts = client.gather(futures)
+    res = pd.concat(parts, ignore_index=True).sort_values(keys, kind="stable").reset_index(drop=True)
+    finish_table(res, threshold)
+    store_table(adata, res, key_added, function="metrics.phenotypic_activity_blocked",
+                params={"perturbation_key": keys, "controls": controls, "block_size": block_size, **kwargs})
+    return res
+
+
+def _block_rows(obs: pd.DataFrame, cmask: np.ndarray, keys: list[str], sc: list[str], block_size: int) -> list[np.ndarray]:
+    """Rows of each block: its perturbations' wells plus the controls of their strata (all controls without strata)."""
+    stratum = strata_codes(obs, sc)
     trt = np.flatnonzero(~cmask)
     pert = obs.iloc[trt][keys]
     pcode = pert.astype(str).agg("\x1f".join, axis=1).to_numpy() if len(keys) > 1 else pert[keys[0]].astype(str).to_numpy()
@@ -135,40 +151,23 @@ def phenotypic_activity_blocked(
     bounds = np.searchsorted(codes[well_order], np.arange(len(uniq) + 1))
     c_rows = np.flatnonzero(cmask)
     c_str = stratum[c_rows]
-    X = adata.X
-    if isinstance(X, np.memmap):
-        base = X
-        source_base = ("memmap", str(base.filename), base.dtype.str, int(base.offset), tuple(base.shape),
-                       "F" if base.flags.f_contiguous and not base.flags.c_contiguous else "C")
-    else:
-        source_base = None
-    kwargs = dict(kwargs)
-    if sc:
-        kwargs["sameby_controls"] = sc
-    tasks = []
-    for b in range(0, len(uniq), int(block_size)):
-        ps = porder[b : b + int(block_size)]
+    blocks = []
+    for b in range(0, len(uniq), block_size):
+        ps = porder[b : b + block_size]
         wells = np.concatenate([trt[well_order[bounds[p] : bounds[p + 1]]] for p in ps])
         ctrl = c_rows if not sc else c_rows[np.isin(c_str, np.unique(stratum[wells]))]
-        rows = np.sort(np.concatenate([wells, ctrl]))
-        obs_block = obs.iloc[rows]
-        if source_base is not None:
-            src = source_base
-        else:
-            from .._core.validation import is_dask
+        blocks.append(np.sort(np.concatenate([wells, ctrl])))
+    return blocks
 
-            sub = X[rows]
-            if is_dask(sub):
-                sub = sub.compute()
-            if hasattr(sub, "toarray"):
-                sub = sub.toarray()
-            src = ("array", np.asarray(sub))
-        tasks.append((src, rows, obs_block))
-    if client is None:
-        parts = [_score_block(s, r, o, keys, kwargs) for s, r, o in tasks]
-    else:
-        futures = [client.submit(_score_block, s, r, o, keys, kwargs, pure=False) for s, r, o in tasks]
-        parts = client.gather(futures)
-    res = pd.concat(parts, ignore_index=True).sort_values(keys, kind="stable").reset_index(drop=True)
-    _finish(res, threshold)
-    return res
+
+def _block_source(X: Any, rows: np.ndarray) -> tuple:
+    """How a block gets its rows: a memmap's file description (workers read it), or the sliced rows themselves."""
+    if isinstance(X, np.memmap):
+        order = "F" if X.flags.f_contiguous and not X.flags.c_contiguous else "C"
+        return ("memmap", str(X.filename), X.dtype.str, int(X.offset), tuple(X.shape), order)
+    sub = X[rows]
+    if is_dask(sub):
+        sub = sub.compute()
+    if hasattr(sub, "toarray"):
+        sub = sub.toarray()
+    return ("array", np.asarray(sub))
