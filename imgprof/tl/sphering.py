@@ -20,12 +20,16 @@ import pandas as pd
 from anndata import AnnData
 
 from .._core.validation import check_obs_keys, finish, resolve_mask, start
-from .._core.whitening import fit_whitener, spherize_moments
+from .._core.whitening import CORRELATION_VARIANTS, SPHERIZE_VARIANTS, fit_whitener, spherize_moments
 from ._validate import check_batches, get_rep, store
 
 #: Regularisation values tried by default (added to the singular values, as in pycytominer).
 DEFAULT_EPSILON_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in range(-5, 4))
-METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")
+
+
+def _check_variant(method: str) -> None:
+    if method not in SPHERIZE_VARIANTS:
+        raise ValueError(f"sphering: method must be one of {list(SPHERIZE_VARIANTS)}, got {method!r}.")
 
 
 @dataclass
@@ -38,7 +42,7 @@ class SpherizeFit:
     Zc: np.ndarray  # centred/scaled controls
 
     def transform(self, X: np.ndarray, epsilon: float) -> np.ndarray:
-        whitener, _ = fit_whitener(self.Zc, self.method, True, float(epsilon))
+        whitener, _ = fit_whitener(self.Zc, self.method, float(epsilon))
         return whitener.apply((X - self.mean) / self.scale)
 
 
@@ -49,14 +53,13 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
     methods) and for linearly dependent columns (rank below ``d`` with more
     controls than features).
     """
-    if method not in METHODS:
-        raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
+    _check_variant(method)
     Xc = np.asarray(Xc, dtype=np.float64)
     n, d = Xc.shape
     if n < 2:
         raise ValueError(f"sphering: need at least 2 control rows to fit, got {n}.")
     mean, scale, const = spherize_moments(Xc, method, True)
-    if method.endswith("-cor") and const.any():
+    if method in CORRELATION_VARIANTS and const.any():
         bad = np.flatnonzero(const)
         cols = [str(names[i]) for i in bad[:5]] if names is not None else bad[:5].tolist()
         raise ValueError(
@@ -65,7 +68,7 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
         )
     Zc = (Xc - mean) / scale
     if n > d:
-        _, r = fit_whitener(Zc, "PCA", True, 0.0)  # rank from the SVD
+        _, r = fit_whitener(Zc, "PCA", 0.0)  # rank from the SVD
         if r < d:
             raise ValueError(
                 f"sphering: the control matrix is not full rank (n={n} controls, d={d} features, rank {r}); "
@@ -73,7 +76,7 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
                 "(ip.pp.feature_select(..., operation=['correlation_threshold']))."
             )
     else:
-        fit_whitener(Zc, method, True, 0.0)  # raises for rank other than n - 1 or n
+        fit_whitener(Zc, method, 0.0)  # raises for rank other than n - 1 or n
     return SpherizeFit(method=method, mean=mean, scale=scale, Zc=Zc)
 
 
@@ -114,7 +117,7 @@ def replicate_map(
     if queries.size > max_queries:
         queries = np.sort(np.random.default_rng(seed).choice(queries, max_queries, replace=False))
     ctrl = np.flatnonzero(is_control)
-    rows = {"negcon": [], "nonrep": []}
+    rows: dict[str, list[tuple[str, float]]] = {"negcon": [], "nonrep": []}
     for q in queries:
         same = (labels == labels[q]) & trt
         same[q] = False
@@ -194,7 +197,7 @@ def control_likelihood(
     if n_folds < 2:
         raise ValueError(f"sphering: need at least 2 control rows for the held-out likelihood, got {n}.")
     folds = np.random.default_rng(seed).permutation(n) % n_folds
-    cor = method.endswith("-cor")
+    cor = method in CORRELATION_VARIANTS
     out = np.zeros(len(grid))
     for f in range(n_folds):
         tr, te = Xc[folds != f], Xc[folds == f]
@@ -297,8 +300,7 @@ def sphering(
     levels = None
     if batch_key is not None:
         _, levels = check_batches(adata, batch_key)
-    if method not in METHODS:
-        raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
+    _check_variant(method)
     grid = [float(e) for e in np.atleast_1d(np.asarray(epsilon, dtype=float))]
     if not grid or any(not np.isfinite(e) or e < 0 for e in grid):
         raise ValueError(f"sphering: epsilon must be non-negative finite value(s), got {epsilon!r}.")
