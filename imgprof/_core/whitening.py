@@ -57,12 +57,16 @@ class Whitener:
 
     __slots__ = ("dense", "V", "coef", "diag")
 
-    def __init__(self, dense=None, V=None, coef=None, diag=0.0):
+    def __init__(self, dense: np.ndarray | None = None, V: np.ndarray | None = None, coef: np.ndarray | None = None,
+                 diag: float = 0.0) -> None:
         self.dense, self.V, self.coef, self.diag = dense, V, coef, diag
 
     @property
     def out_dim(self) -> int:
-        return self.dense.shape[1] if self.dense is not None else self.V.shape[1]
+        if self.dense is not None:
+            return self.dense.shape[1]
+        assert self.V is not None
+        return self.V.shape[1]
 
     def truncate(self, k: int) -> Whitener:
         return Whitener(dense=self.dense[:, :k]) if self.dense is not None else self
@@ -70,6 +74,7 @@ class Whitener:
     def apply(self, Xt: np.ndarray) -> np.ndarray:
         if self.dense is not None:
             return Xt @ self.dense
+        assert self.V is not None
         out = ((Xt @ self.V.T) * self.coef) @ self.V
         out += self.diag * Xt
         return out

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_obs_keys, finish, resolve_mask, start
 from .._core.whitening import CORRELATION_VARIANTS, SPHERIZE_VARIANTS, fit_whitener, spherize_moments
 from ._validate import check_batches, get_rep, store
@@ -52,6 +54,29 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
     Raises, as pycytominer does, for a constant control column (``-cor``
     methods) and for linearly dependent columns (rank below ``d`` with more
     controls than features).
+
+    Parameters
+    ----------
+    Xc
+        Control rows (``n x d``).
+    method
+        Sphering variant, one of :data:`imgprof._core.whitening.SPHERIZE_VARIANTS`.
+    names
+        Column names, for messages.
+
+    Returns
+    -------
+    SpherizeFit
+        The fit; ``.transform(X, epsilon)`` whitens any rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof.tl.sphering import spherize_fit
+    >>> Xc = np.random.default_rng(0).normal(size=(50, 4))
+    >>> Y = spherize_fit(Xc, "ZCA").transform(Xc, 0.0)
+    >>> bool(np.allclose(np.cov(Y, rowvar=False), np.eye(4)))
+    True
     """
     _check_variant(method)
     Xc = np.asarray(Xc, dtype=np.float64)
@@ -105,6 +130,32 @@ def replicate_map(
     non-replicate treatments (``map_nonrep``); average per label, then over
     labels (copairs' mAP convention). ``score`` is their mean, the criterion
     of Arevalo et al. (2024).
+
+    Parameters
+    ----------
+    Y
+        Profiles (``n x d``).
+    labels
+        Replicate label of every row.
+    is_control
+        Boolean mask of the negative-control rows.
+    max_queries
+        At most this many query rows (a random subset beyond it).
+    seed
+        Seed of that subset.
+
+    Returns
+    -------
+    dict
+        ``map_negcon``, ``map_nonrep`` and their mean ``score``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof.tl.sphering import replicate_map
+    >>> Y = np.repeat(np.eye(3), 2, axis=0) + 0.01 * np.arange(6)[:, None]
+    >>> replicate_map(Y, np.array(list("aabbcc")), np.array([False] * 4 + [True] * 2))["map_nonrep"]
+    1.0
     """
     Yn = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
     labels = np.asarray(labels).astype(str)
@@ -221,13 +272,14 @@ def control_likelihood(
     return out / n
 
 
+@doc_params("use_rep", "copy")
 def sphering(
     adata: AnnData,
     batch_key: str | None = None,
     *,
     use_rep: str = "X",
     key_added: str = "X_sphering",
-    controls="Metadata_control_type == 'negcon'",
+    controls: Any = "Metadata_control_type == 'negcon'",
     method: str = "ZCA-cor",
     epsilon: float | Sequence[float] = DEFAULT_EPSILON_GRID,
     label_key: str | None = None,
@@ -262,8 +314,7 @@ def sphering(
     batch_key
         Optional batch column; sphering does not use it, but it is
         validated and logged so that all ``ip.tl.integrate`` methods share one call.
-    use_rep
-        ``"X"`` (default) or an ``.obsm`` key.
+    {use_rep}
     key_added
         ``.obsm`` key for the sphered profiles.
     controls
@@ -281,8 +332,7 @@ def sphering(
         when ``label_key`` is given, else the control likelihood.
     add_layer
         Also store the result as ``adata.layers[key_added]`` (same array).
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
