@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared
 
 import imgprof as ip
-from conftest import shared
 
 pcm = pytest.importorskip("pycytominer")
 

@@ -8,9 +8,28 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EPS", "GRAM_MIN_RATIO", "Whitener", "constant_mask_sklearn", "fit_whitener", "spherize_moments", "zca_from_gram"]
+__all__ = [
+    "CORRELATION_VARIANTS",
+    "EPS",
+    "GRAM_MIN_RATIO",
+    "PCA_VARIANTS",
+    "SPHERIZE_VARIANTS",
+    "Whitener",
+    "constant_mask_sklearn",
+    "fit_whitener",
+    "spherize_moments",
+    "zca_from_gram",
+]
 
 EPS = np.finfo(np.float64).eps
+
+#: Sphering variants, pycytominer's names and order: the one list behind
+#: ``ip.pp.normalize(spherize_method=...)`` and ``ip.tl.sphering(method=...)``.
+SPHERIZE_VARIANTS: tuple[str, ...] = ("ZCA", "PCA", "ZCA-cor", "PCA-cor")
+#: Variants that scale every feature to unit variance first (whitening of the correlation matrix).
+CORRELATION_VARIANTS: tuple[str, ...] = tuple(m for m in SPHERIZE_VARIANTS if m.endswith("-cor"))
+#: Variants that stay in the principal-component basis (they leave feature space).
+PCA_VARIANTS: tuple[str, ...] = tuple(m for m in SPHERIZE_VARIANTS if m.startswith("PCA"))
 
 
 def constant_mask_sklearn(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -24,7 +43,7 @@ def spherize_moments(Xf: np.ndarray, method: str, center: bool) -> tuple[np.ndar
     mean = Xf.mean(axis=0)
     var = Xf.var(axis=0)
     const = constant_mask_sklearn(var, mean, np.full(var.shape, Xf.shape[0], dtype=np.float64)) | (var == 0)
-    if method in ("ZCA-cor", "PCA-cor"):
+    if method in CORRELATION_VARIANTS:
         scale = np.sqrt(var)
         scale[const] = 1.0
         return mean, scale, const
@@ -38,12 +57,16 @@ class Whitener:
 
     __slots__ = ("dense", "V", "coef", "diag")
 
-    def __init__(self, dense=None, V=None, coef=None, diag=0.0):
+    def __init__(self, dense: np.ndarray | None = None, V: np.ndarray | None = None, coef: np.ndarray | None = None,
+                 diag: float = 0.0) -> None:
         self.dense, self.V, self.coef, self.diag = dense, V, coef, diag
 
     @property
     def out_dim(self) -> int:
-        return self.dense.shape[1] if self.dense is not None else self.V.shape[1]
+        if self.dense is not None:
+            return self.dense.shape[1]
+        assert self.V is not None
+        return self.V.shape[1]
 
     def truncate(self, k: int) -> Whitener:
         return Whitener(dense=self.dense[:, :k]) if self.dense is not None else self
@@ -51,6 +74,7 @@ class Whitener:
     def apply(self, Xt: np.ndarray) -> np.ndarray:
         if self.dense is not None:
             return Xt @ self.dense
+        assert self.V is not None
         out = ((Xt @ self.V.T) * self.coef) @ self.V
         out += self.diag * Xt
         return out
@@ -70,7 +94,7 @@ def zca_from_gram(G: np.ndarray, n: int, epsilon: float) -> Whitener | None:
     return Whitener(dense=(E * (np.sqrt(n - 1) / (S + epsilon))) @ E.T)
 
 
-def fit_whitener(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> tuple[Whitener, int]:
+def fit_whitener(Xt: np.ndarray, method: str, epsilon: float) -> tuple[Whitener, int]:
     """Whitening map of the already centred/scaled reference matrix ``Xt`` (``n x d``).
 
     Follows pycytominer's ``Spherize.fit``: SVD ``Xt = U S V^T``, singular values
@@ -91,7 +115,7 @@ def fit_whitener(Xt: np.ndarray, method: str, center: bool, epsilon: float) -> t
     """
     n, d = Xt.shape
     c = np.sqrt(n - 1)
-    pca = method in ("PCA", "PCA-cor")
+    pca = method in PCA_VARIANTS
     if n > d:
         if not pca:
             w = zca_from_gram(Xt.T @ Xt, n, epsilon)

@@ -14,18 +14,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_obs_keys, finish, resolve_mask, start
-from .._core.whitening import fit_whitener, spherize_moments
+from .._core.whitening import CORRELATION_VARIANTS, SPHERIZE_VARIANTS, fit_whitener, spherize_moments
 from ._validate import check_batches, get_rep, store
 
 #: Regularisation values tried by default (added to the singular values, as in pycytominer).
 DEFAULT_EPSILON_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in range(-5, 4))
-METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")
+
+
+def _check_variant(method: str) -> None:
+    if method not in SPHERIZE_VARIANTS:
+        raise ValueError(f"sphering: method must be one of {list(SPHERIZE_VARIANTS)}, got {method!r}.")
 
 
 @dataclass
@@ -38,7 +44,7 @@ class SpherizeFit:
     Zc: np.ndarray  # centred/scaled controls
 
     def transform(self, X: np.ndarray, epsilon: float) -> np.ndarray:
-        whitener, _ = fit_whitener(self.Zc, self.method, True, float(epsilon))
+        whitener, _ = fit_whitener(self.Zc, self.method, float(epsilon))
         return whitener.apply((X - self.mean) / self.scale)
 
 
@@ -48,15 +54,37 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
     Raises, as pycytominer does, for a constant control column (``-cor``
     methods) and for linearly dependent columns (rank below ``d`` with more
     controls than features).
+
+    Parameters
+    ----------
+    Xc
+        Control rows (``n x d``).
+    method
+        Sphering variant, one of :data:`imgprof._core.whitening.SPHERIZE_VARIANTS`.
+    names
+        Column names, for messages.
+
+    Returns
+    -------
+    SpherizeFit
+        The fit; ``.transform(X, epsilon)`` whitens any rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof.tl.sphering import spherize_fit
+    >>> Xc = np.random.default_rng(0).normal(size=(50, 4))
+    >>> Y = spherize_fit(Xc, "ZCA").transform(Xc, 0.0)
+    >>> bool(np.allclose(np.cov(Y, rowvar=False), np.eye(4)))
+    True
     """
-    if method not in METHODS:
-        raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
+    _check_variant(method)
     Xc = np.asarray(Xc, dtype=np.float64)
     n, d = Xc.shape
     if n < 2:
         raise ValueError(f"sphering: need at least 2 control rows to fit, got {n}.")
     mean, scale, const = spherize_moments(Xc, method, True)
-    if method.endswith("-cor") and const.any():
+    if method in CORRELATION_VARIANTS and const.any():
         bad = np.flatnonzero(const)
         cols = [str(names[i]) for i in bad[:5]] if names is not None else bad[:5].tolist()
         raise ValueError(
@@ -65,7 +93,7 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
         )
     Zc = (Xc - mean) / scale
     if n > d:
-        _, r = fit_whitener(Zc, "PCA", True, 0.0)  # rank from the SVD
+        _, r = fit_whitener(Zc, "PCA", 0.0)  # rank from the SVD
         if r < d:
             raise ValueError(
                 f"sphering: the control matrix is not full rank (n={n} controls, d={d} features, rank {r}); "
@@ -73,7 +101,7 @@ def spherize_fit(Xc: np.ndarray, method: str = "ZCA-cor", *, names: Sequence[str
                 "(ip.pp.feature_select(..., operation=['correlation_threshold']))."
             )
     else:
-        fit_whitener(Zc, method, True, 0.0)  # raises for rank other than n - 1 or n
+        fit_whitener(Zc, method, 0.0)  # raises for rank other than n - 1 or n
     return SpherizeFit(method=method, mean=mean, scale=scale, Zc=Zc)
 
 
@@ -102,6 +130,32 @@ def replicate_map(
     non-replicate treatments (``map_nonrep``); average per label, then over
     labels (copairs' mAP convention). ``score`` is their mean, the criterion
     of Arevalo et al. (2024).
+
+    Parameters
+    ----------
+    Y
+        Profiles (``n x d``).
+    labels
+        Replicate label of every row.
+    is_control
+        Boolean mask of the negative-control rows.
+    max_queries
+        At most this many query rows (a random subset beyond it).
+    seed
+        Seed of that subset.
+
+    Returns
+    -------
+    dict
+        ``map_negcon``, ``map_nonrep`` and their mean ``score``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgprof.tl.sphering import replicate_map
+    >>> Y = np.repeat(np.eye(3), 2, axis=0) + 0.01 * np.arange(6)[:, None]
+    >>> replicate_map(Y, np.array(list("aabbcc")), np.array([False] * 4 + [True] * 2))["map_nonrep"]
+    1.0
     """
     Yn = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
     labels = np.asarray(labels).astype(str)
@@ -114,7 +168,7 @@ def replicate_map(
     if queries.size > max_queries:
         queries = np.sort(np.random.default_rng(seed).choice(queries, max_queries, replace=False))
     ctrl = np.flatnonzero(is_control)
-    rows = {"negcon": [], "nonrep": []}
+    rows: dict[str, list[tuple[str, float]]] = {"negcon": [], "nonrep": []}
     for q in queries:
         same = (labels == labels[q]) & trt
         same[q] = False
@@ -194,7 +248,7 @@ def control_likelihood(
     if n_folds < 2:
         raise ValueError(f"sphering: need at least 2 control rows for the held-out likelihood, got {n}.")
     folds = np.random.default_rng(seed).permutation(n) % n_folds
-    cor = method.endswith("-cor")
+    cor = method in CORRELATION_VARIANTS
     out = np.zeros(len(grid))
     for f in range(n_folds):
         tr, te = Xc[folds != f], Xc[folds == f]
@@ -218,13 +272,14 @@ def control_likelihood(
     return out / n
 
 
+@doc_params("use_rep", "copy")
 def sphering(
     adata: AnnData,
     batch_key: str | None = None,
     *,
     use_rep: str = "X",
     key_added: str = "X_sphering",
-    controls="Metadata_control_type == 'negcon'",
+    controls: Any = "Metadata_control_type == 'negcon'",
     method: str = "ZCA-cor",
     epsilon: float | Sequence[float] = DEFAULT_EPSILON_GRID,
     label_key: str | None = None,
@@ -259,8 +314,7 @@ def sphering(
     batch_key
         Optional batch column; sphering does not use it, but it is
         validated and logged so that all ``ip.tl.integrate`` methods share one call.
-    use_rep
-        ``"X"`` (default) or an ``.obsm`` key.
+    {use_rep}
     key_added
         ``.obsm`` key for the sphered profiles.
     controls
@@ -278,8 +332,7 @@ def sphering(
         when ``label_key`` is given, else the control likelihood.
     add_layer
         Also store the result as ``adata.layers[key_added]`` (same array).
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
@@ -297,8 +350,7 @@ def sphering(
     levels = None
     if batch_key is not None:
         _, levels = check_batches(adata, batch_key)
-    if method not in METHODS:
-        raise ValueError(f"sphering: method must be one of {list(METHODS)}, got {method!r}.")
+    _check_variant(method)
     grid = [float(e) for e in np.atleast_1d(np.asarray(epsilon, dtype=float))]
     if not grid or any(not np.isfinite(e) or e < 0 for e in grid):
         raise ValueError(f"sphering: epsilon must be non-negative finite value(s), got {epsilon!r}.")
