@@ -7,7 +7,7 @@ methods, distances and readers each have one; the public function of that kind
 ``ip.tl.integrate``, ``ip.tl.distance``, ``ip.io.read``) only looks the name up
 and coordinates. Adding a method is one decorated function in one file::
 
-    from imgprof._core.registry import NORMALIZERS
+    from imgprof.pp.normalize import NORMALIZERS
 
     @NORMALIZERS.register("my_method", fit="...")
     def my_method(...): ...

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._core.dispatch import DaskArray
 from .._core.groups import group_reduce
-from ._dask import DaskArray
 
 __all__ = [
     "correlation",

@@ -9,13 +9,13 @@ array's class, so neither ``import imgprof`` nor these registrations import dask
 
 from __future__ import annotations
 
-import abc
 import warnings
 from functools import singledispatch
 from typing import Any
 
 import numpy as np
 
+from .._core.dispatch import DaskArray
 from .._core.groups import sort_groups
 
 __all__ = [
@@ -31,20 +31,6 @@ __all__ = [
 
 #: scikit-learn's ``QuantileTransformer`` bound threshold.
 BOUNDS_THRESHOLD = 1e-7
-
-
-class DaskArray(metaclass=abc.ABCMeta):  # noqa: B024 (a virtual base class: matched by __subclasshook__)
-    """Virtual base class of ``dask.array.Array`` (recognised by its class, dask is never imported here).
-
-    Register dask implementations of a ``singledispatch`` function with
-    ``@func.register(DaskArray)``; ``isinstance(x, DaskArray)`` is true for dask arrays only.
-    """
-
-    @classmethod
-    def __subclasshook__(cls, C: type) -> bool | Any:
-        if cls is DaskArray and any(k.__name__ == "Array" and k.__module__.startswith("dask.array") for k in C.__mro__):
-            return True
-        return NotImplemented
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._core.dispatch import DaskArray
 from .._core.groups import sort_groups
 from .._core.whitening import (
     CORRELATION_VARIANTS,
@@ -26,7 +27,6 @@ from .._core.whitening import (
     spherize_moments,
     zca_from_gram,
 )
-from ._normalize_kernels import DaskArray
 from ._normalizers import Groups, describe
 
 __all__ = ["Spherize"]

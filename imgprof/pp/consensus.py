@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.dispatch import DaskArray
 from .._core.docs import doc_params
 from .._core.groups import group_apply, group_codes, group_reduce, sort_groups
 from .._core.provenance import log_step
@@ -30,7 +31,6 @@ from .._core.validation import (
     check_obs_keys,
     get_matrix,
 )
-from ._dask import DaskArray
 from .aggregate import grouped_result
 
 #: How replicates are summarised (``operation=`` of :func:`consensus`).

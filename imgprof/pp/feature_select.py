@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.dispatch import DaskArray
 from .._core.docs import doc_params
 from .._core.groups import group_codes
 from .._core.provenance import record
@@ -52,7 +53,6 @@ from .._core.validation import (
     get_matrix,
     start,
 )
-from ._dask import DaskArray
 from ._feature_ops import BLOCKLIST_PATH, FEATURE_OPS, FeatureData, load_blocklist
 from ._feature_select_kernels import _frequency_stats, _pearson_pairwise  # noqa: F401 - used by tests
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.dispatch import DaskArray, to_numpy
 from .._core.docs import doc_params
 from .._core.groups import group_codes, group_median_mad, group_reduce
 from .._core.provenance import record
@@ -39,7 +40,6 @@ from .._core.validation import (
     get_matrix,
     start,
 )
-from ._dask import DaskArray, to_numpy
 
 #: Count columns looked up (in this order) when ``count_key="auto"``.
 COUNT_KEYS = ("Metadata_Object_Count", "Metadata_Count_Cells", "Metadata_Cells_Count", "Metadata_Count_Nuclei")
