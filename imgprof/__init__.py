@@ -13,6 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+# scanpy 1.11 + scipy >= 1.15: make ``sc.pp.neighbors`` work on >= 4,096 cells (see _core/compat.py).
+from ._core.compat import install_import_hook as _install_import_hook
+
 __version__ = "0.1.0"
 
 _SUBMODULES = ("io", "im", "pp", "tl", "pl", "metrics", "bench", "mm", "datasets")
@@ -48,8 +51,5 @@ def __dir__():
     # Tab completion shows the public API only (no ``importlib``/``TYPE_CHECKING`` leftovers).
     return sorted(__all__)
 
-
-# scanpy 1.11 + scipy >= 1.15: make ``sc.pp.neighbors`` work on >= 4,096 cells (see _core/compat.py).
-from ._core.compat import install_import_hook as _install_import_hook
 
 _install_import_hook()
