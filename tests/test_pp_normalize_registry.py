@@ -35,7 +35,7 @@ def toy():
     try:
         yield seen
     finally:
-        NORMALIZERS._entries.pop("max_shift")
+        NORMALIZERS.unregister("max_shift")
 
 
 def test_registered_normalizer_runs_end_to_end(sim, toy):
