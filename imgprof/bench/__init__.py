@@ -20,6 +20,7 @@ from .._core.guardrails import (
     ImgprofGuardrailWarning,
 )
 from ._neighbors import Neighbors, knn, umap_connectivities
+from ._run_methods import run_methods
 from .batch import (
     batch_neighbor_share,
     bras,
@@ -32,7 +33,7 @@ from .batch import (
     principal_component_regression,
     silhouette_batch,
 )
-from .benchmarker import BatchCorrection, Benchmarker, BioConservation, run_methods
+from .benchmarker import BatchCorrection, Benchmarker, BioConservation
 from .bio import (
     clisi_knn,
     isolated_labels,

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .._core.selection import check_bool_vector
 from ._checks import check_embedding, check_vector
-from ._kernels import codes_of, lisi_probabilities, silhouette_samples, simpson_index
+from ._kernels import codes_of, lisi_probabilities, scaled_clisi, silhouette_samples, simpson_index
 from ._neighbors import Neighbors, as_neighbors
 
 logger = logging.getLogger(__name__)
@@ -179,11 +179,7 @@ def clisi_knn(X: Neighbors, labels, perplexity: float | None = None, scale: bool
         perplexity = np.floor(nn.n_neighbors / 3)
     P, H = lisi_probabilities(nn.distances, nn.indices, perplexity)
     lisi = 1 / simpson_index(P, H, nn.indices, codes, L)
-    return _scaled_clisi(lisi, L) if scale else float(np.nanmedian(lisi))
-
-
-def _scaled_clisi(lisi: np.ndarray, n_labels: int) -> float:
-    return float((n_labels - np.nanmedian(lisi)) / (n_labels - 1))
+    return scaled_clisi(lisi, L) if scale else float(np.nanmedian(lisi))
 
 
 # --------------------------------------------------------------------------- NMI / ARI
