@@ -37,7 +37,7 @@ def isolated_labels_metric(inputs: MetricInputs, rescale: bool = True, iso_thres
 
 @register_metric("nmi_ari_cluster_labels_leiden", BIO, {"nmi": "Leiden NMI", "ari": "Leiden ARI"},
                  inputs=("neighbors", "labels"), cache=("knn:connectivity",))
-def leiden_metric(inputs: MetricInputs, **kwargs: Any) -> dict[str, float]:
+def leiden_metric(inputs: MetricInputs, **kwargs: Any) -> Any:
     """NMI/ARI of Leiden clusters (:func:`imgprof.bench.nmi_ari_cluster_labels_leiden`)."""
     return _bio.nmi_ari_cluster_labels_leiden(inputs.knn("connectivity"), inputs.labels, **kwargs)
 
@@ -67,14 +67,14 @@ def clisi_metric(inputs: MetricInputs, perplexity: float | None = None, scale: b
 
 
 @register_metric("map_nonrep", BIO, "mAP nonrep", inputs=("embedding", "labels", "negcon", "groups"))
-def map_nonrep_metric(inputs: MetricInputs, **kwargs: Any) -> float:
+def map_nonrep_metric(inputs: MetricInputs, **kwargs: Any) -> Any:
     """mAP of replicates against non-replicates (:func:`imgprof.bench.map_nonrep`); negative controls left out."""
     return _bio.map_nonrep(inputs.X, inputs.labels, inputs.negcon, groups=inputs.groups, **kwargs)
 
 
 @register_metric("map_negcon", BIO, "mAP negcon", inputs=("embedding", "labels", "negcon", "groups"),
                  default=None, requires=("negcon",))
-def map_negcon_metric(inputs: MetricInputs, **kwargs: Any) -> float:
+def map_negcon_metric(inputs: MetricInputs, **kwargs: Any) -> Any:
     """mAP against negative controls (:func:`imgprof.bench.map_negcon`); on by default when ``negcon`` is given."""
     return _bio.map_negcon(inputs.X, inputs.labels, inputs.negcon, groups=inputs.groups, **kwargs)
 
@@ -83,7 +83,7 @@ def map_negcon_metric(inputs: MetricInputs, **kwargs: Any) -> float:
 
 
 @register_metric("silhouette_batch", BATCH, "Silhouette batch", inputs=("embedding", "labels", "batch"), default=False)
-def silhouette_batch_metric(inputs: MetricInputs, **kwargs: Any) -> float:
+def silhouette_batch_metric(inputs: MetricInputs, **kwargs: Any) -> Any:
     """Classic batch ASW (:func:`imgprof.bench.silhouette_batch`); off by default as in scib-metrics >= 0.5.6."""
     return _batch.silhouette_batch(inputs.X, inputs.labels, inputs.batch, n_jobs=inputs.n_jobs, **kwargs)
 
@@ -105,7 +105,7 @@ def ilisi_metric(inputs: MetricInputs, perplexity: float | None = None, scale: b
 
 @register_metric("kbet_per_label", BATCH, "KBET", inputs=("neighbors", "labels", "batch"), cache=("knn:kbet",),
                  floor_why="kBET rejects batch mixing in every neighbourhood of every embedding")
-def kbet_metric(inputs: MetricInputs, **kwargs: Any) -> float:
+def kbet_metric(inputs: MetricInputs, **kwargs: Any) -> Any:
     """kBET within each label, averaged (:func:`imgprof.bench.kbet_per_label`)."""
     return _batch.kbet_per_label(inputs.knn("kbet"), inputs.batch, inputs.labels, **kwargs)
 
@@ -137,4 +137,6 @@ def pcr_comparison_metric(inputs: MetricInputs, **kwargs: Any) -> float:
     kwargs = {"categorical": True, **kwargs}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PCR comparison score is negative")
+        if inputs.pre_integrated is None:
+            raise ValueError("pcr_comparison needs the uncorrected embedding (pre_integrated_embedding_obsm_key).")
         return _batch.pcr_comparison(inputs.pre_integrated, inputs.X, inputs.batch, **kwargs)

@@ -45,9 +45,7 @@ Parameters
 ----------
 inputs
     The embedding's :class:`~imgprof.bench._registry.MetricInputs` (reads {inputs}).
-**kwargs
-    The metric's keyword arguments, given as ``{set}({name}=dict(...))``.
-
+{options}
 Returns
 -------
 {returns}
@@ -115,13 +113,24 @@ def register_metric(
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         returns = "dict\n    ``{suffix: value}``." if isinstance(display, dict) else "float\n    The score."
         fn.__doc__ = inspect.cleandoc(fn.__doc__ or name) + _DOC_TAIL.format(
-            inputs=", ".join(inputs), set="BioConservation" if type == BIO else "BatchCorrection",
+            inputs=", ".join(inputs), options=_options_doc(fn, "BioConservation" if type == BIO else "BatchCorrection", name),
             name=name, returns=returns, display=display)
         BENCH_METRICS.add(name, fn, type=type, display=display, inputs=tuple(inputs), cache=tuple(cache),
                           cache_kwargs=cache_kwargs, default=default, requires=tuple(requires), **meta)
         return fn
 
     return deco
+
+
+def _options_doc(fn: Callable[..., Any], spec: str, name: str) -> str:
+    """Parameters text for the metric's options (what users pass as ``spec(name=dict(...))``)."""
+    out = []
+    for p in list(inspect.signature(fn).parameters.values())[1:]:
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            out.append(f"**{p.name}\n    The metric's keyword arguments, given as ``{spec}({name}=dict(...))``.")
+        else:
+            out.append(f"{p.name}\n    Option (default {p.default!r}): ``{spec}({name}=dict({p.name}=...))``.")
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def uses_cache(entry: Entry, kwargs: dict[str, Any], cache_key: str) -> bool:

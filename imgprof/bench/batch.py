@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
-from ._checks import check_embedding, check_vector
+from .._core.inputs import check_embedding, check_vector
 from ._kbet import kbet, kbet_per_label
 from ._kernels import (
     BetweenCluster,
@@ -166,9 +166,7 @@ def bras(
     >>> 0 <= s <= 1
     True
     """
-    return silhouette_batch(
-        X, labels, batch, True, metric, between_cluster_distances, n_jobs=n_jobs
-    )
+    return cast(float, silhouette_batch(X, labels, batch, True, metric, between_cluster_distances, n_jobs=n_jobs))
 
 
 # --------------------------------------------------------------------------- LISI

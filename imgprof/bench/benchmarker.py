@@ -20,22 +20,24 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.inputs import check_embedding
 from .._core.validation import as_list, check_adata, check_choice, check_int, check_obs_keys, resolve_mask
 from ._aggregate import AGGREGATE, TOTAL, aggregate_scores, min_max
-from ._checks import check_embedding
 from ._guards import Flag, audit_provenance, degenerate_metrics
 from ._kernels import cluster_distance_sums, codes_of, silhouette_from_sums
 from ._neighbors import EXACT_MAX_N, Neighbors, as_neighbors, knn, self_first
 from ._registry import BATCH, BENCH_METRICS, BIO, MetricInputs, metric_names, uses_cache
 from ._sets import DEFAULT_BATCH, DEFAULT_BIO, BatchCorrection, BioConservation, enabled
 
-__all__ = ["AGGREGATE", "BATCH", "BIO", "TOTAL", "BatchCorrection", "Benchmarker", "BioConservation", "min_max"]
+__all__ = [
+    "AGGREGATE", "BATCH", "BIO", "TOTAL", "BatchCorrection", "Benchmarker", "BioConservation", "aggregate_scores", "min_max",
+]
 
 _PREPARE_STEPS = ("neighbors", "neighbors + label silhouette", "pre-integrated PCA")
 _METRIC_TYPE = "Metric Type"
@@ -225,7 +227,7 @@ class Benchmarker:
     def _check_n_neighbors(n_neighbors: Any) -> tuple[int, ...]:
         if isinstance(n_neighbors, (str, int)) or len(n_neighbors) != 3:
             raise ValueError(f"n_neighbors must be three sizes (graph connectivity/Leiden, kBET, LISI), got {n_neighbors!r}.")
-        return tuple(check_int(k, "n_neighbors", min_value=1) for k in n_neighbors)
+        return tuple(cast(int, check_int(k, "n_neighbors", min_value=1)) for k in n_neighbors)
 
     def _check_column(self, key: str, param: str, min_levels: int) -> np.ndarray:
         col = self._adata.obs[key]

@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._core.inputs import check_embedding, check_vector
 from .._core.selection import check_bool_vector
-from ._checks import check_embedding, check_vector
 from ._kernels import codes_of, lisi_probabilities, scaled_clisi, silhouette_samples, simpson_index
 from ._neighbors import Neighbors, as_neighbors
 

@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._core.validation import as_list, check_obs_keys, finish, start
-from ._validate import prepare, store
+from .integrate import prepare, store_correction
 
 
 def _check_variance(X: np.ndarray, codes: np.ndarray, levels: list[str], names: Sequence[str] | None) -> None:
@@ -84,7 +84,7 @@ def combat(
     obs[batch_key] = pd.Categorical(obs[batch_key].astype(str))
     tmp = AnnData(X=np.array(X, dtype=np.float64, copy=True), obs=obs)
     Y = sc.pp.combat(tmp, key=batch_key, covariates=covariates or None, inplace=False)
-    store(adata, np.asarray(Y), key_added=key_added, function="tl.combat",
+    store_correction(adata, np.asarray(Y), key_added=key_added, function="tl.combat",
           params=dict(batch_key=batch_key, use_rep=use_rep, covariates=covariates), use_rep=use_rep,
           add_layer=add_layer, n_batches=len(levels))
     return finish(adata, copy)

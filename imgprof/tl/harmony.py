@@ -7,7 +7,7 @@ from typing import Any
 from anndata import AnnData
 
 from .._core.validation import check_float, check_int, finish, start
-from ._validate import prepare, store
+from .integrate import prepare, store_correction
 
 
 def harmony(
@@ -91,6 +91,6 @@ def harmony(
         batch_key=batch_key, use_rep=use_rep, theta=theta, sigma=sigma, nclust=nclust,
         max_iter_harmony=max_iter_harmony, random_state=random_state, **kwargs,
     )
-    store(adata, Z, key_added=key_added, function="tl.harmony", params=params, use_rep=use_rep,
+    store_correction(adata, Z, key_added=key_added, function="tl.harmony", params=params, use_rep=use_rep,
           n_batches=len(levels), n_iterations=len(out.objective_harmony))
     return finish(adata, copy)

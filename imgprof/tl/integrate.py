@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from anndata import AnnData
 
+from .._core.inputs import check_batches
 from .._core.optional import require_methods
 from .._core.registry import Registry
-from .._core.validation import finish, start
-from ._validate import prepare, store
+from .._core.store import store
+from .._core.validation import check_adata, check_array, finish, get_matrix, is_dask, start
 
 #: Every batch-correction method: name → function (imported when first used, so torch/scvi load lazily)
 #: and its default ``use_rep``. Adding a method is one function in its own module plus one line here.
@@ -26,6 +28,148 @@ INTEGRATIONS.register_lazy("rpca", "imgprof.tl.rpca:rpca", default_use_rep="X")
 
 #: Names accepted by :func:`integrate` (the names of :data:`INTEGRATIONS`).
 METHODS: tuple[str, ...] = INTEGRATIONS.names()
+
+
+
+def get_rep(adata: AnnData, use_rep: str | None, *, param: str = "use_rep") -> np.ndarray:
+    """The matrix to integrate, as a finite in-memory float array (dask arrays are computed).
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    use_rep
+        ``"X"`` (or ``None``) for ``adata.X``, else an ``.obsm`` key.
+    param
+        Parameter name used in messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        A 2-D floating array with at least 2 columns.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof.tl.integrate import get_rep
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> get_rep(adata, "X").shape == adata.shape
+    True
+    """
+    try:
+        X = get_matrix(adata, use_rep=use_rep)
+    except KeyError as e:
+        hint = " Run ip.tl.pca(adata) first." if use_rep == "X_pca" else ""
+        raise KeyError(f"{param}: {e.args[0]}{hint}") from None
+    if is_dask(X):
+        X = X.compute()
+    is_x = use_rep in (None, "X")
+    what = "adata.X" if is_x else f"adata.obsm[{use_rep!r}]"
+    # the one matrix check: 2-D, numeric, finite (names the offending columns)
+    names = list(map(str, adata.var_names)) if is_x else None
+    X = check_array(X, param=what if is_x else f"{param}={use_rep!r}", var_names=names, allow_nan=False, min_rows=1, min_cols=1)
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
+    if X.shape[1] < 2:
+        raise ValueError(f"{what} has {X.shape[1]} column(s); integration needs at least 2.")
+    return X
+
+
+def prepare(adata: AnnData, batch_key: str | None, use_rep: str | None, *, min_per_batch: int = 2,
+            add_layer: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Check the batches and the representation before any heavy import; return ``(X, codes, levels)``.
+
+    Parameters
+    ----------
+    adata
+        Profiles.
+    batch_key
+        ``adata.obs`` batch column.
+    use_rep
+        ``"X"`` or an ``.obsm`` key.
+    min_per_batch
+        Fewest observations a batch may have.
+    add_layer
+        Whether the caller will also store a layer (needs ``use_rep="X"``).
+
+    Returns
+    -------
+    tuple
+        The matrix, the batch code of every observation and the batch names.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof.tl.integrate import prepare
+    >>> X, codes, levels = prepare(ip.datasets.cmqtl_crispri(), "Metadata_Batch", "X")
+    >>> X.shape[0] == codes.shape[0]
+    True
+    """
+    if add_layer and use_rep not in (None, "X"):
+        raise ValueError(
+            f"add_layer=True stores a corrected feature matrix, which needs use_rep='X' (got use_rep={use_rep!r})."
+        )
+    check_adata(adata)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to integrate.")
+    codes, levels = check_batches(adata, batch_key, min_per_batch=min_per_batch)
+    return get_rep(adata, use_rep), codes, levels
+
+
+def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function: str, params: dict[str, Any],
+                     use_rep: str | None, add_layer: bool = False, kind: str | None = None, **extra: Any) -> None:
+    """Write a correction to ``adata.obsm[key_added]`` (and ``.layers`` on request) and log the step.
+
+    ``add_layer=True`` also stores ``Y`` as ``adata.layers[key_added]`` when it
+    is a corrected feature matrix (``use_rep="X"`` and one column per feature),
+    so ``ip.io.to_pandas(adata, layer=key_added)`` exports it with feature names.
+
+    Parameters
+    ----------
+    adata
+        Profiles (already the copy when ``copy=True``).
+    Y
+        The corrected matrix or embedding.
+    key_added
+        ``.obsm`` key (and layer name with ``add_layer``).
+    function
+        Public name logged in the provenance.
+    params
+        Logged parameters.
+    use_rep
+        The representation corrected.
+    add_layer
+        Also store a layer.
+    kind
+        ``"features"`` or ``"embedding"`` (default: inferred from ``use_rep`` and the shape).
+    **extra
+        Logged summary values.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof.tl.integrate import store_correction
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> store_correction(adata, adata.X.copy(), key_added="X_same", function="example", params={}, use_rep="X")
+    >>> "X_same" in adata.obsm
+    True
+    """
+    Y = np.asarray(Y)
+    if kind is None:
+        kind = "features" if (use_rep in (None, "X") and Y.ndim == 2 and Y.shape[1] == adata.n_vars) else "embedding"
+    if add_layer and kind != "features":
+        raise ValueError(
+            f"add_layer=True needs a corrected feature matrix (use_rep='X' and {adata.n_vars} columns); "
+            f"this result is an embedding with {Y.shape[1]} columns and stays in adata.obsm[{key_added!r}]."
+        )
+    if add_layer:
+        store(adata, Y, slot="layers", key_added=key_added, function=None)
+    store(adata, Y, slot="obsm", key_added=key_added, function=function, params=params, kind=kind,
+          n_columns=int(Y.shape[1]), **extra)
 
 
 def no_correction(
@@ -71,7 +215,7 @@ def no_correction(
     """
     X, _, levels = prepare(adata, batch_key, use_rep, add_layer=add_layer)
     adata = start(adata, copy)
-    store(adata, X.copy(), key_added=key_added, function="tl.no_correction",
+    store_correction(adata, X.copy(), key_added=key_added, function="tl.no_correction",
           params=dict(batch_key=batch_key, use_rep=use_rep), use_rep=use_rep, add_layer=add_layer,
           n_batches=len(levels))
     return finish(adata, copy)

@@ -80,7 +80,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._core.validation import check_float, check_int, finish, start
-from ._validate import prepare, store
+from .integrate import prepare, store_correction
 
 
 def _scale(X: np.ndarray, clip: float | None = 10.0) -> np.ndarray:
@@ -188,15 +188,9 @@ def find_anchors_pair(
     return np.column_stack([a, b, _rescale_scores(shared)])
 
 
-def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
-    """R's ``hclust(as.dist(dist))$merge`` (complete linkage), R's tie-breaking and sign convention.
-
-    Rows are merges; a negative entry −i is dataset i (1-based), a positive entry
-    m is the group formed at merge m. Follows the nearest-neighbour-list
-    algorithm of R's ``hclust`` (F. Murtagh), so ties resolve as in R.
-    """
-    n = dist.shape[0]
-    D = np.array(dist, dtype=float)
+def _nn_chain_pairs(D: np.ndarray) -> list[tuple[int, int]]:
+    """Complete-linkage merges ``(i, j)`` (0-based, ``i < j``) by R's nearest-neighbour-list algorithm (``D`` is modified)."""
+    n = D.shape[0]
     active = np.ones(n, bool)
     nn = np.zeros(n, int)
     dnn = np.full(n, np.inf)
@@ -210,7 +204,7 @@ def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
 
     for i in range(n - 1):
         refresh(i)
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     for _ in range(n - 1):
         best, im = np.inf, -1
         for i in range(n - 1):
@@ -231,6 +225,18 @@ def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
         for i in range(n - 1):
             if active[i] and nn[i] in (i2, j2):
                 refresh(i)
+    return pairs
+
+
+def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
+    """R's ``hclust(as.dist(dist))$merge`` (complete linkage), R's tie-breaking and sign convention.
+
+    Rows are merges; a negative entry −i is dataset i (1-based), a positive entry
+    m is the group formed at merge m. Follows the nearest-neighbour-list
+    algorithm of R's ``hclust`` (F. Murtagh), so ties resolve as in R.
+    """
+    pairs = _nn_chain_pairs(np.array(dist, dtype=float))
+    n = dist.shape[0]
     # R's labels: a group is named by the merge that formed it; singletons are negative.
     label = {i: -(i + 1) for i in range(n)}
     merge = np.zeros((n - 1, 2), dtype=np.int64)
@@ -469,6 +475,6 @@ def rpca(
     params = {"batch_key": batch_key, "use_rep": use_rep, "dims": dims, "npcs": npcs, "k_anchor": k_anchor, "k_score": k_score,
                   "k_weight": k_weight, "sd_weight": sd_weight, "scale": scale, "l2_norm": l2_norm,
                   "preserve_order": preserve_order}
-    store(adata, Y, key_added=key_added, function="tl.rpca", params=params, use_rep=use_rep, add_layer=add_layer,
+    store_correction(adata, Y, key_added=key_added, function="tl.rpca", params=params, use_rep=use_rep, add_layer=add_layer,
           n_batches=len(levels), **info)
     return finish(adata, copy)

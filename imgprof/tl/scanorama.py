@@ -8,7 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._core.validation import check_float, check_int, finish, start
-from ._validate import prepare, store
+from .integrate import prepare, store_correction
 
 
 def scanorama(
@@ -103,6 +103,6 @@ def scanorama(
         Y[r] = np.asarray(part.toarray() if hasattr(part, "toarray") else part)
     params = dict(batch_key=batch_key, use_rep=use_rep, knn=knn, sigma=sigma, approx=approx, alpha=alpha,
                   batch_size=batch_size, cos_norm=cos_norm, **kwargs)
-    store(adata, Y, key_added=key_added, function="tl.scanorama", params=params, use_rep=use_rep,
+    store_correction(adata, Y, key_added=key_added, function="tl.scanorama", params=params, use_rep=use_rep,
           add_layer=add_layer, n_batches=len(levels))
     return finish(adata, copy)
