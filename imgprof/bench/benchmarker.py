@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.inputs import check_embedding
 from .._core.validation import as_list, check_adata, check_choice, check_int, check_obs_keys, resolve_mask
 from ._aggregate import AGGREGATE, TOTAL, aggregate_scores, min_max
@@ -77,6 +78,7 @@ def _progress(items: Iterable[Any], show: bool, **kw: Any) -> Any:
     return tqdm(items, **kw)
 
 
+@doc_params("batch_key", "label_key")
 class Benchmarker:
     """Benchmark embeddings of one AnnData with scib-style metrics plus mAP (Arevalo et al. 2024).
 
@@ -85,10 +87,8 @@ class Benchmarker:
     adata
         Profiles; the embeddings to compare are ``adata.obsm[key]`` (use
         ``"X"`` for ``adata.X`` itself). Nothing in ``adata`` is modified.
-    batch_key
-        ``.obs`` column with the batch.
-    label_key
-        ``.obs`` column with the biological label (perturbation, gene, MOA).
+    {batch_key}
+    {label_key}
     embedding_obsm_keys
         Embeddings to benchmark.
     bio_conservation_metrics, batch_correction_metrics

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import as_list, check_obs_keys, finish, start
 from .integrate import prepare, store_correction
 
@@ -25,6 +26,7 @@ def _check_variance(X: np.ndarray, codes: np.ndarray, levels: list[str], names: 
             )
 
 
+@doc_params("adata", "batch_key", "copy")
 def combat(
     adata: AnnData,
     batch_key: str,
@@ -43,10 +45,8 @@ def combat(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Column of ``adata.obs`` with the batch.
+    {adata}
+    {batch_key}
     use_rep
         ``"X"`` (features, default) or an ``.obsm`` key.
     key_added
@@ -55,8 +55,7 @@ def combat(
         Biological ``.obs`` columns to protect (``mod`` in sva's ComBat).
     add_layer
         Also store the corrected features as ``adata.layers[key_added]`` (same array).
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------

@@ -6,10 +6,12 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
 from .integrate import prepare, store_correction
 
 
+@doc_params("adata", "batch_key", "copy")
 def harmony(
     adata: AnnData,
     batch_key: str,
@@ -33,18 +35,15 @@ def harmony(
 
     Parameters
     ----------
-    adata
-        Profiles (cells or wells).
-    batch_key
-        Column of ``adata.obs`` holding the batch (plate, batch or source).
+    {adata}
+    {batch_key}
     use_rep
         Embedding to correct (``"X_pca"`` by default; ``"X"`` for the features).
     key_added
         Key of ``adata.obsm`` for the corrected embedding.
     theta, sigma, nclust, max_iter_harmony, random_state, verbose
         harmonypy parameters (same defaults, except ``verbose=False``).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
     **kwargs
         Other :func:`harmonypy.run_harmony` arguments (``lamb``, ``tau``,
         ``block_size``, ``ncores``...).

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.inputs import check_batches
 from .._core.optional import require_methods
 from .._core.registry import Registry
@@ -31,13 +32,13 @@ METHODS: tuple[str, ...] = INTEGRATIONS.names()
 
 
 
+@doc_params("adata")
 def get_rep(adata: AnnData, use_rep: str | None, *, param: str = "use_rep") -> np.ndarray:
     """The matrix to integrate, as a finite in-memory float array (dask arrays are computed).
 
     Parameters
     ----------
-    adata
-        Profiles.
+    {adata}
     use_rep
         ``"X"`` (or ``None``) for ``adata.X``, else an ``.obsm`` key.
     param
@@ -75,16 +76,15 @@ def get_rep(adata: AnnData, use_rep: str | None, *, param: str = "use_rep") -> n
     return X
 
 
+@doc_params("adata", "batch_key")
 def prepare(adata: AnnData, batch_key: str | None, use_rep: str | None, *, min_per_batch: int = 2,
             add_layer: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Check the batches and the representation before any heavy import; return ``(X, codes, levels)``.
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        ``adata.obs`` batch column.
+    {adata}
+    {batch_key}
     use_rep
         ``"X"`` or an ``.obsm`` key.
     min_per_batch
@@ -116,6 +116,7 @@ def prepare(adata: AnnData, batch_key: str | None, use_rep: str | None, *, min_p
     return get_rep(adata, use_rep), codes, levels
 
 
+@doc_params("adata")
 def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function: str, params: dict[str, Any],
                      use_rep: str | None, add_layer: bool = False, kind: str | None = None, **extra: Any) -> None:
     """Write a correction to ``adata.obsm[key_added]`` (and ``.layers`` on request) and log the step.
@@ -126,8 +127,7 @@ def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function:
 
     Parameters
     ----------
-    adata
-        Profiles (already the copy when ``copy=True``).
+    {adata}
     Y
         The corrected matrix or embedding.
     key_added
@@ -172,6 +172,7 @@ def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function:
           n_columns=int(Y.shape[1]), **extra)
 
 
+@doc_params("adata", "batch_key", "copy")
 def no_correction(
     adata: AnnData,
     batch_key: str,
@@ -187,18 +188,15 @@ def no_correction(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        ``.obs`` batch column (checked, not used: the baseline removes nothing).
+    {adata}
+    {batch_key}
     use_rep
         ``"X"`` or an ``.obsm`` key to copy.
     key_added
         ``.obsm`` key for the copy.
     add_layer
         Also store the copy as ``adata.layers[key_added]``.
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
@@ -245,6 +243,7 @@ def get_method(method: str) -> Callable[..., Any]:
     return INTEGRATIONS.get(method).obj
 
 
+@doc_params("adata", "batch_key", "copy")
 def integrate(
     adata: AnnData,
     method: str,
@@ -259,20 +258,17 @@ def integrate(
 
     Parameters
     ----------
-    adata
-        Profiles.
+    {adata}
     method
         ``"none"`` (baseline), ``"harmony"``, ``"scvi"``, ``"combat"``,
         ``"sphering"``, ``"mnn"``, ``"scanorama"`` or ``"rpca"``.
-    batch_key
-        Column of ``adata.obs`` with the batch (plate, batch or source).
+    {batch_key}
     use_rep
         ``"X"`` or an ``.obsm`` key; default per method (``"X_pca"`` for
         harmony and scanorama, ``"X"`` for the others).
     key_added
         ``.obsm`` key for the result; default ``f"X_{method}"``.
-    copy
-        Return a modified copy.
+    {copy}
     **params
         Method parameters (see :func:`harmony`, :func:`scvi`, :func:`combat`,
         :func:`sphering`, :func:`mnn`, :func:`scanorama`, :func:`rpca`).

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
 from .integrate import prepare, store_correction
 
@@ -177,6 +178,7 @@ def fastmnn_kernel(
     return out, info
 
 
+@doc_params("adata", "batch_key", "copy")
 def mnn(
     adata: AnnData,
     batch_key: str,
@@ -197,10 +199,8 @@ def mnn(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Batch column of ``adata.obs``.
+    {adata}
+    {batch_key}
     use_rep
         ``"X"`` (default: cosine-normalise, then multi-batch PCA) or an
         ``.obsm`` embedding (then no PCA is done).
@@ -224,8 +224,7 @@ def mnn(
         default is the input order).
     random_state
         Seed of the randomized SVD.
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------

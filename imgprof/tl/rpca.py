@@ -79,6 +79,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
 from .integrate import prepare, store_correction
 
@@ -373,6 +374,7 @@ def rpca_kernel(
     return data, info
 
 
+@doc_params("adata", "batch_key", "copy")
 def rpca(
     adata: AnnData,
     batch_key: str,
@@ -406,10 +408,8 @@ def rpca(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Batch column of ``adata.obs``.
+    {adata}
+    {batch_key}
     use_rep
         ``"X"`` (default) or an ``.obsm`` key.
     key_added
@@ -431,8 +431,7 @@ def rpca(
         Do not swap reference and query at a merge by size.
     add_layer
         Also store the integrated features as ``adata.layers[key_added]``.
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------

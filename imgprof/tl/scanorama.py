@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
 from .integrate import prepare, store_correction
 
 
+@doc_params("adata", "batch_key", "copy")
 def scanorama(
     adata: AnnData,
     batch_key: str,
@@ -43,10 +45,8 @@ def scanorama(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Batch column of ``adata.obs``.
+    {adata}
+    {batch_key}
     use_rep
         Embedding to correct (``"X_pca"`` default) or ``"X"``.
     key_added
@@ -57,8 +57,7 @@ def scanorama(
         Scale each row to unit L2 norm before stitching.
     add_layer
         With ``use_rep="X"``, also store the result as ``adata.layers[key_added]``.
-    copy
-        Return a modified copy.
+    {copy}
     **kwargs
         Other :func:`scanorama.assemble` arguments.
 

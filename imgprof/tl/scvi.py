@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_int, finish, start
 from .integrate import prepare, store_correction
 
@@ -95,6 +96,7 @@ def _device(model: Any) -> str:
     return device
 
 
+@doc_params("adata", "batch_key", "copy")
 def scvi(
     adata: AnnData,
     batch_key: str,
@@ -122,10 +124,8 @@ def scvi(
 
     Parameters
     ----------
-    adata
-        Profiles (normalised features).
-    batch_key
-        Batch column of ``adata.obs`` (injected into the decoder).
+    {adata}
+    {batch_key}
     use_rep
         ``"X"`` (default) or an ``.obsm`` key.
     key_added
@@ -158,8 +158,7 @@ def scvi(
         Extra arguments to ``CYTOVI(...)`` and ``CYTOVI.train(...)``.
     return_model
         Return the trained model (with ``copy=True``: ``(adata, model)``).
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
