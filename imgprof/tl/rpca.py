@@ -289,6 +289,18 @@ def _weights(
     return W, k, int((sums <= 0).sum())
 
 
+def _anchor_distances(A: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Seurat's CountAnchors: batch × batch distance 1 / (anchors between them / smaller batch size)."""
+    n_b = len(sizes)
+    dist = np.zeros((n_b, n_b))
+    for i in range(n_b):
+        for j in range(i):
+            sel = np.isin(A[:, 3], (i, j)) & np.isin(A[:, 4], (i, j))
+            s = sel.sum() / min(sizes[i], sizes[j])
+            dist[i, j] = dist[j, i] = 1.0 / s if s > 0 else np.inf
+    return dist
+
+
 def rpca_kernel(
     X: np.ndarray,
     codes: np.ndarray,
@@ -336,13 +348,7 @@ def rpca_kernel(
     A = np.vstack(anchors)
     A = np.vstack([A, A[:, [1, 0, 2, 4, 3]]])  # both orientations, as Seurat
     # 5: merge tree (CountAnchors + BuildSampleTree).
-    dist = np.zeros((n_b, n_b))
-    for i in range(n_b):
-        for j in range(i):
-            sel = np.isin(A[:, 3], (i, j)) & np.isin(A[:, 4], (i, j))
-            s = sel.sum() / min(sizes[i], sizes[j])
-            dist[i, j] = dist[j, i] = 1.0 / s if s > 0 else np.inf
-    tree = _r_hclust_complete(dist)
+    tree = _r_hclust_complete(_anchor_distances(A, sizes))
     groups: dict[int, np.ndarray] = {-(b + 1): np.arange(offsets[b], offsets[b] + sizes[b]) for b in range(n_b)}
     members: dict[int, list[int]] = {-(b + 1): [b] for b in range(n_b)}
     data = X.copy()
