@@ -33,10 +33,10 @@ def _integrate_all(adata: AnnData, methods: list[str], batch_key: str, method_kw
                    on_error: str, progress_bar: bool) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """Run each method; return the keys written, their timings and the keys of methods starting from ``X_pca``."""
     from ..tl.integrate import INTEGRATIONS, integrate
-    from .benchmarker import _progress
+    from .benchmarker import progress_iter
 
     keys, times, pca_based = [], [], []
-    it = _progress(methods, progress_bar, desc="Correction methods")
+    it = progress_iter(methods, progress_bar, desc="Correction methods")
     for m in it:
         if hasattr(it, "set_postfix_str"):
             it.set_postfix_str(m)

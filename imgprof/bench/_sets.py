@@ -41,12 +41,11 @@ _BatchBase: Any = _base(BATCH, "BatchCorrection")
 
 
 class BioConservation(_BioBase):
-    """Which biology-conservation metrics to run (``True``/``False``, or a dict of keyword arguments).
+    """Which biology-conservation metrics to run: one field per registered bio-conservation metric.
 
-    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
-    arguments for the metric. ``map_negcon=None`` (default) runs it exactly when the
-    Benchmarker is given ``negcon``. :meth:`scib_metrics` gives scib-metrics' default set.
-    The fields are the registered bio-conservation metrics (``imgprof.bench._metrics``).
+    ``map_negcon=None`` (default) runs it exactly when the Benchmarker is given
+    ``negcon``; :meth:`scib_metrics` gives scib-metrics' default set (see the module
+    docstring for the field values).
 
     Parameters
     ----------
@@ -55,9 +54,8 @@ class BioConservation(_BioBase):
     Examples
     --------
     >>> import imgprof as ip
-    >>> bio = ip.bench.BioConservation(map_nonrep=False)
-    >>> bio.map_nonrep, bio.silhouette_label
-    (False, True)
+    >>> ip.bench.BioConservation(map_nonrep=False).map_nonrep
+    False
     """
 
     @classmethod
@@ -72,12 +70,10 @@ class BioConservation(_BioBase):
 
 
 class BatchCorrection(_BatchBase):
-    """Which batch-removal metrics to run (``True``/``False``, or a dict of keyword arguments).
+    """Which batch-removal metrics to run; each field ``True``, ``False`` or a dict of the metric's options.
 
-    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
-    arguments for the metric. ``silhouette_batch`` (scib's classic batch ASW) is off by
-    default, as in scib-metrics ≥ 0.5.6 which replaced it with BRAS; :meth:`arevalo2024`
-    turns it on. The fields are the registered batch-correction metrics.
+    ``silhouette_batch`` (scib's classic batch ASW) is off by default, as in
+    scib-metrics ≥ 0.5.6 which replaced it with BRAS; :meth:`arevalo2024` turns it on.
 
     Parameters
     ----------
@@ -85,10 +81,10 @@ class BatchCorrection(_BatchBase):
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> bc = ip.bench.BatchCorrection(kbet_per_label=False)
-    >>> bc.kbet_per_label, bc.bras
-    (False, True)
+    >>> from imgprof.bench import BatchCorrection
+    >>> bc = BatchCorrection(kbet_per_label=False)
+    >>> (bc.kbet_per_label, bc.bras, bc.silhouette_batch)
+    (False, True, False)
     """
 
     @classmethod

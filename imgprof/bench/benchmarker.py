@@ -70,7 +70,8 @@ def _all_fields(spec: Any) -> list[tuple[str, Any]]:
     return [(f.name, getattr(spec, f.name)) for f in fields(spec)]
 
 
-def _progress(items: Iterable[Any], show: bool, **kw: Any) -> Any:
+def progress_iter(items: Iterable[Any], show: bool, **kw: Any) -> Any:
+    """A tqdm bar over ``items`` when ``show`` (keyword arguments go to tqdm), else ``items`` itself."""
     if not show:
         return items
     from tqdm.auto import tqdm
@@ -294,7 +295,7 @@ class Benchmarker:
         if self._needs("pre_integrated"):
             self._X_pre = self._timed("(all)", "pre-integrated PCA", self._pre_embedding)
         kmax = max(self._n_neighbors)
-        for key in _progress(self._embedding_obsm_keys, self._progress_bar, desc="Computing neighbors"):
+        for key in progress_iter(self._embedding_obsm_keys, self._progress_bar, desc="Computing neighbors"):
             X = self._embedding(key)
             k = min(kmax, X.shape[0])
             if neighbor_computer is not None:
@@ -385,9 +386,9 @@ class Benchmarker:
             self._timings = [t for t in self._timings if t["step"] in _PREPARE_STEPS]
         if not self._prepared:
             self.prepare()
-        for key in _progress(self._embedding_obsm_keys, self._progress_bar, desc="Embeddings", position=0):
+        for key in progress_iter(self._embedding_obsm_keys, self._progress_bar, desc="Embeddings", position=0):
             inputs = self._inputs(key)
-            pbar = _progress(self._metrics, self._progress_bar, desc="Metrics", position=1, leave=False)
+            pbar = progress_iter(self._metrics, self._progress_bar, desc="Metrics", position=1, leave=False)
             for mtype, name, kwargs in pbar:
                 if hasattr(pbar, "set_postfix_str"):
                     pbar.set_postfix_str(f"{mtype}: {name}")
@@ -511,9 +512,8 @@ class Benchmarker:
         Examples
         --------
         >>> import imgprof as ip
-        >>> adata = ip.datasets.cmqtl_crispri()
-        >>> ip.tl.pca(adata, n_comps=20)
-        >>> bm = ip.bench.Benchmarker(adata, "Metadata_Batch", "Metadata_target_gene", ["X_pca"], progress_bar=False)
+        >>> bm = ip.bench.Benchmarker(ip.datasets.cmqtl_crispri(), "Metadata_Batch", "Metadata_target_gene", ["X"],
+        ...                           bio_conservation_metrics=None, progress_bar=False)
         >>> bm.benchmark()
         >>> ax = bm.plot_results_table(show=False)
         """

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.inputs import check_embedding, check_vector
 from .._core.selection import check_bool_vector
 from ._kernels import codes_of, lisi_probabilities, scaled_clisi, silhouette_samples, simpson_index
@@ -339,6 +340,20 @@ def _mean_map(ap: pd.DataFrame) -> float:
     return float(per_label.mean())
 
 
+_MAP_DOC = {
+    "map_options": (
+        "groups\n    Optional column restricting negatives to the same group (Arevalo: plate).\n"
+        "metric\n    Similarity (``\"cosine\"`` as copairs).\n"
+        "return_ap\n    Also return the per-profile AP table."
+    ),
+    "map_returns": (
+        "float or (float, pandas.DataFrame)\n    The mean over labels of the label's mAP, in ``[0, 1]``; with "
+        "``return_ap=True``\n    also the per-profile average-precision table."
+    ),
+}
+
+
+@doc_params(**_MAP_DOC)
 def map_nonrep(
     X: np.ndarray,
     labels,
@@ -365,18 +380,11 @@ def map_nonrep(
         Label (perturbation, gene...) of every profile.
     negcon
         Boolean mask of negative controls (dropped), or ``None``.
-    groups
-        Optional column restricting negatives to the same group (Arevalo: plate).
-    metric
-        Similarity (``"cosine"`` as copairs).
-    return_ap
-        Also return the per-profile AP table.
+    {map_options}
 
     Returns
     -------
-    float or (float, pandas.DataFrame)
-        The mean over labels of the label's mAP, in ``[0, 1]``; with ``return_ap=True``
-        also the per-profile average-precision table.
+    {map_returns}
 
     Examples
     --------
@@ -408,6 +416,7 @@ def map_nonrep(
     return (score, ap) if return_ap else score
 
 
+@doc_params(**_MAP_DOC)
 def map_negcon(
     X: np.ndarray,
     labels,
@@ -431,25 +440,20 @@ def map_negcon(
         Label of every profile.
     negcon
         Boolean mask of the negative controls.
-    groups
-        Optional column restricting negatives to the same group (Arevalo: plate).
-    metric
-        Similarity (``"cosine"`` as copairs).
-    return_ap
-        Also return the per-profile AP table.
+    {map_options}
 
     Returns
     -------
-    float or (float, pandas.DataFrame)
-        The mean over labels of the label's mAP, in ``[0, 1]``; with ``return_ap=True``
-        also the per-profile average-precision table.
+    {map_returns}
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
-    >>> neg = (adata.obs["Metadata_target_gene"] == "CONTROL").to_numpy()
-    >>> 0 <= ip.bench.map_negcon(adata.X, adata.obs["Metadata_target_gene"], neg) <= 1
+    >>> from imgprof.bench import map_negcon
+    >>> from imgprof.datasets import cmqtl_crispri
+    >>> adata = cmqtl_crispri()
+    >>> genes = adata.obs["Metadata_target_gene"].to_numpy()
+    >>> score = map_negcon(adata.X, genes, genes == "CONTROL")
+    >>> 0.0 <= score <= 1.0
     True
     """
     from ..metrics import average_precision_kernel
