@@ -344,9 +344,8 @@ _MAP_DOC = {
     "map_options": (
         "groups\n    Optional column restricting negatives to the same group (Arevalo: plate).\n"
         "metric\n    Similarity (``\"cosine\"`` as copairs).\n"
-        "return_ap\n    Also return the per-profile AP table."
-    ),
-    "map_returns": (
+        "return_ap\n    Also return the per-profile AP table.\n\n"
+        "Returns\n-------\n"
         "float or (float, pandas.DataFrame)\n    The mean over labels of the label's mAP, in ``[0, 1]``; with "
         "``return_ap=True``\n    also the per-profile average-precision table."
     ),
@@ -381,10 +380,6 @@ def map_nonrep(
     negcon
         Boolean mask of negative controls (dropped), or ``None``.
     {map_options}
-
-    Returns
-    -------
-    {map_returns}
 
     Examples
     --------
@@ -441,10 +436,6 @@ def map_negcon(
     negcon
         Boolean mask of the negative controls.
     {map_options}
-
-    Returns
-    -------
-    {map_returns}
 
     Examples
     --------
