@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .._core.docs import doc_params
 from .._core.validation import as_list, check_obs_keys, finish, start
-from .integrate import prepare, store_correction
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def _check_variance(X: np.ndarray, codes: np.ndarray, levels: list[str], names: Sequence[str] | None) -> None:
@@ -26,7 +26,7 @@ def _check_variance(X: np.ndarray, codes: np.ndarray, levels: list[str], names: 
             )
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params("copy", **INTEGRATION_DOC)
 def combat(
     adata: AnnData,
     batch_key: str,
@@ -45,8 +45,7 @@ def combat(
 
     Parameters
     ----------
-    {adata}
-    {batch_key}
+    {adata_batch}
     use_rep
         ``"X"`` (features, default) or an ``.obsm`` key.
     key_added

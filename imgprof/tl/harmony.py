@@ -8,10 +8,10 @@ from anndata import AnnData
 
 from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from .integrate import prepare, store_correction
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params("copy", **INTEGRATION_DOC)
 def harmony(
     adata: AnnData,
     batch_key: str,
@@ -35,8 +35,7 @@ def harmony(
 
     Parameters
     ----------
-    {adata}
-    {batch_key}
+    {adata_batch}
     use_rep
         Embedding to correct (``"X_pca"`` by default; ``"X"`` for the features).
     key_added

@@ -8,12 +8,19 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._core.docs import doc_params
+from .._core.docs import DOC, doc_params
 from .._core.inputs import check_batches
 from .._core.optional import require_methods
 from .._core.registry import Registry
 from .._core.store import store
 from .._core.validation import check_adata, check_array, finish, get_matrix, is_dask, start
+
+#: Docstring text shared by the integration methods (``@doc_params(**INTEGRATION_DOC)``).
+INTEGRATION_DOC: dict[str, str] = {
+    "adata_batch": DOC["adata"] + "\n" + DOC["batch_key"],
+    "returns_obsm": "Returns\n-------\nAnnData or None\n    The modified copy when ``copy=True``, else ``None``; the result is "
+                    "``adata.obsm[key_added]``.",
+}
 
 #: Every batch-correction method: name → function (imported when first used, so torch/scvi load lazily)
 #: and its default ``use_rep``. Adding a method is one function in its own module plus one line here.

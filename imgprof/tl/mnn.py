@@ -36,7 +36,7 @@ from anndata import AnnData
 
 from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from .integrate import prepare, store_correction
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def cosine_normalize(X: np.ndarray) -> np.ndarray:
@@ -178,7 +178,7 @@ def fastmnn_kernel(
     return out, info
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params("copy", **INTEGRATION_DOC)
 def mnn(
     adata: AnnData,
     batch_key: str,
@@ -199,8 +199,7 @@ def mnn(
 
     Parameters
     ----------
-    {adata}
-    {batch_key}
+    {adata_batch}
     use_rep
         ``"X"`` (default: cosine-normalise, then multi-batch PCA) or an
         ``.obsm`` embedding (then no PCA is done).
@@ -226,9 +225,7 @@ def mnn(
         Seed of the randomized SVD.
     {copy}
 
-    Returns
-    -------
-    None, or the modified copy; sets ``adata.obsm[key_added]``.
+    {returns_obsm}
 
     Examples
     --------

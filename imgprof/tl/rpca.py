@@ -81,7 +81,7 @@ from anndata import AnnData
 
 from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from .integrate import prepare, store_correction
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def _scale(X: np.ndarray, clip: float | None = 10.0) -> np.ndarray:
@@ -380,7 +380,7 @@ def rpca_kernel(
     return data, info
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params("copy", **INTEGRATION_DOC)
 def rpca(
     adata: AnnData,
     batch_key: str,
@@ -414,8 +414,7 @@ def rpca(
 
     Parameters
     ----------
-    {adata}
-    {batch_key}
+    {adata_batch}
     use_rep
         ``"X"`` (default) or an ``.obsm`` key.
     key_added

@@ -9,10 +9,10 @@ from anndata import AnnData
 
 from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from .integrate import prepare, store_correction
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params("copy", **INTEGRATION_DOC)
 def scanorama(
     adata: AnnData,
     batch_key: str,
@@ -45,8 +45,7 @@ def scanorama(
 
     Parameters
     ----------
-    {adata}
-    {batch_key}
+    {adata_batch}
     use_rep
         Embedding to correct (``"X_pca"`` default) or ``"X"``.
     key_added
@@ -61,9 +60,7 @@ def scanorama(
     **kwargs
         Other :func:`scanorama.assemble` arguments.
 
-    Returns
-    -------
-    None, or the modified copy; sets ``adata.obsm[key_added]``.
+    {returns_obsm}
 
     Examples
     --------

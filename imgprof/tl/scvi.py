@@ -27,7 +27,7 @@ from anndata import AnnData
 
 from .._core.docs import doc_params
 from .._core.validation import check_int, finish, start
-from .integrate import prepare, store_correction
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def default_max_epochs(n_obs: int) -> int:
@@ -96,7 +96,7 @@ def _device(model: Any) -> str:
     return device
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params("copy", **INTEGRATION_DOC)
 def scvi(
     adata: AnnData,
     batch_key: str,
@@ -124,8 +124,7 @@ def scvi(
 
     Parameters
     ----------
-    {adata}
-    {batch_key}
+    {adata_batch}
     use_rep
         ``"X"`` (default) or an ``.obsm`` key.
     key_added
