@@ -46,8 +46,6 @@ _METRIC_TYPE = "Metric Type"
 
 def _resolve_sets(bio: Any, batch: Any, has: dict[str, bool]) -> list[tuple[str, str, dict[str, Any]]]:
     """``(type, metric, kwargs)`` of every metric to run; ``None`` fields run when their inputs are given."""
-    if bio is None and batch is None:
-        raise ValueError("Either batch or bio metrics must be defined.")
     out = []
     for spec in (bio, batch):
         if spec is None:
@@ -193,7 +191,6 @@ class Benchmarker:
             check_obs_keys(adata, map_groups_key, param="map_groups_key")
         self._negcon = None if negcon is None else resolve_mask(adata, negcon, param="negcon")
         self._metrics = _resolve_sets(bio_conservation_metrics, batch_correction_metrics, {"negcon": self._negcon is not None})
-        self._bio, self._batch_metrics = bio_conservation_metrics, batch_correction_metrics
         types = {t for t, _, _ in self._metrics}
         self._batch = self._check_column(batch_key, "batch_key", min_levels=2 if BATCH in types else 1)
         self._labels = self._check_column(label_key, "label_key", min_levels=2 if BIO in types else 1)
