@@ -11,33 +11,20 @@ registry, so a registered metric is a field of exactly one of them.
 from __future__ import annotations
 
 import inspect
-import re
 import sys
 from dataclasses import fields
 
 import pytest
+from test_docstrings import _documented_names as _documented  # the docstring walk's own parsers
+from test_docstrings import _sections as _doc_sections
 
 import imgprof as ip
 from imgprof.bench._registry import BATCH, BENCH_METRICS, BIO, INPUTS, metric_names
 from imgprof.tl import INTEGRATIONS
 
-SECTION = re.compile(r"^([A-Z][A-Za-z ]+)\n-{3,}\s*$", re.MULTILINE)
-
 
 def _sections(obj) -> dict[str, str]:
-    doc = inspect.getdoc(obj) or ""
-    marks = list(SECTION.finditer(doc))
-    return {m.group(1).strip(): doc[m.end(): marks[i + 1].start() if i + 1 < len(marks) else len(doc)]
-            for i, m in enumerate(marks)}
-
-
-def _documented(body: str) -> set[str]:
-    names: set[str] = set()
-    for line in body.splitlines():
-        if line and not line[0].isspace():
-            for tok in line.split(":")[0].split(","):
-                names.add(tok.strip().lstrip("*"))
-    return names
+    return _doc_sections(inspect.getdoc(obj) or "")
 
 
 def _check_callable(fn) -> None:

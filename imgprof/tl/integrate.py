@@ -155,6 +155,7 @@ def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function:
     Returns
     -------
     None
+        ``adata`` is written in place (``.obsm[key_added]``, and the layer with ``add_layer``).
 
     Examples
     --------
