@@ -10,7 +10,9 @@ One kNN graph per embedding is computed once and shared by every metric.
 :class:`Benchmarker` scores several embeddings and aggregates like
 scib-metrics (total = 0.4 batch + 0.6 biology); :func:`run_methods` runs the
 correction methods of :mod:`imgprof.tl` and benchmarks them in one call;
-``ip.pl.plot_results_table`` draws the results.
+``ip.pl.plot_results_table`` draws the results. Every metric the Benchmarker
+runs is registered once (``imgprof/bench/_metrics.py``, with its inputs, type,
+display name and shared computations); the metric sets are built from that registry.
 """
 
 from .._core.guardrails import (
@@ -20,6 +22,7 @@ from .._core.guardrails import (
     ImgprofGuardrailWarning,
 )
 from ._neighbors import Neighbors, knn, umap_connectivities
+from ._run_methods import run_methods
 from .batch import (
     batch_neighbor_share,
     bras,
@@ -32,7 +35,7 @@ from .batch import (
     principal_component_regression,
     silhouette_batch,
 )
-from .benchmarker import BatchCorrection, Benchmarker, BioConservation, run_methods
+from .benchmarker import BatchCorrection, Benchmarker, BioConservation
 from .bio import (
     clisi_knn,
     isolated_labels,

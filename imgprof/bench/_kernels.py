@@ -46,7 +46,7 @@ def limited_threads(user_api: str | None = "blas"):
     return threadpool_limits(limits=1, user_api=user_api)
 
 
-def _n_threads(n_jobs: int | None) -> int:
+def n_threads_for(n_jobs: int | None) -> int:
     if n_jobs is None or n_jobs < 1:
         return os.cpu_count() or 1
     return int(n_jobs)
@@ -165,7 +165,7 @@ def cluster_distance_sums(
 
     starts = list(range(0, n, block_rows))
     with limited_threads("blas"):
-        _run(work, starts, min(_n_threads(n_jobs), len(starts)))
+        run_blocks(work, starts, min(n_threads_for(n_jobs), len(starts)))
     if knn_k is not None:
         return out, out_i, out_d
     return out
@@ -245,7 +245,17 @@ class KnnSelector:
         return np.take_along_axis(Cs, o2, 1), np.take_along_axis(D, o2, 1)
 
 
-def _run(work, starts, n_threads: int) -> None:
+def scaled_clisi(lisi: np.ndarray, n_labels: int) -> float:
+    """cLISI scaled to ``[0, 1]`` as scib does: ``(n_labels - median) / (n_labels - 1)``."""
+    return float((n_labels - np.nanmedian(lisi)) / (n_labels - 1))
+
+
+def scaled_ilisi(lisi: np.ndarray, n_batches: int) -> float:
+    """iLISI scaled to ``[0, 1]`` as scib does: ``(median - 1) / (n_batches - 1)``."""
+    return float((np.nanmedian(lisi) - 1) / (n_batches - 1))
+
+
+def run_blocks(work, starts, n_threads: int) -> None:
     if n_threads <= 1:
         for s in starts:
             work(s)

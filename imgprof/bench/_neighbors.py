@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from ._kernels import KnnSelector, _n_threads, _run, limited_threads
+from ._kernels import KnnSelector, limited_threads, n_threads_for, run_blocks
 
 #: Above this many observations ``method="auto"`` switches from exact to approximate search.
 EXACT_MAX_N = 75_000
@@ -182,7 +182,7 @@ def _blocked_knn(
 
     starts = list(range(0, n, block_rows))
     with limited_threads("blas"):
-        _run(work, starts, min(_n_threads(n_jobs), len(starts)))
+        run_blocks(work, starts, min(n_threads_for(n_jobs), len(starts)))
     return out_i, out_d
 
 
@@ -208,7 +208,7 @@ def _pynndescent_knn(X: np.ndarray, k: int, metric: str, random_state: int, n_jo
     return index.neighbor_graph
 
 
-def _self_first(idx: np.ndarray, dist: np.ndarray) -> None:
+def self_first(idx: np.ndarray, dist: np.ndarray) -> None:
     """Put each observation itself in column 0 with distance exactly 0 (in place).
 
     Exact search can order exact duplicates arbitrarily and floating error can
@@ -295,7 +295,7 @@ def knn(
         idx, dist = _pynndescent_knn(X, n_neighbors, metric, random_state, n_jobs)
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     dist = np.ascontiguousarray(dist, dtype=np.float32 if X.dtype == np.float32 else np.float64)
-    _self_first(idx, dist)
+    self_first(idx, dist)
     return Neighbors(idx, dist, method=method)
 
 

@@ -9,188 +9,75 @@ negative controls). It computes one kNN graph per embedding and shares it,
 the label silhouettes, the LISI neighbour weights and the connectivity
 graphs across metrics.
 
-:func:`run_methods` runs correction methods of :mod:`imgprof.tl` and
-benchmarks their outputs in one call.
+The metrics are the entries of the metric registry
+(:data:`imgprof.bench._registry.BENCH_METRICS`, registered in
+:mod:`imgprof.bench._metrics`); the Benchmarker only iterates it.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
-from .._core.validation import (
-    as_list,
-    check_adata,
-    check_int,
-    check_obs_keys,
-    resolve_mask,
-)
-from . import batch as _batch
-from . import bio as _bio
-from ._checks import check_embedding
-from ._kernels import (
-    cluster_distance_sums,
-    codes_of,
-    lisi_probabilities,
-    silhouette_from_sums,
-    simpson_index,
-)
-from ._neighbors import EXACT_MAX_N, Neighbors, _self_first, as_neighbors, knn
+from .._core.docs import doc_params
+from .._core.inputs import check_embedding
+from .._core.validation import as_list, check_adata, check_choice, check_int, check_obs_keys, resolve_mask
+from ._aggregate import AGGREGATE, TOTAL, aggregate_scores, min_max
+from ._guards import Flag, audit_provenance, degenerate_metrics
+from ._kernels import cluster_distance_sums, codes_of, silhouette_from_sums
+from ._neighbors import EXACT_MAX_N, Neighbors, as_neighbors, knn, self_first
+from ._registry import BATCH, BENCH_METRICS, BIO, MetricInputs, metric_names, uses_cache
+from ._sets import DEFAULT_BATCH, DEFAULT_BIO, BatchCorrection, BioConservation, enabled
 
-MetricType = bool | dict[str, Any] | None
+__all__ = [
+    "AGGREGATE", "BATCH", "BIO", "TOTAL", "BatchCorrection", "Benchmarker", "BioConservation", "aggregate_scores", "min_max",
+]
 
 _PREPARE_STEPS = ("neighbors", "neighbors + label silhouette", "pre-integrated PCA")
-
-BATCH = "Batch correction"
-BIO = "Bio conservation"
-AGGREGATE = "Aggregate score"
 _METRIC_TYPE = "Metric Type"
-TOTAL = "Total"
-
-#: Clean display names (scib-metrics' names where the metric is shared).
-METRIC_NAMES: dict[str, str] = {
-    "silhouette_label": "Silhouette label",
-    "silhouette_batch": "Silhouette batch",
-    "isolated_labels": "Isolated labels",
-    "nmi_ari_cluster_labels_leiden_nmi": "Leiden NMI",
-    "nmi_ari_cluster_labels_leiden_ari": "Leiden ARI",
-    "nmi_ari_cluster_labels_kmeans_nmi": "KMeans NMI",
-    "nmi_ari_cluster_labels_kmeans_ari": "KMeans ARI",
-    "clisi_knn": "cLISI",
-    "ilisi_knn": "iLISI",
-    "kbet_per_label": "KBET",
-    "bras": "BRAS",
-    "graph_connectivity": "Graph connectivity",
-    "pcr_comparison": "PCR comparison",
-    "map_nonrep": "mAP nonrep",
-    "map_negcon": "mAP negcon",
-}
 
 
-@dataclass(frozen=True)
-class BioConservation:
-    """Which biology-conservation metrics to run (``True``/``False``, or a dict of keyword arguments).
-
-    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
-    arguments for the metric.
-
-    ``map_negcon=None`` (default) runs it exactly when the Benchmarker is given
-    ``negcon``. :meth:`scib_metrics` gives scib-metrics' default set.
-
-    Parameters
-    ----------
-    isolated_labels
-        Isolated-label ASW (:func:`imgprof.bench.isolated_labels`).
-    nmi_ari_cluster_labels_leiden
-        NMI/ARI of Leiden clusters (:func:`imgprof.bench.nmi_ari_cluster_labels_leiden`).
-    nmi_ari_cluster_labels_kmeans
-        NMI/ARI of k-means clusters (:func:`imgprof.bench.nmi_ari_cluster_labels_kmeans`).
-    silhouette_label
-        Label ASW (:func:`imgprof.bench.silhouette_label`).
-    clisi_knn
-        Label LISI (:func:`imgprof.bench.clisi_knn`).
-    map_nonrep
-        imgprof's mAP of replicates against non-replicates (:func:`imgprof.bench.map_nonrep`).
-    map_negcon
-        mAP against negative controls (:func:`imgprof.bench.map_negcon`); ``None`` runs it
-        when the Benchmarker has ``negcon``.
-
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> bio = ip.bench.BioConservation(map_nonrep=False)
-    >>> bio.map_nonrep, bio.silhouette_label
-    (False, True)
-    """
-
-    isolated_labels: MetricType = True
-    nmi_ari_cluster_labels_leiden: MetricType = True
-    nmi_ari_cluster_labels_kmeans: MetricType = True
-    silhouette_label: MetricType = True
-    clisi_knn: MetricType = True
-    map_nonrep: MetricType = True
-    map_negcon: MetricType = None
-
-    @classmethod
-    def scib_metrics(cls) -> BioConservation:
-        """scib-metrics 0.5 defaults: isolated labels, k-means NMI/ARI, silhouette label, cLISI."""
-        return cls(nmi_ari_cluster_labels_leiden=False, map_nonrep=False, map_negcon=False)
-
-    @classmethod
-    def arevalo2024(cls) -> BioConservation:
-        """The biology metrics of Arevalo et al. 2024: Leiden NMI/ARI, silhouette label, cLISI, isolated labels, mAP."""
-        return cls(nmi_ari_cluster_labels_kmeans=False, map_nonrep=True, map_negcon=True)
-
-
-@dataclass(frozen=True)
-class BatchCorrection:
-    """Which batch-removal metrics to run (``True``/``False``, or a dict of keyword arguments).
-
-    Each field is ``True`` (run with defaults), ``False`` (skip) or a dict of keyword
-    arguments for the metric.
-
-    ``silhouette_batch`` (scib's classic batch ASW) is off by default, as in
-    scib-metrics ≥ 0.5.6 which replaced it with BRAS; :meth:`arevalo2024` turns it on.
-
-    Parameters
-    ----------
-    silhouette_batch
-        Classic batch ASW (scib); off by default as in scib-metrics >= 0.5.6.
-    bras
-        Batch removal adapted silhouette (:func:`imgprof.bench.bras`).
-    ilisi_knn
-        Integration LISI (:func:`imgprof.bench.ilisi_knn`).
-    kbet_per_label
-        kBET computed within each label and averaged (scib-metrics' ``kbet_per_label``).
-    graph_connectivity
-        :func:`imgprof.bench.graph_connectivity`.
-    pcr_comparison
-        :func:`imgprof.bench.pcr_comparison` against the uncorrected representation.
-
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> bc = ip.bench.BatchCorrection(kbet_per_label=False)
-    >>> bc.kbet_per_label, bc.bras
-    (False, True)
-    """
-
-    silhouette_batch: MetricType = False
-    bras: MetricType = True
-    ilisi_knn: MetricType = True
-    kbet_per_label: MetricType = True
-    graph_connectivity: MetricType = True
-    pcr_comparison: MetricType = True
-
-    @classmethod
-    def scib_metrics(cls) -> BatchCorrection:
-        """scib-metrics 0.5 defaults: BRAS, iLISI, kBET, graph connectivity, PCR comparison."""
-        return cls()
-
-    @classmethod
-    def arevalo2024(cls) -> BatchCorrection:
-        """The batch metrics of Arevalo et al. 2024: silhouette batch, iLISI, kBET, graph connectivity, PCR."""
-        return cls(silhouette_batch=True, bras=False)
-
-
-def _enabled(spec) -> list[tuple[str, dict]]:
+def _resolve_sets(bio: Any, batch: Any, has: dict[str, bool]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(type, metric, kwargs)`` of every metric to run; ``None`` fields run when their inputs are given."""
     out = []
-    if spec is None:
-        return out
-    for f in fields(spec):
-        v = getattr(spec, f.name)
-        if v is None or v is False:
+    for spec in (bio, batch):
+        if spec is None:
             continue
-        out.append((f.name, dict(v) if isinstance(v, dict) else {}))
+        auto = {e.name: all(has.get(r, False) for r in e["requires"]) for e in BENCH_METRICS.entries()}
+        spec = replace(spec, **{n: auto[n] for n, _ in _all_fields(spec) if getattr(spec, n) is None})
+        for name, kwargs in enabled(spec):
+            missing = [r for r in BENCH_METRICS.get(name)["requires"] if not has.get(r, False)]
+            if missing:
+                raise ValueError(f"{type(spec).__name__}({name}=True) needs {missing}: pass {missing[0]}=... .")
+            out.append((BENCH_METRICS.get(name)["type"], name, kwargs))
+    if not out:
+        raise ValueError("Every metric is switched off; enable at least one.")
     return out
 
 
+def _all_fields(spec: Any) -> list[tuple[str, Any]]:
+    from dataclasses import fields
+
+    return [(f.name, getattr(spec, f.name)) for f in fields(spec)]
+
+
+def progress_iter(items: Iterable[Any], show: bool, **kw: Any) -> Any:
+    """A tqdm bar over ``items`` when ``show`` (keyword arguments go to tqdm), else ``items`` itself."""
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, **kw)
+
+
+@doc_params("batch_key", "label_key")
 class Benchmarker:
     """Benchmark embeddings of one AnnData with scib-style metrics plus mAP (Arevalo et al. 2024).
 
@@ -199,10 +86,8 @@ class Benchmarker:
     adata
         Profiles; the embeddings to compare are ``adata.obsm[key]`` (use
         ``"X"`` for ``adata.X`` itself). Nothing in ``adata`` is modified.
-    batch_key
-        ``.obs`` column with the batch.
-    label_key
-        ``.obs`` column with the biological label (perturbation, gene, MOA).
+    {batch_key}
+    {label_key}
     embedding_obsm_keys
         Embeddings to benchmark.
     bio_conservation_metrics, batch_correction_metrics
@@ -270,91 +155,78 @@ class Benchmarker:
     ['Aggregate score', 'Batch correction', 'Bio conservation']
     """
 
+
     def __init__(
         self,
-        adata,
+        adata: AnnData,
         batch_key: str,
         label_key: str,
         embedding_obsm_keys: Sequence[str],
-        bio_conservation_metrics: BioConservation | None = BioConservation(),
-        batch_correction_metrics: BatchCorrection | None = BatchCorrection(),
+        bio_conservation_metrics: BioConservation | None = DEFAULT_BIO,
+        batch_correction_metrics: BatchCorrection | None = DEFAULT_BATCH,
         pre_integrated_embedding_obsm_key: str | None = None,
         n_jobs: int | None = None,
         progress_bar: bool = True,
         solver: str = "arpack",
         *,
-        negcon=None,
+        negcon: Any = None,
         map_groups_key: str | None = None,
         n_neighbors: tuple[int, int, int] = (15, 50, 90),
         neighbors_method: str = "auto",
         on_circular: str = "warn",
-    ):
+    ) -> None:
         check_adata(adata, var_names=False)  # embeddings are benchmarked, not features
         if bio_conservation_metrics is None and batch_correction_metrics is None:
             raise ValueError("Either batch or bio metrics must be defined.")
-        self._adata = adata
-        self._batch_key = batch_key
-        self._label_key = label_key
-        self._embedding_obsm_keys = as_list(embedding_obsm_keys)
-        if not self._embedding_obsm_keys:
-            raise ValueError("embedding_obsm_keys: give at least one .obsm key to benchmark.")
-        dup = pd.Index(self._embedding_obsm_keys)
-        if dup.has_duplicates:
-            raise ValueError(f"embedding_obsm_keys has duplicates: {dup[dup.duplicated()].tolist()}.")
+        self._adata, self._batch_key, self._label_key = adata, batch_key, label_key
+        self._embedding_obsm_keys = self._check_embedding_keys(as_list(embedding_obsm_keys))
         self._pre_key = pre_integrated_embedding_obsm_key
-        if isinstance(n_neighbors, (str, int)) or len(n_neighbors) != 3:
-            raise ValueError(f"n_neighbors must be three sizes (graph connectivity/Leiden, kBET, LISI), got {n_neighbors!r}.")
-        self._n_neighbors = tuple(check_int(k, "n_neighbors", min_value=1) for k in n_neighbors)
-        if len(self._n_neighbors) != 3:
-            raise ValueError("n_neighbors must be three sizes: (graph connectivity/Leiden, kBET, LISI).")
-        self._neighbors_method = neighbors_method
-        self._n_jobs = n_jobs
-        self._progress_bar = progress_bar
-        self._solver = solver
-        if on_circular not in ("warn", "raise"):
-            raise ValueError(f"on_circular must be 'warn' or 'raise', got {on_circular!r}.")
-        self._on_circular = on_circular
+        self._n_neighbors = self._check_n_neighbors(n_neighbors)
+        self._neighbors_method, self._n_jobs, self._progress_bar, self._solver = neighbors_method, n_jobs, progress_bar, solver
+        self._on_circular = check_choice(on_circular, "on_circular", ("warn", "raise"))
         self._flags: list[dict[str, str]] = []
         self._map_groups_key = map_groups_key
-
         check_obs_keys(adata, [batch_key, label_key], param="batch_key/label_key")
         if map_groups_key is not None:
             check_obs_keys(adata, map_groups_key, param="map_groups_key")
-        for key in self._embedding_obsm_keys:
-            if key != "X" and key not in adata.obsm:
-                raise KeyError(
-                    f"embedding_obsm_keys: {key!r} not found in adata.obsm (available: {list(adata.obsm.keys())})."
-                )
         self._negcon = None if negcon is None else resolve_mask(adata, negcon, param="negcon")
-
-        bio = bio_conservation_metrics
-        if bio is not None and bio.map_negcon is None:
-            bio = replace(bio, map_negcon=self._negcon is not None)
-        if bio is not None and bio.map_negcon and self._negcon is None:
-            raise ValueError("BioConservation(map_negcon=True) needs the negative controls: pass negcon=... .")
-        self._bio = bio
-        self._batch_metrics = batch_correction_metrics
-        self._metric_collection = {}
-        if self._bio is not None and _enabled(self._bio):
-            self._metric_collection[BIO] = self._bio
-        if self._batch_metrics is not None and _enabled(self._batch_metrics):
-            self._metric_collection[BATCH] = self._batch_metrics
-        if not self._metric_collection:
-            raise ValueError("Every metric is switched off; enable at least one.")
-
-        self._batch = self._check_column(batch_key, "batch_key", min_levels=2 if BATCH in self._metric_collection else 1)
-        self._labels = self._check_column(label_key, "label_key", min_levels=2 if BIO in self._metric_collection else 1)
+        self._metrics = _resolve_sets(bio_conservation_metrics, batch_correction_metrics, {"negcon": self._negcon is not None})
+        types = {t for t, _, _ in self._metrics}
+        self._batch = self._check_column(batch_key, "batch_key", min_levels=2 if BATCH in types else 1)
+        self._labels = self._check_column(label_key, "label_key", min_levels=2 if BIO in types else 1)
         self._neighbors: dict[str, Neighbors] = {}
         self._sil_cache: dict[str, np.ndarray] = {}
         self._X_pre: np.ndarray | None = None
         self._raw: dict[tuple[str, str], float] = {}
         self._types: dict[str, str] = {}
-        self._timings: list[dict] = []
-        self._prepared = False
-        self._benchmarked = False
-        self._audit()
+        self._timings: list[dict[str, Any]] = []
+        self._prepared = self._benchmarked = False
+        wants_negcon = any(name == "map_negcon" for _, name, _ in self._metrics)
+        for flag in audit_provenance(adata, self._embedding_obsm_keys, label_key, self._negcon, wants_negcon=wants_negcon):
+            if self._on_circular == "raise" and flag.kind == "circular" and flag.metric == "all bio metrics":
+                raise ValueError(flag.message)
+            self._flag(flag)
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ checks
+    def _check_embedding_keys(self, keys: list[str]) -> list[str]:
+        if not keys:
+            raise ValueError("embedding_obsm_keys: give at least one .obsm key to benchmark.")
+        dup = pd.Index(keys)
+        if dup.has_duplicates:
+            raise ValueError(f"embedding_obsm_keys has duplicates: {dup[dup.duplicated()].tolist()}.")
+        for key in keys:
+            if key != "X" and key not in self._adata.obsm:
+                raise KeyError(
+                    f"embedding_obsm_keys: {key!r} not found in adata.obsm (available: {list(self._adata.obsm.keys())})."
+                )
+        return keys
+
+    @staticmethod
+    def _check_n_neighbors(n_neighbors: Any) -> tuple[int, ...]:
+        if isinstance(n_neighbors, (str, int)) or len(n_neighbors) != 3:
+            raise ValueError(f"n_neighbors must be three sizes (graph connectivity/Leiden, kBET, LISI), got {n_neighbors!r}.")
+        return tuple(cast(int, check_int(k, "n_neighbors", min_value=1)) for k in n_neighbors)
+
     def _check_column(self, key: str, param: str, min_levels: int) -> np.ndarray:
         col = self._adata.obs[key]
         na = int(col.isna().sum())
@@ -381,11 +253,15 @@ class Benchmarker:
             raise ValueError(f"{what} has {X.shape[0]} rows but adata has {self._adata.n_obs} observations.")
         return X
 
-    def _timed(self, emb: str, step: str, fn: Callable, *args, **kwargs):
+    def _timed(self, emb: str, step: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
         out = fn(*args, **kwargs)
         self._timings.append({"embedding": emb, "step": step, "seconds": time.perf_counter() - t})
         return out
+
+    def _needs(self, what: str) -> bool:
+        """Whether an enabled metric reads input ``what`` (e.g. ``"pre_integrated"``)."""
+        return any(what in BENCH_METRICS.get(name)["inputs"] for _, name, _ in self._metrics)
 
     # ------------------------------------------------------------------ pipeline
     def prepare(self, neighbor_computer: Callable[[np.ndarray, int], Any] | None = None) -> None:
@@ -396,16 +272,27 @@ class Benchmarker:
         neighbor_computer
             ``f(X, n_neighbors)`` returning a :class:`Neighbors` or a
             scib-metrics ``NeighborsResults``; default :func:`imgprof.bench.knn`.
+
+        Returns
+        -------
+        None
+            The graphs are in :attr:`neighbors`.
+
+        Examples
+        --------
+        >>> import imgprof as ip
+        >>> adata = ip.datasets.cmqtl_crispri()
+        >>> bm = ip.bench.Benchmarker(adata, "Metadata_Batch", "Metadata_target_gene", ["X"], progress_bar=False)
+        >>> bm.prepare()
+        >>> bm.neighbors["X"].n_neighbors
+        90
         """
         for key in self._embedding_obsm_keys:
             self._embedding(key)
-        needs_pre = BATCH in self._metric_collection and bool(self._batch_metrics.pcr_comparison)
-        if needs_pre:
+        if self._needs("pre_integrated"):
             self._X_pre = self._timed("(all)", "pre-integrated PCA", self._pre_embedding)
         kmax = max(self._n_neighbors)
-        embs = self._embedding_obsm_keys
-        it = _progress(embs, self._progress_bar, desc="Computing neighbors")
-        for key in it:
+        for key in progress_iter(self._embedding_obsm_keys, self._progress_bar, desc="Computing neighbors"):
             X = self._embedding(key)
             k = min(kmax, X.shape[0])
             if neighbor_computer is not None:
@@ -424,11 +311,7 @@ class Benchmarker:
 
     def _fuse_silhouette(self, X: np.ndarray) -> bool:
         """Exact Euclidean neighbours and label silhouettes can come from one pass over the distances."""
-        bio = self._metric_collection.get(BIO)
-        if bio is None:
-            return False
-        wants = any(name in ("silhouette_label", "isolated_labels") and not (name == "silhouette_label" and kw
-                    and set(kw) - {"rescale"}) for name, kw in _enabled(bio))
+        wants = any(uses_cache(BENCH_METRICS.get(name), kw, "label_silhouette") for _, name, kw in self._metrics)
         method = self._neighbors_method
         exact = method == "exact" or (method == "auto" and X.shape[0] <= EXACT_MAX_N)
         return wants and exact
@@ -439,7 +322,7 @@ class Benchmarker:
         self._sil_cache[key] = silhouette_from_sums(S, codes, "nearest")
         idx = np.ascontiguousarray(idx)
         dist = np.ascontiguousarray(dist, dtype=np.float32 if X.dtype == np.float32 else np.float64)
-        _self_first(idx, dist)
+        self_first(idx, dist)
         return Neighbors(idx, dist, method="exact")
 
     def _pre_embedding(self) -> np.ndarray:
@@ -460,8 +343,36 @@ class Benchmarker:
         self._pre_key = "<PCA of adata.X>"
         return PCA(n_components=n_comps, svd_solver=self._solver, random_state=0).fit_transform(X.astype(np.float64))
 
+    def _inputs(self, key: str) -> MetricInputs:
+        groups = None if self._map_groups_key is None else self._adata.obs[self._map_groups_key].to_numpy()
+        return MetricInputs(key, self._embedding(key), self._labels, self._batch, self._neighbors[key], self._n_neighbors,
+                            self._n_jobs, pre_integrated=self._X_pre, negcon=self._negcon, groups=groups,
+                            label_silhouette=self._sil_cache.get(key))
+
+    def _record(self, name: str, mtype: str, key: str, value: Any) -> None:
+        for col, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+            column = name if col is None else f"{name}_{col}"
+            self._raw[(column, key)] = float(v)
+            self._types[column] = mtype
+
     def benchmark(self) -> None:
-        """Run every enabled metric on every embedding (results: :meth:`get_results`), then flag degenerate metrics."""
+        """Run every enabled metric on every embedding (results: :meth:`get_results`), then flag degenerate metrics.
+
+        Returns
+        -------
+        None
+            The scores are read with :meth:`get_results`.
+
+        Examples
+        --------
+        >>> import imgprof as ip
+        >>> adata = ip.datasets.cmqtl_crispri()
+        >>> bm = ip.bench.Benchmarker(adata, "Metadata_Batch", "Metadata_target_gene", ["X"], progress_bar=False,
+        ...                           bio_conservation_metrics=None)
+        >>> bm.benchmark()
+        >>> "KBET" in bm.get_results().columns
+        True
+        """
         if self._benchmarked:
             warnings.warn(
                 "The benchmark has already been run. Running it again will overwrite the previous results.",
@@ -472,101 +383,18 @@ class Benchmarker:
             self._timings = [t for t in self._timings if t["step"] in _PREPARE_STEPS]
         if not self._prepared:
             self.prepare()
-        n_metrics = sum(len(_enabled(s)) for s in self._metric_collection.values())
-        embs = _progress(self._embedding_obsm_keys, self._progress_bar, desc="Embeddings", position=0)
-        for key in embs:
-            pbar = _bar(n_metrics, self._progress_bar)
-            X = self._embedding(key)
-            cache: dict[str, Any] = {"key": key}
-            for mtype, spec in self._metric_collection.items():
-                for name, kwargs in _enabled(spec):
-                    if pbar is not None:
-                        pbar.set_postfix_str(f"{mtype}: {name}")
-                    value = self._timed(key, name, self._run_metric, name, kwargs, key, X, cache)
-                    if isinstance(value, dict):
-                        for sub, v in value.items():
-                            self._raw[(f"{name}_{sub}", key)] = float(v)
-                            self._types[f"{name}_{sub}"] = mtype
-                    else:
-                        self._raw[(name, key)] = float(value)
-                        self._types[name] = mtype
-                    if pbar is not None:
-                        pbar.update(1)
-            if pbar is not None:
-                pbar.close()
+        for key in progress_iter(self._embedding_obsm_keys, self._progress_bar, desc="Embeddings", position=0):
+            inputs = self._inputs(key)
+            pbar = progress_iter(self._metrics, self._progress_bar, desc="Metrics", position=1, leave=False)
+            for mtype, name, kwargs in pbar:
+                if hasattr(pbar, "set_postfix_str"):
+                    pbar.set_postfix_str(f"{mtype}: {name}")
+                self._record(name, mtype, key, self._timed(key, name, BENCH_METRICS.get(name).obj, inputs, **kwargs))
         self._benchmarked = True
-        self._flag_degenerate()
-
-    # ------------------------------------------------------------------ metrics
-    def _nn(self, key: str, which: int) -> Neighbors:
-        nn = self._neighbors[key]
-        k = min(self._n_neighbors[which], nn.n_neighbors)
-        return nn if k == nn.n_neighbors else nn.subset_neighbors(k)
-
-    def _label_silhouette(self, X, cache) -> np.ndarray:
-        if "sil_label" not in cache and cache.get("key") in self._sil_cache:
-            cache["sil_label"] = self._sil_cache[cache["key"]]
-        if "sil_label" not in cache:
-            codes, L = codes_of(self._labels)
-            S = cluster_distance_sums(X, codes, L, n_jobs=self._n_jobs)
-            cache["sil_label"] = silhouette_from_sums(S, codes, "nearest")
-        return cache["sil_label"]
-
-    def _lisi_weights(self, key, cache, perplexity):
-        ck = ("lisi", perplexity)
-        if ck not in cache:
-            nn = self._nn(key, 2)
-            if perplexity is None:
-                perplexity = np.floor(nn.n_neighbors / 3)
-            cache[ck] = (nn, *lisi_probabilities(nn.distances, nn.indices, perplexity))
-        return cache[ck]
-
-    def _run_metric(self, name: str, kw: dict, key: str, X: np.ndarray, cache: dict):
-        labels, batch, n_jobs = self._labels, self._batch, self._n_jobs
-        if name == "silhouette_label":
-            if kw and any(k not in ("rescale",) for k in kw):
-                return _bio.silhouette_label(X, labels, n_jobs=n_jobs, **kw)
-            asw = float(np.mean(self._label_silhouette(X, cache)))
-            return (asw + 1) / 2 if kw.get("rescale", True) else asw
-        if name == "isolated_labels":
-            sil = self._label_silhouette(X, cache)
-            return _bio.isolated_labels_from_silhouette(
-                sil, labels, batch, kw.get("rescale", True), kw.get("iso_threshold")
-            )
-        if name == "clisi_knn":
-            nn, P, H = self._lisi_weights(key, cache, kw.get("perplexity"))
-            codes, L = codes_of(labels)
-            lisi = 1 / simpson_index(P, H, nn.indices, codes, L)
-            return _bio._scaled_clisi(lisi, L) if kw.get("scale", True) else float(np.nanmedian(lisi))
-        if name == "ilisi_knn":
-            nn, P, H = self._lisi_weights(key, cache, kw.get("perplexity"))
-            codes, L = codes_of(batch)
-            lisi = 1 / simpson_index(P, H, nn.indices, codes, L)
-            return _batch._scaled_ilisi(lisi, L) if kw.get("scale", True) else float(np.nanmedian(lisi))
-        if name == "nmi_ari_cluster_labels_kmeans":
-            return _bio.nmi_ari_cluster_labels_kmeans(X, labels, **kw)
-        if name == "nmi_ari_cluster_labels_leiden":
-            return _bio.nmi_ari_cluster_labels_leiden(self._nn(key, 0), labels, **kw)
-        if name == "map_nonrep":
-            groups = None if self._map_groups_key is None else self._adata.obs[self._map_groups_key].to_numpy()
-            return _bio.map_nonrep(X, labels, self._negcon, groups=groups, **kw)
-        if name == "map_negcon":
-            groups = None if self._map_groups_key is None else self._adata.obs[self._map_groups_key].to_numpy()
-            return _bio.map_negcon(X, labels, self._negcon, groups=groups, **kw)
-        if name == "silhouette_batch":
-            return _batch.silhouette_batch(X, labels, batch, n_jobs=n_jobs, **kw)
-        if name == "bras":
-            return _batch.bras(X, labels, batch, n_jobs=n_jobs, **kw)
-        if name == "kbet_per_label":
-            return _batch.kbet_per_label(self._nn(key, 1), batch, labels, **kw)
-        if name == "graph_connectivity":
-            return _batch.graph_connectivity(self._nn(key, 0), labels)
-        if name == "pcr_comparison":
-            kw = {"categorical": True, **kw}
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="PCR comparison score is negative")
-                return _batch.pcr_comparison(self._X_pre, X, batch, **kw)
-        raise ValueError(f"unknown metric {name!r}")  # pragma: no cover
+        self._flags = [f for f in self._flags if f["kind"] != "degenerate"]
+        guard_args = {"X_pre": self._X_pre, "batch": self._batch, "pre_key": self._pre_key}
+        for flag in degenerate_metrics(self._raw, self._embedding_obsm_keys, guard_args):
+            self._flag(flag)
 
     # ------------------------------------------------------------------ results
     @property
@@ -589,112 +417,9 @@ class Benchmarker:
         """
         return pd.DataFrame(self._flags, columns=["embedding", "metric", "kind", "message"])
 
-    def _flag(self, kind: str, embedding: str, metric: str, message: str, category) -> None:
-        self._flags.append({"embedding": embedding, "metric": metric, "kind": kind, "message": message})
-        warnings.warn(message, category, stacklevel=4)
-
-    def _audit(self) -> None:
-        """Read the provenance of each embedding: circular tuning and missing same-space baselines."""
-        from .._core.guardrails import BaselineWarning, CircularTuningWarning
-        from .._core.provenance import provenance
-
-        try:
-            prov = provenance(self._adata)
-        except Exception:
-            return
-        made: dict[str, dict] = {}
-        for _, row in prov.iterrows():
-            key = row["extra"].get("key_added") if isinstance(row["extra"], dict) else None
-            if key is not None:
-                made[key] = {"function": row["function"], "params": row["params"], "extra": row["extra"],
-                             "shape": row["shape"]}
-        keys = self._embedding_obsm_keys
-        baselines = {"X"} | {k for k in keys if made.get(k, {}).get("function") == "tl.no_correction"}
-        base_space = {"X" if k == "X" else made[k]["params"].get("use_rep") or "X" for k in baselines if k == "X" or k in made}
-        for key in keys:
-            info = made.get(key)
-            if info is None:
-                continue
-            tuned = info["extra"].get("tuned_on_label")
-            if tuned is not None and tuned == self._label_key:
-                msg = (
-                    f"{key}: {info['function']} chose a hyperparameter by replicate retrieval on label_key={tuned!r}, "
-                    f"the label it is now evaluated with; its bio-conservation scores are optimistic (circular). "
-                    "Tune on a held-out label or label-free (e.g. ip.tl.sphering(..., criterion='control_likelihood'))."
-                )
-                if self._on_circular == "raise":
-                    raise ValueError(msg)
-                self._flag("circular", key, "all bio metrics", msg, CircularTuningWarning)
-            rows = info["extra"].get("fitted_on_rows")
-            wants_negcon = self._bio is not None and bool(self._bio.map_negcon)
-            if rows is not None and self._negcon is not None and wants_negcon:
-                same_shape = tuple(info["shape"])[:1] == (self._adata.n_obs,)
-                overlap = same_shape and bool(self._negcon[np.asarray(rows, dtype=np.int64)].any())
-                if overlap:
-                    msg = (
-                        f"{key}: {info['function']} was fitted on {info['extra'].get('fitted_on')!r}, rows that are "
-                        "also the negative controls of mAP negcon; those controls are whitened to a centred, unit-covariance "
-                        "cloud by construction, so its mAP against them is inflated and not comparable with the other "
-                        "embeddings."
-                    )
-                    self._flag("circular", key, METRIC_NAMES["map_negcon"], msg, CircularTuningWarning)
-            if info["function"] in ("tl.no_correction", "tl.pca"):
-                continue
-            if not info["function"].startswith("tl."):
-                continue
-            space = info["params"].get("use_rep") or "X"
-            has = space in keys or space in base_space
-            if not has:
-                what = "PCA of the same features" if space.startswith("X_pca") else f"{space!r} itself"
-                msg = (
-                    f"{key}: {info['function']} starts from {space!r} but no uncorrected embedding of that space "
-                    f"({what}) is benchmarked; add {('X_none' if space == 'X' else space)!r} to embedding_obsm_keys "
-                    "so the correction is compared like for like."
-                )
-                self._flag("baseline", key, "all", msg, BaselineWarning)
-
-    def _flag_degenerate(self) -> None:
-        from .._core.guardrails import DegenerateMetricWarning
-
-        self._flags = [f for f in self._flags if f["kind"] != "degenerate"]
-        if len(self._embedding_obsm_keys) < 2:
-            return
-        metrics = list(dict.fromkeys(m for m, _ in self._raw))
-        if "pcr_comparison" in metrics and self._X_pre is not None:
-            # scib's PCR comparison is a ratio over the batch variance of the uncorrected embedding: when
-            # that is ~0 (e.g. after per-batch standardization) the ratio is noise, 0 or 1 at random
-            r2 = float(_batch.principal_component_regression(self._X_pre, self._batch, categorical=True))
-            self._pcr_pre = r2
-            if r2 < 1e-3:
-                msg = (f"PCR comparison: batch explains only {r2:.2%} of the variance of the uncorrected "
-                       f"embedding ({self._pre_key}), so the ratio (before − after) / before is dominated by noise "
-                       "and jumps between 0 and 1 (it is 0 for the baseline by construction). It cannot rank the "
-                       "methods here, yet it still enters the aggregate scores.")
-                self._flag("degenerate", "(all)", METRIC_NAMES["pcr_comparison"], msg, DegenerateMetricWarning)
-                metrics = [m for m in metrics if m != "pcr_comparison"]
-        for m in metrics:
-            vals = np.array([self._raw.get((m, e), np.nan) for e in self._embedding_obsm_keys], dtype=float)
-            fin = vals[np.isfinite(vals)]
-            if fin.size < 2 or np.ptp(fin) > 1e-9:
-                continue
-            v = float(fin[0])
-            name = METRIC_NAMES.get(m, m)
-            if m == "ilisi_knn" and v <= 1e-9:
-                why = ("every profile's LISI neighbourhood holds essentially one batch (median batch LISI = 1), "
-                       "so no embedding mixes batches at this neighbourhood size")
-            elif m == "kbet_per_label" and v <= 1e-9:
-                why = "kBET rejects batch mixing in every neighbourhood of every embedding"
-            elif m == "graph_connectivity" and v >= 1 - 1e-9:
-                why = "every label's kNN graph is connected in every embedding"
-            elif v <= 1e-9:
-                why = "the metric is at its floor (0) for every embedding"
-            elif v >= 1 - 1e-9:
-                why = "the metric is at its ceiling (1) for every embedding"
-            else:
-                why = "the embeddings do not differ on this metric"
-            msg = (f"{name} = {v:.3f} for every embedding: {why}. It cannot rank the methods (min-max scaling "
-                   "turns it into 0 for all), yet it still enters the aggregate scores.")
-            self._flag("degenerate", "(all)", name, msg, DegenerateMetricWarning)
+    def _flag(self, flag: Flag) -> None:
+        self._flags.append({"embedding": flag.embedding, "metric": flag.metric, "kind": flag.kind, "message": flag.message})
+        warnings.warn(flag.message, flag.category, stacklevel=3)
 
     def _results_multi(self, min_max_scale: bool, clean_names: bool) -> pd.DataFrame:
         """Wide table, one row per embedding, columns a ``(metric_type, metric)`` MultiIndex."""
@@ -709,17 +434,11 @@ class Benchmarker:
         if min_max_scale:
             wide = min_max(wide)
         types = {m: self._types[m] for m in metrics}
-        agg = {}
-        for t in (BATCH, BIO):
-            cols = [m for m in metrics if types[m] == t]
-            if cols:
-                agg[t] = wide[cols].mean(axis=1, skipna=True)
-        if BATCH in agg and BIO in agg:
-            agg[TOTAL] = 0.4 * agg[BATCH] + 0.6 * agg[BIO]
+        agg = aggregate_scores(wide, [types[m] for m in metrics])
         order = [m for m in metrics if types[m] == BIO] + [m for m in metrics if types[m] == BATCH]
-        names = {m: (METRIC_NAMES.get(m, m) if clean_names else m) for m in order}
+        names = metric_names() if clean_names else {}
         cols = pd.MultiIndex.from_tuples(
-            [(types[m], names[m]) for m in order] + [(AGGREGATE, a) for a in agg], names=["metric_type", "metric"]
+            [(types[m], names.get(m, m)) for m in order] + [(AGGREGATE, a) for a in agg], names=["metric_type", "metric"]
         )
         out = pd.concat([wide[order], pd.DataFrame(agg)], axis=1)
         out.columns = cols
@@ -771,7 +490,7 @@ class Benchmarker:
         df.loc[_METRIC_TYPE] = [t for t, _ in out.columns]
         return df
 
-    def plot_results_table(self, min_max_scale: bool = False, show: bool = True, save_dir: str | None = None):
+    def plot_results_table(self, min_max_scale: bool = False, show: bool = True, save_dir: str | None = None) -> Any:
         """Plot the results as scib-metrics does (circles per metric, bars for the aggregates).
 
         Parameters
@@ -790,9 +509,8 @@ class Benchmarker:
         Examples
         --------
         >>> import imgprof as ip
-        >>> adata = ip.datasets.cmqtl_crispri()
-        >>> ip.tl.pca(adata, n_comps=20)
-        >>> bm = ip.bench.Benchmarker(adata, "Metadata_Batch", "Metadata_target_gene", ["X_pca"], progress_bar=False)
+        >>> bm = ip.bench.Benchmarker(ip.datasets.cmqtl_crispri(), "Metadata_Batch", "Metadata_target_gene", ["X"],
+        ...                           bio_conservation_metrics=None, progress_bar=False)
         >>> bm.benchmark()
         >>> ax = bm.plot_results_table(show=False)
         """
@@ -808,165 +526,3 @@ class Benchmarker:
 
             plt.show()
         return ax
-
-
-def min_max(df: pd.DataFrame) -> pd.DataFrame:
-    """Scale every column to ``[0, 1]`` like ``sklearn.preprocessing.MinMaxScaler`` (constant column → 0, NaN kept)."""
-    V = df.to_numpy(dtype=float)
-    lo, hi = np.nanmin(V, axis=0), np.nanmax(V, axis=0)
-    rng = hi - lo
-    with np.errstate(invalid="ignore", divide="ignore"):
-        S = np.where(rng > 0, (V - lo) / np.where(rng > 0, rng, 1.0), 0.0)
-    S[np.isnan(V)] = np.nan
-    return pd.DataFrame(S, index=df.index, columns=df.columns)
-
-
-def _progress(items, show: bool, **kw):
-    if not show:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, **kw)
-
-
-def _bar(total: int, show: bool):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="Metrics", position=1, leave=False)
-
-
-# ---------------------------------------------------------------------------- run_methods
-
-
-def run_methods(
-    adata,
-    methods: Sequence[str] = ("none", "combat", "harmony"),
-    batch_key: str = "Metadata_Batch",
-    label_key: str = "Metadata_moa",
-    *,
-    negcon=None,
-    method_kwargs: dict[str, dict[str, Any]] | None = None,
-    bio_conservation_metrics: BioConservation | None = BioConservation(),
-    batch_correction_metrics: BatchCorrection | None = BatchCorrection(),
-    min_max_scale: bool = False,
-    on_error: str = "raise",
-    progress_bar: bool = True,
-    key_added: str = "bench",
-    pca_baseline: bool = True,
-    **benchmarker_kwargs: Any,
-) -> pd.DataFrame:
-    """Run batch-correction methods of :func:`imgprof.tl.integrate` and benchmark them in one go.
-
-    Each method writes ``adata.obsm[f"X_{method}"]``; then a
-    :class:`Benchmarker` scores all of them. A 50-component PCA of ``adata.X``
-    (``adata.obsm["X_pca"]``, via :func:`imgprof.tl.pca`) is computed first if
-    missing: harmony and scanorama start from it and PCR comparison uses it as
-    the uncorrected reference.
-
-    Parameters
-    ----------
-    adata
-        Profiles (normalized and feature-selected).
-    methods
-        Names accepted by :func:`imgprof.tl.integrate` (``"none"`` is the uncorrected baseline).
-    batch_key, label_key
-        Batch and biological label columns.
-    negcon
-        Negative controls for mAP negcon (query string, mask or obs names).
-    method_kwargs
-        Extra parameters per method, e.g. ``{"scvi": {"max_epochs": 5}}``.
-    bio_conservation_metrics, batch_correction_metrics
-        Metric sets.
-    min_max_scale
-        Scale metrics across methods before aggregating.
-    on_error
-        ``"raise"``, or ``"warn"`` to skip a method that fails (it is named in the warning).
-    progress_bar
-        tqdm progress over methods and metrics.
-    key_added
-        The tidy results and timings are stored in ``adata.uns[key_added]``.
-    pca_baseline
-        Also benchmark the uncorrected ``"X_pca"`` when a method starts from it
-        (harmony, scanorama), so those are compared with a baseline in their own
-        space (``"none"`` is the baseline of the methods working on ``X``).
-    **benchmarker_kwargs
-        Passed to :class:`Benchmarker` (``map_groups_key``, ``neighbors_method``, ``n_jobs``...).
-
-    Returns
-    -------
-    Tidy results (``Benchmarker.get_results(tidy=True)``), ``embedding`` named ``X_<method>``
-    (plus ``"X_pca"``, see ``pca_baseline``). The Benchmarker's guardrail findings
-    (:attr:`Benchmarker.flags`) go to ``adata.uns[key_added]["flags"]``.
-
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
-    >>> res = ip.bench.run_methods(adata, ["none", "combat"], "Metadata_Batch", "Metadata_target_gene",
-    ...                            negcon="Metadata_target_gene == 'CONTROL'", progress_bar=False)
-    >>> sorted(res["embedding"].unique())
-    ['X_combat', 'X_none']
-    """
-    from .. import tl
-    from .._core.provenance import log_step
-
-    methods = as_list(methods)
-    if not methods:
-        raise ValueError("methods: give at least one method name (see ip.tl.METHODS).")
-    unknown = [m for m in methods if m.lower() not in tl.METHODS]
-    if unknown:
-        raise ValueError(f"methods: unknown method(s) {unknown}; choose from {list(tl.METHODS)}.")
-    if on_error not in ("raise", "warn"):
-        raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}.")
-    method_kwargs = dict(method_kwargs or {})
-    extra = set(method_kwargs) - {m.lower() for m in methods}
-    if extra:
-        raise ValueError(f"method_kwargs names method(s) {sorted(extra)} that are not in methods={methods}.")
-    check_obs_keys(adata, [batch_key, label_key], param="batch_key/label_key")
-    from .._core.optional import require_methods
-
-    require_methods(methods, purpose="ip.bench.run_methods")  # before any work, with the pip command
-
-    if "X_pca" not in adata.obsm:
-        tl.pca(adata, n_comps=50)
-    keys, times = [], []
-    it = _progress(methods, progress_bar, desc="Correction methods")
-    for m in it:
-        if progress_bar and hasattr(it, "set_postfix_str"):
-            it.set_postfix_str(m)
-        key = f"X_{m.lower()}"
-        t = time.perf_counter()
-        try:
-            tl.integrate(adata, m, batch_key, key_added=key, **method_kwargs.get(m.lower(), {}))
-        except Exception as e:
-            if on_error == "raise":
-                raise
-            warnings.warn(f"run_methods: method {m!r} failed and is skipped: {type(e).__name__}: {e}", stacklevel=2)
-            continue
-        times.append({"embedding": key, "step": "integration", "seconds": time.perf_counter() - t})
-        keys.append(key)
-    if not keys:
-        raise RuntimeError("run_methods: every method failed; nothing to benchmark.")
-    from ..tl.integrate import _METHODS as _TL_METHODS
-
-    pca_based = [k for m, k in zip(methods, [f"X_{m.lower()}" for m in methods])
-                 if k in keys and method_kwargs.get(m.lower(), {}).get("use_rep", _TL_METHODS[m.lower()][2]) == "X_pca"]
-    if pca_baseline and pca_based and "X_pca" not in keys:
-        keys.insert(0, "X_pca")  # like-for-like: the uncorrected PCA that harmony/scanorama start from
-    bm = Benchmarker(
-        adata, batch_key, label_key, keys, bio_conservation_metrics, batch_correction_metrics,
-        pre_integrated_embedding_obsm_key="X_pca", negcon=negcon, progress_bar=progress_bar, **benchmarker_kwargs,
-    )
-    bm.benchmark()
-    res = bm.get_results(min_max_scale=min_max_scale, tidy=True)
-    timings = pd.concat([pd.DataFrame(times), bm.timings], ignore_index=True)
-    adata.uns[key_added] = {"results": res.copy(), "timings": timings, "flags": bm.flags}
-    log_step(
-        adata, "bench.run_methods",
-        {"methods": methods, "batch_key": batch_key, "label_key": label_key, "negcon": negcon,
-         "min_max_scale": min_max_scale, "method_kwargs": method_kwargs},
-        embeddings=keys,
-    )
-    return res

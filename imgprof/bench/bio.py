@@ -15,9 +15,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
+from .._core.inputs import check_embedding, check_vector
 from .._core.selection import check_bool_vector
-from ._checks import check_embedding, check_vector
-from ._kernels import codes_of, lisi_probabilities, silhouette_samples, simpson_index
+from ._kernels import codes_of, lisi_probabilities, scaled_clisi, silhouette_samples, simpson_index
 from ._neighbors import Neighbors, as_neighbors
 
 logger = logging.getLogger(__name__)
@@ -179,11 +180,7 @@ def clisi_knn(X: Neighbors, labels, perplexity: float | None = None, scale: bool
         perplexity = np.floor(nn.n_neighbors / 3)
     P, H = lisi_probabilities(nn.distances, nn.indices, perplexity)
     lisi = 1 / simpson_index(P, H, nn.indices, codes, L)
-    return _scaled_clisi(lisi, L) if scale else float(np.nanmedian(lisi))
-
-
-def _scaled_clisi(lisi: np.ndarray, n_labels: int) -> float:
-    return float((n_labels - np.nanmedian(lisi)) / (n_labels - 1))
+    return scaled_clisi(lisi, L) if scale else float(np.nanmedian(lisi))
 
 
 # --------------------------------------------------------------------------- NMI / ARI
@@ -343,6 +340,19 @@ def _mean_map(ap: pd.DataFrame) -> float:
     return float(per_label.mean())
 
 
+_MAP_DOC = {
+    "map_options": (
+        "groups\n    Optional column restricting negatives to the same group (Arevalo: plate).\n"
+        "metric\n    Similarity (``\"cosine\"`` as copairs).\n"
+        "return_ap\n    Also return the per-profile AP table.\n\n"
+        "Returns\n-------\n"
+        "float or (float, pandas.DataFrame)\n    The mean over labels of the label's mAP, in ``[0, 1]``; with "
+        "``return_ap=True``\n    also the per-profile average-precision table."
+    ),
+}
+
+
+@doc_params(**_MAP_DOC)
 def map_nonrep(
     X: np.ndarray,
     labels,
@@ -369,18 +379,7 @@ def map_nonrep(
         Label (perturbation, gene...) of every profile.
     negcon
         Boolean mask of negative controls (dropped), or ``None``.
-    groups
-        Optional column restricting negatives to the same group (Arevalo: plate).
-    metric
-        Similarity (``"cosine"`` as copairs).
-    return_ap
-        Also return the per-profile AP table.
-
-    Returns
-    -------
-    float or (float, pandas.DataFrame)
-        The mean over labels of the label's mAP, in ``[0, 1]``; with ``return_ap=True``
-        also the per-profile average-precision table.
+    {map_options}
 
     Examples
     --------
@@ -412,6 +411,7 @@ def map_nonrep(
     return (score, ap) if return_ap else score
 
 
+@doc_params(**_MAP_DOC)
 def map_negcon(
     X: np.ndarray,
     labels,
@@ -435,25 +435,16 @@ def map_negcon(
         Label of every profile.
     negcon
         Boolean mask of the negative controls.
-    groups
-        Optional column restricting negatives to the same group (Arevalo: plate).
-    metric
-        Similarity (``"cosine"`` as copairs).
-    return_ap
-        Also return the per-profile AP table.
-
-    Returns
-    -------
-    float or (float, pandas.DataFrame)
-        The mean over labels of the label's mAP, in ``[0, 1]``; with ``return_ap=True``
-        also the per-profile average-precision table.
+    {map_options}
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
-    >>> neg = (adata.obs["Metadata_target_gene"] == "CONTROL").to_numpy()
-    >>> 0 <= ip.bench.map_negcon(adata.X, adata.obs["Metadata_target_gene"], neg) <= 1
+    >>> from imgprof.bench import map_negcon
+    >>> from imgprof.datasets import cmqtl_crispri
+    >>> adata = cmqtl_crispri()
+    >>> genes = adata.obs["Metadata_target_gene"].to_numpy()
+    >>> score = map_negcon(adata.X, genes, genes == "CONTROL")
+    >>> 0.0 <= score <= 1.0
     True
     """
     from ..metrics import average_precision_kernel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,11 +14,9 @@ _AGG = "Aggregate score"
 _TYPE_ORDER = ("Bio conservation", "Batch correction", _AGG)
 
 
-def _wide(results, min_max_scale: bool) -> pd.DataFrame:
+def _wide(results: Any, min_max_scale: bool) -> pd.DataFrame:
     """Wide table (embedding × (metric_type, metric)) from a Benchmarker, a tidy or a wide results frame."""
-    if hasattr(results, "_results_multi"):
-        return results._results_multi(min_max_scale, True)
-    if hasattr(results, "get_results"):  # a scib-metrics Benchmarker
+    if hasattr(results, "get_results"):  # an imgprof or scib-metrics Benchmarker
         results = results.get_results(min_max_scale=min_max_scale)
         min_max_scale = False
     if isinstance(results, pd.DataFrame) and "Metric Type" in results.index:  # scib-metrics' wide shape
@@ -44,26 +43,19 @@ def _wide(results, min_max_scale: bool) -> pd.DataFrame:
     if min_max_scale:
         metric_cols = [c for c in wide.columns if c[0] != _AGG]
         sub = wide[metric_cols]
-        from ..bench.benchmarker import min_max
+        from ..bench.benchmarker import aggregate_scores, min_max
 
         scaled = min_max(sub)
         wide = scaled.copy()
-        agg = {}
-        for t in ("Batch correction", "Bio conservation"):
-            cols = [c for c in metric_cols if c[0] == t]
-            if cols:
-                agg[(_AGG, t)] = scaled[cols].mean(axis=1)
-        if len(agg) == 2:
-            agg[(_AGG, "Total")] = 0.4 * agg[(_AGG, "Batch correction")] + 0.6 * agg[(_AGG, "Bio conservation")]
-        for k, v in agg.items():
-            wide[k] = v
+        for name, v in aggregate_scores(scaled, [c[0] for c in metric_cols]).items():
+            wide[(_AGG, name)] = v
         wide.columns = pd.MultiIndex.from_tuples(wide.columns, names=["metric_type", "metric"])
     cols = sorted(wide.columns, key=lambda c: _TYPE_ORDER.index(c[0]) if c[0] in _TYPE_ORDER else 1)
     return wide[cols]
 
 
 def plot_results_table(
-    results,
+    results: Any,
     *,
     min_max_scale: bool = False,
     sort_by: str | None = "Total",
@@ -71,11 +63,11 @@ def plot_results_table(
     bar_cmap: str = "YlGnBu",
     fmt: str = "{:.2f}",
     title: str | None = None,
-    ax=None,
+    ax: Any = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> Any:
     """Draw benchmark results as scib-metrics does: one row per embedding, a coloured
     circle per metric (colours scaled per column), bars for the aggregate scores.
 
@@ -118,86 +110,116 @@ def plot_results_table(
     ...                            progress_bar=False)
     >>> ax = ip.pl.plot_results_table(res, show=False)
     """
-    import matplotlib as mpl
     import matplotlib.pyplot as plt
 
-    wide = _wide(results, min_max_scale)
-    if wide.empty:
-        raise ValueError("results: nothing to plot (no embedding or no metric).")
-    if sort_by is not None:
-        key = (_AGG, sort_by)
-        if key not in wide.columns:
-            avail = [c[1] for c in wide.columns if c[0] == _AGG]
-            if avail:
-                key = (_AGG, avail[-1])
-            else:
-                key = None
-        if key is not None:
-            wide = wide.sort_values(key, ascending=False)
+    wide = _sorted(_wide(results, min_max_scale), sort_by)
     n_rows, n_cols = wide.shape
-    name_w, col_w, row_h, head_h = 2.2, 1.0, 0.55, 1.3
-    width = name_w + col_w * n_cols
-    height = head_h + row_h * n_rows
+    g = _Geometry(n_rows, n_cols)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.95 * width), max(2.0, 0.95 * height)))
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.95 * g.width), max(2.0, 0.95 * g.height)))
     else:
         fig = ax.figure
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
+    ax.set_xlim(0, g.width)
+    ax.set_ylim(0, g.height)
     ax.axis("off")
-    circ_cmap = mpl.colormaps[cmap]
-    b_cmap = mpl.colormaps[bar_cmap]
-    types = [c[0] for c in wide.columns]
-    y_of = {i: height - head_h - row_h * (i + 0.5) for i in range(n_rows)}
-    # method names
-    for i, emb in enumerate(wide.index):
-        ax.text(0.1, y_of[i], str(emb), ha="left", va="center", fontsize=10, fontweight="bold")
-    first_agg = True
+    for i, emb in enumerate(wide.index):  # method names
+        ax.text(0.1, g.y(i), str(emb), ha="left", va="center", fontsize=10, fontweight="bold")
+    first_agg = next((j for j, c in enumerate(wide.columns) if c[0] == _AGG), None)
     for j, (mtype, metric) in enumerate(wide.columns):
-        x0 = name_w + col_w * j
-        xc = x0 + col_w / 2
         label = "\n".join(textwrap.wrap(str(metric), 8, break_long_words=False)) or str(metric)
-        ax.text(xc, height - head_h + 0.1, label, ha="center", va="bottom", fontsize=8)
+        ax.text(g.xc(j), g.height - g.head_h + 0.1, label, ha="center", va="bottom", fontsize=8)
         vals = wide.iloc[:, j].to_numpy(dtype=float)
         if mtype == _AGG:
-            if first_agg:
-                ax.plot([x0, x0], [0, height - head_h + 0.05], color="k", lw=1)
-                first_agg = False
-            for i, v in enumerate(vals):
-                if not np.isfinite(v):
-                    ax.text(xc, y_of[i], "NA", ha="center", va="center", fontsize=8)
-                    continue
-                ax.barh(y_of[i], max(v, 0) * col_w * 0.9, left=x0 + 0.05 * col_w, height=row_h * 0.8,
-                        color=b_cmap(float(np.clip(v, 0, 1))))
-                ax.text(x0 + 0.1 * col_w, y_of[i], fmt.format(v), ha="left", va="center", fontsize=8,
-                        color="k" if v < 0.6 else "w")
+            if j == first_agg:
+                ax.plot([g.x0(j), g.x0(j)], [0, g.height - g.head_h + 0.05], color="k", lw=1)
+            _draw_bars(ax, g, j, vals, bar_cmap, fmt)
         else:
-            fin = vals[np.isfinite(vals)]
-            lo, hi = (fin.min(), fin.max()) if fin.size else (0.0, 1.0)
-            for i, v in enumerate(vals):
-                if not np.isfinite(v):
-                    ax.text(xc, y_of[i], "NA", ha="center", va="center", fontsize=8)
-                    continue
-                t = 0.5 if hi == lo else 0.15 + 0.7 * (v - lo) / (hi - lo)
-                ax.scatter([xc], [y_of[i]], s=620, color=circ_cmap(t), edgecolor="none", zorder=2)
-                ax.text(xc, y_of[i], fmt.format(v), ha="center", va="center", fontsize=7.5, zorder=3,
-                        color="w" if (t < 0.25 or t > 0.75) else "k")
-    # group headers
-    start = 0
-    for j in range(1, n_cols + 1):
-        if j == n_cols or types[j] != types[start]:
-            xa, xb = name_w + col_w * start + 0.1, name_w + col_w * j - 0.1
-            yh = height - 0.25
-            ax.plot([xa, xb], [yh - 0.12, yh - 0.12], color="k", lw=1)
-            ax.text((xa + xb) / 2, yh, types[start], ha="center", va="bottom", fontsize=10, fontweight="bold")
-            start = j
-    ax.plot([0, width], [height - head_h, height - head_h], color="k", lw=1)
-    for i in range(1, n_rows):
-        y = height - head_h - row_h * i
-        ax.plot([0, width], [y, y], color="0.6", lw=0.6, ls=(0, (1, 5)))
+            _draw_circles(ax, g, j, vals, cmap, fmt)
+    _draw_frame(ax, g, [c[0] for c in wide.columns])
     if title:
         ax.set_title(title)
     return finish(fig, ax, show=show, save=save, return_fig=return_fig)
+
+
+def _sorted(wide: pd.DataFrame, sort_by: str | None) -> pd.DataFrame:
+    """Rows sorted by an aggregate column (the last aggregate when ``sort_by`` is missing)."""
+    if wide.empty:
+        raise ValueError("results: nothing to plot (no embedding or no metric).")
+    if sort_by is None:
+        return wide
+    key: tuple[str, str] | None = (_AGG, sort_by)
+    if key not in wide.columns:
+        avail = [c[1] for c in wide.columns if c[0] == _AGG]
+        key = (_AGG, avail[-1]) if avail else None
+    return wide if key is None else wide.sort_values(key, ascending=False)
+
+
+class _Geometry:
+    """Layout of the table in data coordinates."""
+
+    name_w, col_w, row_h, head_h = 2.2, 1.0, 0.55, 1.3
+
+    def __init__(self, n_rows: int, n_cols: int) -> None:
+        self.n_rows, self.n_cols = n_rows, n_cols
+        self.width = self.name_w + self.col_w * n_cols
+        self.height = self.head_h + self.row_h * n_rows
+
+    def y(self, i: int) -> float:
+        return self.height - self.head_h - self.row_h * (i + 0.5)
+
+    def x0(self, j: int) -> float:
+        return self.name_w + self.col_w * j
+
+    def xc(self, j: int) -> float:
+        return self.x0(j) + self.col_w / 2
+
+
+def _draw_bars(ax: Any, g: _Geometry, j: int, vals: np.ndarray, bar_cmap: str, fmt: str) -> None:
+    import matplotlib as mpl
+
+    b_cmap = mpl.colormaps[bar_cmap]
+    x0, xc = g.x0(j), g.xc(j)
+    for i, v in enumerate(vals):
+        if not np.isfinite(v):
+            ax.text(xc, g.y(i), "NA", ha="center", va="center", fontsize=8)
+            continue
+        ax.barh(g.y(i), max(v, 0) * g.col_w * 0.9, left=x0 + 0.05 * g.col_w, height=g.row_h * 0.8,
+                color=b_cmap(float(np.clip(v, 0, 1))))
+        ax.text(x0 + 0.1 * g.col_w, g.y(i), fmt.format(v), ha="left", va="center", fontsize=8,
+                color="k" if v < 0.6 else "w")
+
+
+def _draw_circles(ax: Any, g: _Geometry, j: int, vals: np.ndarray, cmap: str, fmt: str) -> None:
+    import matplotlib as mpl
+
+    circ_cmap = mpl.colormaps[cmap]
+    xc = g.xc(j)
+    fin = vals[np.isfinite(vals)]
+    lo, hi = (fin.min(), fin.max()) if fin.size else (0.0, 1.0)
+    for i, v in enumerate(vals):
+        if not np.isfinite(v):
+            ax.text(xc, g.y(i), "NA", ha="center", va="center", fontsize=8)
+            continue
+        t = 0.5 if hi == lo else 0.15 + 0.7 * (v - lo) / (hi - lo)
+        ax.scatter([xc], [g.y(i)], s=620, color=circ_cmap(t), edgecolor="none", zorder=2)
+        ax.text(xc, g.y(i), fmt.format(v), ha="center", va="center", fontsize=7.5, zorder=3,
+                color="w" if (t < 0.25 or t > 0.75) else "k")
+
+
+def _draw_frame(ax: Any, g: _Geometry, types: list[str]) -> None:
+    """Group headers over each metric type, the header rule and the dotted row separators."""
+    start = 0
+    for j in range(1, g.n_cols + 1):
+        if j == g.n_cols or types[j] != types[start]:
+            xa, xb = g.x0(start) + 0.1, g.x0(j) - 0.1
+            yh = g.height - 0.25
+            ax.plot([xa, xb], [yh - 0.12, yh - 0.12], color="k", lw=1)
+            ax.text((xa + xb) / 2, yh, types[start], ha="center", va="bottom", fontsize=10, fontweight="bold")
+            start = j
+    ax.plot([0, g.width], [g.height - g.head_h, g.height - g.head_h], color="k", lw=1)
+    for i in range(1, g.n_rows):
+        y = g.height - g.head_h - g.row_h * i
+        ax.plot([0, g.width], [y, y], color="0.6", lw=0.6, ls=(0, (1, 5)))
 
 
 #: Alias of :func:`plot_results_table`.

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import as_list, check_obs_keys, finish, start
-from ._validate import prepare, store
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def _check_variance(X: np.ndarray, codes: np.ndarray, levels: list[str], names: Sequence[str] | None) -> None:
@@ -25,6 +26,7 @@ def _check_variance(X: np.ndarray, codes: np.ndarray, levels: list[str], names: 
             )
 
 
+@doc_params("copy", **INTEGRATION_DOC)
 def combat(
     adata: AnnData,
     batch_key: str,
@@ -43,10 +45,7 @@ def combat(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Column of ``adata.obs`` with the batch.
+    {adata_batch}
     use_rep
         ``"X"`` (features, default) or an ``.obsm`` key.
     key_added
@@ -55,8 +54,7 @@ def combat(
         Biological ``.obs`` columns to protect (``mod`` in sva's ComBat).
     add_layer
         Also store the corrected features as ``adata.layers[key_added]`` (same array).
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
@@ -84,7 +82,7 @@ def combat(
     obs[batch_key] = pd.Categorical(obs[batch_key].astype(str))
     tmp = AnnData(X=np.array(X, dtype=np.float64, copy=True), obs=obs)
     Y = sc.pp.combat(tmp, key=batch_key, covariates=covariates or None, inplace=False)
-    store(adata, np.asarray(Y), key_added=key_added, function="tl.combat",
+    store_correction(adata, np.asarray(Y), key_added=key_added, function="tl.combat",
           params=dict(batch_key=batch_key, use_rep=use_rep, covariates=covariates), use_rep=use_rep,
           add_layer=add_layer, n_batches=len(levels))
     return finish(adata, copy)

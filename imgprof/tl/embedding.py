@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from typing import Any, cast
 
 from anndata import AnnData
 
@@ -112,8 +112,8 @@ def pca(
     sc.pp.pca(adata, **kw)
     if dask_x:
         _dask_pca_ddof1(adata, key_added or "pca")
-    log_step(adata, "tl.pca", dict(n_comps=n, n_comps_requested=n_comps, layer=layer, zero_center=zero_center, svd_solver=svd_solver,
-                                   random_state=random_state, key_added=key_added, **kwargs),
+    log_step(adata, "tl.pca", dict(n_comps=n, n_comps_requested=n_comps, layer=layer, zero_center=zero_center,
+                                   svd_solver=svd_solver, random_state=random_state, key_added=key_added, **kwargs),
              dask=is_dask(adata.X))
     return finish(adata, copy)
 
@@ -260,7 +260,7 @@ def neighbors(
     >>> "connectivities" in adata.obsp
     True
     """
-    n_neighbors = check_int(n_neighbors, "n_neighbors", min_value=2)
+    n_neighbors = cast(int, check_int(n_neighbors, "n_neighbors", min_value=2))
     n_pcs = check_int(n_pcs, "n_pcs", min_value=1, allow_none=True)
     if not isinstance(metric, str) and not callable(metric):
         raise TypeError(f"metric must be a metric name (e.g. 'cosine', 'euclidean') or a callable, got {metric!r}.")
@@ -378,8 +378,8 @@ def leiden(
     >>> adata.obs["leiden"].nunique() > 1
     True
     """
-    resolution = check_float(resolution, "resolution", min_value=0.0, include_min=False)
-    n_iterations = check_int(n_iterations, "n_iterations", min_value=-1)
+    resolution = cast(float, check_float(resolution, "resolution", min_value=0.0, include_min=False))
+    n_iterations = cast(int, check_int(n_iterations, "n_iterations", min_value=-1))
     if n_iterations == 0:
         raise ValueError("n_iterations must be a positive integer or -1 (until convergence), got 0.")
     check_bool(overwrite, "overwrite")
@@ -446,9 +446,9 @@ def umap(
     >>> adata.obsm["X_umap"].shape
     (768, 2)
     """
-    min_dist = check_float(min_dist, "min_dist", min_value=0.0)
-    spread = check_float(spread, "spread", min_value=0.0, include_min=False)
-    n_components = check_int(n_components, "n_components", min_value=1)
+    min_dist = cast(float, check_float(min_dist, "min_dist", min_value=0.0))
+    spread = cast(float, check_float(spread, "spread", min_value=0.0, include_min=False))
+    n_components = cast(int, check_int(n_components, "n_components", min_value=1))
     check_adata(adata)
     _check_graph(adata, neighbors_key, "umap")
     if n_components >= adata.n_obs:

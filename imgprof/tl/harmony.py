@@ -6,10 +6,12 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from ._validate import prepare, store
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
+@doc_params("copy", **INTEGRATION_DOC)
 def harmony(
     adata: AnnData,
     batch_key: str,
@@ -33,18 +35,14 @@ def harmony(
 
     Parameters
     ----------
-    adata
-        Profiles (cells or wells).
-    batch_key
-        Column of ``adata.obs`` holding the batch (plate, batch or source).
+    {adata_batch}
     use_rep
         Embedding to correct (``"X_pca"`` by default; ``"X"`` for the features).
     key_added
         Key of ``adata.obsm`` for the corrected embedding.
     theta, sigma, nclust, max_iter_harmony, random_state, verbose
         harmonypy parameters (same defaults, except ``verbose=False``).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
     **kwargs
         Other :func:`harmonypy.run_harmony` arguments (``lamb``, ``tau``,
         ``block_size``, ``ncores``...).
@@ -91,6 +89,6 @@ def harmony(
         batch_key=batch_key, use_rep=use_rep, theta=theta, sigma=sigma, nclust=nclust,
         max_iter_harmony=max_iter_harmony, random_state=random_state, **kwargs,
     )
-    store(adata, Z, key_added=key_added, function="tl.harmony", params=params, use_rep=use_rep,
+    store_correction(adata, Z, key_added=key_added, function="tl.harmony", params=params, use_rep=use_rep,
           n_batches=len(levels), n_iterations=len(out.objective_harmony))
     return finish(adata, copy)

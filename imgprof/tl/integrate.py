@@ -5,28 +5,182 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from anndata import AnnData
 
+from .._core.docs import DOC, doc_params
+from .._core.inputs import check_batches
 from .._core.optional import require_methods
-from .._core.validation import finish, start
-from ._validate import prepare, store
+from .._core.registry import Registry
+from .._core.store import store
+from .._core.validation import check_adata, check_array, finish, get_matrix, is_dask, start
 
-#: Method name → (module, function, default ``use_rep``).
-_METHODS: dict[str, tuple[str, str, str]] = {
-    "none": ("integrate", "no_correction", "X"),
-    "harmony": ("harmony", "harmony", "X_pca"),
-    "scvi": ("scvi", "scvi", "X"),
-    "combat": ("combat", "combat", "X"),
-    "sphering": ("sphering", "sphering", "X"),
-    "mnn": ("mnn", "mnn", "X"),
-    "scanorama": ("scanorama", "scanorama", "X_pca"),
-    "rpca": ("rpca", "rpca", "X"),
+#: Docstring text shared by the integration methods (``@doc_params(**INTEGRATION_DOC)``).
+INTEGRATION_DOC: dict[str, str] = {
+    "adata_batch": DOC["adata"] + "\n" + DOC["batch_key"],
+    "returns_obsm": "Returns\n-------\nAnnData or None\n    The modified copy when ``copy=True``, else ``None``; the result is "
+                    "``adata.obsm[key_added]``.",
 }
 
-#: Names accepted by :func:`integrate`.
-METHODS: tuple[str, ...] = tuple(_METHODS)
+#: Every batch-correction method: name → function (imported when first used, so torch/scvi load lazily)
+#: and its default ``use_rep``. Adding a method is one function in its own module plus one line here.
+INTEGRATIONS = Registry("integration_method", param="method")
+INTEGRATIONS.register_lazy("none", "imgprof.tl.integrate:no_correction", default_use_rep="X")
+INTEGRATIONS.register_lazy("harmony", "imgprof.tl.harmony:harmony", default_use_rep="X_pca")
+INTEGRATIONS.register_lazy("scvi", "imgprof.tl.scvi:scvi", default_use_rep="X")
+INTEGRATIONS.register_lazy("combat", "imgprof.tl.combat:combat", default_use_rep="X")
+INTEGRATIONS.register_lazy("sphering", "imgprof.tl.sphering:sphering", default_use_rep="X")
+INTEGRATIONS.register_lazy("mnn", "imgprof.tl.mnn:mnn", default_use_rep="X")
+INTEGRATIONS.register_lazy("scanorama", "imgprof.tl.scanorama:scanorama", default_use_rep="X_pca")
+INTEGRATIONS.register_lazy("rpca", "imgprof.tl.rpca:rpca", default_use_rep="X")
+
+#: Names accepted by :func:`integrate` (the names of :data:`INTEGRATIONS`).
+METHODS: tuple[str, ...] = INTEGRATIONS.names()
 
 
+
+@doc_params("adata")
+def get_rep(adata: AnnData, use_rep: str | None, *, param: str = "use_rep") -> np.ndarray:
+    """The matrix to integrate, as a finite in-memory float array (dask arrays are computed).
+
+    Parameters
+    ----------
+    {adata}
+    use_rep
+        ``"X"`` (or ``None``) for ``adata.X``, else an ``.obsm`` key.
+    param
+        Parameter name used in messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        A 2-D floating array with at least 2 columns.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof.tl.integrate import get_rep
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> get_rep(adata, "X").shape == adata.shape
+    True
+    """
+    try:
+        X = get_matrix(adata, use_rep=use_rep)
+    except KeyError as e:
+        hint = " Run ip.tl.pca(adata) first." if use_rep == "X_pca" else ""
+        raise KeyError(f"{param}: {e.args[0]}{hint}") from None
+    if is_dask(X):
+        X = X.compute()
+    is_x = use_rep in (None, "X")
+    what = "adata.X" if is_x else f"adata.obsm[{use_rep!r}]"
+    # the one matrix check: 2-D, numeric, finite (names the offending columns)
+    names = list(map(str, adata.var_names)) if is_x else None
+    X = check_array(X, param=what if is_x else f"{param}={use_rep!r}", var_names=names, allow_nan=False, min_rows=1, min_cols=1)
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
+    if X.shape[1] < 2:
+        raise ValueError(f"{what} has {X.shape[1]} column(s); integration needs at least 2.")
+    return X
+
+
+@doc_params("adata", "batch_key")
+def prepare(adata: AnnData, batch_key: str | None, use_rep: str | None, *, min_per_batch: int = 2,
+            add_layer: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Check the batches and the representation before any heavy import; return ``(X, codes, levels)``.
+
+    Parameters
+    ----------
+    {adata}
+    {batch_key}
+    use_rep
+        ``"X"`` or an ``.obsm`` key.
+    min_per_batch
+        Fewest observations a batch may have.
+    add_layer
+        Whether the caller will also store a layer (needs ``use_rep="X"``).
+
+    Returns
+    -------
+    tuple
+        The matrix, the batch code of every observation and the batch names.
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof.tl.integrate import prepare
+    >>> X, codes, levels = prepare(ip.datasets.cmqtl_crispri(), "Metadata_Batch", "X")
+    >>> X.shape[0] == codes.shape[0]
+    True
+    """
+    if add_layer and use_rep not in (None, "X"):
+        raise ValueError(
+            f"add_layer=True stores a corrected feature matrix, which needs use_rep='X' (got use_rep={use_rep!r})."
+        )
+    check_adata(adata)
+    if adata.n_obs == 0:
+        raise ValueError("adata has 0 observations; nothing to integrate.")
+    codes, levels = check_batches(adata, batch_key, min_per_batch=min_per_batch)
+    return get_rep(adata, use_rep), codes, levels
+
+
+@doc_params("adata")
+def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function: str, params: dict[str, Any],
+                     use_rep: str | None, add_layer: bool = False, kind: str | None = None, **extra: Any) -> None:
+    """Write a correction to ``adata.obsm[key_added]`` (and ``.layers`` on request) and log the step.
+
+    ``add_layer=True`` also stores ``Y`` as ``adata.layers[key_added]`` when it
+    is a corrected feature matrix (``use_rep="X"`` and one column per feature),
+    so ``ip.io.to_pandas(adata, layer=key_added)`` exports it with feature names.
+
+    Parameters
+    ----------
+    {adata}
+    Y
+        The corrected matrix or embedding.
+    key_added
+        ``.obsm`` key (and layer name with ``add_layer``).
+    function
+        Public name logged in the provenance.
+    params
+        Logged parameters.
+    use_rep
+        The representation corrected.
+    add_layer
+        Also store a layer.
+    kind
+        ``"features"`` or ``"embedding"`` (default: inferred from ``use_rep`` and the shape).
+    **extra
+        Logged summary values.
+
+    Returns
+    -------
+    None
+        ``adata`` is written in place (``.obsm[key_added]``, and the layer with ``add_layer``).
+
+    Examples
+    --------
+    >>> import imgprof as ip
+    >>> from imgprof.tl.integrate import store_correction
+    >>> adata = ip.datasets.cmqtl_crispri()
+    >>> store_correction(adata, adata.X.copy(), key_added="X_same", function="example", params={}, use_rep="X")
+    >>> "X_same" in adata.obsm
+    True
+    """
+    Y = np.asarray(Y)
+    if kind is None:
+        kind = "features" if (use_rep in (None, "X") and Y.ndim == 2 and Y.shape[1] == adata.n_vars) else "embedding"
+    if add_layer and kind != "features":
+        raise ValueError(
+            f"add_layer=True needs a corrected feature matrix (use_rep='X' and {adata.n_vars} columns); "
+            f"this result is an embedding with {Y.shape[1]} columns and stays in adata.obsm[{key_added!r}]."
+        )
+    if add_layer:
+        store(adata, Y, slot="layers", key_added=key_added, function=None)
+    store(adata, Y, slot="obsm", key_added=key_added, function=function, params=params, kind=kind,
+          n_columns=int(Y.shape[1]), **extra)
+
+
+@doc_params("adata", "batch_key", "copy")
 def no_correction(
     adata: AnnData,
     batch_key: str,
@@ -42,18 +196,15 @@ def no_correction(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        ``.obs`` batch column (checked, not used: the baseline removes nothing).
+    {adata}
+    {batch_key}
     use_rep
         ``"X"`` or an ``.obsm`` key to copy.
     key_added
         ``.obsm`` key for the copy.
     add_layer
         Also store the copy as ``adata.layers[key_added]``.
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
@@ -70,7 +221,7 @@ def no_correction(
     """
     X, _, levels = prepare(adata, batch_key, use_rep, add_layer=add_layer)
     adata = start(adata, copy)
-    store(adata, X.copy(), key_added=key_added, function="tl.no_correction",
+    store_correction(adata, X.copy(), key_added=key_added, function="tl.no_correction",
           params=dict(batch_key=batch_key, use_rep=use_rep), use_rep=use_rep, add_layer=add_layer,
           n_batches=len(levels))
     return finish(adata, copy)
@@ -95,14 +246,12 @@ def get_method(method: str) -> Callable[..., Any]:
     >>> ip.tl.get_method("harmony").__name__
     'harmony'
     """
-    import importlib
-
-    if not isinstance(method, str) or method.lower() not in _METHODS:
-        raise ValueError(f"integrate: unknown method {method!r}; choose one of {list(_METHODS)}.")
-    module, func, _ = _METHODS[method.lower()]
-    return getattr(importlib.import_module(f".{module}", __package__), func)
+    if not isinstance(method, str) or method not in INTEGRATIONS:
+        raise ValueError(f"integrate: unknown method {method!r}; choose one of {list(METHODS)}.")
+    return INTEGRATIONS.get(method).obj
 
 
+@doc_params("adata", "batch_key", "copy")
 def integrate(
     adata: AnnData,
     method: str,
@@ -117,20 +266,17 @@ def integrate(
 
     Parameters
     ----------
-    adata
-        Profiles.
+    {adata}
     method
         ``"none"`` (baseline), ``"harmony"``, ``"scvi"``, ``"combat"``,
         ``"sphering"``, ``"mnn"``, ``"scanorama"`` or ``"rpca"``.
-    batch_key
-        Column of ``adata.obs`` with the batch (plate, batch or source).
+    {batch_key}
     use_rep
         ``"X"`` or an ``.obsm`` key; default per method (``"X_pca"`` for
         harmony and scanorama, ``"X"`` for the others).
     key_added
         ``.obsm`` key for the result; default ``f"X_{method}"``.
-    copy
-        Return a modified copy.
+    {copy}
     **params
         Method parameters (see :func:`harmony`, :func:`scvi`, :func:`combat`,
         :func:`sphering`, :func:`mnn`, :func:`scanorama`, :func:`rpca`).
@@ -156,6 +302,6 @@ def integrate(
     require_methods([method], purpose=f"ip.tl.integrate(method={method!r})")
     name = method.lower()
     kw = dict(params)
-    kw["use_rep"] = _METHODS[name][2] if use_rep is None else use_rep
+    kw["use_rep"] = INTEGRATIONS.get(name)["default_use_rep"] if use_rep is None else use_rep
     kw["key_added"] = f"X_{name}" if key_added is None else key_added
     return fn(adata, batch_key, copy=copy, **kw)

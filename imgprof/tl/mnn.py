@@ -29,12 +29,14 @@ The output is the corrected PC embedding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from ._validate import prepare, store
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def cosine_normalize(X: np.ndarray) -> np.ndarray:
@@ -152,7 +154,7 @@ def fastmnn_kernel(
         raise ValueError(f"mnn: merge_order must be a permutation of the {n_batches} batch indices, got {merge_order}.")
     first = np.flatnonzero(codes == merge_order[0])
     ref, ref_rows = Y[first].copy(), [first]
-    info = {"merge_order": merge_order, "n_pairs": [], "sigma": []}
+    info: dict[str, list[Any]] = {"merge_order": merge_order, "n_pairs": [], "sigma": []}
     for b in merge_order[1:]:
         rows = np.flatnonzero(codes == b)
         cur = Y[rows].copy()
@@ -176,6 +178,7 @@ def fastmnn_kernel(
     return out, info
 
 
+@doc_params("copy", **INTEGRATION_DOC)
 def mnn(
     adata: AnnData,
     batch_key: str,
@@ -196,10 +199,7 @@ def mnn(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Batch column of ``adata.obs``.
+    {adata_batch}
     use_rep
         ``"X"`` (default: cosine-normalise, then multi-batch PCA) or an
         ``.obsm`` embedding (then no PCA is done).
@@ -223,12 +223,9 @@ def mnn(
         default is the input order).
     random_state
         Seed of the randomized SVD.
-    copy
-        Return a modified copy.
+    {copy}
 
-    Returns
-    -------
-    None, or the modified copy; sets ``adata.obsm[key_added]``.
+    {returns_obsm}
 
     Examples
     --------
@@ -258,6 +255,6 @@ def mnn(
     params = dict(batch_key=batch_key, use_rep=use_rep, n_comps=n_comps, k=k, k_smooth=k_smooth, sigma=sigma,
                   cos_norm=cos_norm, center_batch_vector=center_batch_vector, merge_order=merge_order,
                   random_state=random_state)
-    store(adata, Y, key_added=key_added, function="tl.mnn", params=params, use_rep=use_rep, kind="embedding",
+    store_correction(adata, Y, key_added=key_added, function="tl.mnn", params=params, use_rep=use_rep, kind="embedding",
           n_batches=len(levels), **info)
     return finish(adata, copy)

@@ -79,8 +79,9 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from ._validate import prepare, store
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def _scale(X: np.ndarray, clip: float | None = 10.0) -> np.ndarray:
@@ -188,15 +189,9 @@ def find_anchors_pair(
     return np.column_stack([a, b, _rescale_scores(shared)])
 
 
-def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
-    """R's ``hclust(as.dist(dist))$merge`` (complete linkage), R's tie-breaking and sign convention.
-
-    Rows are merges; a negative entry −i is dataset i (1-based), a positive entry
-    m is the group formed at merge m. Follows the nearest-neighbour-list
-    algorithm of R's ``hclust`` (F. Murtagh), so ties resolve as in R.
-    """
-    n = dist.shape[0]
-    D = np.array(dist, dtype=float)
+def _nn_chain_pairs(D: np.ndarray) -> list[tuple[int, int]]:
+    """Complete-linkage merges ``(i, j)`` (0-based, ``i < j``) by R's nearest-neighbour-list algorithm (``D`` is modified)."""
+    n = D.shape[0]
     active = np.ones(n, bool)
     nn = np.zeros(n, int)
     dnn = np.full(n, np.inf)
@@ -210,7 +205,7 @@ def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
 
     for i in range(n - 1):
         refresh(i)
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     for _ in range(n - 1):
         best, im = np.inf, -1
         for i in range(n - 1):
@@ -231,6 +226,18 @@ def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
         for i in range(n - 1):
             if active[i] and nn[i] in (i2, j2):
                 refresh(i)
+    return pairs
+
+
+def _r_hclust_complete(dist: np.ndarray) -> np.ndarray:
+    """R's ``hclust(as.dist(dist))$merge`` (complete linkage), R's tie-breaking and sign convention.
+
+    Rows are merges; a negative entry −i is dataset i (1-based), a positive entry
+    m is the group formed at merge m. Follows the nearest-neighbour-list
+    algorithm of R's ``hclust`` (F. Murtagh), so ties resolve as in R.
+    """
+    pairs = _nn_chain_pairs(np.array(dist, dtype=float))
+    n = dist.shape[0]
     # R's labels: a group is named by the merge that formed it; singletons are negative.
     label = {i: -(i + 1) for i in range(n)}
     merge = np.zeros((n - 1, 2), dtype=np.int64)
@@ -282,6 +289,18 @@ def _weights(
     return W, k, int((sums <= 0).sum())
 
 
+def _anchor_distances(A: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Seurat's CountAnchors: batch × batch distance 1 / (anchors between them / smaller batch size)."""
+    n_b = len(sizes)
+    dist = np.zeros((n_b, n_b))
+    for i in range(n_b):
+        for j in range(i):
+            sel = np.isin(A[:, 3], (i, j)) & np.isin(A[:, 4], (i, j))
+            s = sel.sum() / min(sizes[i], sizes[j])
+            dist[i, j] = dist[j, i] = 1.0 / s if s > 0 else np.inf
+    return dist
+
+
 def rpca_kernel(
     X: np.ndarray,
     codes: np.ndarray,
@@ -329,13 +348,7 @@ def rpca_kernel(
     A = np.vstack(anchors)
     A = np.vstack([A, A[:, [1, 0, 2, 4, 3]]])  # both orientations, as Seurat
     # 5: merge tree (CountAnchors + BuildSampleTree).
-    dist = np.zeros((n_b, n_b))
-    for i in range(n_b):
-        for j in range(i):
-            sel = np.isin(A[:, 3], (i, j)) & np.isin(A[:, 4], (i, j))
-            s = sel.sum() / min(sizes[i], sizes[j])
-            dist[i, j] = dist[j, i] = 1.0 / s if s > 0 else np.inf
-    tree = _r_hclust_complete(dist)
+    tree = _r_hclust_complete(_anchor_distances(A, sizes))
     groups: dict[int, np.ndarray] = {-(b + 1): np.arange(offsets[b], offsets[b] + sizes[b]) for b in range(n_b)}
     members: dict[int, list[int]] = {-(b + 1): [b] for b in range(n_b)}
     data = X.copy()
@@ -367,6 +380,7 @@ def rpca_kernel(
     return data, info
 
 
+@doc_params("copy", **INTEGRATION_DOC)
 def rpca(
     adata: AnnData,
     batch_key: str,
@@ -400,10 +414,7 @@ def rpca(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Batch column of ``adata.obs``.
+    {adata_batch}
     use_rep
         ``"X"`` (default) or an ``.obsm`` key.
     key_added
@@ -425,8 +436,7 @@ def rpca(
         Do not swap reference and query at a merge by size.
     add_layer
         Also store the integrated features as ``adata.layers[key_added]``.
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
@@ -469,6 +479,6 @@ def rpca(
     params = {"batch_key": batch_key, "use_rep": use_rep, "dims": dims, "npcs": npcs, "k_anchor": k_anchor, "k_score": k_score,
                   "k_weight": k_weight, "sd_weight": sd_weight, "scale": scale, "l2_norm": l2_norm,
                   "preserve_order": preserve_order}
-    store(adata, Y, key_added=key_added, function="tl.rpca", params=params, use_rep=use_rep, add_layer=add_layer,
+    store_correction(adata, Y, key_added=key_added, function="tl.rpca", params=params, use_rep=use_rep, add_layer=add_layer,
           n_batches=len(levels), **info)
     return finish(adata, copy)

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_float, check_int, finish, start
-from ._validate import prepare, store
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
+@doc_params("copy", **INTEGRATION_DOC)
 def scanorama(
     adata: AnnData,
     batch_key: str,
@@ -43,10 +45,7 @@ def scanorama(
 
     Parameters
     ----------
-    adata
-        Profiles.
-    batch_key
-        Batch column of ``adata.obs``.
+    {adata_batch}
     use_rep
         Embedding to correct (``"X_pca"`` default) or ``"X"``.
     key_added
@@ -57,14 +56,11 @@ def scanorama(
         Scale each row to unit L2 norm before stitching.
     add_layer
         With ``use_rep="X"``, also store the result as ``adata.layers[key_added]``.
-    copy
-        Return a modified copy.
+    {copy}
     **kwargs
         Other :func:`scanorama.assemble` arguments.
 
-    Returns
-    -------
-    None, or the modified copy; sets ``adata.obsm[key_added]``.
+    {returns_obsm}
 
     Examples
     --------
@@ -103,6 +99,6 @@ def scanorama(
         Y[r] = np.asarray(part.toarray() if hasattr(part, "toarray") else part)
     params = dict(batch_key=batch_key, use_rep=use_rep, knn=knn, sigma=sigma, approx=approx, alpha=alpha,
                   batch_size=batch_size, cos_norm=cos_norm, **kwargs)
-    store(adata, Y, key_added=key_added, function="tl.scanorama", params=params, use_rep=use_rep,
+    store_correction(adata, Y, key_added=key_added, function="tl.scanorama", params=params, use_rep=use_rep,
           add_layer=add_layer, n_batches=len(levels))
     return finish(adata, copy)

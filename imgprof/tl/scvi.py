@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.validation import check_int, finish, start
-from ._validate import prepare, store
+from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
 def default_max_epochs(n_obs: int) -> int:
@@ -56,6 +57,46 @@ def _import_scvi():
     return scvi, CYTOVI
 
 
+def _standardize(X: np.ndarray, use_rep: str) -> np.ndarray:
+    """z-score every column; constant columns are refused (they would divide by 0)."""
+    sd = X.std(axis=0)
+    bad = np.flatnonzero(sd == 0)
+    if bad.size:
+        raise ValueError(
+            f"scvi: {bad.size} column(s) of {use_rep!r} are constant (e.g. index {bad[:5].tolist()}); "
+            "drop them first (ip.pp.feature_select) or pass standardize=False."
+        )
+    return (X - X.mean(axis=0)) / sd
+
+
+def _train(model: Any, train_kwargs: dict[str, Any], num_threads: int | None) -> tuple[np.ndarray, float, int]:
+    """Train with ``num_threads`` torch threads (restored afterwards); ``(latent, seconds, threads before)``."""
+    import torch
+
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        t0 = time.perf_counter()
+        model.train(**train_kwargs)
+        seconds = time.perf_counter() - t0
+        Z = model.get_latent_representation()
+    finally:
+        torch.set_num_threads(threads_before)
+    return Z, seconds, threads_before
+
+
+def _device(model: Any) -> str:
+    """The device the model trained on (with the GPU's name)."""
+    import torch
+
+    device = str(next(model.module.parameters()).device)
+    if device.startswith("cuda"):
+        device = f"{device} ({torch.cuda.get_device_name()})"
+    return device
+
+
+@doc_params("copy", **INTEGRATION_DOC)
 def scvi(
     adata: AnnData,
     batch_key: str,
@@ -78,15 +119,12 @@ def scvi(
     train_kwargs: dict[str, Any] | None = None,
     return_model: bool = False,
     copy: bool = False,
-):
+) -> Any:
     """Learn a batch-corrected latent space with a Gaussian-likelihood VAE (scvi-tools' CytoVI).
 
     Parameters
     ----------
-    adata
-        Profiles (normalised features).
-    batch_key
-        Batch column of ``adata.obs`` (injected into the decoder).
+    {adata_batch}
     use_rep
         ``"X"`` (default) or an ``.obsm`` key.
     key_added
@@ -119,8 +157,7 @@ def scvi(
         Extra arguments to ``CYTOVI(...)`` and ``CYTOVI.train(...)``.
     return_model
         Return the trained model (with ``copy=True``: ``(adata, model)``).
-    copy
-        Return a modified copy.
+    {copy}
 
     Returns
     -------
@@ -147,16 +184,8 @@ def scvi(
     check_int(max_epochs, "max_epochs", min_value=1, allow_none=True)
     X, codes, levels = prepare(adata, batch_key, use_rep)
     if standardize:
-        sd = X.std(axis=0)
-        bad = np.flatnonzero(sd == 0)
-        if bad.size:
-            raise ValueError(
-                f"scvi: {bad.size} column(s) of {use_rep!r} are constant (e.g. index {bad[:5].tolist()}); "
-                "drop them first (ip.pp.feature_select) or pass standardize=False."
-            )
-        X = (X - X.mean(axis=0)) / sd
+        X = _standardize(X, use_rep)
     scvi_mod, CYTOVI = _import_scvi()
-    import torch
 
     adata = start(adata, copy)
     scvi_mod.settings.seed = seed
@@ -169,30 +198,18 @@ def scvi(
               early_stopping=early_stopping, enable_progress_bar=progress_bar,
               n_epochs_kl_warmup=kl_warmup_epochs(epochs))
     tk.update(train_kwargs or {})
-    threads_before = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    try:
-        t0 = time.perf_counter()
-        model.train(**tk)
-        seconds = time.perf_counter() - t0
-        Z = model.get_latent_representation()
-    finally:
-        torch.set_num_threads(threads_before)
+    Z, seconds, threads_before = _train(model, tk, num_threads)
     trained = int(model.trainer.current_epoch) if getattr(model, "trainer", None) is not None else epochs
     trained = max(trained, 1)
-    device = str(next(model.module.parameters()).device)
-    if device.startswith("cuda"):
-        device = f"{device} ({torch.cuda.get_device_name()})"
     params = dict(batch_key=batch_key, use_rep=use_rep, n_latent=model.module.n_latent, n_hidden=n_hidden,
                   n_layers=n_layers, max_epochs=epochs, batch_size=batch_size, standardize=standardize,
                   accelerator=accelerator, early_stopping=early_stopping, seed=seed,
                   n_epochs_kl_warmup=tk["n_epochs_kl_warmup"], num_threads=num_threads,
                   model_kwargs=model_kwargs or {}, train_kwargs=train_kwargs or {})
-    store(adata, Z, key_added=key_added, function="tl.scvi", params=params, use_rep=use_rep, kind="embedding",
-          n_batches=len(levels), model="scvi.external.CYTOVI", epochs_trained=trained,
-          seconds_train=round(seconds, 3), seconds_per_epoch=round(seconds / trained, 3), device=device,
-          torch_threads=int(num_threads) if num_threads is not None else threads_before)
+    store_correction(adata, Z, key_added=key_added, function="tl.scvi", params=params, use_rep=use_rep, kind="embedding",
+                     n_batches=len(levels), model="scvi.external.CYTOVI", epochs_trained=trained,
+                     seconds_train=round(seconds, 3), seconds_per_epoch=round(seconds / trained, 3), device=_device(model),
+                     torch_threads=int(num_threads) if num_threads is not None else threads_before)
     if return_model:
         return (finish(adata, copy), model) if copy else model
     return finish(adata, copy)
