@@ -111,7 +111,7 @@ def worker(task: str, n: int, p: int, extra: dict) -> dict:
         import harmonypy
 
         import imgprof as ip
-        from imgprof.tl._validate import prepare
+        from imgprof.tl.integrate import prepare
 
         a = _anndata_pcs(n)
         ours, ref = [], []

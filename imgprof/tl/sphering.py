@@ -21,9 +21,11 @@ import pandas as pd
 from anndata import AnnData
 
 from .._core.docs import doc_params
+from .._core.inputs import check_batches
 from .._core.validation import check_obs_keys, finish, resolve_mask, start
 from .._core.whitening import CORRELATION_VARIANTS, SPHERIZE_VARIANTS, fit_whitener, spherize_moments
-from ._validate import check_batches, get_rep, store
+from .integrate import get_rep
+from .integrate import store_correction as store
 
 #: Regularisation values tried by default (added to the singular values, as in pycytominer).
 DEFAULT_EPSILON_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in range(-5, 4))
