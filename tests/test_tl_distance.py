@@ -279,7 +279,8 @@ def test_plate_aware_permutation_removes_a_plate_confound():
 
 
 def test_doctests_of_the_new_modules():
-    for mod in ("imgprof.tl._distance", "imgprof.datasets.simulate_cells", "imgprof.pl.distance"):
+    for mod in ("imgprof.tl._distance", "imgprof.tl._distance_metrics", "imgprof.tl._distance_test",
+                "imgprof.tl._cluster_composition", "imgprof.datasets.simulate_cells", "imgprof.pl.distance"):
         r = doctest.testmod(importlib.import_module(mod), optionflags=doctest.ELLIPSIS)
         assert r.failed == 0 and r.attempted > 0, (mod, r)
 
