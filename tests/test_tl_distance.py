@@ -184,6 +184,23 @@ def test_registry_lists_each_distance_with_its_pertpy_name():
     assert ip.tl.DISTANCES["cosine"].pertpy == "cosine_distance"
     assert ip.tl.DISTANCES["wasserstein"].pertpy is None
     assert set(ip.tl.TESTABLE) <= set(ip.tl.DISTANCES)
+    assert ip.tl.DISTANCES.kind == "distance" and ip.tl.DISTANCES.param == "metric"
+    with pytest.raises(ValueError, match="Did you mean 'edistance'"):
+        ip.tl.group_distances(np.zeros((4, 2)), ["a", "a", "b", "b"], "edistanc")
+
+
+def test_rbf_block_reduction_equals_the_fused_kernel():
+    from imgprof.tl._distance_kernels import reduce_block, reduce_product
+
+    rng = np.random.default_rng(3)
+    A, B = rng.normal(size=(70, 6)), rng.normal(size=(90, 6))
+    na, nb = (A * A).sum(1), (B * B).sum(1)
+    starts, ends = np.array([0, 25, 60], dtype=np.int64), np.array([25, 60, 90], dtype=np.int64)
+    for diag in (-1, 3):
+        want, got = np.empty((70, 3)), np.empty((70, 3))
+        reduce_block(A @ B.T, na, nb, starts, ends, 1, 0.05, diag, want)
+        reduce_product(A @ B.T, na, nb, starts, ends, 1, 0.05, diag, got)
+        np.testing.assert_allclose(got, want, rtol=1e-13)
 
 
 def test_group_cells_sorts_and_counts():
@@ -279,7 +296,8 @@ def test_plate_aware_permutation_removes_a_plate_confound():
 
 
 def test_doctests_of_the_new_modules():
-    for mod in ("imgprof.tl._distance", "imgprof.datasets.simulate_cells", "imgprof.pl.distance"):
+    for mod in ("imgprof.tl._distance", "imgprof.tl._distance_metrics", "imgprof.tl._distance_test",
+                "imgprof.tl._cluster_composition", "imgprof.datasets.simulate_cells", "imgprof.pl.distance"):
         r = doctest.testmod(importlib.import_module(mod), optionflags=doctest.ELLIPSIS)
         assert r.failed == 0 and r.attempted > 0, (mod, r)
 

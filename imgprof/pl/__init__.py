@@ -8,15 +8,10 @@ One helper (``imgprof.pl._utils.savefig_or_show``) does this for all of them.
 matplotlib is imported only when a plot is drawn.
 """
 
+from .bench import benchmark_table, plot_results_table
+from .distance import cluster_fractions, distance_heatmap, distance_volcano
 from .embedding import embedding, pca, umap
 from .features import feature_group_summary, feature_groups
-from .plate import plate_layout
-from .retrieval import map_scatter, percent_replicating
-
-__all__ = ["embedding", "feature_group_summary", "feature_groups", "plate_layout"]
-__all__ += ["map_scatter", "percent_replicating"]
-__all__ += ["pca", "umap"]
-
 from .mm import (
     mm_complementarity,
     mm_cross_retrieval,
@@ -24,16 +19,16 @@ from .mm import (
     mm_join_report,
     mm_retrieval,
 )
+from .plate import plate_layout
+from .retrieval import map_scatter, percent_replicating
 
+__all__ = ["embedding", "feature_group_summary", "feature_groups", "plate_layout"]
+__all__ += ["map_scatter", "percent_replicating"]
+__all__ += ["pca", "umap"]
 __all__ += ["mm_complementarity", "mm_cross_retrieval", "mm_embedding", "mm_join_report", "mm_retrieval"]
-
-from .bench import benchmark_table, plot_results_table
-
 __all__ += ["benchmark_table", "plot_results_table"]
-
-from .distance import cluster_fractions, distance_heatmap, distance_volcano
-
 __all__ += ["cluster_fractions", "distance_heatmap", "distance_volcano"]
+
 
 def __dir__() -> list[str]:
     """Public API only, so tab completion shows no submodule or import leftovers."""

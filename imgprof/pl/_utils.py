@@ -25,6 +25,19 @@ import os
 import sys
 from pathlib import Path
 
+#: Parameter text shared by every ``ip.pl`` function (filled in by :func:`imgprof._core.docs.doc_params`;
+#: ``show`` / ``save`` / ``return_fig`` describe :func:`savefig_or_show`, scanpy's convention).
+PLOT_DOC: dict[str, str] = {
+    "ax": "ax\n    Matplotlib axes to draw on (a new figure otherwise).",
+    "ax_panel": "ax\n    Matplotlib axes to draw one panel on.",
+    "show": "show\n    Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.",
+    "save": ("save\n    ``True`` or a scanpy-style suffix (``\"_batch.png\"``) saves into ``sc.settings.figdir`` as\n"
+             "    ``<plot name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is."),
+    "return_fig": "return_fig\n    Return the matplotlib ``Figure`` instead of the axes.",
+}
+#: ``show``, ``save`` and ``return_fig`` together, the three that follow every plot's own parameters.
+PLOT_DOC["show_save"] = "\n".join(PLOT_DOC[k] for k in ("show", "save", "return_fig"))
+
 _SCANPY_DEFAULTS = {"autoshow": True, "autosave": False, "figdir": "figures", "file_format_figs": "pdf",
                     "plot_suffix": ""}
 _EXTS = (".svg", ".pdf", ".png")

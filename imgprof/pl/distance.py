@@ -7,19 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ._utils import get_ax
-
-
-def _done(fig, ax, *, show: bool | None, save: str | None, return_fig: bool):
-    """scanpy's return convention: ``None`` when shown, the figure with ``return_fig``, else the axes."""
-    import matplotlib.pyplot as plt
-
-    if save:
-        fig.savefig(save, bbox_inches="tight", dpi=150)
-    if show:
-        plt.show()
-        return None
-    return fig if return_fig else ax
+from .._core.docs import doc_params
+from ._utils import PLOT_DOC, finish, get_ax
 
 
 def _uns(adata, key: str, fn: str):
@@ -29,6 +18,7 @@ def _uns(adata, key: str, fn: str):
     return adata.uns[key]
 
 
+@doc_params(**PLOT_DOC)
 def distance_heatmap(
     adata,
     key: str = "distance_edistance",
@@ -40,7 +30,7 @@ def distance_heatmap(
     ax=None,
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Heatmap of the group × group distance matrix written by :func:`imgprof.tl.distance`.
@@ -59,14 +49,10 @@ def distance_heatmap(
         Matplotlib colormap.
     annotate
         Write the values in the cells (default: when at most 15 groups).
-    ax
-        Axes to draw on (a new figure otherwise).
+    {ax}
     title
         Axes title (default: the metric).
-    show, save
-        Show the figure / save it to this path.
-    return_fig
-        Return the figure instead of the axes.
+    {show_save}
 
     Returns
     -------
@@ -113,9 +99,10 @@ def distance_heatmap(
                 ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7,
                         color="white" if v < 0.5 * vmax else "black")
     ax.set_title(title if title is not None else str(res.get("params", {}).get("metric", key)))
-    return _done(fig, ax, show=show, save=save, return_fig=return_fig)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params(**PLOT_DOC)
 def distance_volcano(
     adata,
     key: str = "distance_test",
@@ -127,7 +114,7 @@ def distance_volcano(
     ax=None,
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Volcano-style plot of each perturbation: distance to controls (x) against −log10 p (y).
@@ -146,14 +133,10 @@ def distance_volcano(
         Annotate this many perturbations with the largest distances among the significant ones.
     colors
         Colours of significant and non-significant perturbations.
-    ax
-        Axes to draw on (a new figure otherwise).
+    {ax}
     title
         Axes title (default: counts of significant perturbations).
-    show, save
-        Show the figure / save it to this path.
-    return_fig
-        Return the figure instead of the axes.
+    {show_save}
 
     Returns
     -------
@@ -187,9 +170,10 @@ def distance_volcano(
     ax.set_ylabel(f"−log10({p_col.replace('_', ' ')})")
     ax.set_title(title if title is not None else f"{int(sig.sum())} / {len(p)} perturbations with {p_col} < {threshold}")
     ax.legend(frameon=False, fontsize=7, loc="lower right")
-    return _done(fig, ax, show=show, save=save, return_fig=return_fig)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params(**PLOT_DOC)
 def cluster_fractions(
     adata,
     key: str = "cluster_composition",
@@ -199,7 +183,7 @@ def cluster_fractions(
     cmap: str = "tab20",
     title: str | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Stacked bars of each group's cell-state (cluster) fractions from :func:`imgprof.tl.cluster_composition`.
@@ -212,16 +196,12 @@ def cluster_fractions(
         ``.uns`` key.
     groups
         Subset and order of groups (default: all, the reference last as computed).
-    ax
-        Axes to draw on (a new figure otherwise).
+    {ax}
     cmap
         Colormap for the clusters.
     title
         Axes title.
-    show, save
-        Show the figure / save it to this path.
-    return_fig
-        Return the figure instead of the axes.
+    {show_save}
 
     Returns
     -------
@@ -251,4 +231,4 @@ def cluster_fractions(
     ax.legend(title="cluster", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=7, frameon=False)
     if title:
         ax.set_title(title)
-    return _done(fig, ax, show=show, save=save, return_fig=return_fig)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)

@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._core.docs import doc_params
 from .._core.validation import as_list, check_obs_keys
-from ._utils import savefig_or_show
+from ._utils import PLOT_DOC, savefig_or_show
 
 #: ``.obs`` columns tried, in order, as the default colour when ``color=None``.
 DEFAULT_COLORS = ("Metadata_Batch", "Metadata_Plate")
 
+
+#: Parameter text shared by :func:`embedding`, :func:`umap` and :func:`pca`.
+_EMB_DOC = PLOT_DOC | {
+    "emb_color": "\n".join([
+        "color\n    Column(s) of ``.obs`` or feature names; ``None`` → ``Metadata_Batch``\n"
+        "    (or ``Metadata_Plate``) when present.",
+        PLOT_DOC["ax_panel"], PLOT_DOC["show_save"]]),
+    "emb_kwargs": "**kwargs\n    Passed to :func:`scanpy.pl.embedding` (``size``, ``palette``, ``legend_loc``, ``ncols``...).",
+    "emb_returns": ("Axes, list of Axes, Figure or None\n    The axes (a list for several colours); the figure with "
+                    "``return_fig=True``;\n    ``None`` when shown."),
+}
 
 def _default_color(adata, color):
     if color is not None:
@@ -46,6 +58,7 @@ def _draw(adata, key: str, color, *, ax, show, save, return_fig, writekey: str, 
     return savefig_or_show(first.figure, axes, show=show, save=save, return_fig=return_fig, writekey=writekey)
 
 
+@doc_params(**_EMB_DOC)
 def embedding(
     adata,
     basis: str = "umap",
@@ -69,26 +82,12 @@ def embedding(
         Profiles with an embedding in ``.obsm``.
     basis
         ``"umap"``, ``"pca"``, ``"harmony"``... (``X_`` prefix optional).
-    color
-        Column(s) of ``.obs`` or feature names; ``None`` → ``Metadata_Batch``
-        (or ``Metadata_Plate``) when present.
-    ax
-        Matplotlib axes to draw one panel on.
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<basis><suffix>`` (e.g. ``figures/umap_batch.png``); a path with a directory is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
-    **kwargs
-        Passed to :func:`scanpy.pl.embedding` (``size``, ``palette``, ``legend_loc``, ``ncols``...).
+    {emb_color}
+    {emb_kwargs}
 
     Returns
     -------
-    Axes, list of Axes, Figure or None
-        The axes (a list for several colours); the figure with ``return_fig=True``;
-        ``None`` when shown.
+    {emb_returns}
 
     Examples
     --------
@@ -104,6 +103,7 @@ def embedding(
                  writekey=key[2:], **kwargs)
 
 
+@doc_params(**_EMB_DOC)
 def umap(
     adata,
     color: str | Sequence[str] | None = None,
@@ -120,25 +120,12 @@ def umap(
     ----------
     adata
         Profiles after ``ip.tl.umap`` (or ``sc.tl.umap``).
-    color
-        Column(s) of ``.obs`` or feature names; ``None`` → ``Metadata_Batch``
-        (or ``Metadata_Plate``) when present.
-    ax
-        Matplotlib axes to draw one panel on.
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow``. A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix: ``save="_moa.png"`` writes
-        ``{sc.settings.figdir}/umap_moa.png``; a path with a directory is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
-    **kwargs
-        Passed to :func:`scanpy.pl.embedding`.
+    {emb_color}
+    {emb_kwargs}
 
     Returns
     -------
-    Axes, list of Axes, Figure or None
-        As :func:`embedding`.
+    {emb_returns}
 
     Examples
     --------
@@ -151,6 +138,7 @@ def umap(
                  writekey="umap", **kwargs)
 
 
+@doc_params(**_EMB_DOC)
 def pca(
     adata,
     color: str | Sequence[str] | None = None,
@@ -177,22 +165,13 @@ def pca(
         (or ``Metadata_Plate``) when present.
     components
         Which components, scanpy-style (``"1,2"``, ``["1,2", "2,3"]``); default ``"1,2"``.
-    ax
-        Matplotlib axes to draw one panel on.
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow``. A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix: ``save="_batch.pdf"`` writes
-        ``{sc.settings.figdir}/pca_batch.pdf``; a path with a directory is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
-    **kwargs
-        Passed to :func:`scanpy.pl.embedding`.
+    {ax_panel}
+    {show_save}
+    {emb_kwargs}
 
     Returns
     -------
-    Axes, list of Axes, Figure or None
-        As :func:`embedding`.
+    {emb_returns}
 
     Examples
     --------

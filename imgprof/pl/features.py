@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.validation import get_matrix, resolve_mask
-from ._utils import finish, get_ax
+from ._utils import PLOT_DOC, finish, get_ax
 
 
 def feature_group_summary(
     adata,
     *,
-    groupby: str | list[str] = ("compartment", "feature_group"),
+    groupby: str | Sequence[str] = ("compartment", "feature_group"),
     samples=None,
     layer: str | None = None,
     stat: str = "mean_abs",
@@ -66,10 +69,11 @@ def feature_group_summary(
     return out.sort_values("score", ascending=False)
 
 
+@doc_params(**PLOT_DOC)
 def feature_groups(
     adata,
     *,
-    groupby: str | list[str] = ("compartment", "feature_group"),
+    groupby: str | Sequence[str] = ("compartment", "feature_group"),
     samples=None,
     layer: str | None = None,
     stat: str = "mean_abs",
@@ -86,15 +90,8 @@ def feature_groups(
         Profiles whose ``.var`` holds anatomy columns (``compartment``, ``feature_group``, ``channel``).
     groupby, samples, layer, stat
         As in :func:`feature_group_summary`.
-    ax
-        Matplotlib axes to draw on (a new figure otherwise).
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {ax}
+    {show_save}
 
     Returns
     -------

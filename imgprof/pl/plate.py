@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.validation import check_obs_keys
-from ._utils import finish, get_ax
+from ._utils import PLOT_DOC, finish, get_ax
 
 _WELL = re.compile(r"^([A-Za-z]{1,2})(\d{1,2})$")
 
@@ -39,6 +40,7 @@ def well_to_rowcol(wells) -> tuple[np.ndarray, np.ndarray]:
     return np.array(rows), np.array(cols)
 
 
+@doc_params(**PLOT_DOC)
 def plate_layout(
     adata,
     color: str = "Metadata_Count_Cells",
@@ -70,19 +72,14 @@ def plate_layout(
         Metadata columns naming plate and well.
     cmap
         Matplotlib colour map.
-    ax
-        Matplotlib axes to draw on (a new figure otherwise).
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
+    {ax}
+    {show}
+    {save}
     vmin, vmax
         Colour scale limits (default: the data range). Boolean QC flags
         (``Metadata_qc_*``) default to ``0`` and ``1`` so that 0 (not flagged)
         is always the bottom colour of ``cmap``.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {return_fig}
 
     Returns
     -------
@@ -106,7 +103,9 @@ def plate_layout(
     else:
         mask = np.ones(adata.n_obs, dtype=bool)
     if color in obs.columns:
-        values = pd.to_numeric(obs.loc[mask, color].astype(float if obs[color].dtype == bool else obs[color].dtype), errors="coerce").to_numpy(dtype=float)
+        col = obs.loc[mask, color]
+        values = pd.to_numeric(col.astype(float if obs[color].dtype == bool else obs[color].dtype),
+                               errors="coerce").to_numpy(dtype=float)
     elif color in adata.var_names:
         X = adata[mask, color].X
         values = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=float).ravel()

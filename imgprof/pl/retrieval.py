@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._utils import finish, get_ax
+from .._core.docs import doc_params
+from ._utils import PLOT_DOC, finish, get_ax
 
 
+@doc_params(**PLOT_DOC)
 def map_scatter(
     map_df: pd.DataFrame,
     *,
@@ -37,19 +39,12 @@ def map_scatter(
     label
         Column naming each group; with ``n_labels > 0`` the most significant
         groups are annotated.
-    ax
-        Matplotlib axes to draw on (a new figure otherwise).
+    {ax}
     colors
         Colours of significant and non-significant groups.
     title
         Axes title; default reports the share of significant groups.
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {show_save}
     n_labels
         Write ``label`` next to the ``n_labels`` most significant points (0 = none).
 
@@ -96,6 +91,7 @@ def map_scatter(
     return finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params(**PLOT_DOC)
 def percent_replicating(
     result,
     *,
@@ -116,19 +112,12 @@ def percent_replicating(
         :func:`imgprof.metrics.percent_replicating` or :func:`~imgprof.metrics.percent_matching`.
     bins
         Histogram bins (shared by both distributions).
-    ax
-        Matplotlib axes (a new figure otherwise).
+    {ax}
     colors
         Colours of the observed and null distributions.
     title
         Default reports the percent replicating/matching.
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {show_save}
 
     Returns
     -------
@@ -151,10 +140,13 @@ def percent_replicating(
     null = result.null_values
     both = np.concatenate([obs, null]) if null.size else obs
     edges = np.histogram_bin_edges(both, bins=bins)
-    ax.hist(null, bins=edges, density=True, color=colors[1], alpha=0.6, label="null (non-replicates)" if result.kind == "replicating" else "null (non-matching)")
-    ax.hist(obs, bins=edges, density=True, color=colors[0], alpha=0.6, label="replicates" if result.kind == "replicating" else "matching")
+    rep = result.kind == "replicating"
+    ax.hist(null, bins=edges, density=True, color=colors[1], alpha=0.6,
+            label="null (non-replicates)" if rep else "null (non-matching)")
+    ax.hist(obs, bins=edges, density=True, color=colors[0], alpha=0.6, label="replicates" if rep else "matching")
     if null.size:
-        ax.axvline(np.quantile(null, 1 - result.alpha), color="k", ls="--", lw=0.8, label=f"null {100 * (1 - result.alpha):.0f}th pct (pooled)")
+        ax.axvline(np.quantile(null, 1 - result.alpha), color="k", ls="--", lw=0.8,
+                   label=f"null {100 * (1 - result.alpha):.0f}th pct (pooled)")
     ax.set_xlabel(f"median pairwise {result.method} correlation")
     ax.set_ylabel("density")
     ax.set_title(title if title is not None else f"percent {result.kind}: {100 * result.percent:.1f}%")
