@@ -66,8 +66,9 @@ def test_registered_entry_conventions(kind, name):
     entry = REGISTRIES[kind].get(name)
     obj = entry.obj
     assert obj is not None
-    doc = inspect.getdoc(obj) or ""
-    assert doc.strip(), f"{kind} {name!r}: no docstring"
+    doc = (inspect.getdoc(obj) or "") if (inspect.isfunction(obj) or inspect.isclass(obj)) else ""
+    described = doc.strip() or str(entry.meta.get("description", "")).strip()
+    assert described, f"{kind} {name!r}: neither a docstring nor a description"
     target = obj.__call__ if (not inspect.isfunction(obj) and not inspect.isclass(obj) and callable(obj)) else obj
     if inspect.isfunction(target):
         assert not _untyped(target), f"{kind} {name!r}: untyped {_untyped(target)}"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import imgprof as ip
-from imgprof.pp.feature_select import _frequency_stats, _pearson_pairwise, load_blocklist
+from imgprof.pp.feature_select import frequency_stats, pearson_pairwise, load_blocklist
 
 OPS = ["drop_na_columns", "variance_threshold", "frequency_threshold", "correlation_threshold", "blocklist", "drop_outliers"]
 
@@ -107,14 +107,14 @@ def test_kernels_match_pandas():
     X = np.round(rng.normal(size=(60, 6)), 1)
     X[rng.random(X.shape) < 0.1] = np.nan
     X[:, 5] = 1.0
-    ratio, n_unique = _frequency_stats(X)
+    ratio, n_unique = frequency_stats(X)
     df = pd.DataFrame(X)
     for j in range(6):
         vc = df[j].value_counts()
         exp = vc.iloc[1] / vc.iloc[0] if len(vc) >= 2 else 0.0
         assert ratio[j] == pytest.approx(exp)
         assert n_unique[j] == df[j].nunique()
-    C = _pearson_pairwise(X[:, :5])
+    C = pearson_pairwise(X[:, :5])
     np.testing.assert_allclose(C, df.iloc[:, :5].corr().to_numpy(), atol=1e-12)
 
 

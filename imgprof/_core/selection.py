@@ -19,10 +19,15 @@ that is already boolean. An empty selection is an error naming the query.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+#: What ``controls=``, ``samples=``, ``negcon=`` and ``query=`` accept: an ``.obs`` query string, a boolean
+#: column name, a boolean mask (array or Series), a list of obs names, or ``None`` (see :func:`resolve_rows`).
+Selection = str | Sequence[str] | np.ndarray | pd.Series | None
 
 __all__ = ["check_bool_vector", "resolve_features", "resolve_rows"]
 

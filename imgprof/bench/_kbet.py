@@ -39,7 +39,7 @@ def _kbet_from_batch_ids(neigh_batch_ids: np.ndarray, batch_codes: np.ndarray, n
     return stats, pvals
 
 
-def kbet(X: Neighbors, batches, alpha: float = 0.05) -> tuple[float, np.ndarray, np.ndarray]:
+def kbet(X: Neighbors, batches: np.ndarray, alpha: float = 0.05) -> tuple[float, np.ndarray, np.ndarray]:
     """kBET (Büttner et al. 2019) on a kNN graph: share of neighbourhoods whose batch mix passes a χ² test.
 
     Each observation's neighbourhood (self included, as in scib-metrics /
@@ -125,8 +125,8 @@ def _diffusion_nn(conn: sparse.spmatrix, k: int, n_comps: int) -> Neighbors:
 
 def kbet_per_label(
     X: Neighbors,
-    batches,
-    labels,
+    batches: np.ndarray,
+    labels: np.ndarray,
     alpha: float = 0.05,
     diffusion_n_comps: int = 100,
     return_df: bool = False,

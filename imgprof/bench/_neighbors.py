@@ -231,7 +231,7 @@ def self_first(idx: np.ndarray, dist: np.ndarray) -> None:
 
 
 def knn(
-    X,
+    X: np.ndarray,
     n_neighbors: int = 90,
     *,
     method: Literal["auto", "exact", "pynndescent"] = "auto",

@@ -53,8 +53,8 @@ __all__ = [
 
 def silhouette_batch(
     X: np.ndarray,
-    labels,
-    batch,
+    labels: np.ndarray,
+    batch: np.ndarray,
     rescale: bool = True,
     metric: Literal["euclidean", "cosine"] = "euclidean",
     between_cluster_distances: BetweenCluster = "nearest",
@@ -125,8 +125,8 @@ def silhouette_batch(
 
 def bras(
     X: np.ndarray,
-    labels,
-    batch,
+    labels: np.ndarray,
+    batch: np.ndarray,
     metric: Literal["euclidean", "cosine"] = "cosine",
     between_cluster_distances: Literal["mean_other", "furthest"] = "mean_other",
     *,
@@ -172,7 +172,7 @@ def bras(
 # --------------------------------------------------------------------------- LISI
 
 
-def lisi_knn(X: Neighbors, labels, perplexity: float | None = None) -> np.ndarray:
+def lisi_knn(X: Neighbors, labels: np.ndarray, perplexity: float | None = None) -> np.ndarray:
     """Local inverse Simpson index of every observation (Korsunsky et al. 2019).
 
     ``perplexity`` defaults to ``n_neighbors // 3``. Observations whose
@@ -209,7 +209,7 @@ def lisi_knn(X: Neighbors, labels, perplexity: float | None = None) -> np.ndarra
     return 1 / simpson_index(P, H, nn.indices, codes, L)
 
 
-def ilisi_knn(X: Neighbors, batches, perplexity: float | None = None, scale: bool = True) -> float:
+def ilisi_knn(X: Neighbors, batches: np.ndarray, perplexity: float | None = None, scale: bool = True) -> float:
     """Integration LISI: effective number of batches in each neighbourhood, median over observations.
 
     ``scale=True`` maps it to ``[0, 1]`` as ``(iLISI - 1) / (n_batches - 1)`` (scib).
@@ -251,7 +251,7 @@ def ilisi_knn(X: Neighbors, batches, perplexity: float | None = None, scale: boo
 # --------------------------------------------------------------------------- graph connectivity
 
 
-def graph_connectivity(X: Neighbors, labels) -> float:
+def graph_connectivity(X: Neighbors, labels: np.ndarray) -> float:
     """Graph connectivity (scib): per label, the share of its observations in the largest
     strongly connected component of the kNN graph restricted to that label; mean over labels.
 
@@ -292,7 +292,7 @@ def graph_connectivity(X: Neighbors, labels) -> float:
 
 
 def principal_component_regression(
-    X: np.ndarray, covariate, categorical: bool = False, n_components: int | None = None
+    X: np.ndarray, covariate: np.ndarray, categorical: bool = False, n_components: int | None = None
 ) -> float:
     """Variance of ``X`` explained by ``covariate`` through its principal components (scib's ``pc_regression``).
 
@@ -328,7 +328,7 @@ def principal_component_regression(
 def pcr_comparison(
     X_pre: np.ndarray,
     X_post: np.ndarray,
-    covariate,
+    covariate: np.ndarray,
     scale: bool = True,
     categorical: bool | None = None,
     n_components: int | None = None,
@@ -393,7 +393,9 @@ def pcr_comparison(
     return float(pcr_post - pcr_pre)
 
 
-def batch_neighbor_share(X, batches, k: int = 10, *, exclude=None) -> dict[str, float]:
+def batch_neighbor_share(
+    X: np.ndarray, batches: np.ndarray, k: int = 10, *, exclude: np.ndarray | None = None
+) -> dict[str, float]:
     """Share of each profile's ``k`` nearest neighbours that come from its own batch.
 
     The plainest batch-mixing number: 1.0 means every neighbour is from the same

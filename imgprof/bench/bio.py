@@ -36,7 +36,7 @@ __all__ = [
 
 def silhouette_label(
     X: np.ndarray,
-    labels,
+    labels: np.ndarray,
     rescale: bool = True,
     metric: Literal["euclidean", "cosine"] = "euclidean",
     *,
@@ -96,8 +96,8 @@ def isolated_labels_from_silhouette(sil: np.ndarray, labels: np.ndarray, batch: 
 
 def isolated_labels(
     X: np.ndarray,
-    labels,
-    batch,
+    labels: np.ndarray,
+    batch: np.ndarray,
     rescale: bool = True,
     iso_threshold: int | None = None,
     *,
@@ -145,7 +145,7 @@ def isolated_labels(
     return isolated_labels_from_silhouette(sil, labels, batch, rescale, iso_threshold)
 
 
-def clisi_knn(X: Neighbors, labels, perplexity: float | None = None, scale: bool = True) -> float:
+def clisi_knn(X: Neighbors, labels: np.ndarray, perplexity: float | None = None, scale: bool = True) -> float:
     """Cell-type (label) LISI, median over observations; ``scale`` maps it to ``[0, 1]`` as
     ``(n_labels - cLISI) / (n_labels - 1)`` (scib), 1 = neighbourhoods of a single label.
 
@@ -198,7 +198,7 @@ def _nmi_ari(labels, pred) -> tuple[float, float]:
     )
 
 
-def nmi_ari_cluster_labels_kmeans(X: np.ndarray, labels, *, seed: int = 0, n_init: int = 1) -> dict[str, float]:
+def nmi_ari_cluster_labels_kmeans(X: np.ndarray, labels: np.ndarray, *, seed: int = 0, n_init: int = 1) -> dict[str, float]:
     """NMI and ARI between k-means clusters (k = number of labels) and the labels.
 
     scib-metrics runs its own JAX k-means (k-means++ init, one start); this uses
@@ -255,7 +255,7 @@ def _leiden(conn, resolution: float, seed: int) -> np.ndarray:
 
 def nmi_ari_cluster_labels_leiden(
     X: Neighbors,
-    labels,
+    labels: np.ndarray,
     optimize_resolution: bool = True,
     resolution: float = 1.0,
     n_jobs: int = 1,
@@ -355,10 +355,10 @@ _MAP_DOC = {
 @doc_params(**_MAP_DOC)
 def map_nonrep(
     X: np.ndarray,
-    labels,
-    negcon=None,
+    labels: np.ndarray,
+    negcon: np.ndarray | None = None,
     *,
-    groups=None,
+    groups: np.ndarray | None = None,
     metric: str = "cosine",
     return_ap: bool = False,
 ) -> float | tuple[float, pd.DataFrame]:
@@ -414,10 +414,10 @@ def map_nonrep(
 @doc_params(**_MAP_DOC)
 def map_negcon(
     X: np.ndarray,
-    labels,
-    negcon,
+    labels: np.ndarray,
+    negcon: np.ndarray | None,
     *,
-    groups=None,
+    groups: np.ndarray | None = None,
     metric: str = "cosine",
     return_ap: bool = False,
 ) -> float | tuple[float, pd.DataFrame]:

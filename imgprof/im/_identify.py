@@ -14,17 +14,17 @@ from scipy import ndimage as ndi
 
 from .._core.registry import Registry
 from ._segment_kernels import (
-    _EIGHT,
-    _check_image,
-    _check_labels,
-    _declump,
-    _filter_objects,
-    _map_to_primary,
-    _outline,
-    _relabel_sequential,
-    _smooth_with_mask,
-    _touching_border,
+    EIGHT,
+    declump_objects,
+    check_image,
+    check_labels,
     fill_labeled_holes,
+    filter_objects,
+    map_to_primary,
+    outline,
+    relabel_sequential,
+    smooth_with_mask,
+    touching_border,
 )
 
 __all__ = [
@@ -123,7 +123,7 @@ def threshold_image(
     >>> 0 < threshold_image(img, "otsu") < 1
     True
     """
-    image = _check_image(image)
+    image = check_image(image)
     data = image[mask] if mask is not None else image.ravel()
     if isinstance(method, (int, float)) and not isinstance(method, bool):
         return float(method)
@@ -241,7 +241,7 @@ def identify_primary(
     >>> identify_primary(img, diameter=(5, 40)).count
     2
     """
-    image = _check_image(image)
+    image = check_image(image)
     mask = np.ones(image.shape, bool) if mask is None else np.asarray(mask, bool)
     dmin, dmax = float(diameter[0]), float(diameter[1])
     if not 0 < dmin <= dmax:
@@ -255,20 +255,20 @@ def identify_primary(
 
     thr = threshold_image(image, threshold, correction=threshold_correction, bounds=threshold_bounds, mask=mask)
     sigma = 1.0 if threshold_smoothing_scale is None else threshold_smoothing_scale / 0.6744 / 2.0
-    blurred = _smooth_with_mask(image, sigma, mask) if sigma > 0 else image
+    blurred = smooth_with_mask(image, sigma, mask) if sigma > 0 else image
     binary = (blurred >= thr) & mask
     if fill_holes in ("both", "thresholding"):
         binary = fill_labeled_holes(binary, max_hole_area=dmax * dmax)
-    labeled, n = ndi.label(binary, _EIGHT)
+    labeled, n = ndi.label(binary, EIGHT)
     if declump != "none" and n > 0:
-        labeled = _declump(image, labeled, dmin, declump=declump, dividing_lines=dividing_lines,
+        labeled = declump_objects(image, labeled, dmin, declump=declump, dividing_lines=dividing_lines,
                            smoothing_filter_size=smoothing_filter_size, maxima_suppression=maxima_suppression,
                            low_res_maxima=low_res_maxima)
     unedited = labeled.copy()
-    labeled, small_removed = _filter_objects(labeled, dmin, dmax, exclude_border=exclude_border, exclude_size=exclude_size)
+    labeled, small_removed = filter_objects(labeled, dmin, dmax, exclude_border=exclude_border, exclude_size=exclude_size)
     if fill_holes in ("both", "after_declumping"):
         labeled = fill_labeled_holes(labeled)
-    labeled = _relabel_sequential(labeled)
+    labeled = relabel_sequential(labeled)
     params = dict(diameter=(dmin, dmax), threshold=threshold, threshold_correction=threshold_correction,
                   declump=declump, exclude_border=exclude_border, exclude_size=exclude_size, fill_holes=fill_holes)
     return PrimaryObjects(labels=labeled, unedited=unedited, small_removed=small_removed, threshold=thr, params=params)
@@ -385,16 +385,16 @@ def identify_secondary(
     >>> int((cells == 1).sum()) > int((nuc.labels == 1).sum())
     True
     """
-    image = _check_image(image, "image")
+    image = check_image(image, "image")
     mask = np.ones(image.shape, bool) if mask is None else np.asarray(mask, bool)
     if isinstance(primary, PrimaryObjects):
-        final = _check_labels(primary.labels, "primary.labels", image.shape)
+        final = check_labels(primary.labels, "primary.labels", image.shape)
         labels_in = primary.unedited.copy().astype(np.int32)
         touching = np.zeros(int(labels_in.max(initial=0)) + 1, bool)
-        touching[_touching_border(labels_in)] = True
+        touching[touching_border(labels_in)] = True
         labels_in[(~touching[labels_in]) & (final == 0)] = 0
     else:
-        final = _check_labels(primary, "primary", image.shape)
+        final = check_labels(primary, "primary", image.shape)
         labels_in = final.copy()
     if not isinstance(method, str) or method not in SECONDARY_METHODS:
         raise ValueError(f"method={method!r}: expected {_SECONDARY_CHOICES}.")
@@ -403,15 +403,15 @@ def identify_secondary(
     if grow["threshold"]:
         thr = threshold_image(image, threshold, correction=threshold_correction, bounds=threshold_bounds, mask=mask)
         sig = threshold_smoothing_scale / 0.6744 / 2.0 if threshold_smoothing_scale else 0.0
-        src = _smooth_with_mask(image, sig, mask) if sig > 0 else image
+        src = smooth_with_mask(image, sig, mask) if sig > 0 else image
         foreground = (src >= thr) & mask
     labels_out = grow.obj(image, labels_in, foreground, mask, regularization=regularization, distance=distance)
     labels_out = np.asarray(labels_out, np.int32)
     if fill_holes:
         labels_out = fill_labeled_holes(labels_out)
-    out = _map_to_primary(labels_out, final)
+    out = map_to_primary(labels_out, final)
     if exclude_border:
-        touching = _touching_border(out)
+        touching = touching_border(out)
         if len(touching):
             out[np.isin(out, touching)] = 0
     return out
@@ -445,10 +445,10 @@ def identify_tertiary(larger: np.ndarray, smaller: np.ndarray, *, shrink: bool =
     >>> int(identify_tertiary(cells, nuc, shrink=False).astype(bool).sum())
     40
     """
-    larger = _check_labels(larger, "larger")
-    smaller = _check_labels(smaller, "smaller", larger.shape)
+    larger = check_labels(larger, "larger")
+    smaller = check_labels(smaller, "smaller", larger.shape)
     out = larger.copy()
-    keep = (smaller == 0) | _outline(smaller) if shrink else smaller == 0
+    keep = (smaller == 0) | outline(smaller) if shrink else smaller == 0
     out[~keep] = 0
     return out
 
@@ -476,8 +476,8 @@ def relate_objects(parent: np.ndarray, child: np.ndarray) -> np.ndarray:
     >>> relate_objects(p, c).tolist()
     [2, 1]
     """
-    parent = _check_labels(parent, "parent")
-    child = _check_labels(child, "child", parent.shape)
+    parent = check_labels(parent, "parent")
+    child = check_labels(child, "child", parent.shape)
     n = int(child.max(initial=0))
     m = (child > 0) & (parent > 0)
     if n == 0:

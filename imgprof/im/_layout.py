@@ -101,7 +101,7 @@ def _channel_names(tokens: list[str], channels) -> dict[str, str]:
     return dict(zip(tokens, names))
 
 
-def _from_folder(folder: Path, pattern, channels, extensions, recursive, metadata) -> tuple[pd.DataFrame, list[str], list[str]]:
+def from_folder(folder: Path, pattern, channels, extensions, recursive, metadata) -> tuple[pd.DataFrame, list[str], list[str]]:
     pattern, matched, unmatched = _scan_folder(folder, pattern, extensions, recursive)
     chan_group = "Channel" if "Channel" in re.compile(pattern).groupindex else "ChannelNumber"
     tokens = [g[chan_group] for _, g in matched]
@@ -178,7 +178,7 @@ def _table_paths(df: pd.DataFrame, old: str, new: str, base: Path | None, errors
     return paths
 
 
-def _from_table(df: pd.DataFrame, base: Path | None, channels) -> tuple[pd.DataFrame, list[str], list[str]]:
+def from_table(df: pd.DataFrame, base: Path | None, channels) -> tuple[pd.DataFrame, list[str], list[str]]:
     if df.shape[0] == 0:
         raise ValueError("load-data table: no rows.")
     found = [c.removeprefix("FileName_") for c in df.columns if c.startswith("FileName_")]

@@ -45,7 +45,7 @@ def _import_cp_measure():
     return bulk
 
 
-def _functions(accelerator: str | None, legacy: bool) -> tuple[dict, dict, dict]:
+def measurement_functions(accelerator: str | None, legacy: bool) -> tuple[dict, dict, dict]:
     """Fetch cp-measure's measurement functions for an accelerator without leaving global state changed."""
     import cp_measure
 
@@ -129,7 +129,7 @@ def _neighbors(fn, clean: np.ndarray, method: str | int) -> dict[str, np.ndarray
 
 
 @dataclass
-class _Context:
+class Context:
     """What every feature group of one :func:`~imgprof.im.measure.measure_objects` call needs."""
 
     core: dict
@@ -149,7 +149,7 @@ class _Context:
 
 
 @MEASUREMENTS.register("AreaShape", scope="objects")
-def _area_shape(ctx: _Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
+def _area_shape(ctx: Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
     """MeasureObjectSizeShape: size, shape, Zernike and Feret features of the objects."""
     advanced = ctx.options["advanced_shape"]
     r = ctx.timed("AreaShape", ctx.core["sizeshape"], clean, None, calculate_advanced=advanced, new_features=advanced)
@@ -160,7 +160,7 @@ def _area_shape(ctx: _Context, comp: str, clean: np.ndarray) -> dict[str, np.nda
 
 
 @MEASUREMENTS.register("Intensity", scope="channel")
-def _intensity(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+def _intensity(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
     """MeasureObjectIntensity on one channel."""
     r = ctx.timed("Intensity", ctx.core["intensity"], clean, ctx.images[ch])
     # 'Intensity_MeanIntensity' / 'Location_CenterMassIntensity_X': the channel goes last
@@ -168,7 +168,7 @@ def _intensity(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str
 
 
 @MEASUREMENTS.register("Texture", scope="channel")
-def _texture(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+def _texture(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
     """MeasureTexture (Haralick) on one channel, at every ``texture_scales`` scale."""
     out = {}
     for s in ctx.options["texture_scales"]:
@@ -179,14 +179,14 @@ def _texture(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, 
 
 
 @MEASUREMENTS.register("Granularity", scope="channel")
-def _granularity(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+def _granularity(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
     """MeasureGranularity on one channel."""
     r = ctx.timed("Granularity", ctx.core["granularity"], clean, ctx.images[ch], **dict(ctx.options["granularity"] or {}))
     return {f"{comp}_{k}_{ch}": v for k, v in r.items()}
 
 
 @MEASUREMENTS.register("RadialDistribution", scope="channel")
-def _radial_distribution(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
+def _radial_distribution(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
     """MeasureObjectIntensityDistribution on one channel (optionally with Zernikes)."""
     px = ctx.images[ch]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -198,7 +198,7 @@ def _radial_distribution(ctx: _Context, comp: str, clean: np.ndarray, ch: str) -
 
 
 @MEASUREMENTS.register("Correlation", scope="channel_pair")
-def _correlation(ctx: _Context, comp: str, clean: np.ndarray, a: str, b: str) -> dict[str, np.ndarray]:
+def _correlation(ctx: Context, comp: str, clean: np.ndarray, a: str, b: str) -> dict[str, np.ndarray]:
     """MeasureColocalization between two channels (the ``correlations`` measures)."""
     out = {}
     for cname in ctx.options["correlations"]:
@@ -211,7 +211,7 @@ def _correlation(ctx: _Context, comp: str, clean: np.ndarray, a: str, b: str) ->
 
 
 @MEASUREMENTS.register("Neighbors", scope="neighbourhood")
-def _neighbours(ctx: _Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
+def _neighbours(ctx: Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
     """MeasureObjectNeighbors, for the methods ``neighbors`` gives this compartment."""
     neighbors = ctx.options["neighbors"]
     if comp not in neighbors:
@@ -225,7 +225,7 @@ def _neighbours(ctx: _Context, comp: str, clean: np.ndarray) -> dict[str, np.nda
     return out
 
 
-def measure_groups(ctx: _Context, comp: str, clean: np.ndarray, features: Sequence[str]) -> dict[str, np.ndarray]:
+def measure_groups(ctx: Context, comp: str, clean: np.ndarray, features: Sequence[str]) -> dict[str, np.ndarray]:
     """Every requested feature group of one compartment, in column order (see the module docstring)."""
     res: dict[str, np.ndarray] = {}
     for scope in SCOPES:

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from .._core.validation import check_float
 
-_EIGHT = np.ones((3, 3), bool)
+EIGHT = np.ones((3, 3), bool)
 _FOUR = ndi.generate_binary_structure(2, 1)
 
 
@@ -20,7 +20,7 @@ _FOUR = ndi.generate_binary_structure(2, 1)
 # ---------------------------------------------------------------------------
 
 
-def _check_image(image, name: str = "image") -> np.ndarray:
+def check_image(image, name: str = "image") -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D image, got shape {image.shape}.")
@@ -32,7 +32,7 @@ def _check_image(image, name: str = "image") -> np.ndarray:
     return image
 
 
-def _check_labels(labels, name: str = "labels", shape: tuple[int, ...] | None = None) -> np.ndarray:
+def check_labels(labels, name: str = "labels", shape: tuple[int, ...] | None = None) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D label image, got shape {labels.shape}.")
@@ -46,7 +46,7 @@ def _check_labels(labels, name: str = "labels", shape: tuple[int, ...] | None = 
 
 
 
-def _smooth_with_mask(image: np.ndarray, sigma: float, mask: np.ndarray | None = None) -> np.ndarray:
+def smooth_with_mask(image: np.ndarray, sigma: float, mask: np.ndarray | None = None) -> np.ndarray:
     """Gaussian smoothing with zero padding, corrected for the bleed-over of the mask/edges (CellProfiler)."""
     if sigma <= 0:
         return image
@@ -96,7 +96,7 @@ def _is_local_maximum(image: np.ndarray, labels: np.ndarray, footprint: np.ndarr
 
 def _shrink_to_points(binary: np.ndarray) -> np.ndarray:
     """Reduce every 8-connected blob to one pixel (the blob pixel nearest its centroid)."""
-    lab, n = ndi.label(binary, _EIGHT)
+    lab, n = ndi.label(binary, EIGHT)
     out = np.zeros(binary.shape, bool)
     if n == 0:
         return out
@@ -139,7 +139,7 @@ def fill_labeled_holes(labels: np.ndarray, max_hole_area: float | None = None) -
     >>> int(fill_labeled_holes(lab)[3, 3])
     1
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     check_float(max_hole_area, "max_hole_area", min_value=0.0, allow_none=True)
     is_bool = labels.dtype == bool
     lab = labels.astype(np.int64)
@@ -172,7 +172,7 @@ def fill_labeled_holes(labels: np.ndarray, max_hole_area: float | None = None) -
     return out.astype(labels.dtype if np.issubdtype(labels.dtype, np.integer) else np.int32)
 
 
-def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     ids = np.unique(labels)
     ids = ids[ids > 0]
     table = np.zeros(int(labels.max(initial=0)) + 1, np.int32)
@@ -180,7 +180,7 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return table[labels]
 
 
-def _outline(labels: np.ndarray) -> np.ndarray:
+def outline(labels: np.ndarray) -> np.ndarray:
     """Label pixels with an 8-neighbour of another value, plus labelled pixels on the image edge."""
     diff = np.zeros(labels.shape, bool)
     for s1, s2 in (
@@ -196,13 +196,13 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return diff & (labels > 0)
 
 
-def _touching_border(labels: np.ndarray) -> np.ndarray:
+def touching_border(labels: np.ndarray) -> np.ndarray:
     ids = np.unique(np.concatenate([labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1]]))
     return ids[ids > 0]
 
 
 
-def _map_to_primary(labels_out: np.ndarray, primary: np.ndarray) -> np.ndarray:
+def map_to_primary(labels_out: np.ndarray, primary: np.ndarray) -> np.ndarray:
     """Renumber ``labels_out`` regions by the (final) primary label they contain; others become 0."""
     n = int(labels_out.max(initial=0))
     if n == 0:
@@ -230,7 +230,7 @@ def _seed_maxima(landscape: np.ndarray, labeled: np.ndarray, footprint: np.ndarr
     return _shrink_to_points(maxima)
 
 
-def _declump(
+def declump_objects(
     image: np.ndarray,
     labeled: np.ndarray,
     dmin: float,
@@ -258,7 +258,7 @@ def _declump(
     else:
         landscape = ndi.distance_transform_edt(fill_labeled_holes(labeled) > 0)
         landscape = landscape + np.random.default_rng(0).uniform(0, 0.001, landscape.shape)
-    markers, _ = ndi.label(_seed_maxima(landscape, labeled, footprint, factor), _EIGHT)
+    markers, _ = ndi.label(_seed_maxima(landscape, labeled, footprint, factor), EIGHT)
     if dividing_lines == "intensity":
         ws_image = 1.0 - image
     else:
@@ -267,12 +267,12 @@ def _declump(
     return watershed(ws_image, markers=markers, mask=labeled != 0, connectivity=2).astype(np.int32)
 
 
-def _filter_objects(
+def filter_objects(
     labeled: np.ndarray, dmin: float, dmax: float, *, exclude_border: bool, exclude_size: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drop border objects and objects outside the diameter range; also return the small-removed stage."""
     if exclude_border:
-        touching = _touching_border(labeled)
+        touching = touching_border(labeled)
         if len(touching):
             labeled[np.isin(labeled, touching)] = 0
     if exclude_size and labeled.max(initial=0) > 0:

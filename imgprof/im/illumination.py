@@ -231,7 +231,7 @@ def compute_illumination(
     """
     import dask
 
-    from .qc import _compute
+    from .qc import compute
 
     chans = images._check_channels(channels)
     if aggregate not in ("mean", "median"):
@@ -267,7 +267,7 @@ def compute_illumination(
     if not plates:
         raise ValueError("compute_illumination: no usable site (all have read errors or QC flags).")
     jobs = [(p, ch) for p in plates for ch in chans]
-    results = _compute([dask.delayed(one)(p, ch) for p, ch in jobs], n_jobs=n_jobs, scheduler=scheduler or "threads")
+    results = compute([dask.delayed(one)(p, ch) for p, ch in jobs], n_jobs=n_jobs, scheduler=scheduler or "threads")
     out: dict[str, dict[str, np.ndarray]] = {}
     for (p, ch), f in zip(jobs, results):
         out.setdefault(p, {})[ch] = f

@@ -26,7 +26,7 @@ from .._core.validation import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
-from ._measurements import MEASUREMENTS, _Context, _functions, measure_groups
+from ._measurements import MEASUREMENTS, Context, measurement_functions, measure_groups
 
 __all__ = ["FEATURE_GROUPS", "MEASUREMENTS", "measure_objects", "objects_to_anndata"]
 
@@ -234,11 +234,11 @@ def measure_objects(
     _check_options(features, texture_scales, texture_gray_levels, radial_bins, correlations, intensity_convention)
     imgs, channels, comps, primary, neighbors, scale = _check_inputs(
         images, labels, channels, compartments, primary, neighbors, scale_max)
-    core, corr, multi = _functions(accelerator, legacy=intensity_convention == "cellprofiler")
+    core, corr, multi = measurement_functions(accelerator, legacy=intensity_convention == "cellprofiler")
     options = dict(texture_scales=texture_scales, texture_gray_levels=texture_gray_levels, granularity=granularity,
                    radial_bins=radial_bins, radial_zernikes=radial_zernikes, zernike=zernike,
                    advanced_shape=advanced_shape, correlations=correlations, scale_max=scale, neighbors=neighbors)
-    ctx = _Context(core, corr, multi, imgs, channels, options, {} if timings is None else timings)
+    ctx = Context(core, corr, multi, imgs, channels, options, {} if timings is None else timings)
     row_ids = np.unique(np.asarray(labels[primary]))
     row_ids = row_ids[row_ids > 0].astype(np.int64)
     columns: dict[str, np.ndarray] = {"Metadata_ObjectNumber": row_ids.astype(np.int64)}

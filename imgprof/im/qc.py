@@ -296,7 +296,7 @@ def image_qc(
     chans = images._check_channels(channels)
     ok = np.flatnonzero(images.ok)
     tasks = [dask.delayed(_site_quality)(images, int(i), chans) for i in ok]
-    results = _compute(tasks, n_jobs=n_jobs, scheduler=scheduler or "threads")
+    results = compute(tasks, n_jobs=n_jobs, scheduler=scheduler or "threads")
     metrics = pd.DataFrame(index=range(len(images)),
                            columns=[f"Metadata_qc_{m}_{ch}" for ch in chans for m in QC_METRICS], dtype=float)
     for i, r in zip(ok, results):
@@ -312,7 +312,7 @@ def image_qc(
     return table
 
 
-def _compute(tasks, *, n_jobs: int | None, scheduler: str):
+def compute(tasks, *, n_jobs: int | None, scheduler: str):
     import os
 
     import dask

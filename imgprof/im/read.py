@@ -28,7 +28,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
 
-from ._layout import IMAGE_EXTENSIONS, PATTERNS, QC_ERROR, _from_folder, _from_table
+from ._layout import IMAGE_EXTENSIONS, PATTERNS, QC_ERROR, from_folder, from_table
 
 PathLike = str | os.PathLike
 
@@ -472,19 +472,19 @@ def read_images(
         raise ValueError(f"rescale={rescale!r}: expected 'dtype', None or a number.")
     notes: list[str] = []
     if isinstance(source, pd.DataFrame):
-        table, chans, notes = _from_table(source, Path(root) if root is not None else None, channels)
+        table, chans, notes = from_table(source, Path(root) if root is not None else None, channels)
         src = "DataFrame"
     else:
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such folder or load-data file.")
         if path.is_dir():
-            table, chans, notes = _from_folder(path, pattern, channels, extensions, recursive, metadata)
+            table, chans, notes = from_folder(path, pattern, channels, extensions, recursive, metadata)
         else:
             if path.stat().st_size == 0:
                 raise ValueError(f"{path}: the load-data file is empty (0 bytes).")
             df = pd.read_csv(path, sep="\t" if path.name.lower().removesuffix(".gz").endswith((".tsv", ".txt")) else ",")
-            table, chans, notes = _from_table(df, Path(root) if root is not None else path.parent, channels)
+            table, chans, notes = from_table(df, Path(root) if root is not None else path.parent, channels)
         src = str(path)
     for k, v in (metadata or {}).items():
         if not str(k).startswith("Metadata_"):

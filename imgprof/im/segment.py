@@ -43,7 +43,7 @@ from ._identify import (
     relate_objects,
     threshold_image,
 )
-from ._segment_kernels import _check_labels, _relabel_sequential, fill_labeled_holes
+from ._segment_kernels import check_labels, fill_labeled_holes, relabel_sequential
 
 __all__ = [
     "SECONDARY_METHODS",
@@ -164,7 +164,7 @@ class PrecomputedLabels:
 
     def __call__(self, images: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         labels = self.labels(images) if callable(self.labels) else self.labels
-        out = {k: _check_labels(v, f"labels[{k!r}]") for k, v in dict(labels).items()}
+        out = {k: check_labels(v, f"labels[{k!r}]") for k, v in dict(labels).items()}
         shapes = {k: v.shape for k, v in out.items()}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"label images have different shapes: {shapes}.")
@@ -239,7 +239,7 @@ class CellposeSegmenter:
         dna = _get_channel(images, self.nuclei_channel, "nuclei_channel")
         model = self._model(self.model_path)
         res = model.eval(np.stack([cyto, dna], axis=-1), diameter=self.diameter, channel_axis=-1, **self.eval_kwargs)
-        cells = _relabel_sequential(np.asarray(res[0], np.int32))
+        cells = relabel_sequential(np.asarray(res[0], np.int32))
         if self.nuclei_model_path is not None:
             nres = self._model(self.nuclei_model_path).eval(dna, diameter=self.diameter, **self.eval_kwargs)
             nuclei = np.asarray(nres[0], np.int32)
@@ -287,7 +287,7 @@ def segment_site(
     out = segmenter(images)
     if not isinstance(out, Mapping):
         raise TypeError(f"segmenter must return a mapping of compartment -> label image, got {type(out).__name__}.")
-    out = {str(k): _check_labels(v, f"segmenter output {k!r}", next(iter(shapes.values()), None)) for k, v in out.items()}
+    out = {str(k): check_labels(v, f"segmenter output {k!r}", next(iter(shapes.values()), None)) for k, v in out.items()}
     missing = [c for c in ("Nuclei", "Cells") if c not in out]
     if missing and len(out) == 0:
         raise ValueError(f"segmenter returned no label image (expected at least {missing}).")

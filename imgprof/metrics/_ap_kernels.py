@@ -15,7 +15,7 @@ import numpy as np
 from ._similarity import Prepared, pair_similarity, similarity
 
 
-def _orderable(f: np.ndarray) -> np.ndarray:
+def orderable(f: np.ndarray) -> np.ndarray:
     """Map float32 values to uint64 integers with the same order (for batched searchsorted)."""
     u = np.ascontiguousarray(f, dtype=np.float32).view(np.uint32)
     neg = (u >> np.uint32(31)).astype(bool)
@@ -157,10 +157,10 @@ def _ap_units(
     starts = np.cumsum(npos) - npos
     m = np.arange(ur.size) - np.repeat(starts, npos)
     if neg_r.size:
-        flat = np.sort((neg_r.astype(np.uint64) << np.uint64(32)) | _orderable(neg_k))
+        flat = np.sort((neg_r.astype(np.uint64) << np.uint64(32)) | orderable(neg_k))
         nneg = np.bincount(neg_r, minlength=n_rows)
         row_start = np.cumsum(nneg) - nneg
-        q = (rows.astype(np.uint64) << np.uint64(32)) | _orderable(kp)
+        q = (rows.astype(np.uint64) << np.uint64(32)) | orderable(kp)
         cnt = np.searchsorted(flat, q, side="left").astype(np.int64) - row_start[rows]
     else:
         cnt = np.zeros(ur.size, dtype=np.int64)
@@ -194,8 +194,8 @@ def _ap_dense(pr: np.ndarray, pk: np.ndarray, Kn: np.ndarray, n_rows: int) -> np
     else:
         Kn = np.sort(Kn, axis=1)
         W = Kn.shape[1]
-        flat = ((np.arange(n_rows, dtype=np.uint64)[:, None] << np.uint64(32)) | _orderable(Kn)).ravel()
-        q = (pr.astype(np.uint64) << np.uint64(32)) | _orderable(pk)
+        flat = ((np.arange(n_rows, dtype=np.uint64)[:, None] << np.uint64(32)) | orderable(Kn)).ravel()
+        q = (pr.astype(np.uint64) << np.uint64(32)) | orderable(pk)
         cnt = np.searchsorted(flat, q, side="left").astype(np.int64) - pr.astype(np.int64) * W
     prec = (m + 1.0) / (m + 1.0 + cnt)
     with np.errstate(divide="ignore", invalid="ignore"):

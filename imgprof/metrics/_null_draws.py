@@ -2,7 +2,7 @@
 
 The null of an AP with ``n_pos`` positives among ``total`` ranked items is the
 AP of a uniformly random ranking. :func:`random_ap` draws it (vectorised
-rejection sampling or a partial argsort), :func:`_copairs_random_ap` reproduces
+rejection sampling or a partial argsort), :func:`copairs_random_ap` reproduces
 copairs 0.5's draws, and :func:`ap_distribution` enumerates it exactly when
 small enough. Draws and distributions are cached per configuration.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+CACHE: OrderedDict[tuple, Any] = OrderedDict()
 _CACHE_BYTES = 0
 _CACHE_LIMIT = 512 * 2**20
 
@@ -32,7 +32,7 @@ def clear_null_cache() -> None:
     >>> clear_null_cache()
     """
     global _CACHE_BYTES
-    _CACHE.clear()
+    CACHE.clear()
     _CACHE_BYTES = 0
 
 
@@ -40,16 +40,16 @@ def _nbytes(value: Any) -> int:
     return sum(v.nbytes for v in value) if isinstance(value, tuple) else value.nbytes
 
 
-def _cache_put(key: tuple, value: Any) -> None:
+def cache_put(key: tuple, value: Any) -> None:
     global _CACHE_BYTES
-    _CACHE[key] = value
+    CACHE[key] = value
     _CACHE_BYTES += _nbytes(value)
-    while _CACHE_BYTES > _CACHE_LIMIT and len(_CACHE) > 1:
-        _, old = _CACHE.popitem(last=False)
+    while _CACHE_BYTES > _CACHE_LIMIT and len(CACHE) > 1:
+        _, old = CACHE.popitem(last=False)
         _CACHE_BYTES -= _nbytes(old)
 
 
-def _random_positions(rng: np.random.Generator, n: int, k: int, m: int) -> np.ndarray:
+def random_positions(rng: np.random.Generator, n: int, k: int, m: int) -> np.ndarray:
     """``n`` sorted random ``k``-subsets of ``range(m)`` (uniform), shape ``(n, k)``."""
     if k >= m:
         return np.broadcast_to(np.arange(m), (n, m)).copy()
@@ -100,12 +100,12 @@ def random_ap(null_size: int, n_pos: int, total: int, rng: np.random.Generator) 
     >>> sorted(set(np.round(x, 3).tolist()))
     [0.5, 1.0]
     """
-    pos = _random_positions(rng, int(null_size), int(n_pos), int(total))
+    pos = random_positions(rng, int(null_size), int(n_pos), int(total))
     r = np.arange(1, n_pos + 1, dtype=np.float64)
     return (r / (pos + 1.0)).sum(axis=1) / n_pos
 
 
-def _copairs_random_ap(null_size: int, num_pos: Any, total: Any, seed: Any) -> np.ndarray:
+def copairs_random_ap(null_size: int, num_pos: Any, total: Any, seed: Any) -> np.ndarray:
     """copairs 0.5 ``compute.random_ap`` reproduced operation by operation (float32)."""
     rng = np.random.default_rng(seed)
     dtype = np.uint16 if total < 2**16 else np.uint32
@@ -168,7 +168,7 @@ def ap_distribution(n_pos: int, total: int, *, max_patterns: int | None = None) 
         raise ValueError(f"ap_distribution needs 1 <= n_pos <= total, got n_pos={n_pos}, total={total}.")
     limit = MEMBER_EXACT_LIMIT if max_patterns is None else int(max_patterns)
     key = ("exact", k, m)
-    hit = _CACHE.get(key)
+    hit = CACHE.get(key)
     if hit is not None:
         return hit
     n_pat = comb(m, k)
@@ -184,7 +184,7 @@ def ap_distribution(n_pos: int, total: int, *, max_patterns: int | None = None) 
         ap = (np.arange(1, k + 1, dtype=np.float64) / pos).sum(axis=1) / k
         vals, counts = np.unique(np.round(ap, _MERGE_DECIMALS), return_counts=True)
         out = (vals, counts / n_pat)
-    _cache_put(key, out)
+    cache_put(key, out)
     return out
 
 
@@ -198,7 +198,7 @@ def _convolve(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
     return vals, np.bincount(inv.reshape(-1), weights=p, minlength=vals.size)
 
 
-def _exact_class_p(dists: list, sums: np.ndarray) -> np.ndarray | None:
+def exact_class_p(dists: list, sums: np.ndarray) -> np.ndarray | None:
     """Exact ``P(sum of independent members >= s)`` for each ``s`` in ``sums`` (ties within TIE_TOL count).
 
     ``dists``: per member ``(values, probs)``. All members but the largest are
@@ -228,14 +228,14 @@ def _exact_class_p(dists: list, sums: np.ndarray) -> np.ndarray | None:
     return np.clip(out, 0.0, 1.0)
 
 
-def _member_draws(k: int, m: int, null_size: int, slot: int, seed: int | None) -> np.ndarray:
+def member_draws(k: int, m: int, null_size: int, slot: int, seed: int | None) -> np.ndarray:
     """``null_size`` independent AP draws for configuration ``(k, m)``, stream ``slot`` (cached when seeded).
 
     Slots are independent streams: two members of one group with the same
     configuration use different slots, so their draws are independent.
     """
     key = ("draws", seed, null_size, k, m, slot)
-    hit = _CACHE.get(key) if seed is not None else None
+    hit = CACHE.get(key) if seed is not None else None
     if hit is not None:
         return hit
     rng = np.random.default_rng(None if seed is None else [int(seed), int(k), int(m), int(slot), 19])
@@ -249,7 +249,7 @@ def _member_draws(k: int, m: int, null_size: int, slot: int, seed: int | None) -
     else:
         hit = random_ap(null_size, k, m, rng)
     if seed is not None:
-        _cache_put(key, hit)
+        cache_put(key, hit)
     return hit
 
 

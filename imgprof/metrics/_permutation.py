@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ._ap_kernels import _orderable
+from ._ap_kernels import orderable
 from ._similarity import Prepared, similarity
-from .null import TIE_TOL, _random_positions
+from .null import TIE_TOL, random_positions
 
 #: pools larger than this (perturbation wells + controls they are ranked against) are not permuted
 #: (cost grows with the square of the pool; such perturbations get the conservative shared null).
@@ -53,7 +53,7 @@ def _labelings_random(rng: np.random.Generator, n: int, members: list[np.ndarray
         if r == mb.size:
             cols.append(np.broadcast_to(mb, (n, mb.size)))
         else:
-            cols.append(mb[_random_positions(rng, n, int(r), int(mb.size))])
+            cols.append(mb[random_positions(rng, n, int(r), int(mb.size))])
     return np.concatenate(cols, axis=1).astype(np.int64)
 
 
@@ -105,8 +105,8 @@ def _less_counts(K: np.ndarray, NEG: np.ndarray) -> np.ndarray:
         return (Kn[:, None, :] < K[:, :, None]).sum(-1, dtype=np.int32)
     Kn = np.sort(np.where(NEG, K, np.float32(np.inf)), axis=1)
     rows = (np.arange(P, dtype=np.uint64) << np.uint64(32))[:, None]
-    flat = (rows | _orderable(Kn)).ravel()
-    q = (rows | _orderable(K)).ravel()
+    flat = (rows | orderable(Kn)).ravel()
+    q = (rows | orderable(K)).ravel()
     out = np.searchsorted(flat, q, side="left").reshape(P, P).astype(np.int64)
     return out - (np.arange(P, dtype=np.int64) * P)[:, None]
 

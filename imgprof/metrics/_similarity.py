@@ -75,16 +75,17 @@ def _pair_chebyshev(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.abs(a - b).max(axis=1))
 
 
-def _add(name: str, prep: str | None, block: Callable[..., np.ndarray], pair: Callable[..., np.ndarray]) -> None:
-    SIMILARITIES.add(name, block, prep=prep, block=block, pair=pair)
+def _add(name: str, prep: str | None, block: Callable[..., np.ndarray], pair: Callable[..., np.ndarray],
+         description: str) -> None:
+    SIMILARITIES.add(name, block, prep=prep, block=block, pair=pair, description=description)
 
 
-_add("cosine", "unit", _dot, _pair_dot)
-_add("abs_cosine", "unit", _abs_dot, _pair_abs_dot)
-_add("correlation", "center_unit", _dot, _pair_dot)
-_add("euclidean", "sq", _euclidean, _pair_euclidean)
-_add("manhattan", None, _cdist("cityblock"), _pair_manhattan)
-_add("chebyshev", None, _cdist("chebyshev"), _pair_chebyshev)
+_add("cosine", "unit", _dot, _pair_dot, "cosine similarity (rows scaled to unit norm, then dot products)")
+_add("abs_cosine", "unit", _abs_dot, _pair_abs_dot, "absolute cosine similarity (anti-correlated profiles count as similar)")
+_add("correlation", "center_unit", _dot, _pair_dot, "Pearson correlation (rows centred and scaled, then dot products)")
+_add("euclidean", "sq", _euclidean, _pair_euclidean, "1 / (1 + euclidean distance)")
+_add("manhattan", None, _cdist("cityblock"), _pair_manhattan, "1 / (1 + manhattan (cityblock) distance)")
+_add("chebyshev", None, _cdist("chebyshev"), _pair_chebyshev, "1 / (1 + chebyshev distance)")
 
 #: Names of the built-in similarities.
 METRICS = SIMILARITIES.names()

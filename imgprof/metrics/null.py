@@ -25,27 +25,27 @@ import numpy as np
 import pandas as pd
 
 from ._null_draws import (
-    _CACHE,
+    CACHE,
     GROUP_EXACT_LIMIT,
     MEMBER_EXACT_LIMIT,
     TIE_TOL,
-    _cache_put,
-    _copairs_random_ap,
-    _exact_class_p,
-    _member_draws,
-    _random_positions,
     ap_distribution,
+    cache_put,
     clear_null_cache,
+    copairs_random_ap,
+    exact_class_p,
+    member_draws,
     random_ap,
+    random_positions,
 )
 
 __all__ = [
     "GROUP_EXACT_LIMIT",
     "MEMBER_EXACT_LIMIT",
     "TIE_TOL",
-    "_CACHE",
-    "_copairs_random_ap",
-    "_random_positions",
+    "CACHE",
+    "copairs_random_ap",
+    "random_positions",
     "ap_distribution",
     "ap_p_values",
     "benjamini_hochberg",
@@ -94,22 +94,22 @@ def null_distributions(confs: np.ndarray, null_size: int, seed: int | None, *, c
         out = np.empty((len(confs), null_size), dtype=np.float32)
         for i, (k, m) in enumerate(confs):
             key: tuple[Any, ...] = ("copairs", int(seeds[i]), null_size, int(k), int(m))
-            hit = _CACHE.get(key) if seed is not None else None
+            hit = CACHE.get(key) if seed is not None else None
             if hit is None:
-                hit = _copairs_random_ap(null_size, np.int64(k), np.int64(m), seeds[i])
+                hit = copairs_random_ap(null_size, np.int64(k), np.int64(m), seeds[i])
                 if seed is not None:
-                    _cache_put(key, hit)
+                    cache_put(key, hit)
             out[i] = hit
         return out
     out = np.empty((len(confs), null_size), dtype=np.float64)
     for i, (k, m) in enumerate(confs):
         key = ("stable", seed, null_size, int(k), int(m))
-        hit = _CACHE.get(key) if seed is not None else None
+        hit = CACHE.get(key) if seed is not None else None
         if hit is None:
             rng = np.random.default_rng(None if seed is None else [int(seed), int(k), int(m)])
             hit = random_ap(null_size, int(k), int(m), rng)
             if seed is not None:
-                _cache_put(key, hit)
+                cache_put(key, hit)
         out[i] = hit
     return out
 
@@ -237,7 +237,7 @@ def _null_classes(group: np.ndarray, n_pos: np.ndarray, n_total: np.ndarray,
 def _exact_p(confs: np.ndarray, members: tuple[int, ...], sums: np.ndarray, *, required: bool) -> np.ndarray | None:
     """Exact p-values of one class (``None`` when too large; ``ValueError`` then if ``required``)."""
     dists = [ap_distribution(*confs[j]) for j in members]
-    res = _exact_class_p(dists, sums) if all(d is not None for d in dists) else None
+    res = exact_class_p(dists, sums) if all(d is not None for d in dists) else None
     if res is None and required:
         raise ValueError(
             f"exact=True: the null of a group with configurations {[tuple(confs[j]) for j in members]} "
@@ -270,7 +270,7 @@ def _monte_carlo_p(observed: np.ndarray, confs: np.ndarray, cls_keys: list[tuple
             rows.setdefault(js, len(rows))
     draws = np.empty((len(rows), null_size))
     for (j, s_), r in rows.items():
-        draws[r] = _member_draws(int(confs[j][0]), int(confs[j][1]), null_size, s_, seed)
+        draws[r] = member_draws(int(confs[j][0]), int(confs[j][1]), null_size, s_, seed)
     chunk = max(1, (1 << 22) // null_size)
     for b in range(0, len(mc_classes), chunk):
         block = mc_classes[b : b + chunk]

@@ -11,6 +11,12 @@ clusters); :func:`imgprof.pl.mm_embedding` draws them side by side.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -19,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.provenance import log_step
+from .._core.selection import Selection
 from .._core.store import store
 from .._core.validation import check_obs_keys
 from ._modalities import as_mods, per_mod
@@ -29,11 +36,11 @@ NORMALIZED_LAYER = "mm_normalized"
 
 
 def run_pipeline(
-    data,
+    data: AnnData | MuData,
     *,
     mods: Sequence[str] | None = None,
     normalize: str | None | Mapping[str, str | None] = "standardize",
-    controls=None,
+    controls: Selection = None,
     n_comps: int = 30,
     n_neighbors: int = 15,
     metric: str = "cosine",
@@ -122,7 +129,9 @@ def _knn_sets(x: ad.AnnData, names: list[str]) -> list[set]:
     return out
 
 
-def pipeline_summary(data, *, label: str | Mapping[str, str] | None = None, mods: Sequence[str] | None = None) -> pd.DataFrame:
+def pipeline_summary(
+    data: AnnData | MuData, *, label: str | Mapping[str, str] | None = None, mods: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Compare the pipeline results of the modalities.
 
     Parameters

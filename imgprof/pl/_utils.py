@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 #: Parameter text shared by every ``ip.pl`` function (filled in by :func:`imgprof._core.docs.doc_params`;
 #: ``show`` / ``save`` / ``return_fig`` describe :func:`savefig_or_show`, scanpy's convention).
@@ -41,6 +42,11 @@ PLOT_DOC["show_save"] = "\n".join(PLOT_DOC[k] for k in ("show", "save", "return_
 _SCANPY_DEFAULTS = {"autoshow": True, "autosave": False, "figdir": "figures", "file_format_figs": "pdf",
                     "plot_suffix": ""}
 _EXTS = (".svg", ".pdf", ".png")
+
+#: What an ``ip.pl`` function returns: the Axes (or a list of them, or the Figure with ``return_fig=True``)
+#: when ``show=False``; ``None`` once the figure is shown or saved (scanpy's convention).
+PlotReturn = Any
+
 
 
 def get_ax(ax=None, figsize=(6, 4)):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .._core.docs import doc_params
-from ._utils import PLOT_DOC, finish, get_ax
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
 
 
 def _uns(adata, key: str, fn: str):
@@ -20,19 +26,19 @@ def _uns(adata, key: str, fn: str):
 
 @doc_params(**PLOT_DOC)
 def distance_heatmap(
-    adata,
+    adata: AnnData,
     key: str = "distance_edistance",
     *,
     groups: Sequence[str] | None = None,
     cluster: bool = True,
     cmap: str = "viridis",
     annotate: bool | None = None,
-    ax=None,
+    ax: Axes | None = None,
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> PlotReturn:
     """Heatmap of the group × group distance matrix written by :func:`imgprof.tl.distance`.
 
     Parameters
@@ -104,19 +110,19 @@ def distance_heatmap(
 
 @doc_params(**PLOT_DOC)
 def distance_volcano(
-    adata,
+    adata: AnnData,
     key: str = "distance_test",
     *,
     p_col: str = "pvalue_adj",
     threshold: float | None = 0.05,
     n_labels: int = 5,
     colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
-    ax=None,
+    ax: Axes | None = None,
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> PlotReturn:
     """Volcano-style plot of each perturbation: distance to controls (x) against −log10 p (y).
 
     Parameters
@@ -175,17 +181,17 @@ def distance_volcano(
 
 @doc_params(**PLOT_DOC)
 def cluster_fractions(
-    adata,
+    adata: AnnData,
     key: str = "cluster_composition",
     *,
     groups: Sequence[str] | None = None,
-    ax=None,
+    ax: Axes | None = None,
     cmap: str = "tab20",
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> PlotReturn:
     """Stacked bars of each group's cell-state (cluster) fractions from :func:`imgprof.tl.cluster_composition`.
 
     Parameters

@@ -9,11 +9,17 @@ colour key is missing, and profile-friendly defaults (colour by
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
 from collections.abc import Sequence
 
 from .._core.docs import doc_params
 from .._core.validation import as_list, check_obs_keys
-from ._utils import PLOT_DOC, savefig_or_show
+from ._utils import PLOT_DOC, PlotReturn, savefig_or_show
 
 #: ``.obs`` columns tried, in order, as the default colour when ``color=None``.
 DEFAULT_COLORS = ("Metadata_Batch", "Metadata_Plate")
@@ -60,16 +66,16 @@ def _draw(adata, key: str, color, *, ax, show, save, return_fig, writekey: str, 
 
 @doc_params(**_EMB_DOC)
 def embedding(
-    adata,
+    adata: AnnData,
     basis: str = "umap",
     color: str | Sequence[str] | None = None,
     *,
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
     **kwargs,
-):
+) -> PlotReturn:
     """Scatter an embedding (``.obsm['X_<basis>']``) coloured by ``.obs`` columns or features.
 
     A thin wrapper over :func:`scanpy.pl.embedding` so imgprof objects look the
@@ -105,15 +111,15 @@ def embedding(
 
 @doc_params(**_EMB_DOC)
 def umap(
-    adata,
+    adata: AnnData,
     color: str | Sequence[str] | None = None,
     *,
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
     **kwargs,
-):
+) -> PlotReturn:
     """UMAP (``.obsm['X_umap']`` from :func:`imgprof.tl.umap`) coloured by ``.obs`` columns, like :func:`scanpy.pl.umap`.
 
     Parameters
@@ -140,16 +146,16 @@ def umap(
 
 @doc_params(**_EMB_DOC)
 def pca(
-    adata,
+    adata: AnnData,
     color: str | Sequence[str] | None = None,
     *,
     components: str | Sequence[str] | None = None,
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
     **kwargs,
-):
+) -> PlotReturn:
     """PCA scatter (``.obsm['X_pca']`` from :func:`imgprof.tl.pca`), like :func:`scanpy.pl.pca`.
 
     Axis labels carry the percentage of variance explained when

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .._core.docs import doc_params
+from .._core.selection import Selection
 from .._core.validation import get_matrix, resolve_mask
-from ._utils import PLOT_DOC, finish, get_ax
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
 
 
 def feature_group_summary(
-    adata,
+    adata: AnnData,
     *,
     groupby: str | Sequence[str] = ("compartment", "feature_group"),
-    samples=None,
+    samples: Selection = None,
     layer: str | None = None,
     stat: str = "mean_abs",
 ) -> pd.DataFrame:
@@ -71,17 +78,17 @@ def feature_group_summary(
 
 @doc_params(**PLOT_DOC)
 def feature_groups(
-    adata,
+    adata: AnnData,
     *,
     groupby: str | Sequence[str] = ("compartment", "feature_group"),
-    samples=None,
+    samples: Selection = None,
     layer: str | None = None,
     stat: str = "mean_abs",
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> PlotReturn:
     """Bar chart of :func:`feature_group_summary`: which compartments / feature groups / channels carry the signal.
 
     Parameters

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
 import re
 
 import numpy as np
@@ -9,7 +15,7 @@ import pandas as pd
 
 from .._core.docs import doc_params
 from .._core.validation import check_obs_keys
-from ._utils import PLOT_DOC, finish, get_ax
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
 
 _WELL = re.compile(r"^([A-Za-z]{1,2})(\d{1,2})$")
 
@@ -42,7 +48,7 @@ def well_to_rowcol(wells) -> tuple[np.ndarray, np.ndarray]:
 
 @doc_params(**PLOT_DOC)
 def plate_layout(
-    adata,
+    adata: AnnData,
     color: str = "Metadata_Count_Cells",
     *,
     plate: str | None = None,
@@ -51,11 +57,11 @@ def plate_layout(
     cmap: str = "viridis",
     vmin: float | None = None,
     vmax: float | None = None,
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> PlotReturn:
     """Heatmap of one plate's wells coloured by an ``.obs`` column or a feature.
 
     Boolean QC flags (``Metadata_qc_*``) are shown as 0/1; missing wells are blank.

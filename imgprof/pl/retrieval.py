@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 import numpy as np
 import pandas as pd
 
 from .._core.docs import doc_params
-from ._utils import PLOT_DOC, finish, get_ax
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
 
 
 @doc_params(**PLOT_DOC)
@@ -17,13 +22,13 @@ def map_scatter(
     threshold: float | None = 0.05,
     label: str | None = None,
     n_labels: int = 0,
-    ax=None,
+    ax: Axes | None = None,
     colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> PlotReturn:
     """Scatter of mAP (x) against −log10 p (y), significant groups highlighted.
 
     Parameters
@@ -93,16 +98,16 @@ def map_scatter(
 
 @doc_params(**PLOT_DOC)
 def percent_replicating(
-    result,
+    result: pd.DataFrame,
     *,
     bins: int = 30,
-    ax=None,
+    ax: Axes | None = None,
     colors: tuple[str, str] = ("#4c72b0", "#8c8c8c"),
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
-):
+) -> PlotReturn:
     """Histogram of replicate (or matching) median correlations against their null.
 
     Parameters
@@ -141,9 +146,9 @@ def percent_replicating(
     both = np.concatenate([obs, null]) if null.size else obs
     edges = np.histogram_bin_edges(both, bins=bins)
     rep = result.kind == "replicating"
-    ax.hist(null, bins=edges, density=True, color=colors[1], alpha=0.6,
+    ax.hist(null, bins=edges.tolist(), density=True, color=colors[1], alpha=0.6,
             label="null (non-replicates)" if rep else "null (non-matching)")
-    ax.hist(obs, bins=edges, density=True, color=colors[0], alpha=0.6, label="replicates" if rep else "matching")
+    ax.hist(obs, bins=edges.tolist(), density=True, color=colors[0], alpha=0.6, label="replicates" if rep else "matching")
     if null.size:
         ax.axvline(np.quantile(null, 1 - result.alpha), color="k", ls="--", lw=0.8,
                    label=f"null {100 * (1 - result.alpha):.0f}th pct (pooled)")

@@ -32,7 +32,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 # numpy kernels
 # ----------------------------------------------------------------------------------------------
-def _frequency_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def frequency_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column: (count of 2nd most common value / count of most common, number of distinct values).
 
     NaN are not values (pandas ``value_counts``/``nunique``); a column with fewer
@@ -127,7 +127,7 @@ def _blank_constant(C: np.ndarray, const: np.ndarray) -> np.ndarray:
     return C
 
 
-def _pearson_pairwise(X: np.ndarray) -> np.ndarray:
+def pearson_pairwise(X: np.ndarray) -> np.ndarray:
     """Pearson correlation matrix of the columns; pairwise-complete when NaN are present.
 
     Without NaN this is ``np.corrcoef`` (pycytominer's path). With NaN it matches
@@ -155,11 +155,11 @@ def _pearson_pairwise(X: np.ndarray) -> np.ndarray:
 
 def _correlation_matrix(X: np.ndarray, method: str) -> np.ndarray:
     if method == "pearson":
-        return _pearson_pairwise(X)
+        return pearson_pairwise(X)
     if method == "spearman" and not np.isnan(X).any():
         from scipy.stats import rankdata
 
-        return _pearson_pairwise(rankdata(X, axis=0, method="average"))
+        return pearson_pairwise(rankdata(X, axis=0, method="average"))
     C = pd.DataFrame(X).corr(method=method).to_numpy()
     return _blank_constant(C, _constant_cols(X))
 
@@ -252,7 +252,7 @@ def minmax(X: Any) -> tuple[np.ndarray, np.ndarray]:
 @singledispatch
 def frequency(X: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per column: ratio of the 2nd most common to the most common value, and the number of distinct values."""
-    return _frequency_stats(X)
+    return frequency_stats(X)
 
 
 @frequency.register(DaskArray)
@@ -262,7 +262,7 @@ def _(X: Any) -> tuple[np.ndarray, np.ndarray]:
     Xr = X.rechunk({0: -1, 1: width})
 
     def block(b):
-        r, u = _frequency_stats(np.asarray(b, dtype=np.float64))
+        r, u = frequency_stats(np.asarray(b, dtype=np.float64))
         return np.vstack([r, u.astype(np.float64)])
 
     out = np.asarray(Xr.map_blocks(block, chunks=((2,), Xr.chunks[1]), dtype=np.float64).compute())

@@ -54,7 +54,7 @@ from .._core.validation import (
     start,
 )
 from ._feature_ops import BLOCKLIST_PATH, FEATURE_OPS, FeatureData, load_blocklist
-from ._feature_select_kernels import _frequency_stats, _pearson_pairwise  # noqa: F401 - used by tests
+from ._feature_select_kernels import frequency_stats, pearson_pairwise  # noqa: F401 - used by tests
 
 __all__ = ["feature_select", "FEATURE_OPS", "FeatureData", "OPERATIONS", "load_blocklist", "BLOCKLIST_PATH"]
 
