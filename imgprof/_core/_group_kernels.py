@@ -184,7 +184,7 @@ def median_kernel(X, order, starts, g0, g1, c0, c1, out, mad, want_mad, n_inf): 
                 buf[j, i] = v
                 fin += v - v
             i += 1
-        bad = not (fin == 0.0)
+        bad = not (fin == 0.0)  # noqa: SIM201  (True for NaN and inf sums; kept as written)
         for j in range(ncol):
             row = buf[j]
             mm = m
@@ -206,7 +206,7 @@ def median_kernel(X, order, starts, g0, g1, c0, c1, out, mad, want_mad, n_inf): 
             med = _median(row, mm, tmp, samp)
             out[g, c0 + j] = med
             if want_mad:
-                if not (med - med == 0.0):
+                if not (med - med == 0.0):  # noqa: SIM201  (median is +-inf or NaN)
                     # median is +-inf: |x - inf| would hold NaN (inf - inf) and stall the selection
                     mad[g, c0 + j] = np.nan
                     continue
