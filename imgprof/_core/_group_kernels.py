@@ -248,3 +248,17 @@ def sqdev_kernel(X, codes, c0, c1, mean, s2):  # pragma: no cover - compiled
             if v == v:
                 d = v - mean[g, j]
                 s2[g, j] += d * d
+
+
+@_jit
+def place_rows_kernel(tmp, dest, out):  # pragma: no cover - compiled
+    # out[dest[i], :] = tmp[i, :] where dest[i] >= 0: rows read in file order placed in group order.
+    # Blocks of 256 rows: the destination rows of a block stay in cache while every column is copied.
+    n, w = tmp.shape
+    for b0 in range(0, n, 256):
+        b1 = min(b0 + 256, n)
+        for j in range(w):
+            for i in range(b0, b1):
+                d = dest[i]
+                if d >= 0:
+                    out[d, j] = tmp[i, j]

@@ -159,10 +159,33 @@ def sort_groups(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarra
     if codes.size and (codes[1:] >= codes[:-1]).all() and codes[0] >= 0:
         order = np.arange(codes.size, dtype=np.int64)  # already grouped: no sort
     else:
-        order = np.argsort(codes, kind="stable").astype(np.int64, copy=False)
+        # a stable sort; codes that fit 16 bits take numpy's radix sort (about 10x faster than timsort)
+        small = codes.astype(np.int16) if n_groups < (1 << 15) else codes
+        order = np.argsort(small, kind="stable").astype(np.int64, copy=False)
         n_drop = int((codes < 0).sum())
         order = order[n_drop:]
     return order, starts
+
+
+def place_rows(rows: np.ndarray, dest: np.ndarray, out: np.ndarray) -> None:
+    """``out[dest[i]] = rows[i]`` for every ``dest[i] >= 0``: rows read in file order placed in group order.
+
+    ``dest`` is the inverse of :func:`sort_groups`' ``order`` (``-1`` for rows without a group),
+    so rows land where a gather by ``order`` would put them, as they are read. ``out`` is a
+    C-ordered float64 matrix with as many columns as ``rows``.
+
+    Examples
+    --------
+    >>> out = np.zeros((2, 1))
+    >>> place_rows(np.array([[5.0], [6.0], [7.0]]), np.array([1, -1, 0]), out); out.ravel().tolist()
+    [7.0, 5.0]
+    """
+    kernels = _numba_kernels()
+    if kernels and rows.dtype == np.float64 and out.flags.c_contiguous:
+        kernels["place_rows"](rows, dest, out)
+        return
+    ok = dest >= 0
+    out[dest[ok]] = rows[ok]
 
 
 def group_first_constant(values: pd.Series | np.ndarray, order: np.ndarray, starts: np.ndarray) -> tuple[bool, np.ndarray]:
@@ -213,7 +236,9 @@ def _numba_kernels():
         _NUMBA = {}
         return _NUMBA
 
-    _NUMBA = {"median": gk.median_kernel, "moments": gk.moments_kernel, "sqdev": gk.sqdev_kernel}
+    _NUMBA = {
+        "median": gk.median_kernel, "moments": gk.moments_kernel, "sqdev": gk.sqdev_kernel, "place_rows": gk.place_rows_kernel,
+    }
     return _NUMBA
 
 

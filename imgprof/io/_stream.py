@@ -5,7 +5,7 @@ returns a :class:`ProfileSource` — a parquet file / folder of parquet files, o
 AnnData zarr store. A source cuts the rows into *units* (parquet row groups, runs of zarr
 row chunks), in file order, and reads, per unit, the key and kept metadata columns
 (:meth:`ProfileSource.read_meta`) and blocks of feature columns as float64
-(:meth:`ProfileSource.read_block`, :meth:`ProfileSource.read_into`). It never holds the
+(:meth:`ProfileSource.read_block`, :meth:`ProfileSource.read_placed`). It never holds the
 feature matrix; the consumer decides how the pieces are reduced.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.features import METADATA_PREFIXES, check_numeric_features, split_columns
+from .._core.groups import place_rows
 from .._core.provenance import record
 from .._core.validation import as_list, check_df_keys, check_numeric
 from ._formats import detect_format, is_parquet_source, parquet_files
@@ -107,7 +108,7 @@ class ProfileSource:
     annotations; ``var_names`` its index), ``uns``, ``obs_dtypes``, ``meta_cols`` (metadata
     columns other than ``by``), ``keep_cols`` (those carried to the groups), ``meta_read``
     (``by`` + ``keep_cols``), ``units`` and ``unit_rows`` (rows of each unit), ``columnar``
-    (whether a block of columns of every row reads each value once: :meth:`read_into`),
+    (whether a block of columns of every row reads each value once: :meth:`read_placed`),
     ``annotation_columns`` (columns a count column must not silently replace),
     ``jobs`` (reading threads) and ``extra`` (facts for the provenance log).
     """
@@ -143,8 +144,12 @@ class ProfileSource:
         """Feature columns ``c0:c1`` of one unit's rows as a float64 matrix."""
         raise NotImplementedError
 
-    def read_into(self, unit, c0: int, c1: int, r0: int, buf: np.ndarray) -> None:
-        """Write the unit's feature columns ``c0:c1`` into ``buf[r0 : r0 + rows, :]`` (columnar sources)."""
+    def read_placed(self, unit, c0: int, c1: int, dest: np.ndarray, out: np.ndarray) -> None:
+        """Write the unit's feature columns ``c0:c1`` into the rows ``dest`` of ``out`` (columnar sources).
+
+        ``dest`` holds one destination row per row of the unit (``-1``: left out); ``out`` is a
+        C-ordered float64 ``(rows, c1 - c0)`` matrix, rows in group order.
+        """
         raise NotImplementedError
 
     def blocks_for(self, rows: int) -> tuple[list[tuple[int, int]], int]:
@@ -253,11 +258,14 @@ class ParquetSource(ProfileSource):
             out[:, j] = arrow_column(table, c)
         return out
 
-    def read_into(self, unit, c0: int, c1: int, r0: int, buf: np.ndarray) -> None:
+    def read_placed(self, unit, c0: int, c1: int, dest: np.ndarray, out: np.ndarray) -> None:
+        # decoded column by column into a file-order block, then placed row by row (cache-blocked)
         table = self._read(unit, c0, c1)
-        r1 = r0 + table.num_rows
+        block = np.empty((table.num_rows, c1 - c0), order="F")
         for j, c in enumerate(self.feat_cols[c0:c1]):
-            buf[r0:r1, j] = arrow_column(table, c)
+            block[:, j] = arrow_column(table, c)
+        del table
+        place_rows(block, dest, out)
 
     def blocks_for(self, rows: int) -> tuple[list[tuple[int, int]], int]:
         # narrow blocks: each read decodes about _READ_BLOCK_BYTES; at least two blocks per thread

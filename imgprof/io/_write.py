@@ -9,7 +9,6 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from .._core.docs import doc_params
 from .._core.provenance import record
 from ._atomic import atomic_path
 from ._formats import detect_format
@@ -99,16 +98,15 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-_OUT = "adata\n    Profiles.\npath\n    Output file; the format follows the extension."
-
-
-@doc_params(out=_OUT)
 def check_writable(adata: ad.AnnData, path: PathLike, *, layer: str | None = None) -> str:
     """Check, before anything is written, that ``adata`` can be written to ``path`` and read back.
 
     Parameters
     ----------
-    {out}
+    adata
+        Profiles to check.
+    path
+        The file that would be written (its extension gives the format).
     layer
         The layer that would be exported (tables only).
 
@@ -165,7 +163,6 @@ def _check_zarr_keys(adata: ad.AnnData, path: Path) -> None:
             )
 
 
-@doc_params(out=_OUT)
 def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = None, index: bool = False) -> None:
     """Write profiles as a pycytominer-style table (``.csv[.gz]``, ``.tsv``, ``.parquet``), or h5ad/zarr.
 
@@ -183,7 +180,10 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
 
     Parameters
     ----------
-    {out}
+    adata
+        Profiles.
+    path
+        Output file; the format follows the extension.
     layer
         Export ``adata.layers[layer]`` instead of ``.X`` (tables only).
     index

@@ -210,11 +210,11 @@ class Streamed:
         """Aggregate rows that are *not* grouped by reading a block of feature columns of every row at a time.
 
         For a columnar source (parquet) this reads each value once, with no temporary files:
-        for each block of columns (about ``_BUCKET_BYTES``), every unit's rows are decoded
-        into a ``(rows, width)`` column-major buffer in file order, each column is then
-        gathered into group order in place (one column of scratch per thread), and the block
-        is reduced in memory. Memory: the buffer, the key columns and codes of all rows, and
-        the blocks in flight. Returns the number of column passes.
+        for each block of columns (a buffer of about ``_BUCKET_BYTES``), every unit's rows are
+        decoded and placed straight at their rows in group order
+        (:func:`~imgprof._core.groups.place_rows`; the group permutation is computed once),
+        then the block is reduced in memory. Memory: the buffer, the key columns and codes of
+        all rows, and the blocks in flight. Returns the number of column passes.
         """
         codes, groups = self._codes_of_all(meta, src.where)
         n_groups = len(groups)
@@ -223,33 +223,39 @@ class Streamed:
         sizes = group_sizes(codes, n_groups)
         order, _ = sort_groups(codes, n_groups)  # file rows in group order (rows without a key left out)
         n, m, p, jobs = codes.size, order.size, self.p, src.jobs
+        dest = np.full(n, -1, dtype=np.int64)
+        dest[order] = np.arange(m, dtype=np.int64)  # where each file row goes
         sorted_codes = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
-        starts_rows = np.concatenate([[0], np.cumsum(src.unit_rows)]).astype(np.int64)
+        edges = np.concatenate([[0], np.cumsum(src.unit_rows)]).astype(np.int64)
         width = max(1, min(_BUCKET_BYTES // max(8 * n, 1), p))
-        store = np.empty(n * width, dtype=np.float64)
+        store = np.empty(m * width, dtype=np.float64)
         Xout = np.empty((n_groups, p))
         passes = 0
         with ThreadPoolExecutor(jobs) as ex:
             desc = f"aggregate {_short(src.where)} (column passes)"
             for c0 in progress_bar(range(0, p, width), desc=desc, unit="passes"):
                 c1 = min(c0 + width, p)
-                w = c1 - c0
-                # file order, column-major: column j of the block is store[j*n:(j+1)*n]
-                filed = store[: n * w].reshape((n, w), order="F")
-                list(ex.map(lambda ui, c0=c0, c1=c1, filed=filed: src.read_into(
-                    src.units[ui], c0, c1, int(starts_rows[ui]), filed), range(len(src.units))))
-                _gather_in_place(ex, store, order, n, w, jobs)
-                grouped = store[: m * w].reshape((m, w), order="F")
+                grouped = store[: m * (c1 - c0)].reshape((m, c1 - c0))  # group order, C-ordered
+
+                def read(ui: int, c0: int = c0, c1: int = c1, grouped: np.ndarray = grouped) -> None:
+                    src.read_placed(src.units[ui], c0, c1, dest[edges[ui] : edges[ui + 1]], grouped)
+
+                list(ex.map(read, range(len(src.units))))
+                src.release()
                 Xout[:, c0:c1] = self._reduce(grouped, sorted_codes, n_groups, c0, c1, src.where, jobs)
                 passes += 1
         del store
-        self._finish_unsorted(meta, codes, groups, sizes, Xout)
+        self._finish_unsorted(meta, codes, groups, sizes, Xout, order=order)
         return passes
 
-    def _finish_unsorted(self, meta: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, sizes, Xout) -> None:
-        """Group metadata and results of a pass over rows not grouped by ``by``."""
+    def _finish_unsorted(
+        self, meta: pd.DataFrame, codes: np.ndarray, groups: pd.DataFrame, sizes, Xout, order: np.ndarray | None = None,
+    ) -> None:
+        """Group metadata and results of a pass over rows not grouped by ``by`` (``order``: of :func:`sort_groups`)."""
         n_groups = len(groups)
-        order, starts = sort_groups(codes, n_groups)
+        if order is None:
+            order, _ = sort_groups(codes, n_groups)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         gmeta = groups.copy()
         for c in gmeta.columns:  # keys read as dictionaries: back to plain values, sorted like the streamed path
             if isinstance(gmeta[c].dtype, pd.CategoricalDtype):
@@ -360,26 +366,6 @@ def _write_buckets(Xs: np.ndarray, cnt: np.ndarray, edges: np.ndarray, handles: 
         else:
             with open(paths[bi], "ab") as fh:
                 fh.write(piece.tobytes())
-
-
-def _gather_in_place(ex, store: np.ndarray, order: np.ndarray, n: int, w: int, jobs: int) -> None:
-    """Rewrite ``w`` file-order columns of ``store`` (column j at ``[j*n, (j+1)*n)``) in group order.
-
-    Group order, column-major, over the same memory (column j at ``[j*m, (j+1)*m)``, m rows kept);
-    column j overwrites only file-order columns <= j, already gathered (``jobs`` columns gathered
-    at once, then written back in column order).
-    """
-    m = order.size
-    scratch = [np.empty(m, dtype=np.float64) for _ in range(min(jobs, w))]
-    for j0 in range(0, w, len(scratch)):
-        cols = range(j0, min(j0 + len(scratch), w))
-
-        def gather(j, j0=j0):
-            np.take(store[j * n : (j + 1) * n], order, out=scratch[j - j0])
-
-        list(ex.map(gather, cols))
-        for j in cols:
-            store[j * m : (j + 1) * m] = scratch[j - j0]
 
 
 def stream_aggregate(
