@@ -348,7 +348,7 @@ def read_profiles(
         Profiles: metadata in ``.obs``, features in ``.X`` (float; a dask array over the files
         with ``lazy=True``), feature anatomy in
         ``.var``, and the original column order/dtypes plus a provenance entry in
-        ``uns['imgprof']`` (so :func:`to_pandas` restores the table).
+        the provenance record (``imgprof._core.provenance.record``) (so :func:`to_pandas` restores the table).
 
     Examples
     --------
