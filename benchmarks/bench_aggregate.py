@@ -267,7 +267,7 @@ def worker(spec: dict) -> dict:
         if spec.get("force_buckets"):  # the disk-bucket path for rows not grouped (before the column passes)
             import importlib
 
-            importlib.import_module("imgprof.pp.aggregate")._COLUMN_PASS_BYTES = 0
+            importlib.import_module("imgprof.pp._aggregate_stream")._COLUMN_PASS_MAX_BYTES = 0
         run = lambda: ip.pp.aggregate(spec["path"], by=KEYS)  # noqa: E731
     else:
         raise ValueError(tool)

@@ -276,7 +276,7 @@ def test_parquet_streaming_matches_in_memory(sim_cells, tmp_path):
 def test_parquet_ungrouped_file_is_bucketed_on_disk(sim_cells, tmp_path, monkeypatch, dropna):
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_BUCKET_BYTES", 30 * 8 * 150)  # ~150 rows a bucket
+    monkeypatch.setattr(importlib.import_module("imgprof.pp._aggregate_stream"), "_BUCKET_BYTES", 30 * 8 * 150)  # ~150 rows a bucket
     cells = sim_cells.copy()
     cells.obs["Metadata_Well"] = cells.obs["Metadata_Well"].astype(object)
     cells.obs.iloc[:7, cells.obs.columns.get_loc("Metadata_Well")] = None  # a missing-key group
@@ -308,7 +308,7 @@ def test_parquet_ungrouped_file_is_read_by_column_blocks(sim_cells, tmp_path, mo
     (no temporary file); above the size limit it falls back to the buckets on disk."""
     import importlib
 
-    mod = importlib.import_module("imgprof.pp.aggregate")
+    mod = importlib.import_module("imgprof.pp._aggregate_stream")
     cells = sim_cells.copy()
     cells.obs["Metadata_Well"] = cells.obs["Metadata_Well"].astype(object)
     cells.obs.iloc[:7, cells.obs.columns.get_loc("Metadata_Well")] = None  # a missing-key group
@@ -353,7 +353,7 @@ def _obs_equal(out, ref, cols):
 def test_zarr_store_is_read_lazily(sim_cells, tmp_path):
     path = tmp_path / "cells.zarr"
     _write_zarr(sim_cells, path)
-    lazy = ip.pp.read_zarr_lazy(path)
+    lazy = ip.io.read_zarr_lazy(path)
     assert type(lazy.X).__module__.startswith("dask")
     out = ip.pp.aggregate(path)
     np.testing.assert_allclose(out.X, ip.pp.aggregate(sim_cells).X, equal_nan=True)
@@ -362,7 +362,7 @@ def test_zarr_store_is_read_lazily(sim_cells, tmp_path):
 def test_zarr_grouped_store_streams_chunk_by_chunk(sim_cells, tmp_path, monkeypatch):
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_ZARR_UNIT_BYTES", 1)  # one row chunk per read
+    monkeypatch.setattr(importlib.import_module("imgprof.io._stream"), "_ZARR_UNIT_BYTES", 1)  # one row chunk per read
     cells = sim_cells[np.lexsort([sim_cells.obs[k].astype(str) for k in reversed(KEYS)])].copy()
     cells.layers["double"] = np.asarray(cells.X) * 2
     path = tmp_path / "sorted.zarr"
@@ -392,7 +392,7 @@ def test_zarr_grouped_store_streams_chunk_by_chunk(sim_cells, tmp_path, monkeypa
 def test_zarr_ungrouped_store_is_bucketed_on_disk(sim_cells, tmp_path, monkeypatch):
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("imgprof.pp.aggregate"), "_BUCKET_BYTES", 30 * 8 * 200)
+    monkeypatch.setattr(importlib.import_module("imgprof.pp._aggregate_stream"), "_BUCKET_BYTES", 30 * 8 * 200)
     cells = sim_cells[np.random.default_rng(1).permutation(sim_cells.n_obs)].copy()
     path = tmp_path / "shuffled.zarr"
     _write_zarr(cells, path, chunks=(50, 30))

@@ -184,7 +184,7 @@ def median_kernel(X, order, starts, g0, g1, c0, c1, out, mad, want_mad, n_inf): 
                 buf[j, i] = v
                 fin += v - v
             i += 1
-        bad = not (fin == 0.0)
+        bad = not (fin == 0.0)  # noqa: SIM201  (True for NaN and inf sums; kept as written)
         for j in range(ncol):
             row = buf[j]
             mm = m
@@ -206,7 +206,7 @@ def median_kernel(X, order, starts, g0, g1, c0, c1, out, mad, want_mad, n_inf): 
             med = _median(row, mm, tmp, samp)
             out[g, c0 + j] = med
             if want_mad:
-                if not (med - med == 0.0):
+                if not (med - med == 0.0):  # noqa: SIM201  (median is +-inf or NaN)
                     # median is +-inf: |x - inf| would hold NaN (inf - inf) and stall the selection
                     mad[g, c0 + j] = np.nan
                     continue
@@ -248,3 +248,17 @@ def sqdev_kernel(X, codes, c0, c1, mean, s2):  # pragma: no cover - compiled
             if v == v:
                 d = v - mean[g, j]
                 s2[g, j] += d * d
+
+
+@_jit
+def place_rows_kernel(tmp, dest, out):  # pragma: no cover - compiled
+    # out[dest[i], :] = tmp[i, :] where dest[i] >= 0: rows read in file order placed in group order.
+    # Blocks of 256 rows: the destination rows of a block stay in cache while every column is copied.
+    n, w = tmp.shape
+    for b0 in range(0, n, 256):
+        b1 = min(b0 + 256, n)
+        for j in range(w):
+            for i in range(b0, b1):
+                d = dest[i]
+                if d >= 0:
+                    out[d, j] = tmp[i, j]

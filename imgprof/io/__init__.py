@@ -22,6 +22,10 @@ from ._text import ReadError  # noqa: E402
 
 __all__ += ["ReadError"]
 
+from ._lazy import read_zarr_lazy  # noqa: E402
+
+__all__ += ["read_zarr_lazy"]
+
 def __dir__() -> list[str]:
     """Public API only, so tab completion shows no submodule or import leftovers."""
     return sorted(__all__)

@@ -22,25 +22,13 @@ from .._core.features import (
     check_unique_columns,
     split_columns,
 )
+from .._core.provenance import record
+from ._formats import is_parquet_source, parquet_files
+
+__all__ = ["CHUNK_BYTES", "anndata_zarr_group", "is_parquet_source", "parquet_files", "read_lazy", "read_zarr_lazy"]
 
 #: Target decoded bytes of one dask chunk of a lazy parquet ``.X`` (consecutive row groups of one file merged).
 CHUNK_BYTES = 64 << 20
-
-
-def parquet_files(path: Path) -> list[str]:
-    """The parquet file itself, or the ``*.parquet``/``*.pq`` files of a folder (recursively, sorted by path)."""
-    if path.is_file():
-        return [str(path)]
-    files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.name.lower().endswith((".parquet", ".pq")))
-    return files
-
-
-def is_parquet_source(path: Path) -> bool:
-    """True for a ``.parquet``/``.pq`` file or a folder holding such files (and not a zarr store)."""
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")) and path.is_file():
-        return True
-    return path.is_dir() and not name.endswith(".zarr") and bool(parquet_files(path))
 
 
 def read_parquet_block(file: str, row_groups: Sequence[int], columns: Sequence[str], dtype: str) -> np.ndarray:
@@ -84,6 +72,20 @@ def _row_group_runs(md, rows_per_chunk: int) -> list[tuple[list[int], int]]:
     return runs
 
 
+def _lazy_obs(tables: list, text: list[str]) -> pd.DataFrame:
+    """The metadata tables of the files as one frame, strings as categoricals in sorted order."""
+    import pyarrow as pa
+
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    obs = table.unify_dictionaries().to_pandas()
+    del table
+    for c in text:  # categories in sorted order: groupby (aggregate, consensus...) then sorts as for strings
+        cats = obs[c].cat.categories
+        if not cats.is_monotonic_increasing:
+            obs[c] = obs[c].cat.reorder_categories(cats.sort_values())
+    return obs
+
+
 def read_parquet_lazy(
     path: Path,
     *,
@@ -100,7 +102,8 @@ def read_parquet_lazy(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .profiles import _PARQUET_KEY, _from_parts
+    from ._write import _PARQUET_KEY
+    from .profiles import _from_parts
 
     files = parquet_files(path)
     if not files:
@@ -146,16 +149,7 @@ def read_parquet_lazy(
     if not blocks:
         raise ValueError(f"{path}: the parquet file(s) hold no rows.")
     X = da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
-    if meta:
-        table = pa.concat_tables(obs_parts, promote_options="permissive") if len(obs_parts) > 1 else obs_parts[0]
-        obs = table.unify_dictionaries().to_pandas()
-        del table
-        for c in text:  # categories in sorted order: groupby (aggregate, consensus...) then sorts as for strings
-            cats = obs[c].cat.categories
-            if not cats.is_monotonic_increasing:
-                obs[c] = obs[c].cat.reorder_categories(cats.sort_values())
-    else:
-        obs = pd.DataFrame(index=pd.RangeIndex(sum(obs_parts)))
+    obs = _lazy_obs(obs_parts, text) if meta else pd.DataFrame(index=pd.RangeIndex(sum(obs_parts)))
     if level is None:
         level = "single_cell" if any(c.endswith("ObjectNumber") for c in empty.columns) else "well"
     adata = _from_parts(
@@ -163,7 +157,7 @@ def read_parquet_lazy(
         columns=[str(c) for c in empty.columns],
     )
     # the table's own dtypes (object for strings), so that to_pandas gives what lazy=False gives
-    adata.uns["imgprof"]["obs_dtypes"] = json.dumps({str(c): str(empty[c].dtype) for c in meta})
+    record(adata).set("obs_dtypes", json.dumps({str(c): str(empty[c].dtype) for c in meta}))
     return adata
 
 
@@ -178,8 +172,29 @@ def anndata_zarr_group(path):
     return g
 
 
-def read_zarr_lazy(path) -> ad.AnnData:
-    """AnnData zarr store with ``.obs``/``.var``/``.uns`` in memory and ``.X`` (and layers) as dask arrays."""
+def read_zarr_lazy(path: str | os.PathLike) -> ad.AnnData:
+    """Open an AnnData zarr store with ``.obs``/``.var``/``.uns`` in memory and ``.X`` as a dask array.
+
+    (Formerly also ``ip.pp.read_zarr_lazy``; ``ip.io.read_profiles(path, lazy=True)`` does the same.)
+
+    Parameters
+    ----------
+    path
+        An AnnData ``.zarr`` store.
+
+    Returns
+    -------
+    AnnData
+        ``.obs``/``.var`` in memory, ``.X`` (and layers) as dask arrays read on demand.
+
+    Examples
+    --------
+    >>> import imgprof as ip, tempfile, os
+    >>> a = ip.datasets.simulate(n_plates=1, n_features=10, seed=0)
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.zarr"); a.write_zarr(p)
+    >>> type(ip.io.read_zarr_lazy(p).X).__module__.split(".")[0]
+    'dask'
+    """
     from anndata.experimental import read_elem_lazy
 
     g = anndata_zarr_group(path)

@@ -6,6 +6,7 @@ same order, with the same dtypes and index, so pycytominer code keeps working.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -24,8 +25,14 @@ from .._core.features import (
     feature_matrix,
     split_columns,
 )
-from .._core.provenance import log_step, set_level, uns
-from ._atomic import atomic_path
+from .._core.provenance import log_step, record, set_level
+from ._formats import READERS as READERS
+from ._formats import detect_format, is_parquet_source
+from ._formats import read as read
+from ._formats import reader_for as reader_for
+from ._write import _PARQUET_KEY
+from ._write import check_writable as check_writable
+from ._write import write_profiles as write_profiles
 
 PathLike = str | os.PathLike
 
@@ -126,10 +133,10 @@ def _from_parts(
     var = parse_feature_names(features)
     var["input_dtype"] = list(input_dtypes)
     adata = ad.AnnData(X=X, obs=obs, var=var)
-    store = uns(adata)
-    store["columns"] = list(columns) if columns is not None else [*map(str, obs.columns), *map(str, features)]
-    store["obs_dtypes"] = json.dumps(obs_dtypes)
-    store["index"] = json.dumps(index_info)
+    rec = record(adata)
+    rec.set("columns", list(columns) if columns is not None else [*map(str, obs.columns), *map(str, features)])
+    rec.set("obs_dtypes", json.dumps(obs_dtypes))
+    rec.set("index", json.dumps(index_info))
     set_level(adata, level)
     return adata
 
@@ -185,7 +192,7 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     else:
         feat_names = list(map(str, adata.var_names))
         dtypes = dict(zip(feat_names, adata.var["input_dtype"])) if "input_dtype" in adata.var else {}
-    store = adata.uns.get("imgprof", {})
+    store = record(adata).as_dict()
     obs_dtypes = json.loads(store.get("obs_dtypes", "{}")) if isinstance(store.get("obs_dtypes", "{}"), str) else {}
     obs = adata.obs.copy()
     for c, dt in obs_dtypes.items():
@@ -212,27 +219,39 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     df = pd.concat([obs, feats], axis=1)
     original = list(store.get("columns", []))
     if original and use_rep in (None, "X"):
-        present = set(df.columns)
-        ordered = [c for c in original if c in present]
-        extra_meta = [c for c in obs.columns if c not in set(original)]
-        extra_feat = [c for c in feat_names if c not in set(original)]
-        # Original order; metadata added later go right after the last original metadata column.
-        n_meta_orig = sum(1 for c in ordered if c in set(obs.columns))
-        meta_part = [c for c in ordered if c in set(obs.columns)] + extra_meta
-        feat_part = [c for c in ordered if c not in set(obs.columns)] + extra_feat
-        if n_meta_orig == 0 or ordered[:n_meta_orig] == meta_part[:n_meta_orig]:
-            # Metadata first, as documented (also when every metadata column was renamed, e.g. by
-            # pp.annotate(clean_cellprofiler=True), so none of them is in the recorded order).
-            df = df[meta_part + feat_part]
-        else:
-            df = df[ordered + extra_meta + extra_feat]
-    if isinstance(store.get("index"), str):
-        index_info = json.loads(store["index"])
+        df = df[_column_order(original, list(obs.columns), feat_names)]
+    df = _restore_index(df, store.get("index"), adata.n_obs)
+    df.columns.name = None
+    return df
+
+
+def _column_order(original: list, obs_cols: list, feat_names: list) -> list:
+    """The recorded column order; columns added later go after the original metadata / features."""
+    obs_set, orig_set = set(obs_cols), set(original)
+    present = obs_set | set(feat_names)
+    ordered = [c for c in original if c in present]
+    extra_meta = [c for c in obs_cols if c not in orig_set]
+    extra_feat = [c for c in feat_names if c not in orig_set]
+    # Original order; metadata added later go right after the last original metadata column.
+    n_meta_orig = sum(1 for c in ordered if c in obs_set)
+    meta_part = [c for c in ordered if c in obs_set] + extra_meta
+    feat_part = [c for c in ordered if c not in obs_set] + extra_feat
+    if n_meta_orig == 0 or ordered[:n_meta_orig] == meta_part[:n_meta_orig]:
+        # Metadata first, as documented (also when every metadata column was renamed, e.g. by
+        # pp.annotate(clean_cellprofiler=True), so none of them is in the recorded order).
+        return meta_part + feat_part
+    return ordered + extra_meta + extra_feat
+
+
+def _restore_index(df: pd.DataFrame, recorded, n_obs: int) -> pd.DataFrame:
+    """The index the source table had (recorded as JSON by ``_from_parts``), when it still applies."""
+    if isinstance(recorded, str):
+        index_info = json.loads(recorded)
     elif list(df.index) == [str(i) for i in range(len(df))]:
         index_info = {"kind": "range", "start": 0, "step": 1, "name": None}  # e.g. simulated data
     else:
         index_info = {"kind": "labels"}
-    if index_info.get("kind") == "range" and adata.n_obs == len(df):
+    if index_info.get("kind") == "range" and n_obs == len(df):
         start, step = index_info.get("start", 0), index_info.get("step", 1)
         expected = [str(start + i * step) for i in range(len(df))]
         if list(df.index) == expected:
@@ -246,12 +265,9 @@ def to_pandas(adata: ad.AnnData, *, layer: str | None = None, use_rep: str | Non
     elif index_info.get("kind") == "labels":
         dt = index_info.get("dtype")
         if dt and dt != "object":
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 df.index = df.index.astype(dt)
-            except (TypeError, ValueError):
-                pass
         df.index.name = index_info.get("name")
-    df.columns.name = None
     return df
 
 
@@ -332,7 +348,7 @@ def read_profiles(
         Profiles: metadata in ``.obs``, features in ``.X`` (float; a dask array over the files
         with ``lazy=True``), feature anatomy in
         ``.var``, and the original column order/dtypes plus a provenance entry in
-        ``uns['imgprof']`` (so :func:`to_pandas` restores the table).
+        the provenance record (``imgprof._core.provenance.record``) (so :func:`to_pandas` restores the table).
 
     Examples
     --------
@@ -347,8 +363,7 @@ def read_profiles(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
-    name = path.name.lower()
-    from ._lazy import is_parquet_source, read_lazy
+    from ._lazy import read_lazy
 
     if lazy or (path.is_dir() and is_parquet_source(path)):
         adata = read_lazy(
@@ -363,18 +378,22 @@ def read_profiles(
         raise ValueError("chunk_bytes= applies to lazy=True only.")
     if path.is_file() and path.stat().st_size == 0:
         raise ReadError(f"{path}: the file is empty (0 bytes).", path=path)
-    if name.endswith(".h5ad"):
+    try:
+        fmt = detect_format(path)
+    except ValueError:
+        fmt = "csv"  # an unknown suffix is read as a text table (the separator sniffed)
+    if fmt == "h5ad":
         try:
             return ad.read_h5ad(path)
         except (OSError, KeyError, ValueError, TypeError) as e:
             raise ReadError(f"{path}: not a readable h5ad file ({type(e).__name__}: {e}); truncated or not HDF5?",
                             path=path) from e
-    if name.endswith(".zarr"):
+    if fmt == "zarr":
         try:
             return ad.read_zarr(path)
         except Exception as e:  # zarr raises many types for a broken store
             raise ReadError(f"{path}: not a readable zarr store ({type(e).__name__}: {e}).", path=path) from e
-    if name.endswith((".parquet", ".pq")):
+    if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -402,298 +421,3 @@ def read_profiles(
     log_step(adata, "io.read_profiles", {"path": str(path)})
     return adata
 
-
-_PARQUET_KEY = b"imgprof"
-
-
-def _case_collisions(names) -> list[list[str]]:
-    groups: dict[str, list[str]] = {}
-    for n in map(str, names):
-        groups.setdefault(n.lower(), []).append(n)
-    return [g for g in groups.values() if len(g) > 1]
-
-
-def _writable_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame | None:
-    """A copy of ``frame`` that h5ad/zarr can store, or ``None`` when it already can.
-
-    anndata cannot store object columns that hold no string at all (all missing) or mix types;
-    all-missing columns are written as float NaN (``to_pandas`` restores the recorded dtype),
-    mixed ones raise an error naming the column.
-    """
-    fixed = None
-    for c in frame.columns:
-        s = frame[c]
-        if s.dtype != object:
-            continue
-        kind = pd.api.types.infer_dtype(s, skipna=True)
-        if kind == "string":
-            continue
-        fixed = frame.copy() if fixed is None else fixed
-        if kind == "empty":
-            fixed[c] = s.astype("float64")
-            continue
-        inferred = s.infer_objects()
-        if inferred.dtype != object:
-            fixed[c] = inferred
-            continue
-        examples = s.dropna().map(type).drop_duplicates().map(lambda t: t.__name__).tolist()[:4]
-        raise TypeError(
-            f"{where} column {c!r} mixes value types {examples}; h5ad/zarr store one type per column. "
-            f"Convert it first, e.g. adata.{where}[{c!r}] = adata.{where}[{c!r}].astype(str)."
-        )
-    return fixed
-
-
-def _write_anndata(adata: ad.AnnData, path: Path, fmt: str) -> None:
-    if fmt == "zarr":
-        _check_zarr_keys(adata, path)
-    obs_fix = _writable_frame(adata.obs, "obs")
-    var_fix = _writable_frame(adata.var, "var")
-    if adata.is_view and (obs_fix is not None or var_fix is not None):
-        adata = adata.copy()
-    obs_bak, var_bak = adata.obs, adata.var
-    try:
-        if obs_fix is not None:
-            adata.obs = obs_fix
-        if var_fix is not None:
-            adata.var = var_fix
-        with atomic_path(path) as tmp:
-            if fmt == "zarr":
-                adata.write_zarr(tmp)
-            else:
-                adata.write_h5ad(tmp)
-    finally:
-        if obs_fix is not None:
-            adata.obs = obs_bak
-        if var_fix is not None:
-            adata.var = var_bak
-
-
-_TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz", ".parquet", ".pq")
-_ANNDATA_SUFFIXES = (".h5ad", ".zarr")
-
-
-def _format_of(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".h5ad"):
-        return "h5ad"
-    if name.endswith(".zarr"):
-        return "zarr"
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.removesuffix(".gz").endswith((".tsv", ".txt")):
-        return "tsv"
-    if name.removesuffix(".gz").endswith(".csv"):
-        return "csv"
-    raise ValueError(
-        f"{path}: unknown extension; use .csv, .csv.gz, .tsv, .parquet, .h5ad or .zarr (nothing was written)."
-    )
-
-
-def check_writable(adata: ad.AnnData, path: PathLike, *, layer: str | None = None) -> str:
-    """Check, before anything is written, that ``adata`` can be written to ``path`` and read back.
-
-    Parameters
-    ----------
-    adata
-        Profiles.
-    path
-        Output file; the format follows the extension.
-    layer
-        The layer that would be exported (tables only).
-
-    Returns
-    -------
-    The format name (``"csv"``, ``"tsv"``, ``"parquet"``, ``"h5ad"`` or ``"zarr"``).
-
-    Raises
-    ------
-    ValueError
-        Unknown extension; for tables, an ``.obs`` column named like a feature (the table would hold
-        two columns of one name, which :func:`read_profiles` refuses); for zarr, keys that differ
-        only by case. The message names the columns.
-    TypeError
-        ``adata`` is not an AnnData.
-
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> ip.io.check_writable(ip.datasets.simulate(n_plates=1, seed=0), "out.parquet")
-    'parquet'
-    """
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"expected an AnnData to write to {path}, got {type(adata).__name__}.")
-    path = Path(path)
-    fmt = _format_of(path)
-    if fmt in ("h5ad", "zarr"):
-        if fmt == "zarr":
-            _check_zarr_keys(adata, path)
-        return fmt
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} not in adata.layers ({list(adata.layers)}); nothing was written to {path}.")
-    clash = sorted(set(map(str, adata.obs.columns)) & set(map(str, adata.var_names)))
-    if clash:
-        raise ValueError(
-            f"{path}: .obs column(s) {clash[:10]} have the same name as feature(s); a {fmt} table would hold two "
-            f"columns of one name, which no reader accepts. Rename them first, e.g. "
-            f"adata.obs = adata.obs.rename(columns={{{clash[0]!r}: 'Metadata_{clash[0]}'}}) (nothing was written)."
-        )
-    return fmt
-
-
-def _check_zarr_keys(adata: ad.AnnData, path: Path) -> None:
-    # Known anndata/zarr limitation: keys that differ only by case collide in the store
-    # (LINCS has Metadata_plate_map_name and Metadata_Plate_Map_Name) and the store cannot be read back.
-    for where, names in (("obs", adata.obs.columns), ("var", adata.var.columns), ("obsm", adata.obsm.keys()),
-                         ("layers", adata.layers.keys()), ("uns", adata.uns.keys())):
-        bad = _case_collisions(names)
-        if bad:
-            raise ValueError(
-                f"{path}: {where} keys {bad} differ only by upper/lower case, which a zarr store cannot hold "
-                f"(it would be unreadable). Rename one of them (adata.{where} ...) or write .h5ad instead "
-                "(nothing was written)."
-            )
-
-
-def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = None, index: bool = False) -> None:
-    """Write profiles as a pycytominer-style table (``.csv[.gz]``, ``.tsv``, ``.parquet``), or h5ad/zarr.
-
-    Tables hold :func:`to_pandas` output. Parquet files also store which columns are metadata
-    (schema key ``imgprof``), so :func:`read_profiles` gets the same split back even for
-    ``.obs`` columns without the ``Metadata_`` prefix. For h5ad/zarr, object columns that hold
-    only missing values are stored as float NaN (``to_pandas`` restores their dtype), columns
-    mixing value types raise a ``TypeError`` naming them, and for zarr, keys that differ only
-    by case (a zarr limitation) raise a ``ValueError`` naming them.
-
-    Every format is written atomically: to a temporary file (or folder, for zarr) next to
-    ``path``, renamed onto ``path`` only when writing succeeded. A failing write, or a process
-    killed mid-write, leaves an existing file at ``path`` untouched. Values that could not be
-    read back (see :func:`check_writable`) are refused before anything is written.
-
-    Parameters
-    ----------
-    adata
-        Profiles.
-    path
-        Output file; the format follows the extension.
-    layer
-        Export ``adata.layers[layer]`` instead of ``.X`` (tables only).
-    index
-        Also write the DataFrame index (tables only).
-
-    Returns
-    -------
-    None
-        The file is written.
-
-    Examples
-    --------
-    >>> import imgprof as ip, tempfile, os
-    >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
-    >>> ip.io.write_profiles(adata, os.path.join(tempfile.mkdtemp(), "profiles.parquet"))
-    """
-    path = Path(path)
-    fmt = check_writable(adata, path, layer=layer)
-    if fmt in ("h5ad", "zarr"):
-        _write_anndata(adata, path, fmt)
-        return
-    df = to_pandas(adata, layer=layer)
-    with atomic_path(path) as tmp:
-        if fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            try:
-                table = pa.Table.from_pandas(df, preserve_index=index)
-            except (pa.ArrowException, TypeError, ValueError) as e:
-                raise TypeError(f"{path}: cannot store the table as parquet ({e}); convert that column first, e.g. "
-                                ".astype(str) (nothing was written).") from e
-            hint = {"metadata": [str(c) for c in adata.obs.columns], "level": adata.uns.get("imgprof", {}).get("level")}
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PARQUET_KEY: json.dumps(hint).encode()})
-            pq.write_table(table, tmp)
-        else:
-            df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=index)
-
-
-# --------------------------------------------------------------------------------------------
-# One reader for every suffix
-# --------------------------------------------------------------------------------------------
-
-#: Suffix → reader name in :mod:`imgprof.io`, checked in order (longest suffixes first).
-READERS: dict[str, str] = {
-    ".sqlite": "read_cellprofiler", ".sqlite3": "read_cellprofiler", ".db": "read_cellprofiler",
-    ".gct.gz": "read_gct", ".gct": "read_gct", ".gctx": "read_gctx",
-    ".npz": "read_deepprofiler",
-    ".h5ad": "read_profiles", ".zarr": "read_profiles", ".parquet": "read_profiles", ".pq": "read_profiles",
-    ".csv.gz": "read_profiles", ".tsv.gz": "read_profiles", ".txt.gz": "read_profiles",
-    ".csv": "read_profiles", ".tsv": "read_profiles", ".txt": "read_profiles",
-}
-
-
-def reader_for(path: PathLike) -> str:
-    """The name of the :mod:`imgprof.io` reader :func:`read` uses for ``path``.
-
-    Parameters
-    ----------
-    path
-        A file or folder. Folders holding TIFF images (and no ``Cells.csv``) are ``"read_images"``,
-        other folders CellProfiler CSV folders (``"read_cellprofiler"``).
-
-    Returns
-    -------
-    The reader's name, e.g. ``"read_profiles"``.
-
-    Raises
-    ------
-    ValueError
-        No reader handles the suffix; the message lists the known suffixes.
-
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> ip.io.reader_for("plate.gct.gz"), ip.io.reader_for("SQ00014613.sqlite")
-    ('read_gct', 'read_cellprofiler')
-    """
-    path = Path(path)
-    name = path.name.lower()
-    if path.is_dir() and not name.endswith(".zarr"):
-        if any(path.glob("*.parquet")) and not any(path.glob("*.csv*")):
-            return "read_cytotable"
-        if any(path.glob("*.tif*")) and not any(path.glob("Cells.csv*")):
-            return "read_images"
-        return "read_cellprofiler"
-    for suffix in sorted(READERS, key=len, reverse=True):
-        if name.endswith(suffix):
-            return READERS[suffix]
-    raise ValueError(f"{path}: no reader for this file type; known suffixes: {sorted(READERS)}.")
-
-
-def read(path: PathLike, **kwargs) -> ad.AnnData:
-    """Read any supported input, picking the reader by suffix (see :data:`READERS`).
-
-    Parameters
-    ----------
-    path
-        Profile table (``.csv[.gz]``, ``.tsv``, ``.parquet``, ``.h5ad``, ``.zarr``), CellProfiler
-        SQLite (``.sqlite``/``.db``) or CSV folder, GCT/GCTX, DeepProfiler ``.npz``, image folder.
-    **kwargs
-        Passed to the reader.
-
-    Returns
-    -------
-    AnnData.
-
-    Examples
-    --------
-    >>> import imgprof as ip, tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "p.csv")
-    >>> ip.io.write_profiles(ip.datasets.simulate(n_plates=1, seed=0), p)
-    >>> ip.io.read(p).n_obs > 0
-    True
-    """
-    from .. import io as ipio
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder.")
-    return getattr(ipio, reader_for(path))(path, **kwargs)

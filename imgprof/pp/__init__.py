@@ -2,9 +2,9 @@
 
 __all__: list[str] = []
 
-from .aggregate import aggregate, read_zarr_lazy
+from .aggregate import aggregate
 
-__all__ += ["aggregate", "read_zarr_lazy"]
+__all__ += ["aggregate"]
 
 from .consensus import consensus, modz_weights  # noqa: E402
 
