@@ -106,7 +106,7 @@ def test_null_distribution_matches_theory_and_copairs():
         assert abs(ours.mean() - mu) < 4 * ours.std() / np.sqrt(20000) + 1e-12
         assert ks_2samp(np.round(ours, 6), np.round(theirs.astype(float), 6)).pvalue > 1e-3
     # copairs-compatible draws are bit-identical
-    np.testing.assert_array_equal(nullmod._copairs_random_ap(300, np.int64(3), np.int64(25), 11), copairs_random_ap(300, 3, 25, 11))
+    np.testing.assert_array_equal(nullmod.copairs_random_ap(300, np.int64(3), np.int64(25), 11), copairs_random_ap(300, 3, 25, 11))
 
 
 def test_expected_and_normalized_ap_match_copairs():

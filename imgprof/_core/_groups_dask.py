@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .groups import _raise_inf, group_median_mad, group_reduce, sort_groups
+from .groups import group_median_mad, group_reduce, raise_inf, sort_groups
 from .validation import check_numeric
 
 
@@ -33,7 +33,7 @@ def median_mad_dask(
         import dask.array as da
 
         both, n_inf = dask_by_chunks(X, codes, n_groups, _both, out_factor=2, extra=da.isinf(X).sum(axis=0))
-        _raise_inf(np.asarray(n_inf), var_names, what)
+        raise_inf(np.asarray(n_inf), var_names, what)
     else:
         both = dask_by_chunks(X, codes, n_groups, _both, out_factor=2)
     return both[:, :p], both[:, p:]
@@ -76,7 +76,7 @@ def group_reduce_dask(
     if n_inf is None:
         return dask_by_chunks(X, codes, n_groups, _reduce_block, fill=fill)
     out, n_inf_np = dask_by_chunks(X, codes, n_groups, _reduce_block, fill=fill, extra=n_inf)
-    _raise_inf(np.asarray(n_inf_np), var_names, what)
+    raise_inf(np.asarray(n_inf_np), var_names, what)
     return out
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ._groups_numpy import np_median_block as _np_median_block
-from ._groups_tasks import _col_blocks, _median_tasks, _resolve_jobs, _run_tasks
+from ._groups_tasks import column_blocks, median_tasks, resolve_jobs, run_tasks
 from .validation import as_list, check_df_keys, check_numeric, is_dask
 
 __all__ = [
@@ -254,7 +254,7 @@ def _as_float_matrix(X) -> np.ndarray:
     return X
 
 
-def _raise_inf(n_inf: np.ndarray, var_names, what: str) -> None:
+def raise_inf(n_inf: np.ndarray, var_names, what: str) -> None:
     cols = np.flatnonzero(n_inf)
     if cols.size:
         names = [str(var_names[c]) for c in cols[:5]] if var_names is not None else cols[:5].tolist()
@@ -407,7 +407,7 @@ def group_median_mad(
     X = _as_float_matrix(X)
     med, mad, n_inf = _median_mad_numpy(X, codes, n_groups, want_mad, block_size, n_jobs)
     if inf == "raise":
-        _raise_inf(n_inf, var_names, what)
+        raise_inf(n_inf, var_names, what)
     if mad is not None and mad_scale != 1.0:
         mad *= mad_scale
     if min_count > 1:
@@ -435,7 +435,7 @@ def _median_mad_numpy(
         k = kernels["median"]
         mad_arr = mad if mad is not None else np.empty((1, 1))
         Xc = X if (X.flags.c_contiguous or X.flags.f_contiguous) else np.ascontiguousarray(X)
-        tasks = _median_tasks(starts, p, block_size, _resolve_jobs(n_jobs, 1 << 30))
+        tasks = median_tasks(starts, p, block_size, resolve_jobs(n_jobs, 1 << 30))
 
         def run(task):
             (g0, g1), (c0, c1) = task
@@ -443,9 +443,9 @@ def _median_mad_numpy(
             k(Xc, order, starts, g0, g1, c0, c1, med, mad_arr, want_mad, n_inf_local)
             return n_inf_local
 
-        _run_tasks(run, tasks, n_jobs, n_inf)
+        run_tasks(run, tasks, n_jobs, n_inf)
         return med, mad, n_inf
-    for c0, c1 in _col_blocks(p, block_size or 32):
+    for c0, c1 in column_blocks(p, block_size or 32):
         Xb = X[order, c0:c1].astype(np.float64, copy=False)
         n_inf[c0:c1] += np.isinf(Xb).sum(axis=0)
         m, d = _np_median_block(Xb, starts, want_mad)
@@ -468,7 +468,7 @@ def _group_moments(
     mx = np.full((n_groups, p), -np.inf) if want_minmax else np.empty((1, 1))
     n_inf = np.zeros(p, dtype=np.int64)
     kernels = _numba_kernels()
-    blocks = _col_blocks(p, block_size or 256)
+    blocks = column_blocks(p, block_size or 256)
     if p and n_groups:
         if kernels:
             k = kernels["moments"]
@@ -478,7 +478,7 @@ def _group_moments(
                 k(X, codes, bl[0], bl[1], s1, s1, mn, mx, cnt, False, want_minmax, local)
                 return local
 
-            _run_tasks(run, blocks, n_jobs, n_inf)
+            run_tasks(run, blocks, n_jobs, n_inf)
         else:
             valid = codes >= 0
             cv = codes[valid]
@@ -492,7 +492,7 @@ def _group_moments(
                     np.minimum.at(mn[:, c0:c1], cv, np.where(finite, Xb, np.inf))
                     np.maximum.at(mx[:, c0:c1], cv, np.where(finite, Xb, -np.inf))
     if inf == "raise" and func != "count":
-        _raise_inf(n_inf, var_names, what)
+        raise_inf(n_inf, var_names, what)
     if func == "count":
         return cnt.astype(np.float64)
     if func == "sum":
@@ -517,7 +517,7 @@ def _group_moments(
             def run2(bl):
                 k2(X, codes, bl[0], bl[1], mean0, s2)
 
-            _run_tasks(run2, blocks, n_jobs)
+            run_tasks(run2, blocks, n_jobs)
         else:
             valid = codes >= 0
             cv = codes[valid]

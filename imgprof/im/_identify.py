@@ -15,9 +15,9 @@ from scipy import ndimage as ndi
 from .._core.registry import Registry
 from ._segment_kernels import (
     EIGHT,
-    declump_objects,
     check_image,
     check_labels,
+    declump_objects,
     fill_labeled_holes,
     filter_objects,
     map_to_primary,

@@ -26,7 +26,7 @@ from .._core.validation import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
-from ._measurements import MEASUREMENTS, Context, measurement_functions, measure_groups
+from ._measurements import MEASUREMENTS, Context, measure_groups, measurement_functions
 
 __all__ = ["FEATURE_GROUPS", "MEASUREMENTS", "measure_objects", "objects_to_anndata"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._cp_tables import _ImageTable, _ObjectTable, _Source
+from ._cp_tables import ImageTable, ObjectTable, Source
 
 
 def _examples(df: pd.DataFrame, cols: Sequence[str], n: int = 3) -> list:
@@ -36,7 +36,7 @@ def _same(a: pd.Series, b: pd.Series) -> bool:
     return bool(((a.to_numpy() == b.to_numpy()) | (a.isna().to_numpy() & b.isna().to_numpy())).all())
 
 
-class _Merged:
+class Merged:
     """The joined single cells of one source: ``obs`` (narrow), ``X`` and feature names/dtypes."""
 
     def __init__(self, obs: pd.DataFrame, X: np.ndarray, features: list[str], dtypes: list[str], summary: dict):
@@ -44,18 +44,18 @@ class _Merged:
 
 
 def _load_tables(
-    source: _Source, compartments: Sequence[str], image_table: str | None, image_args: tuple[Any, Any, bool], dtype: np.dtype,
-) -> tuple[dict[str, _ObjectTable], _ImageTable | None, list[str]]:
+    source: Source, compartments: Sequence[str], image_table: str | None, image_args: tuple[Any, Any, bool], dtype: np.dtype,
+) -> tuple[dict[str, ObjectTable], ImageTable | None, list[str]]:
     """The object tables, the image table and the join keys (with ``TableNumber`` when every table has it)."""
-    tables: dict[str, _ObjectTable] = {}
+    tables: dict[str, ObjectTable] = {}
     for comp in compartments:
         frame, label = source.object_table(comp)
-        tables[comp] = _ObjectTable(comp, frame, label, dtype)
+        tables[comp] = ObjectTable(comp, frame, label, dtype)
     with_tn = [t.has_table_number for t in tables.values()]
     img = None
     if image_table is not None:
         iname = source.find(image_table, role="image")
-        img = _ImageTable(source.read(iname), source.label(iname), *image_args, dtype)
+        img = ImageTable(source.read(iname), source.label(iname), *image_args, dtype)
         with_tn.append("TableNumber" in img.keys.columns)
     if any(with_tn) and not all(with_tn):
         lacking = [t.label for t in tables.values() if not t.has_table_number]
@@ -74,7 +74,7 @@ def _load_tables(
 
 
 def _link_parent(
-    a: _ObjectTable, t: _ObjectTable, anchor: str, other: str, parent_col: str, keys: list[str], *, strict_inner: bool,
+    a: ObjectTable, t: ObjectTable, anchor: str, other: str, parent_col: str, keys: list[str], *, strict_inner: bool,
 ) -> np.ndarray:
     """Row of ``t`` that each anchor object points to through ``parent_col`` (NaN when none)."""
     link = parent_col if parent_col.startswith("Metadata_") else f"Metadata_{parent_col}"
@@ -103,7 +103,7 @@ def _link_parent(
 
 
 def _link(
-    tables: dict[str, _ObjectTable], anchor: str, links: dict[str, str], keys: list[str], join: str, strict: bool,
+    tables: dict[str, ObjectTable], anchor: str, links: dict[str, str], keys: list[str], join: str, strict: bool,
     summary: dict,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Link each anchor object to its parents, on the key columns only: kept anchor rows, parent rows (-1: none)."""
@@ -128,7 +128,7 @@ def _link(
 
 
 def _gather(
-    tables: dict[str, _ObjectTable], anchor: str, links: dict[str, str], rows: np.ndarray, positions: dict[str, np.ndarray],
+    tables: dict[str, ObjectTable], anchor: str, links: dict[str, str], rows: np.ndarray, positions: dict[str, np.ndarray],
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Object metadata (narrow frames) and measurement blocks (arrays), gathered by row position."""
     a = tables[anchor]
@@ -156,7 +156,7 @@ def _gather(
 
 
 def _join_image(
-    img: _ImageTable, ids: pd.DataFrame, objects: pd.DataFrame, keys: list[str], strict: bool, summary: dict,
+    img: ImageTable, ids: pd.DataFrame, objects: pd.DataFrame, keys: list[str], strict: bool, summary: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Image-level columns joined on the image keys: (image obs, object obs, image feature block)."""
     dup = img.keys.duplicated()
@@ -185,8 +185,8 @@ def _join_image(
     return image_obs, objects, _take(img.X, ipos)
 
 
-def _merge_one(
-    source: _Source,
+def merge_one(
+    source: Source,
     *,
     compartments: Sequence[str],
     image_table: str | None,
@@ -196,7 +196,7 @@ def _merge_one(
     join: str,
     strict: bool,
     dtype: np.dtype,
-) -> _Merged:
+) -> Merged:
     """Join the tables of one source.
 
     The join runs on the narrow key columns only; each compartment's measurement block is then
@@ -223,4 +223,4 @@ def _merge_one(
     obs = pd.concat([image_obs, ids, objects], axis=1)
     summary["folded_object_number_columns"] = sorted({c for t in tables.values() for c in t.folded})
     X = np.hstack(X_parts) if X_parts else np.empty((len(obs), 0))
-    return _Merged(obs, X.astype(dtype, copy=False), features, dtypes, summary)
+    return Merged(obs, X.astype(dtype, copy=False), features, dtypes, summary)

@@ -1,8 +1,8 @@
 """CellProfiler outputs, table by table: locate and load the raw tables of one source.
 
-A *source* is a folder of CSV/Parquet files or a SQLite file (:class:`_Source`); each object
-table becomes an :class:`_ObjectTable` (join keys, metadata, measurement matrix) and the image
-table an :class:`_ImageTable`. :mod:`imgprof.io._cp_merge` joins them.
+A *source* is a folder of CSV/Parquet files or a SQLite file (:class:`Source`); each object
+table becomes an :class:`ObjectTable` (join keys, metadata, measurement matrix) and the image
+table an :class:`ImageTable`. :mod:`imgprof.io._cp_merge` joins them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _only(candidates: list[str], ambiguous: str) -> str | None:
     return candidates[0] if candidates else None
 
 
-class _Source:
+class Source:
     """Where the tables of one CellProfiler output live (a folder of files or a SQLite file)."""
 
     def __init__(self, path: Path):
@@ -163,7 +163,7 @@ class _Source:
                 bar.close()
                 df = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=cols)
         else:
-            from .profiles import _sep_for
+            from .profiles import sep_for
 
             p = self.path / table
             if p.stat().st_size == 0:
@@ -183,7 +183,7 @@ class _Source:
                 # round_trip: correctly rounded floats (pandas' default parser can be 1 ulp off).
                 # read_text_table sniffs the separator, refuses duplicated columns, truncated files
                 # and undecodable text, naming the file.
-                df = read_text_table(p, sep=None, label=label, default_sep=_sep_for(p), float_precision="round_trip")
+                df = read_text_table(p, sep=None, label=label, default_sep=sep_for(p), float_precision="round_trip")
         if df.shape[0] == 0:
             raise ValueError(f"{label}: the table has a header but no rows.")
         return df
@@ -225,7 +225,7 @@ def _typed_matrix(df: pd.DataFrame, cols: Sequence[str], dtype: np.dtype) -> tup
     return [str(all_dtypes[c]) for c in cols], _matrix(df, cols, dtype)
 
 
-class _ObjectTable:
+class ObjectTable:
     """One compartment table, standardized.
 
     ``ids``: ``TableNumber``? + ``ImageNumber`` + ``__obj__`` (the object number);
@@ -300,7 +300,7 @@ def _check_numeric_named(df: pd.DataFrame, src: Sequence[str], names: Sequence[s
         check_numeric_features(sub, list(sub.columns), source=label)
 
 
-class _ImageTable:
+class ImageTable:
     """The image table split into keys, ``.obs`` columns and (optional) image features."""
 
     def __init__(self, df: pd.DataFrame, label: str, image_columns, image_features, rename_metadata: bool, dtype):

@@ -102,8 +102,8 @@ def read_parquet_lazy(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ._write import _PARQUET_KEY
-    from .profiles import _from_parts
+    from ._write import PARQUET_KEY
+    from .profiles import from_parts
 
     files = parquet_files(path)
     if not files:
@@ -111,7 +111,7 @@ def read_parquet_lazy(
     schema = pq.read_schema(files[0])
     check_unique_columns(schema.names, source=files[0])
     empty = schema.empty_table().to_pandas()
-    hint = (schema.metadata or {}).get(_PARQUET_KEY)
+    hint = (schema.metadata or {}).get(PARQUET_KEY)
     if hint and metadata is None and features is None:
         hint = json.loads(hint)
         metadata = [c for c in hint.get("metadata", []) if c in empty.columns]
@@ -152,7 +152,7 @@ def read_parquet_lazy(
     obs = _lazy_obs(obs_parts, text) if meta else pd.DataFrame(index=pd.RangeIndex(sum(obs_parts)))
     if level is None:
         level = "single_cell" if any(c.endswith("ObjectNumber") for c in empty.columns) else "well"
-    adata = _from_parts(
+    adata = from_parts(
         obs, X, feats, [str(empty[c].dtype) for c in feats], level=level, source=str(path),
         columns=[str(c) for c in empty.columns],
     )

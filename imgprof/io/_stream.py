@@ -360,7 +360,7 @@ class ZarrSource(ProfileSource):
         self.units = [(a, min(a + per_unit, n)) for a in range(0, n, per_unit)]
         self.unit_rows = [b - a for a, b in self.units]
         col_chunk = int(zx.chunks[1]) or p
-        self._col_blocks = [(c, min(c + col_chunk, p)) for c in range(0, p, col_chunk)]
+        self.column_blocks = [(c, min(c + col_chunk, p)) for c in range(0, p, col_chunk)]
         self.extra = {"n_chunks_read": len(self.units)}
 
     def read_meta(self, unit) -> pd.DataFrame:
@@ -373,7 +373,7 @@ class ZarrSource(ProfileSource):
 
     def blocks_for(self, rows: int) -> tuple[list[tuple[int, int]], int]:
         # blocks follow the store's column chunks (a read decompresses whole chunks)
-        return self._col_blocks, max(1, self.jobs // len(self._col_blocks))
+        return self.column_blocks, max(1, self.jobs // len(self.column_blocks))
 
     def all_meta(self) -> pd.DataFrame:
         return self.obs.loc[:, self.meta_read]

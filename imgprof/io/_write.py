@@ -16,7 +16,7 @@ from ._formats import detect_format
 PathLike = str | os.PathLike
 
 #: Schema key of the parquet files :func:`write_profiles` writes (which columns are metadata, the level).
-_PARQUET_KEY = b"imgprof"
+PARQUET_KEY = b"imgprof"
 
 
 def _case_collisions(names) -> list[list[str]]:
@@ -219,7 +219,7 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
                 raise TypeError(f"{path}: cannot store the table as parquet ({e}); convert that column first, e.g. "
                                 ".astype(str) (nothing was written).") from e
             hint = {"metadata": [str(c) for c in adata.obs.columns], "level": record(adata).level}
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PARQUET_KEY: json.dumps(hint).encode()})
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_KEY: json.dumps(hint).encode()})
             pq.write_table(table, tmp)
         else:
             df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=index)

@@ -23,9 +23,9 @@ import pandas as pd
 from .._core.features import check_unique_columns
 from .._core.provenance import log_step
 from .._core.validation import as_list
-from ._cp_merge import _merge_one, _Merged
-from ._cp_tables import _Source
-from .profiles import _from_parts
+from ._cp_merge import Merged, merge_one
+from ._cp_tables import Source
+from .profiles import from_parts
 
 PathLike = str | os.PathLike
 
@@ -107,7 +107,7 @@ def _expand_folders(paths: list[Path], image_table: str | None) -> list[Path]:
     out = []
     for p in paths:
         if p.is_dir():
-            src = _Source(p)
+            src = Source(p)
             try:
                 src.find(image_table or "Image", role="image")
                 out.append(p)
@@ -117,7 +117,7 @@ def _expand_folders(paths: list[Path], image_table: str | None) -> list[Path]:
                 found = []
                 for q in subs:
                     try:
-                        _Source(q).find(image_table or "Image", role="image")
+                        Source(q).find(image_table or "Image", role="image")
                         found.append(q)
                     except (FileNotFoundError, ValueError):
                         pass
@@ -232,11 +232,11 @@ def read_cellprofiler(
         raise ValueError(f"compartments: duplicated names in {compartments}.")
     dtype = np.dtype(dtype)
     paths = _expand_folders(_sources(path), image_table)
-    merged: list[_Merged] = []
+    merged: list[Merged] = []
     for p in paths:
         anchor, links = _check_linking(linking if linking is not None else default_linking(compartments), compartments)
-        m = _merge_one(
-            _Source(p), compartments=compartments, image_table=image_table, anchor=anchor, links=links,
+        m = merge_one(
+            Source(p), compartments=compartments, image_table=image_table, anchor=anchor, links=links,
             image_args=(image_columns, image_features, rename_image_metadata), join=join, strict=strict, dtype=dtype,
         )
         if merged and m.features != merged[0].features:
@@ -265,7 +265,7 @@ def read_cellprofiler(
     if dtype != np.float64:
         dtypes = [str(dtype)] * len(features)
     check_unique_columns([*map(str, obs.columns), *features], source=f"{path} (joined tables)")
-    adata = _from_parts(obs.reset_index(drop=True), X, features, dtypes, level="single_cell", source=str(path))
+    adata = from_parts(obs.reset_index(drop=True), X, features, dtypes, level="single_cell", source=str(path))
     params = dict(
         path=[str(p) for p in paths] if len(paths) > 1 else str(paths[0]), compartments=compartments,
         image_table=image_table, linking=linking, image_columns=image_columns, image_features=image_features,

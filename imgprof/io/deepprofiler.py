@@ -213,10 +213,10 @@ def read_deepprofiler(
     X = np.vstack(Xs)
     if X.shape[0] == 0:
         raise ValueError(f"{path}: the file(s) hold no cell (0 rows).")
-    from .profiles import _from_parts
+    from .profiles import from_parts
 
     check_unique_columns([*map(str, obs.columns), *names0], source=str(path))
-    adata = _from_parts(obs, X, names0, [str(X.dtype)] * len(names0), level="single_cell", source=str(path))
+    adata = from_parts(obs, X, names0, [str(X.dtype)] * len(names0), level="single_cell", source=str(path))
     log_step(
         adata, "io.read_deepprofiler",
         {"path": [str(f) for f in files] if len(files) > 1 else str(files[0]), "feature_prefix": feature_prefix,
@@ -329,9 +329,9 @@ def _file_columns(path: Path) -> list[str]:
             return list(pq.read_schema(path).names)
         except Exception as e:  # pyarrow raises several types for unreadable input
             raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}).") from e
-    from .profiles import _sep_for, _sniff_header
+    from .profiles import sep_for, sniff_header
 
-    return list(_sniff_header(path, _sep_for(path)))
+    return list(sniff_header(path, sep_for(path)))
 
 
 def _read_embedding_file(

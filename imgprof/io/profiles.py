@@ -30,7 +30,7 @@ from ._formats import READERS as READERS
 from ._formats import detect_format, is_parquet_source
 from ._formats import read as read
 from ._formats import reader_for as reader_for
-from ._write import _PARQUET_KEY
+from ._write import PARQUET_KEY
 from ._write import check_writable as check_writable
 from ._write import write_profiles as write_profiles
 
@@ -98,7 +98,7 @@ def from_pandas(
     dtypes = dict(df.dtypes.items())
     if level is None:
         level = "single_cell" if any(c.endswith("ObjectNumber") for c in df.columns) else "well"
-    adata = _from_parts(
+    adata = from_parts(
         obs, X, feats, [str(dtypes[c]) for c in feats], level=level, source=source,
         columns=[str(c) for c in df.columns],
     )
@@ -106,7 +106,7 @@ def from_pandas(
     return adata
 
 
-def _from_parts(
+def from_parts(
     obs: pd.DataFrame,
     X,
     features: Sequence[str],
@@ -244,7 +244,7 @@ def _column_order(original: list, obs_cols: list, feat_names: list) -> list:
 
 
 def _restore_index(df: pd.DataFrame, recorded, n_obs: int) -> pd.DataFrame:
-    """The index the source table had (recorded as JSON by ``_from_parts``), when it still applies."""
+    """The index the source table had (recorded as JSON by ``from_parts``), when it still applies."""
     if isinstance(recorded, str):
         index_info = json.loads(recorded)
     elif list(df.index) == [str(i) for i in range(len(df))]:
@@ -271,7 +271,7 @@ def _restore_index(df: pd.DataFrame, recorded, n_obs: int) -> pd.DataFrame:
     return df
 
 
-def _sniff_header(path: Path, sep: str) -> list[str]:
+def sniff_header(path: Path, sep: str) -> list[str]:
     from ._text import open_text, wrap_errors
 
     with wrap_errors(path), open_text(path) as fh:
@@ -283,7 +283,7 @@ def _sniff_header(path: Path, sep: str) -> list[str]:
     return next(csv.reader([line.rstrip("\r\n")], delimiter=sniff_sep(line, sep)))
 
 
-def _sep_for(path: Path) -> str:
+def sep_for(path: Path) -> str:
     name = path.name.lower().removesuffix(".gz")
     return "\t" if name.endswith((".tsv", ".txt")) else ","
 
@@ -404,7 +404,7 @@ def read_profiles(
         except (pa.ArrowException, OSError) as e:
             raise ReadError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}); truncated or not parquet?",
                             path=path) from e
-        hint = (schema.metadata or {}).get(_PARQUET_KEY)
+        hint = (schema.metadata or {}).get(PARQUET_KEY)
         if hint and metadata is None and features is None:
             # Written by write_profiles: reuse its metadata/feature split (obs columns need no Metadata_ prefix).
             hint = json.loads(hint)
