@@ -112,3 +112,116 @@ def test_no_unfilled_docstring_placeholder():
     pattern = re.compile(r"^\s*\{[A-Za-z_]\w*\}\s*$", re.MULTILINE)
     bad = [name for name, fn in _public_functions() if pattern.search(fn.__doc__ or "")]
     assert not bad, f"unfilled docstring placeholders in {bad}"
+
+
+# ----------------------------------------------------------------------------------------------
+# every registered method, run through its public coordinator: copy honoured, one provenance step
+# ----------------------------------------------------------------------------------------------
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import imgprof as ip  # noqa: E402
+
+
+def _run_both_ways(adata, call, function: str):
+    """``call(a, copy)`` with copy=True (input untouched, one new step on the copy) and copy=False (in place)."""
+    before_X = np.array(adata.X, copy=True)
+    n_steps = len(ip.provenance(adata))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = call(adata, True)
+    assert out is not None, f"{function}: copy=True returned None"
+    assert np.array_equal(np.asarray(adata.X), before_X, equal_nan=True), f"{function}: copy=True changed the input"
+    assert len(ip.provenance(adata)) == n_steps, f"{function}: copy=True logged on the input"
+    steps = ip.provenance(out)
+    assert len(steps) == n_steps + 1 and steps["function"].iloc[-1] == function, steps["function"].tolist()[-3:]
+    work = adata.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert call(work, False) is None, f"{function}: copy=False returned something"
+    assert len(ip.provenance(work)) == n_steps + 1
+    return out, steps["params"].iloc[-1]
+
+
+@pytest.fixture(scope="module")
+def wells():
+    return ip.datasets.simulate(n_plates=2, n_features=40, seed=0)
+
+
+@pytest.mark.parametrize("name", REGISTRIES["normalizer"].names())
+def test_every_normalizer_through_normalize(wells, name):
+    _, params = _run_both_ways(
+        wells, lambda a, copy: ip.pp.normalize(a, method=name, samples="Metadata_pert_type == 'control'", copy=copy),
+        "pp.normalize")
+    assert params["method"] == name
+
+
+@pytest.mark.parametrize("name", REGISTRIES["feature_select_operation"].names())
+def test_every_feature_selection_operation_through_feature_select(wells, name):
+    extra = ({"noise_removal_perturb_groups": "Metadata_Perturbation", "noise_removal_stdev_cutoff": 2.5}
+             if name == "noise_removal" else {})
+    _, params = _run_both_ways(
+        wells, lambda a, copy: ip.pp.feature_select(a, operation=[name], copy=copy, **extra), "pp.feature_select")
+    assert name in params["operation"]
+
+
+@pytest.fixture(scope="module")
+def batches():
+    a = ip.datasets.cmqtl_crispri()
+    a = a[:, :60].copy()
+    ip.tl.pca(a, n_comps=10)
+    return a
+
+
+@pytest.mark.parametrize("name", REGISTRIES["integration_method"].names())
+def test_every_integration_method_through_integrate(batches, name):
+    if name == "scvi":
+        pytest.importorskip("scvi")
+    kw = {"max_epochs": 1, "accelerator": "cpu"} if name == "scvi" else {}
+    if name == "sphering":
+        kw["controls"] = None
+    out, _ = _run_both_ways(batches, lambda a, copy: ip.tl.integrate(a, name, "Metadata_Batch", copy=copy, **kw),
+                            "tl." + ("no_correction" if name == "none" else name))
+    assert f"X_{name}" in out.obsm
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return ip.datasets.simulate_cells(seed=0)
+
+
+@pytest.mark.parametrize("name", REGISTRIES["distance"].names())
+def test_every_distance_through_distance(cells, name):
+    out, params = _run_both_ways(
+        cells, lambda a, copy: ip.tl.distance(a, "Metadata_perturbation", metric=name, reference="control",
+                                              max_cells=60, copy=copy), "tl.distance")
+    assert params["metric"] == name
+
+
+@pytest.mark.parametrize("name", REGISTRIES["retrieval_similarity"].names())
+def test_every_similarity_through_average_precision(wells, name):
+    a = wells.copy()
+    n_steps = len(ip.provenance(a))
+    ap = ip.metrics.average_precision(a, "Metadata_Perturbation", neg_diffby="Metadata_Perturbation", metric=name,
+                                      key_added="ap")
+    assert len(ap) == a.n_obs and "ap" in a.obs
+    assert len(ip.provenance(a)) == n_steps + 1
+
+
+WRITABLE = {"csv": "p.csv", "tsv": "p.tsv", "parquet": "p.parquet", "h5ad": "p.h5ad", "zarr": "p.zarr",
+            "gct": "p.gct", "gctx": "p.gctx"}
+
+
+@pytest.mark.parametrize("name", REGISTRIES["reader"].names())
+def test_every_reader_is_reachable(name, tmp_path, wells):
+    entry = REGISTRIES["reader"].get(name)
+    assert callable(entry.obj) and entry.obj is getattr(ip.io, entry["reader"])
+    for suffix in entry["suffixes"]:
+        assert ip.io.reader_for(f"x{suffix}") == entry["reader"]
+    if name in WRITABLE:
+        path = tmp_path / WRITABLE[name]
+        a = wells[:, :5].copy()
+        (ip.io.write_gct if name == "gct" else ip.io.write_gctx if name == "gctx" else ip.io.write_profiles)(a, path)
+        back = ip.io.read(path)
+        assert back.shape == a.shape and len(ip.provenance(back)) >= 1
