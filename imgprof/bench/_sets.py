@@ -47,7 +47,7 @@ class BioConservation(_BioBase):
     ``negcon``; :meth:`scib_metrics` gives scib-metrics' default set (see the module
     docstring for the field values).
 
-    Parameters
+    Attributes
     ----------
     {fields}
 
@@ -75,7 +75,7 @@ class BatchCorrection(_BatchBase):
     ``silhouette_batch`` (scib's classic batch ASW) is off by default, as in
     scib-metrics ≥ 0.5.6 which replaced it with BRAS; :meth:`arevalo2024` turns it on.
 
-    Parameters
+    Attributes
     ----------
     {fields}
 
