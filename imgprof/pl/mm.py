@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._core.docs import doc_params
+from .._core.docs import DOC, doc_params
 from .._core.validation import as_list, check_df_keys, check_obs_keys
 from ._utils import PLOT_DOC, finish, get_ax, savefig_or_show
 
 #: Parameter texts shared by the plots of this module (filled in by ``doc_params``).
 _PLOT_DOC: dict[str, str] = PLOT_DOC | {
+    "example_mm_moa": DOC["example_mm_moa"],
     "returns_axes": "Axes or Figure or None\n    The axes; the figure with ``return_fig=True``; ``None`` when shown.",
 }
 #: ``ax``, ``title``, ``show``, ``save`` and ``return_fig``: the parameters that end every single-axes plot here.
@@ -296,9 +297,7 @@ def mm_join_report(
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    {example_mm_moa}
     >>> ax = ip.pl.mm_join_report(ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|"), show=False)
     """
     s = report.summary
