@@ -55,6 +55,17 @@ DOC: dict[str, str] = {
     "save": "save\n    Save the figure to this path (the suffix picks the format); written atomically.",
     "ax": "ax\n    Matplotlib axes to draw into (a new figure when ``None``).",
     "returns_copy": "AnnData or None\n    The modified copy when ``copy=True``, else ``None`` (``adata`` is modified in place).",
+    # Example set-ups shared by the multimodal (``ip.mm`` / ``ip.pl.mm_*``) doctests: the two LINCS plates,
+    # the expression side annotated from the Repurposing Hub (and, for ``_join``, joined on the target).
+    "example_mm_moa": (
+        ">>> import imgprof as ip\n>>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()\n"
+        '>>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])'
+    ),
+    "example_mm_target_join": (
+        ">>> import imgprof as ip\n>>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()\n"
+        '>>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["target"])\n'
+        '>>> mdata = ip.mm.join(morph, expr, on=("Metadata_target", "target"), sep="|")'
+    ),
 }
 
 _PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}[ \t]*$", re.MULTILINE)

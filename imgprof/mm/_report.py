@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.store import store
 from ._keys import normalize_names
 from ._sides import Side
@@ -20,6 +21,7 @@ from ._spec import KEY_SEP, DoseSpec, KeySpec, sep_label
 REPORT_KEY = "mm_join"
 
 
+@doc_params("example_mm_moa")
 @dataclass
 class JoinReport:
     """What a join matched, what it did not and why.
@@ -39,9 +41,7 @@ class JoinReport:
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    {example_mm_moa}
     >>> rep = ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|")
     >>> sorted(rep.table["status"].unique())[0]
     'matched'

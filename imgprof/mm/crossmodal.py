@@ -18,6 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.provenance import log_step
 from .._core.store import store
 from .._core.validation import check_df_keys, check_float, check_int, check_obs_keys
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 
+@doc_params("example_mm_target_join", "example_mm_moa")
 def align(
     mdata: Any,
     *,
@@ -89,10 +91,7 @@ def align(
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["target"])
-    >>> mdata = ip.mm.join(morph, expr, on=("Metadata_target", "target"), sep="|")
+    {example_mm_target_join}
     >>> ip.mm.align(mdata, n_components=2)
     >>> mdata["morph"].obsm["X_cca"].shape
     (15, 2)
@@ -128,6 +127,7 @@ def align(
              correlations=info["correlations"])
 
 
+@doc_params("example_mm_target_join", "example_mm_moa")
 def cross_retrieval(
     mdata: Any,
     *,
@@ -187,10 +187,7 @@ def cross_retrieval(
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["target"])
-    >>> mdata = ip.mm.join(morph, expr, on=("Metadata_target", "target"), sep="|")
+    {example_mm_target_join}
     >>> res = ip.mm.cross_retrieval(mdata, n_splits=5, null_size=1000)
     >>> res["direction"].tolist()
     ['morph->expr', 'expr->morph']
@@ -223,6 +220,7 @@ def cross_retrieval(
     return (summary, per_query) if return_per_query else summary
 
 
+@doc_params("example_mm_target_join", "example_mm_moa")
 def compare_retrieval(
     data: Any,
     *,
@@ -288,9 +286,7 @@ def compare_retrieval(
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    {example_mm_moa}
     >>> md = ip.mm.join(morph, expr, on={"moa": ("Metadata_moa", "moa")}, sep="|", level="well", paired=False,
     ...                 controls=("Metadata_pert_type == 'control'", "pert_type == 'ctl_vehicle'"))
     >>> res = ip.mm.compare_retrieval(md, perturbation={"morph": "Metadata_pert_id", "expr": "pert_id"},

@@ -23,6 +23,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.provenance import log_step
 from .._core.validation import resolve_mask
 from ._annotate import annotate, map_annotations, recode_dose
@@ -69,6 +70,7 @@ def _match(morph: ad.AnnData, expr: ad.AnnData, on: Any, *, dose: Any, dose_unit
     return build_report(sides[0], sides[1], keys, dspec, names, level, sep), sides
 
 
+@doc_params("example_mm_target_join", "example_mm_moa")
 def match_keys(
     morph: ad.AnnData,
     expr: ad.AnnData,
@@ -112,9 +114,7 @@ def match_keys(
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    {example_mm_moa}
     >>> rep = ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|")
     >>> rep.summary["n_matched"]
     8
@@ -301,6 +301,7 @@ def join(
     return mdata
 
 
+@doc_params("example_mm_target_join", "example_mm_moa")
 def join_report(mdata: Any) -> JoinReport:
     """The :class:`JoinReport` stored by :func:`join` in ``mdata.uns['mm_join']``.
 
@@ -316,10 +317,7 @@ def join_report(mdata: Any) -> JoinReport:
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["target"])
-    >>> mdata = ip.mm.join(morph, expr, on=("Metadata_target", "target"), sep="|")
+    {example_mm_target_join}
     >>> len(ip.mm.join_report(mdata).matched)
     15
     """

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._utils import finish
+from .._core.docs import doc_params
+from ._utils import PLOT_DOC, finish
 
 _AGG = "Aggregate score"
 _TYPE_ORDER = ("Bio conservation", "Batch correction", _AGG)
@@ -54,6 +55,7 @@ def _wide(results: Any, min_max_scale: bool) -> pd.DataFrame:
     return wide[cols]
 
 
+@doc_params(**PLOT_DOC)
 def plot_results_table(
     results: Any,
     *,
@@ -90,13 +92,7 @@ def plot_results_table(
         Figure title.
     ax
         Axes to draw on (a new figure sized to the table otherwise).
-    show
-        Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.
-    save
-        ``True`` or a scanpy-style suffix (``"_batch.png"``) saves into ``sc.settings.figdir`` as
-        ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is.
-    return_fig
-        Return the matplotlib ``Figure`` instead of the axes.
+    {show_save}
 
     Returns
     -------

@@ -11,20 +11,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._core.docs import doc_params
+from .._core.docs import DOC, doc_params
 from .._core.validation import as_list, check_df_keys, check_obs_keys
-from ._utils import finish, get_ax, savefig_or_show
+from ._utils import PLOT_DOC, finish, get_ax, savefig_or_show
 
 #: Parameter texts shared by the plots of this module (filled in by ``doc_params``).
-_PLOT_DOC: dict[str, str] = {
-    "ax": "ax\n    Matplotlib axes to draw on (a new figure otherwise).",
-    "show": "show\n    Show the figure; ``None`` → ``sc.settings.autoshow`` (as in scanpy). A shown plot returns ``None``.",
-    "save": ("save\n    ``True`` or a scanpy-style suffix (``\"_batch.png\"``) saves into ``sc.settings.figdir`` as\n"
-             "    ``<function name><suffix>``; a path with a directory (or a :class:`~pathlib.Path`) is used as is."),
-    "title": "title\n    Plot title (a default otherwise).",
-    "return_fig": "return_fig\n    Return the matplotlib ``Figure`` instead of the axes.",
+_PLOT_DOC: dict[str, str] = PLOT_DOC | {
+    "example_mm_moa": DOC["example_mm_moa"],
     "returns_axes": "Axes or Figure or None\n    The axes; the figure with ``return_fig=True``; ``None`` when shown.",
 }
+#: ``ax``, ``title``, ``show``, ``save`` and ``return_fig``: the parameters that end every single-axes plot here.
+_PLOT_DOC["ax_title_show_save"] = "\n".join(
+    [PLOT_DOC["ax"], "title\n    Plot title (a default otherwise).", PLOT_DOC["show_save"]])
 
 
 def _mods_of(data: Any, mods: Sequence[str] | None) -> dict:
@@ -61,9 +59,7 @@ def mm_embedding(
         Modalities (default all).
     panel_size
         Size of one panel in inches.
-    {show}
-    {save}
-    {return_fig}
+    {show_save}
     kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
@@ -129,11 +125,7 @@ def mm_retrieval(
         Output of :func:`imgprof.mm.compare_retrieval`.
     task
         ``"activity"``, ``"consistency"`` (mAP) or ``"replicating"`` (median replicate correlation).
-    {ax}
-    {title}
-    {show}
-    {save}
-    {return_fig}
+    {ax_title_show_save}
 
     Returns
     -------
@@ -195,11 +187,7 @@ def mm_complementarity(
         Output of :func:`imgprof.mm.complementarity`.
     label
         Write the ids next to the points.
-    {ax}
-    {title}
-    {show}
-    {save}
-    {return_fig}
+    {ax_title_show_save}
 
     Returns
     -------
@@ -253,11 +241,7 @@ def mm_cross_retrieval(
     ----------
     summary
         Output of :func:`imgprof.mm.cross_retrieval`.
-    {ax}
-    {title}
-    {show}
-    {save}
-    {return_fig}
+    {ax_title_show_save}
 
     Returns
     -------
@@ -305,11 +289,7 @@ def mm_join_report(
     report
         A :class:`imgprof.mm.JoinReport` (from :func:`imgprof.mm.match_keys` or
         :func:`imgprof.mm.join_report`).
-    {ax}
-    {title}
-    {show}
-    {save}
-    {return_fig}
+    {ax_title_show_save}
 
     Returns
     -------
@@ -317,9 +297,7 @@ def mm_join_report(
 
     Examples
     --------
-    >>> import imgprof as ip
-    >>> morph, expr = ip.datasets.lincs_plate(), ip.datasets.l1000_plate()
-    >>> ip.mm.map_annotations(expr, ip.datasets.repurposing_hub(), on="pert_iname", columns=["moa"])
+    {example_mm_moa}
     >>> ax = ip.pl.mm_join_report(ip.mm.match_keys(morph, expr, on=("Metadata_moa", "moa"), sep="|"), show=False)
     """
     s = report.summary
