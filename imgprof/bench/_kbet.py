@@ -13,6 +13,8 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from .._core.docs import doc_params
+from ._docs import BENCH_DOC
 from ._kernels import codes_of, limited_threads, n_threads_for
 from ._neighbors import Neighbors, as_neighbors, knn
 
@@ -39,6 +41,7 @@ def _kbet_from_batch_ids(neigh_batch_ids: np.ndarray, batch_codes: np.ndarray, n
     return stats, pvals
 
 
+@doc_params(**BENCH_DOC)
 def kbet(X: Neighbors, batches: np.ndarray, alpha: float = 0.05) -> tuple[float, np.ndarray, np.ndarray]:
     """kBET (Büttner et al. 2019) on a kNN graph: share of neighbourhoods whose batch mix passes a χ² test.
 
@@ -47,10 +50,8 @@ def kbet(X: Neighbors, batches: np.ndarray, alpha: float = 0.05) -> tuple[float,
 
     Parameters
     ----------
-    X
-        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
-    batches
-        Batch of every observation.
+    {X_neighbors}
+    {batches}
     alpha
         Significance level of each neighbourhood's χ² test.
 

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
+from .._core.docs import doc_params
 from .._core.inputs import check_embedding, check_vector
+from ._docs import BENCH_DOC
 from ._kbet import kbet, kbet_per_label
 from ._kernels import (
     BetweenCluster,
@@ -51,6 +53,7 @@ __all__ = [
 # --------------------------------------------------------------------------- silhouette batch / BRAS
 
 
+@doc_params(**BENCH_DOC)
 def silhouette_batch(
     X: np.ndarray,
     labels: np.ndarray,
@@ -71,8 +74,7 @@ def silhouette_batch(
 
     Parameters
     ----------
-    X
-        Embedding ``(n_obs, n_dims)``.
+    {X_embedding}
     labels, batch
         Biological label and batch of every observation.
     rescale
@@ -123,6 +125,7 @@ def silhouette_batch(
     return (score, per) if return_per_label else score
 
 
+@doc_params(**BENCH_DOC)
 def bras(
     X: np.ndarray,
     labels: np.ndarray,
@@ -140,12 +143,10 @@ def bras(
 
     Parameters
     ----------
-    X
-        Embedding ``(n_obs, n_dims)``.
+    {X_embedding}
     labels
         Label (cell type / perturbation) of every observation; silhouettes are computed within labels.
-    batch
-        Batch of every observation.
+    {batch}
     metric
         Distance: ``"cosine"`` (BRAS default) or ``"euclidean"``.
     between_cluster_distances
@@ -172,6 +173,7 @@ def bras(
 # --------------------------------------------------------------------------- LISI
 
 
+@doc_params(**BENCH_DOC)
 def lisi_knn(X: Neighbors, labels: np.ndarray, perplexity: float | None = None) -> np.ndarray:
     """Local inverse Simpson index of every observation (Korsunsky et al. 2019).
 
@@ -180,8 +182,7 @@ def lisi_knn(X: Neighbors, labels: np.ndarray, perplexity: float | None = None) 
 
     Parameters
     ----------
-    X
-        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
+    {X_neighbors}
     labels
         Label (or batch) of every observation.
     perplexity
@@ -209,6 +210,7 @@ def lisi_knn(X: Neighbors, labels: np.ndarray, perplexity: float | None = None) 
     return 1 / simpson_index(P, H, nn.indices, codes, L)
 
 
+@doc_params(**BENCH_DOC)
 def ilisi_knn(X: Neighbors, batches: np.ndarray, perplexity: float | None = None, scale: bool = True) -> float:
     """Integration LISI: effective number of batches in each neighbourhood, median over observations.
 
@@ -216,12 +218,9 @@ def ilisi_knn(X: Neighbors, batches: np.ndarray, perplexity: float | None = None
 
     Parameters
     ----------
-    X
-        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
-    batches
-        Batch of every observation.
-    perplexity
-        LISI perplexity (default ``n_neighbors // 3``).
+    {X_neighbors}
+    {batches}
+    {lisi_perplexity}
     scale
         Map to ``[0, 1]`` (1 = batches perfectly mixed).
 
@@ -251,16 +250,15 @@ def ilisi_knn(X: Neighbors, batches: np.ndarray, perplexity: float | None = None
 # --------------------------------------------------------------------------- graph connectivity
 
 
+@doc_params(**BENCH_DOC)
 def graph_connectivity(X: Neighbors, labels: np.ndarray) -> float:
     """Graph connectivity (scib): per label, the share of its observations in the largest
     strongly connected component of the kNN graph restricted to that label; mean over labels.
 
     Parameters
     ----------
-    X
-        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
-    labels
-        Label of every observation.
+    {X_neighbors}
+    {labels}
 
     Returns
     -------

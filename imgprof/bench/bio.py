@@ -18,6 +18,7 @@ import pandas as pd
 from .._core.docs import doc_params
 from .._core.inputs import check_embedding, check_vector
 from .._core.selection import check_bool_vector
+from ._docs import BENCH_DOC
 from ._kernels import codes_of, lisi_probabilities, scaled_clisi, silhouette_samples, simpson_index
 from ._neighbors import Neighbors, as_neighbors
 
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 
+@doc_params(**BENCH_DOC)
 def silhouette_label(
     X: np.ndarray,
     labels: np.ndarray,
@@ -46,16 +48,13 @@ def silhouette_label(
 
     Parameters
     ----------
-    X
-        Embedding ``(n_obs, n_dims)``.
-    labels
-        Label of every observation.
+    {X_embedding}
+    {labels}
     rescale
         Map the silhouette from ``[-1, 1]`` to ``[0, 1]``.
     metric
         ``"euclidean"`` (scib) or ``"cosine"``.
-    n_jobs
-        Threads for the distance computations.
+    {n_jobs}
 
     Returns
     -------
@@ -94,6 +93,7 @@ def isolated_labels_from_silhouette(sil: np.ndarray, labels: np.ndarray, batch: 
     return float(pd.Series({lab: np.mean(sil[labels == lab]) for lab in iso}).mean())
 
 
+@doc_params(**BENCH_DOC)
 def isolated_labels(
     X: np.ndarray,
     labels: np.ndarray,
@@ -111,18 +111,14 @@ def isolated_labels(
 
     Parameters
     ----------
-    X
-        Embedding ``(n_obs, n_dims)``.
-    labels
-        Label of every observation.
-    batch
-        Batch of every observation.
+    {X_embedding}
+    {labels}
+    {batch}
     rescale
         Map silhouettes from ``[-1, 1]`` to ``[0, 1]``.
     iso_threshold
         Largest number of batches an isolated label may occur in (default: the minimum over labels).
-    n_jobs
-        Threads for the distance computations.
+    {n_jobs}
 
     Returns
     -------
@@ -145,18 +141,16 @@ def isolated_labels(
     return isolated_labels_from_silhouette(sil, labels, batch, rescale, iso_threshold)
 
 
+@doc_params(**BENCH_DOC)
 def clisi_knn(X: Neighbors, labels: np.ndarray, perplexity: float | None = None, scale: bool = True) -> float:
     """Cell-type (label) LISI, median over observations; ``scale`` maps it to ``[0, 1]`` as
     ``(n_labels - cLISI) / (n_labels - 1)`` (scib), 1 = neighbourhoods of a single label.
 
     Parameters
     ----------
-    X
-        Neighbour graph from :func:`imgprof.bench.knn` (a :class:`~imgprof.bench.Neighbors`).
-    labels
-        Label of every observation.
-    perplexity
-        LISI perplexity (default ``n_neighbors // 3``).
+    {X_neighbors}
+    {labels}
+    {lisi_perplexity}
     scale
         Map to ``[0, 1]`` (1 = pure neighbourhoods).
 
@@ -198,6 +192,7 @@ def _nmi_ari(labels, pred) -> tuple[float, float]:
     )
 
 
+@doc_params(**BENCH_DOC)
 def nmi_ari_cluster_labels_kmeans(X: np.ndarray, labels: np.ndarray, *, seed: int = 0, n_init: int = 1) -> dict[str, float]:
     """NMI and ARI between k-means clusters (k = number of labels) and the labels.
 
@@ -207,8 +202,7 @@ def nmi_ari_cluster_labels_kmeans(X: np.ndarray, labels: np.ndarray, *, seed: in
 
     Parameters
     ----------
-    X
-        Embedding ``(n_obs, n_dims)``.
+    {X_embedding}
     labels
         Label of every observation (k = number of distinct labels).
     seed
@@ -253,6 +247,7 @@ def _leiden(conn, resolution: float, seed: int) -> np.ndarray:
     return np.asarray(clustering.membership)
 
 
+@doc_params(**BENCH_DOC)
 def nmi_ari_cluster_labels_leiden(
     X: Neighbors,
     labels: np.ndarray,
@@ -275,8 +270,7 @@ def nmi_ari_cluster_labels_leiden(
     ----------
     X
         Neighbour graph.
-    labels
-        Label of every observation.
+    {labels}
     optimize_resolution, resolution
         Resolution search, or the single resolution to use.
     n_jobs
@@ -352,7 +346,7 @@ _MAP_DOC = {
 }
 
 
-@doc_params(**_MAP_DOC)
+@doc_params(**_MAP_DOC, **BENCH_DOC)
 def map_nonrep(
     X: np.ndarray,
     labels: np.ndarray,
@@ -373,8 +367,7 @@ def map_nonrep(
 
     Parameters
     ----------
-    X
-        Embedding ``(n_obs, n_dims)``.
+    {X_embedding}
     labels
         Label (perturbation, gene...) of every profile.
     negcon
@@ -411,7 +404,7 @@ def map_nonrep(
     return (score, ap) if return_ap else score
 
 
-@doc_params(**_MAP_DOC)
+@doc_params(**_MAP_DOC, **BENCH_DOC)
 def map_negcon(
     X: np.ndarray,
     labels: np.ndarray,
@@ -429,8 +422,7 @@ def map_negcon(
 
     Parameters
     ----------
-    X
-        Embedding ``(n_obs, n_dims)``.
+    {X_embedding}
     labels
         Label of every profile.
     negcon

@@ -271,8 +271,8 @@ def percent_replicating(
     --------
     >>> import imgprof as ip
     >>> adata = ip.datasets.lincs_plate()
-    >>> res = ip.metrics.percent_replicating(adata, "Metadata_broad_sample",
-    ...                                      controls="Metadata_broad_sample == 'DMSO'", n_null=200)
+    >>> dmso = "Metadata_broad_sample == 'DMSO'"
+    >>> res = ip.metrics.percent_replicating(adata, "Metadata_broad_sample", controls=dmso, n_null=200)
     >>> 0 <= res.percent <= 1
     True
     """
