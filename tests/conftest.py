@@ -19,6 +19,26 @@ def shared(*parts: str) -> Path:
     return p
 
 
+# ExampleHuman's channel tokens and names, as the im tests read its images
+EH_CHANNELS = {"0": "DNA", "1": "PH3", "2": "cellbody"}
+
+
+@pytest.fixture(scope="module")
+def eh() -> Path:
+    """The ExampleHuman images folder."""
+    import imgprof as ip
+
+    return ip.datasets.examplehuman_images_path()
+
+
+@pytest.fixture(scope="module")
+def site(eh):
+    """The first ExampleHuman site, read with EH_CHANNELS."""
+    import imgprof as ip
+
+    return ip.io.read_images(eh, channels=EH_CHANNELS).read(0)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
