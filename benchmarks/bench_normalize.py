@@ -73,6 +73,7 @@ TASKS = {
 # worker (one tool, one task, one process)
 # ------------------------------------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fair import saved_pair  # noqa: E402
 from _memory import timed_runs  # noqa: E402
 
 
@@ -281,12 +282,10 @@ def _agreement(task, outdir) -> str:
 
     kind = TASKS[task][2]
     if kind == "normalize":
-        a, b = outdir / f"imgprof_{task}.npy", outdir / f"pycytominer_{task}.npy"
-        if not (a.exists() and b.exists()):
-            return "n/a"
-        A, B = np.load(a), np.load(b)
-        if A.shape != B.shape:
-            return f"shape {A.shape} vs {B.shape}"
+        pair = saved_pair(outdir / f"imgprof_{task}.npy", outdir / f"pycytominer_{task}.npy", "n/a")
+        if isinstance(pair, str):
+            return pair
+        A, B = pair
         both = ~(np.isnan(A) & np.isnan(B))
         text = f"max abs diff {np.nanmax(np.abs(A - B)[both]):.1e}"
         c = outdir / f"numpy_{task}.npy"
