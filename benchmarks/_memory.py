@@ -20,6 +20,15 @@ def rss_kb(field: str = "VmRSS") -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``, ``RssAnon``, ...) in MiB; NaN where absent."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def reset_peak() -> int:
     """Reset the process's ``VmHWM`` to its current RSS (where the kernel allows) and return that RSS in kB."""
     try:
