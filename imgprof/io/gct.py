@@ -25,8 +25,8 @@ import pandas as pd
 from .._core.docs import doc_params
 from .._core.provenance import log_step, record
 from ._atomic import atomic_path
-from ._write import RETURNS_WRITTEN
 from ._text import ReadError, check_field_counts, check_file, check_last_row, wrap_errors
+from ._write import RETURNS_WRITTEN
 
 #: The CMap "not available" sentinel.
 NA_TOKEN = "-666"
