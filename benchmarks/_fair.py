@@ -34,3 +34,18 @@ def write_markdown(text: str, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+
+
+def saved_pair(a: Path, b: Path, missing: str = ""):
+    """The two arrays saved at ``a`` and ``b``, or the text a comparison reports instead.
+
+    ``missing`` when either file is absent, ``"shape (..) vs (..)"`` when their shapes differ.
+    """
+    import numpy as np
+
+    if not (a.exists() and b.exists()):
+        return missing
+    A, B = np.load(a), np.load(b)
+    if A.shape != B.shape:
+        return f"shape {A.shape} vs {B.shape}"
+    return A, B

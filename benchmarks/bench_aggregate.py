@@ -192,20 +192,16 @@ def write_zarr(path: Path, n_cells: int, n_features: int, seed: int = 0) -> None
 # ----------------------------------------------------------------------------------------------
 # measurement (inside a worker subprocess)
 # ----------------------------------------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the shared helpers
+from _memory import status_mb  # noqa: E402
+
+
 def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb("VmRSS")
 
 
 def _hwm_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb("VmHWM")
 
 
 def _reset_peak() -> bool:

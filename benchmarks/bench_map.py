@@ -50,6 +50,14 @@ def _how(name: str) -> str:
     return how_measured(name)
 
 
+def saved_pair(a: Path, b: Path, missing: str = ""):
+    """:func:`_fair.saved_pair` (benchmarks/ put on the path first)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _fair import saved_pair as pair
+
+    return pair(a, b, missing)
+
+
 def make_wells(n_plates=20, wells=384, n_dmso=32, reps=4, d=1000, seed=0):
     """Synthetic plate layout: compounds with ``reps`` replicates on different plates, DMSO on each plate."""
     import pandas as pd
@@ -307,12 +315,10 @@ def main(argv=None):
         return r
 
     def agree(case, a, b):
-        fa, fb = tmp / f"{case}_{a}.npy", tmp / f"{case}_{b}.npy"
-        if not (fa.exists() and fb.exists()):
-            return ""
-        A, B = np.load(fa), np.load(fb)
-        if A.shape != B.shape:
-            return f"shape {A.shape} vs {B.shape}"
+        pair = saved_pair(tmp / f"{case}_{a}.npy", tmp / f"{case}_{b}.npy")
+        if isinstance(pair, str):
+            return pair
+        A, B = pair
         same_counts = bool((A[:, 1:] == B[:, 1:]).all())
         d = np.nanmax(np.abs(A[:, 0] - B[:, 0]))
         same_nan = bool((np.isnan(A[:, 0]) == np.isnan(B[:, 0])).all())

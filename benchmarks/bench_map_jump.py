@@ -112,12 +112,12 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the shared helpers
+from _memory import status_mb  # noqa: E402
+
+
 def _anon_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb("RssAnon")
 
 
 class _AnonPeak:

@@ -73,8 +73,8 @@ TASKS = {
 # worker (one tool, one task, one process)
 # ------------------------------------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _memory import reset_peak as _reset_peak  # noqa: E402
-from _memory import rss_kb as _rss_kb  # noqa: E402
+from _fair import saved_pair  # noqa: E402
+from _memory import timed_runs  # noqa: E402
 
 
 def _run_pcm(task, df, feats):
@@ -148,14 +148,7 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
         ctrl = (a.obs["Metadata_control_type"] == "negcon").to_numpy()
         del a
         _run_numpy(task, X[: 2 * 384], plate_codes[: 2 * 384], n_plates, ctrl[: 2 * 384])  # warm-up
-        times, cpus = [], []
-        for _ in range(repeats):
-            base = _reset_peak()
-            t0, c0 = time.perf_counter(), time.process_time()
-            out = _run_numpy(task, X, plate_codes, n_plates, ctrl)
-            times.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-            peak = max(0, _rss_kb("VmHWM") - base)
+        times, cpus, peak, out = timed_runs(lambda _: _run_numpy(task, X, plate_codes, n_plates, ctrl), repeats)
         np.save(outdir / f"{tool}_{task}.npy", out)
         return {"tool": tool, "task": task, "seconds": min(times), "runs": len(times), "peak_mb": peak / 1024,
                 "cpu_seconds": min(cpus), "cow": _cow_mode()}
@@ -166,16 +159,7 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
         feats = json.loads((datadir / "features.json").read_text())
         plates = df["Metadata_Plate"].unique()[:2]
         _run_pcm(task, df[df["Metadata_Plate"].isin(plates)].reset_index(drop=True), feats)  # warm-up
-        times, cpus = [], []
-        for _ in range(repeats):
-            base = _reset_peak()
-            t0, c0 = time.perf_counter(), time.process_time()
-            out = _run_pcm(task, df, feats)
-            times.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-            peak = max(0, _rss_kb("VmHWM") - base)
-            if sum(times) > 60:
-                break
+        times, cpus, peak, out = timed_runs(lambda _: _run_pcm(task, df, feats), repeats, budget_s=60)
         if kind == "normalize":
             cols = [c for c in out.columns if c not in set(df.columns) - set(feats)]
             np.save(outdir / f"{tool}_{task}.npy", out[cols].to_numpy(dtype=np.float64))
@@ -195,21 +179,17 @@ def worker(tool: str, task: str, datadir: Path, outdir: Path, repeats: int) -> d
         plates = base_adata.obs["Metadata_Plate"].unique()[:2]
         warm = base_adata[base_adata.obs["Metadata_Plate"].isin(plates).to_numpy()].copy()
         _run_ip(task, warm)  # warm-up (numba kernels)
-        times, cpus = [], []
-        for _ in range(repeats):
+        def prepare():
             a = base_adata.copy()
             if dask_mode:
                 a.X = da.from_array(a.X, chunks=(1920, 250))
-            base = _reset_peak()
-            t0, c0 = time.perf_counter(), time.process_time()
+            return a
+
+        def run(a):
             out = _run_ip(task, a)
-            if dask_mode:
-                res = out.X.compute() if kind == "normalize" else None
-            times.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-            peak = max(0, _rss_kb("VmHWM") - base)
-            if sum(times) > 60:
-                break
+            return out, (out.X.compute() if dask_mode and kind == "normalize" else None)
+
+        times, cpus, peak, (out, res) = timed_runs(run, repeats, prepare=prepare, budget_s=60)
         if kind == "normalize":
             if dask_mode:
                 X = res
@@ -256,13 +236,7 @@ def _numpy_worker(task, datadir, outdir, repeats) -> dict:
     plates = a.obs["Metadata_Plate"].to_numpy()
     ctl = (a.obs["Metadata_control_type"] == "negcon").to_numpy()
     _numpy_mad_plate(X[: 2 * 384], plates[: 2 * 384], ctl[: 2 * 384])  # warm-up
-    times = []
-    for _ in range(repeats):
-        base = _reset_peak()
-        t0 = time.perf_counter()
-        out = _numpy_mad_plate(X, plates, ctl)
-        times.append(time.perf_counter() - t0)
-        peak = max(0, _rss_kb("VmHWM") - base)
+    times, _, peak, out = timed_runs(lambda _: _numpy_mad_plate(X, plates, ctl), repeats)
     np.save(outdir / f"numpy_{task}.npy", out)
     return {"tool": "numpy", "task": task, "seconds": min(times), "runs": len(times), "peak_mb": peak / 1024}
 
@@ -308,12 +282,10 @@ def _agreement(task, outdir) -> str:
 
     kind = TASKS[task][2]
     if kind == "normalize":
-        a, b = outdir / f"imgprof_{task}.npy", outdir / f"pycytominer_{task}.npy"
-        if not (a.exists() and b.exists()):
-            return "n/a"
-        A, B = np.load(a), np.load(b)
-        if A.shape != B.shape:
-            return f"shape {A.shape} vs {B.shape}"
+        pair = saved_pair(outdir / f"imgprof_{task}.npy", outdir / f"pycytominer_{task}.npy", "n/a")
+        if isinstance(pair, str):
+            return pair
+        A, B = pair
         both = ~(np.isnan(A) & np.isnan(B))
         text = f"max abs diff {np.nanmax(np.abs(A - B)[both]):.1e}"
         c = outdir / f"numpy_{task}.npy"

@@ -19,11 +19,70 @@ def shared(*parts: str) -> Path:
     return p
 
 
+# ExampleHuman's channel tokens and names, as the im tests read its images
+EH_CHANNELS = {"0": "DNA", "1": "PH3", "2": "cellbody"}
+
+
+@pytest.fixture(scope="module")
+def eh() -> Path:
+    """The ExampleHuman images folder."""
+    import imgprof as ip
+
+    return ip.datasets.examplehuman_images_path()
+
+
+@pytest.fixture(scope="module")
+def site(eh):
+    """The first ExampleHuman site, read with EH_CHANNELS."""
+    import imgprof as ip
+
+    return ip.io.read_images(eh, channels=EH_CHANNELS).read(0)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"{SHARED_DATA} not found")
     return SHARED_DATA
+
+
+# the shared profile tables of the pycytominer parity tests (read once per test module)
+@pytest.fixture(scope="module")
+def lincs_df():
+    """LINCS plate SQ00015054, normalized and feature-selected (pycytominer's output)."""
+    import pandas as pd
+
+    return pd.read_csv(shared("lincs", "SQ00015054_normalized_feature_select.csv.gz"))
+
+
+@pytest.fixture(scope="module")
+def nelisa_df():
+    """The nELISA profiles."""
+    import pandas as pd
+
+    return pd.read_parquet(shared("nelisa", "nelisa_profiles.parquet"))
+
+
+@pytest.fixture(scope="module")
+def cmqtl_df():
+    """Two cmQTL CRISPRi batches, on their common columns."""
+    import pandas as pd
+
+    files = [
+        "2022_09_07_Batch8_cmQTL_CRISPRi_plate1_normalized_feature_select_batch.csv.gz",
+        "2022_09_22_Batch8Rerun_MT_rerun_20220919_normalized_feature_select_batch.csv.gz",
+    ]
+    dfs = [pd.read_csv(shared("cmqtl", f)) for f in files]
+    common = [c for c in dfs[0].columns if c in set(dfs[1].columns)]
+    return pd.concat([d[common] for d in dfs], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def cells_df():
+    """ExampleHuman single cells joined by CytoTable (pycytominer's test data)."""
+    import pandas as pd
+
+    return pd.read_parquet(shared("pycytominer", "cytotable", "examplehuman_joined_profiles.parquet"))
 
 
 @pytest.fixture

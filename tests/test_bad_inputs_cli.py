@@ -114,14 +114,17 @@ CONFIG_CASES = {
 }
 
 
+def run_refused(ws, cfg, needles):
+    """``imgprof run cfg`` fails as a user error naming ``needles``, and leaves ``ws`` as it was."""
+    before = tree_hash(ws)
+    assert_user_error(runner.invoke(app, ["run", str(cfg), "--no-progress"]), *needles)
+    assert tree_hash(ws) == before
+
+
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
 def test_cli_config_error(ws, case):
     text, needles = CONFIG_CASES[case]
-    cfg = write_cfg(ws, text)
-    before = tree_hash(ws)
-    res = runner.invoke(app, ["run", str(cfg), "--no-progress"])
-    assert_user_error(res, *needles)
-    assert tree_hash(ws) == before  # validated before any work: nothing read-modified, nothing written
+    run_refused(ws, write_cfg(ws, text), needles)  # validated before any work: nothing read-modified, nothing written
 
 
 def test_config_errors_are_raised_before_any_work(ws, monkeypatch):
@@ -370,10 +373,7 @@ YAML_CASES = {
 @pytest.mark.parametrize("case", list(YAML_CASES))
 def test_yaml_config_errors(ws, case):
     text, needles = YAML_CASES[case]
-    cfg = write_cfg(ws, text, "p.yml")
-    before = tree_hash(ws)
-    assert_user_error(runner.invoke(app, ["run", str(cfg), "--no-progress"]), *needles)
-    assert tree_hash(ws) == before
+    run_refused(ws, write_cfg(ws, text, "p.yml"), needles)
 
 
 def test_methods_harmony_string_validates_as_one_method(ws):

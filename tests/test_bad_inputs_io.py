@@ -43,6 +43,15 @@ def tree_hash(root: Path) -> dict[str, str]:
     }
 
 
+def assert_refused(root: Path, exc, pattern: str, func, *args, **kwargs):
+    """``func(*args, **kwargs)`` raises ``exc`` matching ``pattern``, and every file under ``root`` is as it was."""
+    before = tree_hash(root)
+    with pytest.raises(exc, match=pattern) as info:
+        func(*args, **kwargs)
+    assert tree_hash(root) == before
+    return info
+
+
 def no_leftovers(folder: Path) -> bool:
     return not [p for p in Path(folder).iterdir() if p.name.startswith(TMP_MARKER)]
 
@@ -194,11 +203,8 @@ READ_CASES["duplicated parquet columns"] = (_dup_parquet, *READ_CASES["duplicate
 def test_read_profiles_bad_file(tmp_path, case):
     build, exc, pattern = READ_CASES[case]
     path = build(tmp_path)
-    before = tree_hash(tmp_path)
-    with pytest.raises(exc, match=pattern) as info:
-        ip.io.read_profiles(path)
+    info = assert_refused(tmp_path, exc, pattern, ip.io.read_profiles, path)  # the input is untouched
     assert str(path.name) in str(info.value)
-    assert tree_hash(tmp_path) == before  # the input is untouched
 
 
 @pytest.mark.parametrize("case", ["csv cut inside the last row", "latin-1 csv", "csv.gz cut (EOFError)", "xlsx read as csv",
@@ -304,11 +310,7 @@ GCT_CASES = {
 @pytest.mark.parametrize("case", list(GCT_CASES))
 def test_read_gct_bad_file(tmp_path, case):
     build, exc, pattern = GCT_CASES[case]
-    path = build(tmp_path)
-    before = tree_hash(tmp_path)
-    with pytest.raises(exc, match=pattern):
-        ip.io.read_gct(path)
-    assert tree_hash(tmp_path) == before
+    assert_refused(tmp_path, exc, pattern, ip.io.read_gct, build(tmp_path))
 
 
 def test_good_gct_still_reads(tmp_path):
@@ -324,10 +326,7 @@ def test_read_gctx_bad_file(tmp_path, data):
         p.write_bytes(p.read_bytes()[:1500])  # cut: the HDF5 superblock survives, the data does not
     else:
         p.write_bytes(data)
-    before = tree_hash(tmp_path)
-    with pytest.raises(ValueError, match=r"x\.gctx"):
-        ip.io.read_gctx(p)
-    assert tree_hash(tmp_path) == before
+    assert_refused(tmp_path, ValueError, r"x\.gctx", ip.io.read_gctx, p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,11 +404,7 @@ def test_read_cellprofiler_bad_csv(cp_folder, case):
     ("c.csv", lambda: LATIN1, r"c\.csv, line 2: not valid"),
 ])
 def test_read_cytotable_bad_csv(tmp_path, name, data, pattern):
-    p = _w(tmp_path, name, data())
-    before = tree_hash(tmp_path)
-    with pytest.raises(ValueError, match=pattern):
-        ip.io.read_cytotable(p)
-    assert tree_hash(tmp_path) == before
+    assert_refused(tmp_path, ValueError, pattern, ip.io.read_cytotable, _w(tmp_path, name, data()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,10 +524,7 @@ def test_writer_into_a_missing_folder(tmp_path):
 def test_writer_onto_a_folder(tmp_path):
     (tmp_path / "p.csv").mkdir()
     (tmp_path / "p.csv" / "keep.txt").write_text("keep")
-    before = tree_hash(tmp_path)
-    with pytest.raises(IsADirectoryError, match=r"p\.csv"):
-        ip.io.write_profiles(small_adata(), tmp_path / "p.csv")
-    assert tree_hash(tmp_path) == before
+    assert_refused(tmp_path, IsADirectoryError, r"p\.csv", ip.io.write_profiles, small_adata(), tmp_path / "p.csv")
 
 
 def test_write_profiles_refuses_non_anndata(tmp_path):
@@ -591,10 +583,7 @@ def test_write_gct_refuses_unreadable_values(tmp_path, case, gz):
     spoil, pattern = GCT_WRITE_CASES[case]
     target = tmp_path / ("x.gct.gz" if gz else "x.gct")
     ip.io.write_gct(_gct_adata(), target)
-    before = tree_hash(tmp_path)
-    with pytest.raises(ValueError, match=pattern):
-        ip.io.write_gct(spoil(_gct_adata()), target)
-    assert tree_hash(tmp_path) == before
+    assert_refused(tmp_path, ValueError, pattern, ip.io.write_gct, spoil(_gct_adata()), target)
     assert ip.io.read_gct(target).shape == (2, 3)
 
 
@@ -775,8 +764,4 @@ OTHER_CASES = {
 @pytest.mark.parametrize("case", list(OTHER_CASES))
 def test_other_readers_bad_file(tmp_path, case):
     build, reader, pattern = OTHER_CASES[case]
-    path = build(tmp_path)
-    before = tree_hash(tmp_path)
-    with pytest.raises(ValueError, match=pattern):
-        reader(path)
-    assert tree_hash(tmp_path) == before
+    assert_refused(tmp_path, ValueError, pattern, reader, build(tmp_path))

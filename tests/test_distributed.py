@@ -116,6 +116,14 @@ def _client_bound(adata) -> float:
     return max(CLIENT_FRACTION * _data_bytes(adata), 16e6)
 
 
+def _on_client(func, adata, *args, bound=None, **kw):
+    """``func(adata, *args, **kw)``, checking that the client allocated less than :func:`_client_bound` of ``bound``."""
+    with _ClientPeak() as cp:
+        out = func(adata, *args, **kw)
+    assert cp.peak < _client_bound(adata if bound is None else bound), cp.peak
+    return out
+
+
 def test_data_is_larger_than_a_worker_limit(cells_folder, client):
     lazy = _lazy(cells_folder)
     limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
@@ -146,33 +154,27 @@ def test_lazy_read_same_as_in_memory(cells_folder, in_memory, client):
 
 def test_aggregate_on_cluster(cells_folder, in_memory, client):
     lazy = _lazy(cells_folder)
-    with _ClientPeak() as cp:
-        wells = ip.pp.aggregate(lazy, by=["Metadata_Plate", "Metadata_Well"])
+    wells = _on_client(ip.pp.aggregate, lazy, by=["Metadata_Plate", "Metadata_Well"])
     ref = ip.pp.aggregate(in_memory, by=["Metadata_Plate", "Metadata_Well"])
     np.testing.assert_array_equal(wells.X, ref.X)
     pd.testing.assert_frame_equal(wells.obs, ref.obs)
-    assert cp.peak < _client_bound(lazy), cp.peak
 
 
 def test_qc_on_cluster(cells_folder, in_memory, client):
     lazy = _lazy(cells_folder)
     kw = {"by": "Metadata_Plate", "controls": "Metadata_control_type == 'negcon'", "level": "single_cell"}
-    with _ClientPeak() as cp:
-        ip.pp.qc(lazy, **kw)
+    _on_client(ip.pp.qc, lazy, **kw)
     ref = ip.pp.qc(in_memory, copy=True, **kw)
     cols = [c for c in ref.obs.columns if c.startswith("Metadata_qc")]
     assert cols
     pd.testing.assert_frame_equal(lazy.obs[cols], ref.obs[cols])
-    assert cp.peak < _client_bound(lazy), cp.peak
 
 
 def test_normalize_on_cluster(cells_folder, in_memory, client):
     lazy = _lazy(cells_folder)
     kw = {"method": "mad_robustize", "controls": "Metadata_control_type == 'negcon'", "by": "Metadata_Plate"}
-    with _ClientPeak() as cp:
-        ip.pp.normalize(lazy, **kw)
+    _on_client(ip.pp.normalize, lazy, **kw)
     assert type(lazy.X).__module__.startswith("dask")  # the result stays on the cluster
-    assert cp.peak < _client_bound(lazy), cp.peak
     ref = ip.pp.normalize(in_memory, copy=True, **kw)
     # compare a column sum and a row sample, computed on the workers
     np.testing.assert_allclose(np.asarray(lazy.X.sum(axis=0).compute()), np.sum(ref.X, axis=0), rtol=1e-9)
@@ -183,12 +185,10 @@ def test_normalize_on_cluster(cells_folder, in_memory, client):
 def test_feature_select_on_cluster(cells_folder, in_memory, client):
     lazy = _lazy(cells_folder)
     ops = ["variance_threshold", "correlation_threshold", "drop_na_columns"]
-    with _ClientPeak() as cp:
-        ip.pp.feature_select(lazy, ops)
+    _on_client(ip.pp.feature_select, lazy, ops, bound=in_memory)
     ref = ip.pp.feature_select(in_memory, ops, copy=True)
     assert list(lazy.var_names) == list(ref.var_names)
     assert lazy.n_vars < N_FEATURES  # the constant and the correlated feature went
-    assert cp.peak < _client_bound(in_memory), cp.peak
 
 
 def test_consensus_on_cluster(cells_folder, in_memory, client):
@@ -213,9 +213,7 @@ def test_pca_on_cluster(cells_folder, in_memory, client):
     ref = in_memory[:, sub].copy()
     ref.X = np.nan_to_num(ref.X)
     ip.tl.pca(ref, n_comps=10, svd_solver="covariance_eigh")  # first: scanpy's imports are not counted below
-    with _ClientPeak() as cp:
-        ip.tl.pca(lazy, n_comps=10, svd_solver="covariance_eigh")
-    assert cp.peak < _client_bound(in_memory), cp.peak
+    _on_client(ip.tl.pca, lazy, n_comps=10, svd_solver="covariance_eigh", bound=in_memory)
     got = lazy.obsm["X_pca"]
     got = np.asarray(got.compute() if hasattr(got, "compute") else got)
     want = ref.obsm["X_pca"]

@@ -5,23 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import EH_CHANNELS
 
 import imgprof as ip
 
 pytest.importorskip("cp_measure")
 
-CH = {"0": "DNA", "1": "PH3", "2": "cellbody"}
+CH = EH_CHANNELS
 COMPARTMENTS = ("Nuclei", "Cells", "Cytoplasm")
-
-
-@pytest.fixture(scope="module")
-def eh():
-    return ip.datasets.examplehuman_images_path()
-
-
-@pytest.fixture(scope="module")
-def site(eh):
-    return ip.io.read_images(eh, channels=CH).read(0)
 
 
 @pytest.fixture(scope="module")

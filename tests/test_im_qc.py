@@ -5,21 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+from conftest import EH_CHANNELS
 from scipy import ndimage as ndi
 
 import imgprof as ip
 
-CH = {"0": "DNA", "1": "PH3", "2": "cellbody"}
-
-
-@pytest.fixture(scope="module")
-def eh():
-    return ip.datasets.examplehuman_images_path()
-
-
-@pytest.fixture(scope="module")
-def site(eh):
-    return ip.io.read_images(eh, channels=CH).read(0)
+CH = EH_CHANNELS
 
 
 def centrosome_plls(img):

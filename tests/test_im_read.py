@@ -6,15 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from conftest import EH_CHANNELS
 
 import imgprof as ip
 
-CH = {"0": "DNA", "1": "PH3", "2": "cellbody"}
-
-
-@pytest.fixture(scope="module")
-def eh():
-    return ip.datasets.examplehuman_images_path()
+CH = EH_CHANNELS
 
 
 @pytest.fixture(scope="module")

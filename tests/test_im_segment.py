@@ -8,23 +8,14 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import EH_CHANNELS
 from scipy.spatial import cKDTree
 
 import imgprof as ip
 from imgprof.im import _segment_kernels as kern
 from imgprof.im import segment as seg
 
-CH = {"0": "DNA", "1": "PH3", "2": "cellbody"}
-
-
-@pytest.fixture(scope="module")
-def eh():
-    return ip.datasets.examplehuman_images_path()
-
-
-@pytest.fixture(scope="module")
-def site(eh):
-    return ip.io.read_images(eh, channels=CH).read(0)
+CH = EH_CHANNELS
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +75,7 @@ def test_compartments_are_consistent(labels):
     inside = nuc > 0
     assert (cells[inside] == nuc[inside]).all()          # every nucleus lies in its own cell
     assert ((cyto > 0) <= (cells > 0)).all()               # cytoplasm is part of the cell
-    assert not ((cyto > 0) & (nuc > 0) & ~kern._outline(nuc)).any()  # only the nuclear outline is shared
+    assert not ((cyto > 0) & (nuc > 0) & ~kern.outline(nuc)).any()  # only the nuclear outline is shared
 
 
 def test_fill_holes_and_maxima_match_centrosome(labels, site):

@@ -239,19 +239,13 @@ def test_missing_image_table(eh_copy):
     assert ip.io.read_cellprofiler(eh_copy, image_table=None).n_obs == 289
 
 
-def test_missing_join_key(eh_copy):
-    cyto = pd.read_csv(eh_copy / "Cytoplasm.csv.gz").drop(columns="Parent_Cells")
-    (eh_copy / "Cytoplasm.csv.gz").unlink()
-    _write(cyto, eh_copy / "Cytoplasm.csv")
-    with pytest.raises(KeyError, match=r"Cytoplasm\.csv.*'Parent_Cells'"):
-        ip.io.read_cellprofiler(eh_copy)
-
-
-def test_missing_image_number(eh_copy):
-    nuc = pd.read_csv(eh_copy / "Nuclei.csv.gz").drop(columns="ImageNumber")
-    (eh_copy / "Nuclei.csv.gz").unlink()
-    _write(nuc, eh_copy / "Nuclei.csv")
-    with pytest.raises(KeyError, match=r"Nuclei\.csv.*'ImageNumber'"):
+@pytest.mark.parametrize(("table", "column"), [("Cytoplasm", "Parent_Cells"), ("Nuclei", "ImageNumber")],
+                         ids=["missing_join_key", "missing_image_number"])
+def test_missing_key_column(eh_copy, table, column):
+    frame = pd.read_csv(eh_copy / f"{table}.csv.gz").drop(columns=column)
+    (eh_copy / f"{table}.csv.gz").unlink()
+    _write(frame, eh_copy / f"{table}.csv")
+    with pytest.raises(KeyError, match=rf"{table}\.csv.*'{column}'"):
         ip.io.read_cellprofiler(eh_copy)
 
 

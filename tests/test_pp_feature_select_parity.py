@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import warnings
 
-import pandas as pd
 import pytest
 
 import imgprof as ip
-from conftest import shared
 
 pcm = pytest.importorskip("pycytominer")
 
@@ -34,32 +32,6 @@ def _check(adata, df, **kw):
     assert len(dropped) == len(set(dropped))
     assert set(dropped) == set(feats) - set(ref)
     return ours
-
-
-@pytest.fixture(scope="module")
-def lincs_df():
-    return pd.read_csv(shared("lincs", "SQ00015054_normalized_feature_select.csv.gz"))
-
-
-@pytest.fixture(scope="module")
-def nelisa_df():
-    return pd.read_parquet(shared("nelisa", "nelisa_profiles.parquet"))
-
-
-@pytest.fixture(scope="module")
-def cmqtl_df():
-    files = [
-        "2022_09_07_Batch8_cmQTL_CRISPRi_plate1_normalized_feature_select_batch.csv.gz",
-        "2022_09_22_Batch8Rerun_MT_rerun_20220919_normalized_feature_select_batch.csv.gz",
-    ]
-    dfs = [pd.read_csv(shared("cmqtl", f)) for f in files]
-    common = [c for c in dfs[0].columns if c in set(dfs[1].columns)]
-    return pd.concat([d[common] for d in dfs], ignore_index=True)
-
-
-@pytest.fixture(scope="module")
-def cells_df():
-    return pd.read_parquet(shared("pycytominer", "cytotable", "examplehuman_joined_profiles.parquet"))
 
 
 @pytest.mark.parametrize("corr_threshold", [0.9, 0.7, 0.5])

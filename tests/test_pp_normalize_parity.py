@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared
 
 import imgprof as ip
 
@@ -28,32 +27,6 @@ def _pcm_normalize(df, feats, by=None, **kw):
             out = pd.concat([pcm.normalize(g, features=feats, meta_features=meta, **kw) for _, g in df.groupby(by)])
     out = out.loc[df.index]
     return out.drop(columns=meta).to_numpy(dtype=np.float64)
-
-
-@pytest.fixture(scope="module")
-def nelisa_df():
-    return pd.read_parquet(shared("nelisa", "nelisa_profiles.parquet"))
-
-
-@pytest.fixture(scope="module")
-def lincs_df():
-    return pd.read_csv(shared("lincs", "SQ00015054_normalized_feature_select.csv.gz"))
-
-
-@pytest.fixture(scope="module")
-def cmqtl_df():
-    files = [
-        ("cmqtl", "2022_09_07_Batch8_cmQTL_CRISPRi_plate1_normalized_feature_select_batch.csv.gz"),
-        ("cmqtl", "2022_09_22_Batch8Rerun_MT_rerun_20220919_normalized_feature_select_batch.csv.gz"),
-    ]
-    dfs = [pd.read_csv(shared(*f)) for f in files]
-    common = [c for c in dfs[0].columns if c in set(dfs[1].columns)]
-    return pd.concat([d[common] for d in dfs], ignore_index=True)
-
-
-@pytest.fixture(scope="module")
-def cells_df():
-    return pd.read_parquet(shared("pycytominer", "cytotable", "examplehuman_joined_profiles.parquet"))
 
 
 def _cells_adata(df):

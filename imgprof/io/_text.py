@@ -19,6 +19,7 @@ from typing import IO
 
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.features import check_unique_columns
 
 __all__ = ["ReadError", "check_field_counts", "check_last_row", "open_text", "read_text_table", "sniff_sep", "wrap_errors"]
@@ -237,6 +238,13 @@ def sniff_sep(header_line: str, default: str) -> str:
     return best if counts[best] > 0 else default
 
 
+#: Shared docstring text of the file checks.
+_CHECK_DOC = {
+    "label": "label\n    Name used in messages.",
+    "returns_none": "Returns\n-------\nNone.\n\nExamples\n--------\n>>> import tempfile\n>>> from pathlib import Path",
+}
+
+
 def _tail_line(path: Path, encoding: str) -> tuple[str, bool]:
     """Last non-empty line of a plain file and whether the file ends with a newline."""
     size = path.stat().st_size
@@ -250,6 +258,7 @@ def _tail_line(path: Path, encoding: str) -> tuple[str, bool]:
     return last.decode(encoding, errors="replace"), ends_nl
 
 
+@doc_params(**_CHECK_DOC)
 def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding: str = "utf-8", n_lines: int | None = None,
                    frame: pd.DataFrame | None = None) -> None:
     """Raise when the last line of a plain text table has fewer fields than the header: a cut-off file.
@@ -262,8 +271,7 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
         Column separator.
     n_fields
         Number of fields every row must have.
-    label
-        Name used in messages.
+    {label}
     encoding
         Text encoding.
     n_lines
@@ -272,14 +280,7 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
         The parsed table, when available: a last row whose missing fields pandas did *not*
         fill with NaN is complete (e.g. a quoted value spanning lines), so nothing is raised.
 
-    Returns
-    -------
-    None.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
+    {returns_none}
     >>> from imgprof.io._text import check_last_row
     >>> p = Path(tempfile.mkdtemp()) / "t.csv"; _ = p.write_text("a,b,c\\n1,2,3\\n4,5")
     >>> check_last_row(p, ",", 3, "t.csv")  # doctest: +ELLIPSIS
@@ -309,6 +310,7 @@ def check_last_row(path: Path, sep: str, n_fields: int, label: str, *, encoding:
 _CHUNK = 1 << 26  # 64 MiB of raw text per step of the field-count check
 
 
+@doc_params(**_CHECK_DOC)
 def check_field_counts(path: Path, sep: str, n_fields: int, label: str, *, gz: bool = False, n_header_lines: int = 1) -> None:
     """Raise when any row of a delimited text file has fewer fields than the header.
 
@@ -326,21 +328,13 @@ def check_field_counts(path: Path, sep: str, n_fields: int, label: str, *, gz: b
         Single-character column separator.
     n_fields
         Number of fields the header declares.
-    label
-        Name used in messages.
+    {label}
     gz
         Whether the file is gzip-compressed.
     n_header_lines
         Lines before the first data row (not checked).
 
-    Returns
-    -------
-    None.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
+    {returns_none}
     >>> from imgprof.io._text import check_field_counts
     >>> p = Path(tempfile.mkdtemp()) / "t.csv"; _ = p.write_text("a,b,c\\n1,2\\n4,5,6\\n")
     >>> check_field_counts(p, ",", 3, "t.csv")  # doctest: +ELLIPSIS
@@ -396,6 +390,34 @@ def check_field_counts(path: Path, sep: str, n_fields: int, label: str, *, gz: b
         )
 
 
+@doc_params(**_CHECK_DOC)
+def check_file(path: Path, label: str | os.PathLike, what: str) -> None:
+    """Raise when ``path`` is missing, a folder or empty (0 bytes); messages start with ``label``.
+
+    Parameters
+    ----------
+    path
+        The file to read.
+    label
+        Name used in messages (and as the error's ``path``).
+    what
+        What the file should be, for the folder message (``"table file"``, ``"GCT file"``).
+
+    {returns_none}
+    >>> from imgprof.io._text import check_file
+    >>> check_file(Path(tempfile.mkdtemp()), "plate", "table file")
+    Traceback (most recent call last):
+    ...
+    imgprof.io._text.ReadError: plate: is a folder, not a table file.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{label}: no such file.")
+    if path.is_dir():
+        raise ReadError(f"{label}: is a folder, not a {what}.", path=label)
+    if path.stat().st_size == 0:
+        raise ReadError(f"{label}: the file is empty (0 bytes).", path=label)
+
+
 def read_text_table(
     path: str | os.PathLike,
     *,
@@ -445,12 +467,7 @@ def read_text_table(
     """
     path = Path(path)
     label = label or str(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{label}: no such file.")
-    if path.is_dir():
-        raise ReadError(f"{label}: is a folder, not a table file.", path=label)
-    if path.stat().st_size == 0:
-        raise ReadError(f"{label}: the file is empty (0 bytes).", path=label)
+    check_file(path, label, "table file")
     gz = _check_magic(path, label)
     with wrap_errors(path, label, encoding=encoding, gz=gz):
         with open_text(path, encoding=encoding, gz=gz) as fh:

@@ -9,6 +9,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
+from .._core.docs import doc_params
 from .._core.provenance import record
 from ._atomic import atomic_path
 from ._formats import detect_format
@@ -163,6 +164,11 @@ def _check_zarr_keys(adata: ad.AnnData, path: Path) -> None:
             )
 
 
+#: Shared docstring text of the writers: they return nothing, and their examples start alike.
+RETURNS_WRITTEN = "Returns\n-------\nNone\n    The file is written.\n\nExamples\n--------\n>>> import imgprof as ip, tempfile, os"
+
+
+@doc_params(returns_written=RETURNS_WRITTEN)
 def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = None, index: bool = False) -> None:
     """Write profiles as a pycytominer-style table (``.csv[.gz]``, ``.tsv``, ``.parquet``), or h5ad/zarr.
 
@@ -189,14 +195,7 @@ def write_profiles(adata: ad.AnnData, path: PathLike, *, layer: str | None = Non
     index
         Also write the DataFrame index (tables only).
 
-    Returns
-    -------
-    None
-        The file is written.
-
-    Examples
-    --------
-    >>> import imgprof as ip, tempfile, os
+    {returns_written}
     >>> adata = ip.datasets.simulate(n_plates=1, seed=0)
     >>> ip.io.write_profiles(adata, os.path.join(tempfile.mkdtemp(), "profiles.parquet"))
     """

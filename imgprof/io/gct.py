@@ -25,7 +25,8 @@ import pandas as pd
 from .._core.docs import doc_params
 from .._core.provenance import log_step, record
 from ._atomic import atomic_path
-from ._text import ReadError, check_field_counts, check_last_row, wrap_errors
+from ._text import ReadError, check_field_counts, check_file, check_last_row, wrap_errors
+from ._write import RETURNS_WRITTEN
 
 #: The CMap "not available" sentinel.
 NA_TOKEN = "-666"
@@ -140,12 +141,7 @@ def read_gct(path: str | os.PathLike, *, obs_prefix: str | None = None, convert_
     (377, 978)
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file.")
-    if path.is_dir():
-        raise ReadError(f"{path}: is a folder, not a GCT file.", path=path)
-    if path.stat().st_size == 0:
-        raise ReadError(f"{path}: the file is empty (0 bytes).", path=path)
+    check_file(path, path, "GCT file")
     with wrap_errors(path):
         return _read_gct(path, obs_prefix, convert_neg_666)
 
@@ -268,7 +264,7 @@ def _check_writable(adata: ad.AnnData):
     return X
 
 
-@doc_params(gct_adata=_DOC["gct_adata"])
+@doc_params(gct_adata=_DOC["gct_adata"], returns_written=RETURNS_WRITTEN)
 def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     """Write AnnData (samples × genes) as GCT 1.3 (genes as rows), gzip-compressed if the name ends in ``.gz``.
 
@@ -284,14 +280,7 @@ def write_gct(adata: ad.AnnData, path: str | os.PathLike) -> None:
     path
         Output ``.gct`` or ``.gct.gz`` file.
 
-    Returns
-    -------
-    None
-        The file is written.
-
-    Examples
-    --------
-    >>> import imgprof as ip, tempfile, os
+    {returns_written}
     >>> expr = ip.datasets.l1000_plate()
     >>> ip.io.write_gct(expr, os.path.join(tempfile.mkdtemp(), "plate.gct"))
     """

@@ -126,15 +126,18 @@ def load_blocklist(path: str | Path | None = None) -> list[str]:
 # the operations (pycytominer's names and order); column-wise statistics are computed on all
 # columns (no copy) and indexed, the frequency and correlation tests on the remaining columns
 # ----------------------------------------------------------------------------------------------
-#: Shared docstring text of the operations.
+_OP_DATA = "data\n    The ``samples=`` rows and the features still in play (:class:`FeatureData`)."
+_OP_EXAMPLE = (
+    ">>> d = FeatureData(np.array([[1., 0, 2], [2, 0, 4], [3, 0, 6], [4, 0, np.nan]]), np.arange(3),\n"
+    "...                  pd.Index(list('abc')), 4)  # a varies, b is constant, c = 2a with a NaN"
+)
+_OP_DROP = "numpy.ndarray\n    Boolean, one entry per feature in play: True drops it."
+_OP_DROP_REPORT = "tuple\n    The boolean drop mask over the features in play, and a small report dict (logged)."
+#: Shared docstring text of the operations: the ``data`` parameter, the returns and the example data.
 _OP_DOC = {
-    "data": "data\n    The ``samples=`` rows and the features still in play (:class:`FeatureData`).",
-    "drop": "numpy.ndarray\n    Boolean, one entry per feature in play: True drops it.",
-    "drop_report": "tuple\n    The boolean drop mask over the features in play, and a small report dict (logged).",
-    "example_data": (
-        ">>> d = FeatureData(np.array([[1., 0, 2], [2, 0, 4], [3, 0, 6], [4, 0, np.nan]]), np.arange(3),\n"
-        "...                  pd.Index(list('abc')), 4)  # a varies, b is constant, c = 2a with a NaN"
-    ),
+    "params_data": f"Parameters\n----------\n{_OP_DATA}",
+    "returns_drop": f"Returns\n-------\n{_OP_DROP}\n\nExamples\n--------\n{_OP_EXAMPLE}",
+    "returns_drop_report": f"Returns\n-------\n{_OP_DROP_REPORT}\n\nExamples\n--------\n{_OP_EXAMPLE}",
 }
 
 
@@ -143,19 +146,11 @@ _OP_DOC = {
 def variance_threshold(data: FeatureData, *, min_variance: float) -> np.ndarray:
     """Drop features whose variance (``ddof=0``, NaN skipped) is not above ``min_variance``.
 
-    Parameters
-    ----------
-    {data}
+    {params_data}
     min_variance
         Features with a variance ``<= min_variance`` are dropped.
 
-    Returns
-    -------
-    {drop}
-
-    Examples
-    --------
-    {example_data}
+    {returns_drop}
     >>> variance_threshold(d, min_variance=1e-6).tolist()
     [False, True, False]
     """
@@ -169,19 +164,11 @@ def variance_threshold(data: FeatureData, *, min_variance: float) -> np.ndarray:
 def frequency_threshold(data: FeatureData, *, freq_cut: float, unique_cut: float) -> np.ndarray:
     """Drop features whose 2nd/1st most common value ratio is below ``freq_cut`` or distinct share below ``unique_cut``.
 
-    Parameters
-    ----------
-    {data}
+    {params_data}
     freq_cut, unique_cut
         Cut-offs on the 2nd/1st most common value ratio and on the distinct-value share.
 
-    Returns
-    -------
-    {drop}
-
-    Examples
-    --------
-    {example_data}
+    {returns_drop}
     >>> frequency_threshold(d, freq_cut=0.05, unique_cut=0.01).tolist()
     [False, True, False]
     """
@@ -194,19 +181,11 @@ def frequency_threshold(data: FeatureData, *, freq_cut: float, unique_cut: float
 def correlation_threshold(data: FeatureData, *, corr_threshold: float, corr_method: str) -> np.ndarray:
     """Of every pair correlated above ``corr_threshold``, drop the member with the larger total |correlation|.
 
-    Parameters
-    ----------
-    {data}
+    {params_data}
     corr_threshold, corr_method
         Cut-off and ``"pearson"``, ``"spearman"`` or ``"kendall"``.
 
-    Returns
-    -------
-    {drop}
-
-    Examples
-    --------
-    {example_data}
+    {returns_drop}
     >>> correlation_threshold(d, corr_threshold=0.9, corr_method='pearson').tolist()
     [False, False, True]
     """
@@ -218,19 +197,11 @@ def correlation_threshold(data: FeatureData, *, corr_threshold: float, corr_meth
 def drop_na_columns(data: FeatureData, *, na_cutoff: float) -> np.ndarray:
     """Drop features with a NaN fraction above ``na_cutoff``.
 
-    Parameters
-    ----------
-    {data}
+    {params_data}
     na_cutoff
         Largest tolerated NaN fraction.
 
-    Returns
-    -------
-    {drop}
-
-    Examples
-    --------
-    {example_data}
+    {returns_drop}
     >>> drop_na_columns(d, na_cutoff=0.2).tolist()
     [False, False, True]
     """
@@ -242,19 +213,11 @@ def drop_na_columns(data: FeatureData, *, na_cutoff: float) -> np.ndarray:
 def blocklist(data: FeatureData, *, blocklist: Any) -> tuple[np.ndarray, dict]:
     """Drop the features of a blocklist (``None``: the standard CellProfiler one; a path; or names).
 
-    Parameters
-    ----------
-    {data}
+    {params_data}
     blocklist
         ``None`` (the standard CellProfiler blocklist), a blocklist file, or feature names.
 
-    Returns
-    -------
-    {drop_report}
-
-    Examples
-    --------
-    {example_data}
+    {returns_drop_report}
     >>> blocklist(d, blocklist=['b'])
     (array([False,  True, False]), {'n_blocklisted': 1})
     """
@@ -270,19 +233,11 @@ def blocklist(data: FeatureData, *, blocklist: Any) -> tuple[np.ndarray, dict]:
 def drop_outliers(data: FeatureData, *, outlier_cutoff: float) -> np.ndarray:
     """Drop features whose max or min absolute value exceeds ``outlier_cutoff``.
 
-    Parameters
-    ----------
-    {data}
+    {params_data}
     outlier_cutoff
         Largest tolerated absolute max/min.
 
-    Returns
-    -------
-    {drop}
-
-    Examples
-    --------
-    {example_data}
+    {returns_drop}
     >>> drop_outliers(d, outlier_cutoff=5).tolist()
     [False, False, True]
     """
@@ -300,19 +255,11 @@ def drop_outliers(data: FeatureData, *, outlier_cutoff: float) -> np.ndarray:
 def noise_removal(data: FeatureData, *, noise_removal_stdev_cutoff: float) -> tuple[np.ndarray, dict]:
     """Drop features whose mean within-group std (``ddof=0``) exceeds ``noise_removal_stdev_cutoff``.
 
-    Parameters
-    ----------
-    {data}
+    {params_data}
     noise_removal_stdev_cutoff
         Largest tolerated mean within-group std.
 
-    Returns
-    -------
-    {drop_report}
-
-    Examples
-    --------
-    {example_data}
+    {returns_drop_report}
     >>> d.codes, d.n_groups = np.array([0, 0, 1, 1]), 2
     >>> noise_removal(d, noise_removal_stdev_cutoff=0.4)
     (array([ True, False,  True]), {'n_groups': 2})
