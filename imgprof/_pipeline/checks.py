@@ -80,11 +80,36 @@ def check_kwargs(cfg: Config, section: str, func: Callable[..., Any], options: d
             raise ConfigError(f"{cfg.where(section, key)}: [{section}] has no option {key!r}.{hint} Valid options: {valid}.")
         if key in params:
             check_type(cfg, section, key, value, params[key])
+            check_registered(cfg, section, key, value)
     for name, p in params.items():
         # A required argument the config does not give fails only after the work before it: say so now.
         if (p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                 and name not in options and name not in given and name not in skip and list(params).index(name) > 0):
             raise ConfigError(f"{cfg.where(section)}: [{section}] needs {name} = ... (a required option).")
+
+
+#: Config options whose values name a registered method: (section, option) → "module:registry".
+REGISTERED_OPTIONS = {
+    ("normalize", "method"): "imgprof.pp.normalize:NORMALIZERS",
+    ("feature_select", "operation"): "imgprof.pp.feature_select:FEATURE_OPS",
+}
+
+
+def check_registered(cfg: Config, section: str, key: str, value: Any) -> None:
+    """Refuse a method name its registry does not know, at the config line that gives it."""
+    target = REGISTERED_OPTIONS.get((section, key))
+    if target is None:
+        return
+    import importlib
+
+    module, _, attr = target.partition(":")
+    registry = getattr(importlib.import_module(module), attr)
+    for name in [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]:
+        if name not in registry:
+            close = difflib.get_close_matches(str(name), list(registry.names()), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{cfg.where(section, key)}: [{section}] {key} must be one of {list(registry.names())}, "
+                              f"got {name!r}.{hint}")
 
 
 SCALARS = {"int", "float", "str", "bool", "None"}
