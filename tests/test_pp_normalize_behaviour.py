@@ -233,3 +233,12 @@ def test_dask_local_cluster():
         bad.X = da.from_array(np.where(np.arange(24) == 3, np.inf, full.X), chunks=(50, 10))
         with pytest.raises(ValueError, match="inf"):
             ip.pp.normalize(bad, controls=NEGCON)
+
+
+def test_features_unknown_or_repeated_are_named(sim):
+    """normalize(features=) uses the one feature lookup: the error names the unknown or repeated feature."""
+    f0 = str(sim.var_names[0])
+    with pytest.raises(KeyError, match=r"features: \['Cells_Nope'\] not found in adata.var_names"):
+        ip.pp.normalize(sim, method="standardize", features=[f0, "Cells_Nope"], copy=True)
+    with pytest.raises(ValueError, match=rf"features: \['{f0}'\] listed more than once"):
+        ip.pp.normalize(sim, method="standardize", features=[f0, f0], copy=True)

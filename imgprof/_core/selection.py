@@ -296,7 +296,9 @@ def resolve_features(adata: Any, features: Any, *, param: str = "features", uniq
     pos = adata.var_names.get_indexer(pd.Index(names))
     missing = [f for f, i in zip(names, pos) if i < 0]
     if missing:
-        raise KeyError(f"{param}: {missing[:5]} not found in adata.var_names.")
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise KeyError(f"{param}: {missing[:5]}{more} not found in adata.var_names.")
     if unique and len(set(pos.tolist())) != len(pos):
-        raise ValueError(f"{param}: a feature is named twice.")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{param}: {twice[:5]} listed more than once.")
     return pos

@@ -38,7 +38,7 @@ from .._core.features import record_values_changed
 from .._core.groups import group_codes, group_sizes
 from .._core.guardrails import check_feature_dominance
 from .._core.registry import Entry
-from .._core.selection import resolve_rows
+from .._core.selection import resolve_features, resolve_rows
 from .._core.store import Slot, store
 from .._core.validation import (
     check_array,
@@ -93,18 +93,6 @@ def _check_options(entry: Entry, controls: Any, samples: Any, opts: dict[str, An
         controls = None if isinstance(samples, str) and samples == "all" else samples
     return controls
 
-
-def _resolve_columns(adata: AnnData, features: str | Sequence[str] | None) -> np.ndarray:
-    if features is None:
-        return np.arange(adata.n_vars)
-    feats = [features] if isinstance(features, str) else list(features)
-    idx = adata.var_names.get_indexer(pd.Index(feats))
-    missing = [f for f, i in zip(feats, idx) if i < 0]
-    if missing:
-        raise KeyError(f"features: {describe(missing)} not found in adata.var_names.")
-    if len(set(idx.tolist())) != len(idx):
-        raise ValueError("features: a feature is listed more than once.")
-    return idx
 
 
 def _short(selection: Any) -> str:
@@ -288,7 +276,7 @@ def normalize(
     if adata.n_obs == 0:
         raise ValueError("adata has 0 observations; nothing to normalize.")
     X_in = get_matrix(adata, layer=layer)
-    cols = _resolve_columns(adata, features)
+    cols = resolve_features(adata, features, param="features", unique=True)
     all_cols = cols.size == adata.n_vars and bool((cols == np.arange(adata.n_vars)).all())
     var_names = adata.var_names[cols]
     what = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
