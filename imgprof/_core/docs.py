@@ -1,6 +1,6 @@
 """Shared docstring text for recurring parameters (as scanpy's ``_doc_params``).
 
-Write ``{adata}``, ``{copy}``, ``{layer}``, ``{controls}``... on a line of its own
+Write ``{adata}``, ``{copy}``, ``{layer}``, ``{use_rep}``... on a line of its own
 in a numpy-style Parameters section and decorate the function with
 :func:`doc_params`; the placeholder is replaced by the shared text, indented like
 the placeholder. Only names given to the decorator are replaced, so other braces
@@ -31,28 +31,12 @@ DOC: dict[str, str] = {
     "copy": "copy\n    Return a modified copy instead of writing into ``adata`` (then ``None`` is returned).",
     "layer": "layer\n    Layer to read instead of ``adata.X``.",
     "use_rep": "use_rep\n    ``\"X\"`` or an ``.obsm`` key to read (an embedding such as ``\"X_pca\"``).",
-    "controls": (
-        "controls\n    Control rows: an ``adata.obs`` query (``\"Metadata_pert_type == 'control'\"``), a boolean\n"
-        "    column name, a boolean mask or a list of obs names; ``None`` uses all rows."
-    ),
     "samples": (
         "samples\n    Rows to fit on: ``\"all\"``, an ``adata.obs`` query, a boolean column name, a boolean mask\n"
         "    or a list of obs names (pycytominer's ``samples=``)."
     ),
-    "features": "features\n    Feature names to use (default: all of ``adata.var_names``).",
-    "key_added": (
-        "key_added\n    Where the result goes; one meaning per kind of result (see the table in\n"
-        "    :mod:`imgprof._core.store`): a layer, an ``.obsm`` key, an ``.obs``/``.var`` column or prefix, or an ``.uns`` key."
-    ),
-    "overwrite": (
-        "overwrite\n    Replace an existing result under ``key_added`` (default); ``False`` refuses with a ``KeyError``."
-    ),
     "batch_key": "batch_key\n    ``adata.obs`` column holding the batch (plate, batch or source).",
     "label_key": "label_key\n    ``adata.obs`` column holding the biological label (perturbation, gene, compound).",
-    "groupby": "groupby\n    ``adata.obs`` column(s) defining the groups.",
-    "random_state": "random_state\n    Seed (an int) for reproducible results; recorded in the provenance.",
-    "show": "show\n    Show the figure (``None``: when not saving); ``False`` returns the axes.",
-    "save": "save\n    Save the figure to this path (the suffix picks the format); written atomically.",
     "ax": "ax\n    Matplotlib axes to draw into (a new figure when ``None``).",
     "returns_copy": "AnnData or None\n    The modified copy when ``copy=True``, else ``None`` (``adata`` is modified in place).",
     # Example set-ups shared by the multimodal (``ip.mm`` / ``ip.pl.mm_*``) doctests: the two LINCS plates,
