@@ -16,10 +16,13 @@ import importlib
 import inspect
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import imgprof as ip
 from imgprof._core.registry import load_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,11 +120,6 @@ def test_no_unfilled_docstring_placeholder():
 # ----------------------------------------------------------------------------------------------
 # every registered method, run through its public coordinator: copy honoured, one provenance step
 # ----------------------------------------------------------------------------------------------
-import warnings  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-import imgprof as ip  # noqa: E402
 
 
 def _run_both_ways(adata, call, function: str):
