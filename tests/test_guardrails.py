@@ -23,6 +23,26 @@ def _sim():
     return ip.datasets.simulate(n_plates=2, n_batches=2, n_perturbations=12, n_moa=3, n_features=30, seed=0)
 
 
+@pytest.mark.parametrize("shape", [(300, 9), (1, 4), (0, 3)])
+def test_feature_dominance_equals_numpy_with_nan_and_inf(shape):
+    # the compiled column moments (no copy of X) give exactly np.nanvar / np.nanmax(np.abs(X)), edge values included
+    from imgprof._core.guardrails import feature_dominance
+
+    X = np.random.default_rng(1).normal(size=shape) * np.arange(1, shape[1] + 1)
+    if shape[0] > 5:
+        X[:, 2] = np.nan  # all-NaN column
+        X[3, 4], X[4, 5], X[0, 6], X[2, 0] = np.inf, -np.inf, 1e200, np.nan
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        var = np.nan_to_num(np.nanvar(X, axis=0)) if shape[0] else np.zeros(shape[1])
+        absmax = np.nan_to_num(np.nanmax(np.abs(X), axis=0)) if shape[0] else np.zeros(shape[1])
+    info = feature_dominance(X)
+    want = var / var.sum() if var.sum() > 0 else np.zeros(shape[1])
+    np.testing.assert_array_equal(info["share"], want)
+    assert info["max_abs"] == absmax.max()
+    assert info["max_abs_feature"] == str(int(np.argmax(absmax)))
+
+
 def test_feature_dominance_warns_on_constructed_matrix():
     # a feature nearly constant in the controls explodes under mad_robustize (the cmQTL failure mode)
     b = _sim()

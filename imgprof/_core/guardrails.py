@@ -74,8 +74,9 @@ def feature_dominance(X, var_names: Sequence[str] | None = None) -> dict:
     Returns
     -------
     dict with ``share`` (variance share of each feature, sums to 1),
-    ``top`` (list of ``(name, share)`` for the three largest), ``max_abs`` and
-    ``max_abs_feature``.
+    ``top`` (list of ``(name, share)`` for the three largest), ``max_abs``,
+    ``max_abs_feature``, ``n_outlier_features`` (beyond the default cutoff) and
+    ``abs_max`` (largest absolute value of each feature).
 
     Examples
     --------
@@ -88,10 +89,7 @@ def feature_dominance(X, var_names: Sequence[str] | None = None) -> dict:
     X = np.asarray(X, dtype=np.float64)
     d = X.shape[1]
     names = [str(v) for v in (var_names if var_names is not None else range(d))]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        var = np.nan_to_num(np.nanvar(X, axis=0))
-        absmax = np.nan_to_num(np.nanmax(np.abs(X), axis=0)) if X.shape[0] else np.zeros(d)
+    var, absmax = _column_var_absmax(X)
     total = var.sum()
     share = var / total if total > 0 else np.zeros(d)
     order = np.argsort(-share, kind="stable")[:3]
@@ -102,7 +100,46 @@ def feature_dominance(X, var_names: Sequence[str] | None = None) -> dict:
         "max_abs": float(absmax[j]) if d else 0.0,
         "max_abs_feature": names[j] if d else None,
         "n_outlier_features": int((absmax > OUTLIER_CUTOFF).sum()),
+        "abs_max": absmax,
     }
+
+
+def _column_var_absmax(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column variance (ddof 0) and largest absolute value, NaN skipped, non-finite -> as ``np.nan_to_num``.
+
+    A compiled two-pass kernel (``_column_kernels``) that reads ``X`` in place: ``np.nanvar``
+    copies the whole matrix to zero its NaN, which made this check cost more than the
+    normalization it follows. The values equal ``np.nanvar`` / ``np.nanmax(np.abs(X))``
+    exactly (rows summed in the same order; tested). Without numba, numpy computes them.
+    """
+    n, d = X.shape
+    if n == 0:
+        return np.zeros(d), np.zeros(d)
+    kernel = _column_kernel() if X.flags.c_contiguous else None
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if kernel is None:
+            return np.nan_to_num(np.nanvar(X, axis=0)), np.nan_to_num(np.nanmax(np.abs(X), axis=0))
+        s1, s2, cnt = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
+        low, high = np.full(d, np.inf), np.full(d, -np.inf)
+        kernel(X, s1, s2, cnt, low, high)
+        var = np.where(cnt > 0, s2 / np.maximum(cnt, 1), np.nan)
+        var[~np.isfinite(s1)] = np.nan  # an infinite value: np.nanvar gives NaN (inf - inf)
+        absmax = np.where(cnt > 0, np.fmax(np.abs(low), np.abs(high)), np.nan)
+    return np.nan_to_num(var), np.nan_to_num(absmax)
+
+
+def _column_kernel():
+    """The compiled column kernel, or ``None`` without numba (or with ``IMGPROF_DISABLE_NUMBA``)."""
+    import os
+
+    if os.environ.get("IMGPROF_DISABLE_NUMBA", "") not in ("", "0"):
+        return None
+    try:
+        from ._column_kernels import var_absmax_kernel
+    except Exception:  # pragma: no cover - numba missing or broken
+        return None
+    return var_absmax_kernel
 
 
 def check_feature_dominance(
@@ -124,6 +161,7 @@ def check_feature_dominance(
     if hasattr(X, "compute") or X.shape[1] < 2:  # lazy (dask) matrices are not computed for a check
         return None
     info = feature_dominance(X, var_names)
+    abs_max = info.pop("abs_max")
     msgs = []
     name, top = info["top"][0]
     if max_share is not None and top > max_share:
@@ -133,8 +171,7 @@ def check_feature_dominance(
             f"distances, PCA, mAP and batch metrics will be driven by it"
         )
     if outlier_cutoff is not None:
-        absmax = np.nan_to_num(np.nanmax(np.abs(np.asarray(X, dtype=np.float64)), axis=0))
-        n_out = int((absmax > outlier_cutoff).sum())
+        n_out = int((abs_max > outlier_cutoff).sum())
         info["n_outlier_features"] = n_out
         if n_out:
             msgs.append(
