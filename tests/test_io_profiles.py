@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import warnings
 
 import numpy as np
@@ -147,11 +148,24 @@ def test_simulated_data_round_trips(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_empty_files(tmp_path):
-    for name in ("e.csv", "e.csv.gz", "e.parquet", "e.tsv", "e.h5ad"):
-        (tmp_path / name).write_bytes(b"")
-        with pytest.raises(ValueError, match=rf"{name}: the file is empty \(0 bytes\)"):
-            ip.io.read_profiles(tmp_path / name)
+#: The file readers, each with a 0-byte file it is given (the message names the file).
+EMPTY_FILES = [
+    *(("read_profiles", name) for name in ("e.csv", "e.csv.gz", "e.parquet", "e.tsv", "e.h5ad")),
+    ("read_cellprofiler", "empty.sqlite"),
+    ("read_cytotable", "empty.parquet"),
+    ("read_deepprofiler", "e.npz"),
+    ("read_gct", "e.gct"),
+]
+
+
+@pytest.mark.parametrize(("reader", "name"), EMPTY_FILES)
+def test_empty_files(tmp_path, reader, name):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{re.escape(name)}: the file is empty \(0 bytes\)"):
+        getattr(ip.io, reader)(tmp_path / name)
+
+
+def test_empty_gzip_text(tmp_path):
     with gzip.open(tmp_path / "z.csv.gz", "wt") as fh:
         fh.write("")
     with pytest.raises(ValueError, match=r"z.csv.gz: the file is empty \(no header line\)"):

@@ -215,8 +215,11 @@ def median_kernel(X, order, starts, g0, g1, c0, c1, out, mad, want_mad, n_inf): 
                 mad[g, c0 + j] = _median(row, mm, tmp, samp)
 
 
-@_jit
-def moments_kernel(X, codes, c0, c1, s1, s2, mn, mx, cnt, want_m2, want_minmax, n_inf):  # pragma: no cover
+@nb.njit(inline="always")
+def _moments_pass(X, codes, c0, c1, mean, s1, s2, mn, mx, cnt, sqdev, want_minmax, n_inf):  # pragma: no cover
+    # The loop both moment kernels share: rows of groups >= 0, columns c0:c1, NaN skipped. sqdev=False:
+    # sums, counts, ±inf counts (and min/max); sqdev=True: squared deviations from ``mean``. Inlined into
+    # each kernel with ``sqdev`` a constant, so the compiled loops are the separate ones they replace.
     n = X.shape[0]
     for i in range(n):
         g = codes[i]
@@ -225,6 +228,10 @@ def moments_kernel(X, codes, c0, c1, s1, s2, mn, mx, cnt, want_m2, want_minmax, 
         for j in range(c0, c1):
             v = np.float64(X[i, j])
             if v == v:
+                if sqdev:
+                    d = v - mean[g, j]
+                    s2[g, j] += d * d
+                    continue
                 if v == np.inf or v == -np.inf:
                     n_inf[j] += 1
                 s1[g, j] += v
@@ -237,17 +244,16 @@ def moments_kernel(X, codes, c0, c1, s1, s2, mn, mx, cnt, want_m2, want_minmax, 
 
 
 @_jit
+def moments_kernel(X, codes, c0, c1, s1, mn, mx, cnt, want_minmax, n_inf):  # pragma: no cover - compiled
+    # Per group and column: sum and count of the non-NaN values (and min/max); ±inf counted per column.
+    _moments_pass(X, codes, c0, c1, s1, s1, s1, mn, mx, cnt, False, want_minmax, n_inf)
+
+
+@_jit
 def sqdev_kernel(X, codes, c0, c1, mean, s2):  # pragma: no cover - compiled
-    n = X.shape[0]
-    for i in range(n):
-        g = codes[i]
-        if g < 0:
-            continue
-        for j in range(c0, c1):
-            v = np.float64(X[i, j])
-            if v == v:
-                d = v - mean[g, j]
-                s2[g, j] += d * d
+    # Per group and column: sum of squared deviations of the non-NaN values from ``mean``.
+    unused = np.empty((1, 1), dtype=np.int64)
+    _moments_pass(X, codes, c0, c1, mean, mean, s2, mean, mean, unused, True, False, unused[0])
 
 
 @_jit

@@ -23,11 +23,9 @@ def check_unique_columns(columns: Sequence[str], *, source: str) -> None:
 def split_columns(
     df: pd.DataFrame,
     *,
-    metadata: Sequence[str] | None = None,
-    features: Sequence[str] | None = None,
-    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES,
     source: str = "table",
-    require_metadata: bool = True,
+    metadata: Sequence[str] | None = None, features: Sequence[str] | None = None,
+    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES, require_metadata: bool = True,
 ) -> tuple[list[str], list[str]]:
     """Decide which columns are metadata and which are features.
 

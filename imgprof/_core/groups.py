@@ -274,13 +274,8 @@ def group_reduce(
     func: str = "median",
     *,
     ddof: int = 1,
-    mad_scale: float | str = 1.0,
-    min_count: int = 1,
-    inf: str = "raise",
-    var_names: Sequence[str] | None = None,
-    what: str = "adata.X",
-    block_size: int | None = None,
-    n_jobs: int | None = None,
+    mad_scale: float | str = 1.0, min_count: int = 1, inf: str = "raise",
+    var_names: Sequence[str] | None = None, what: str = "adata.X", block_size: int | None = None, n_jobs: int | None = None,
 ) -> np.ndarray:
     """Reduce the rows of ``X`` per group.
 
@@ -366,13 +361,8 @@ def group_median_mad(
     n_groups: int,
     *,
     want_mad: bool = True,
-    mad_scale: float | str = 1.0,
-    min_count: int = 1,
-    inf: str = "raise",
-    var_names: Sequence[str] | None = None,
-    what: str = "adata.X",
-    block_size: int | None = None,
-    n_jobs: int | None = None,
+    mad_scale: float | str = 1.0, min_count: int = 1, inf: str = "raise",
+    var_names: Sequence[str] | None = None, what: str = "adata.X", block_size: int | None = None, n_jobs: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-group median and (optionally) MAD in one pass over ``X``.
 
@@ -475,7 +465,7 @@ def _group_moments(
 
             def run(bl):
                 local = np.zeros(p, dtype=np.int64)
-                k(X, codes, bl[0], bl[1], s1, s1, mn, mx, cnt, False, want_minmax, local)
+                k(X, codes, bl[0], bl[1], s1, mn, mx, cnt, want_minmax, local)
                 return local
 
             run_tasks(run, blocks, n_jobs, n_inf)

@@ -1,5 +1,6 @@
 """Bundled real data sets and a seeded simulator with known ground truth."""
 
+from .._core.namespace import public_dir
 from .real import (
     cmqtl_crispri,
     data_path,
@@ -29,6 +30,4 @@ __all__ = [
 ]
 
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

@@ -1,5 +1,6 @@
 """Readers and writers: profile tables, CellProfiler outputs, CytoTable, DeepProfiler, GCT, images."""
 
+from .._core.namespace import public_dir
 from .profiles import READERS, check_writable, from_pandas, read, read_profiles, reader_for, to_pandas, write_profiles
 
 __all__ = ["from_pandas", "read_profiles", "to_pandas", "write_profiles", "read", "reader_for", "READERS", "check_writable"]
@@ -26,6 +27,4 @@ from ._lazy import read_zarr_lazy  # noqa: E402
 
 __all__ += ["read_zarr_lazy"]
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

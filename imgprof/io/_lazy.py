@@ -89,12 +89,9 @@ def _lazy_obs(tables: list, text: list[str]) -> pd.DataFrame:
 def read_parquet_lazy(
     path: Path,
     *,
-    metadata: Sequence[str] | None,
-    features: Sequence[str] | None,
-    metadata_prefix,
-    level: str | None,
-    require_metadata: bool,
     chunk_bytes: int | None,
+    metadata: Sequence[str] | None, features: Sequence[str] | None,
+    metadata_prefix: str | Sequence[str], level: str | None, require_metadata: bool,
 ) -> ad.AnnData:
     """AnnData over parquet file(s): ``.obs`` read now, ``.X`` a dask array read by the tasks."""
     import dask
@@ -209,12 +206,9 @@ def read_zarr_lazy(path: str | os.PathLike) -> ad.AnnData:
 def read_lazy(
     path: Path,
     *,
-    metadata: Sequence[str] | None = None,
-    features: Sequence[str] | None = None,
-    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES,
-    level: str | None = None,
-    require_metadata: bool = True,
     chunk_bytes: int | None = None,
+    metadata: Sequence[str] | None = None, features: Sequence[str] | None = None,
+    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES, level: str | None = None, require_metadata: bool = True,
 ) -> ad.AnnData:
     """Dispatch of ``read_profiles(..., lazy=True)`` on the kind of source."""
     if path.name.lower().endswith(".zarr"):

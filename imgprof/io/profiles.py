@@ -40,12 +40,9 @@ PathLike = str | os.PathLike
 def from_pandas(
     df: pd.DataFrame,
     *,
-    metadata: Sequence[str] | None = None,
-    features: Sequence[str] | None = None,
-    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES,
-    level: str | None = None,
     source: str = "DataFrame",
-    require_metadata: bool = True,
+    metadata: Sequence[str] | None = None, features: Sequence[str] | None = None,
+    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES, level: str | None = None, require_metadata: bool = True,
 ) -> ad.AnnData:
     """Build an AnnData from a pycytominer-style profile DataFrame.
 
@@ -53,6 +50,8 @@ def from_pandas(
     ----------
     df
         One row per profile (cell or well); ``Metadata_*`` columns and feature columns.
+    source
+        Name of the input used in error messages.
     metadata, features
         Explicit column lists; by default metadata are the columns starting with
         ``metadata_prefix`` and features are all the others.
@@ -61,8 +60,6 @@ def from_pandas(
     level
         ``"single_cell"``, ``"well"``, ``"consensus"``...; guessed when ``None``
         (``single_cell`` when an ``ObjectNumber`` column exists, else ``well``).
-    source
-        Name of the input used in error messages.
     require_metadata
         Raise when no metadata column is found.
 
@@ -291,15 +288,12 @@ def sep_for(path: Path) -> str:
 def read_profiles(
     path: PathLike,
     *,
-    metadata: Sequence[str] | None = None,
-    features: Sequence[str] | None = None,
-    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES,
-    level: str | None = None,
     sep: str | None = None,
-    require_metadata: bool = True,
     encoding: str = "utf-8",
     lazy: bool = False,
     chunk_bytes: int | None = None,
+    metadata: Sequence[str] | None = None, features: Sequence[str] | None = None,
+    metadata_prefix: str | Sequence[str] = METADATA_PREFIXES, level: str | None = None, require_metadata: bool = True,
 ) -> ad.AnnData:
     """Read a profile table (CSV, CSV.GZ, TSV, parquet, h5ad or zarr) into AnnData.
 
@@ -310,8 +304,6 @@ def read_profiles(
         ``.parquet``/``.pq`` with pyarrow, ``.h5ad``/``.zarr`` with anndata.
         A folder of parquet files (same columns in each; read in sorted path
         order, rows concatenated) is read as one table.
-    metadata, features, metadata_prefix, level, require_metadata
-        See :func:`from_pandas`.
     sep
         Column separator for text files (default: from the extension, corrected by sniffing the
         header line as pycytominer does, so a tab-separated ``.csv`` is read right).
@@ -330,8 +322,8 @@ def read_profiles(
         With ``lazy=True`` and parquet input: about this many decoded bytes per
         dask chunk (consecutive row groups of a file are merged; a row group is
         never split; default 64 MB).
-
-
+    metadata, features, metadata_prefix, level, require_metadata
+        See :func:`from_pandas`.
 
     Raises
     ------

@@ -1,5 +1,7 @@
 """imgprof.pp"""
 
+from .._core.namespace import public_dir
+
 __all__: list[str] = []
 
 from .aggregate import aggregate
@@ -24,6 +26,4 @@ from .._core.guardrails import FeatureDominanceWarning  # noqa: E402
 
 __all__ += ["FeatureDominanceWarning"]
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

@@ -60,17 +60,13 @@ def aggregate(
     by: str | Sequence[str] = DEFAULT_BY,
     *,
     operation: str = "median",
-    layer: str | None = None,
-    count_key: str | None = "Metadata_Object_Count",
-    keep_metadata: bool | Sequence[str] = True,
-    dropna: bool = False,
     inf: str = "raise",
-    level: str = "well",
     features: Sequence[str] | None = None,
     metadata: Sequence[str] | None = None,
     n_jobs: int | None = None,
     spill_dir: PathLike | None = None,
-    overwrite: bool = False,
+    layer: str | None = None, count_key: str | None = "Metadata_Object_Count", keep_metadata: bool | Sequence[str] = True,
+    dropna: bool = False, level: str = "well", overwrite: bool = False,
 ) -> ad.AnnData:
     """Aggregate single-cell profiles into well (or any ``by``) profiles.
 
@@ -88,6 +84,20 @@ def aggregate(
         ``.obs`` column(s) defining the groups (pycytominer's ``strata``).
     operation
         ``"median"`` (default) or ``"mean"`` (pycytominer's ``operation``). NaN are skipped.
+    inf
+        ``"raise"`` (default) on ±inf in the features; ``"propagate"`` to use
+        them as values.
+    features, metadata
+        For parquet input only: explicit feature / metadata columns (default:
+        ``Metadata_*`` columns are metadata, every other column a feature).
+    n_jobs
+        Threads for the in-memory kernels (default: all CPUs).
+    spill_dir
+        For a parquet or zarr path whose rows are not grouped by ``by``: folder for
+        the temporary bucket files (default: the system's temporary folder; they
+        take about the size of the features as float64 and are deleted at the end).
+        Giving it makes a parquet source spill to disk too (by default an ungrouped
+        parquet file is read by blocks of columns, without temporary files).
     layer
         Aggregate ``adata.layers[layer]`` instead of ``.X``.
     count_key
@@ -100,22 +110,8 @@ def aggregate(
     dropna
         ``False`` (pycytominer): rows with a missing key form a NaN group;
         ``True``: they are left out (their number is logged).
-    inf
-        ``"raise"`` (default) on ±inf in the features; ``"propagate"`` to use
-        them as values.
     level
         Level recorded on the result (its provenance record's ``level``).
-    features, metadata
-        For parquet input only: explicit feature / metadata columns (default:
-        ``Metadata_*`` columns are metadata, every other column a feature).
-    n_jobs
-        Threads for the in-memory kernels (default: all CPUs).
-    spill_dir
-        For a parquet or zarr path whose rows are not grouped by ``by``: folder for
-        the temporary bucket files (default: the system's temporary folder; they
-        take about the size of the features as float64 and are deleted at the end).
-        Giving it makes a parquet source spill to disk too (by default an ungrouped
-        parquet file is read by blocks of columns, without temporary files).
     overwrite
         Allow ``count_key`` to name an existing ``.obs`` / metadata column, which
         the count then replaces (default: refuse, naming the column).

@@ -167,13 +167,9 @@ def consensus(
     method: str = "spearman",
     min_weight: float = 0.01,
     precision: int = 4,
-    layer: str | None = None,
-    count_key: str | None = "Metadata_Replicate_Count",
-    keep_metadata: bool | Sequence[str] = True,
-    dropna: bool = False,
     single_replicate: str = "warn",
-    level: str = "consensus",
-    overwrite: bool = False,
+    layer: str | None = None, count_key: str | None = "Metadata_Replicate_Count", keep_metadata: bool | Sequence[str] = True,
+    dropna: bool = False, level: str = "consensus", overwrite: bool = False,
 ) -> AnnData:
     """Collapse replicate profiles into one consensus signature per ``by`` group.
 
@@ -193,6 +189,10 @@ def consensus(
         MODZ arguments (pycytominer's ``modz_args``): correlation between replicates
         (``"spearman"``, ``"pearson"``, ``"kendall"``), lower clip of the weights,
         decimals the weights are rounded to.
+    single_replicate
+        Groups with one replicate: their consensus is that profile (as in
+        pycytominer). ``"warn"`` (default) says how many there are, ``"ignore"``
+        stays silent, ``"raise"`` refuses.
     {layer}
     count_key
         ``.obs`` column receiving the number of replicates per group (``None`` to skip).
@@ -201,10 +201,6 @@ def consensus(
         ``False``: only ``by``; a list: those (raise if one varies within a group).
     dropna
         ``False`` (pycytominer): a missing key is a group of its own.
-    single_replicate
-        Groups with one replicate: their consensus is that profile (as in
-        pycytominer). ``"warn"`` (default) says how many there are, ``"ignore"``
-        stays silent, ``"raise"`` refuses.
     level
         Level recorded on the result.
     overwrite

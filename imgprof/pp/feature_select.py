@@ -217,9 +217,7 @@ def feature_select(
     outlier_cutoff: float = 500.0,
     noise_removal_perturb_groups: str | Sequence | None = None,
     noise_removal_stdev_cutoff: float | None = None,
-    layer: str | None = None,
-    key_added: str = "feature_select",
-    copy: bool = False,
+    layer: str | None = None, key_added: str = "feature_select", copy: bool = False,
 ) -> AnnData | None:
     """Drop uninformative, redundant or noisy features (pycytominer's ``feature_select``).
 

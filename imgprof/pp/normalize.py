@@ -188,11 +188,9 @@ def normalize(
     spherize_center: bool = True,
     spherize_epsilon: float = 1e-6,
     n_quantiles: int = 1000,
-    layer: str | None = None,
-    key_added: str | None = None,
     max_variance_share: float | None = 0.10,
     outlier_cutoff: float | None = 500.0,
-    copy: bool = False,
+    layer: str | None = None, key_added: str | None = None, copy: bool = False,
 ) -> AnnData | None:
     """Normalize features against reference rows, per group.
 
@@ -230,17 +228,17 @@ def normalize(
         regularisation added to the singular values.
     n_quantiles
         Quantile landmarks of ``inverse_normal`` (capped at the number of reference rows).
-    {layer}
-    key_added
-        Where the result goes. ``None``: overwrite the input (``.X`` or ``layer``);
-        otherwise ``adata.layers[key_added]``. ``spherize`` with ``"PCA"``/``"PCA-cor"``
-        leaves feature space, so its result goes to ``adata.obsm[key_added or "X_spherize"]``.
     max_variance_share, outlier_cutoff
         Guardrail on the output (in-memory matrices): a
         :class:`~imgprof.pp.FeatureDominanceWarning` when one feature carries more
         than ``max_variance_share`` of the total variance, or any value is beyond
         ``±outlier_cutoff`` (pycytominer's ``drop_outliers`` default, 500). Either
         ``None`` switches that check off. The shares are recorded in the provenance log.
+    {layer}
+    key_added
+        Where the result goes. ``None``: overwrite the input (``.X`` or ``layer``);
+        otherwise ``adata.layers[key_added]``. ``spherize`` with ``"PCA"``/``"PCA-cor"``
+        leaves feature space, so its result goes to ``adata.obsm[key_added or "X_spherize"]``.
     {copy}
 
     Returns

@@ -253,7 +253,6 @@ def qc(
     by: str | Sequence[str] | None = "Metadata_Plate",
     level: str = "auto",
     controls: Any = None,
-    layer: str | None = None,
     count_key: str | None = "auto",
     min_cells: int | None = None,
     count_z: float = 3.0,
@@ -261,8 +260,7 @@ def qc(
     outlier_fraction: float = 0.25,
     max_nan_fraction: float = 0.5,
     feature_thresholds: str | Sequence[str] | Mapping[str, Mapping[str, float]] | None = None,
-    key_added: str = "Metadata_qc",
-    copy: bool = False,
+    layer: str | None = None, key_added: str = "Metadata_qc", copy: bool = False,
 ) -> AnnData | None:
     """Flag low-count wells and outlier wells or cells in ``.obs``; never removes rows.
 
@@ -282,7 +280,6 @@ def qc(
         Reference rows for the medians/MADs (query string, boolean mask or obs
         names), e.g. ``"Metadata_control_type == 'negcon'"``; default all rows.
         A query matching nothing, or a ``by`` group without reference rows, raises.
-    {layer}
     count_key
         Cell-count column for the count flags (well level). ``"auto"`` looks for
         :data:`COUNT_KEYS`; ``None`` skips the count flags.
@@ -302,6 +299,7 @@ def qc(
         ``{name: {feature: z}}``. z-scores here are classic ``(x - mean) / std`` (``ddof=0``, as ``scipy.stats.zscore``)
         over the ``by`` group; a cell matches a rule set when every condition
         holds (negative threshold: ``z <= t``; positive: ``z >= t``). Default none.
+    {layer}
     key_added
         The results are per-observation values, so they go to ``.obs`` (one
         meaning of ``key_added`` per kind of result, see :mod:`imgprof._core.store`):
