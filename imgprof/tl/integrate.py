@@ -263,9 +263,7 @@ def integrate(
     method: str,
     batch_key: str,
     *,
-    use_rep: str | None = None,
-    key_added: str | None = None,
-    copy: bool = False,
+    use_rep: str | None = None, key_added: str | None = None, copy: bool = False,
     **params: Any,
 ) -> AnnData | Any | None:
     """Correct batch effects with one of several methods, all called the same way.
