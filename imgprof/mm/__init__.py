@@ -6,19 +6,11 @@
   ``annotate`` is the deprecated former name of :func:`map_annotations`.
 """
 
-from .join import (
-    STANDARD_DOSES_UM,
-    AmbiguousKeyError,
-    DoseUnitError,
-    JoinError,
-    JoinReport,
-    annotate,
-    join,
-    join_report,
-    map_annotations,
-    match_keys,
-    recode_dose,
-)
+from ._annotate import annotate, map_annotations, recode_dose
+from ._keys import STANDARD_DOSES_UM
+from ._report import JoinReport
+from ._spec import AmbiguousKeyError, DoseUnitError, JoinError
+from .join import join, join_report, match_keys
 
 __all__ = [
     "STANDARD_DOSES_UM",

@@ -1,6 +1,6 @@
 """The report of a join: which keys matched, which did not and why.
 
-Private module of :mod:`imgprof.mm.join` (which re-exports :class:`JoinReport`).
+Private module of :mod:`imgprof.mm.join`; :mod:`imgprof.mm` exports :class:`JoinReport`.
 """
 
 from __future__ import annotations

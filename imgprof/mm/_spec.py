@@ -1,6 +1,6 @@
 """Key specifications of :func:`imgprof.mm.join`: which columns are keys, the dose key, and the errors.
 
-Private module: :mod:`imgprof.mm.join` re-exports the public names.
+Private module: :mod:`imgprof.mm` exports the public names (the errors).
 """
 
 from __future__ import annotations

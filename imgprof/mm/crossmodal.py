@@ -41,14 +41,9 @@ __all__ = [
 def align(
     mdata: Any,
     *,
-    mods: Sequence[str] | None = None,
-    method: str = "cca",
-    n_components: int = 2,
-    n_pcs: int | None = None,
-    scale: bool = True,
-    use_rep: str | None = None,
     key_added: str | None = None,
-    seed: int = 0,
+    mods: Sequence[str] | None = None, method: str = "cca", n_components: int = 2, n_pcs: int | None = None,
+    scale: bool = True, use_rep: str | None = None, seed: int = 0,
 ) -> None:
     """Align two paired modalities in a shared space with CCA or PLS (fitted on all pairs).
 
@@ -131,18 +126,11 @@ def align(
 def cross_retrieval(
     mdata: Any,
     *,
-    mods: Sequence[str] | None = None,
-    method: str = "cca",
-    n_components: int = 2,
-    n_pcs: int | None = None,
-    scale: bool = True,
-    use_rep: str | None = None,
     n_splits: int = 5,
-    metric: str | Callable = "cosine",
-    null_size: int = 10000,
-    threshold: float = 0.05,
-    seed: int = 0,
     return_per_query: bool = False,
+    mods: Sequence[str] | None = None, method: str = "cca", n_components: int = 2, n_pcs: int | None = None,
+    scale: bool = True, use_rep: str | None = None,
+    metric: str | Callable = "cosine", null_size: int = 10000, threshold: float = 0.05, seed: int = 0,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Held-out cross-modal retrieval: does a profile in one modality find its partner in the other?
 
@@ -231,11 +219,8 @@ def compare_retrieval(
     multilabel_sep: str | None = "|",
     consistency_on: str = "all",
     replicating: bool = True,
-    metric: str | Callable = "cosine",
-    null_size: int = 10000,
     n_null: int = 1000,
-    threshold: float = 0.05,
-    seed: int = 0,
+    metric: str | Callable = "cosine", null_size: int = 10000, threshold: float = 0.05, seed: int = 0,
 ) -> pd.DataFrame:
     """Replicate and mechanism retrieval in each modality, on the same perturbations.
 
@@ -413,11 +398,8 @@ def gene_compound_match(
     sep: str | None = "|",
     names: str = "casefold",
     consensus: str = "median",
-    metric: str | Callable = "abs_cosine",
     n_top: int = 3,
-    null_size: int = 10000,
-    threshold: float = 0.05,
-    seed: int = 0,
+    metric: str | Callable = "abs_cosine", null_size: int = 10000, threshold: float = 0.05, seed: int = 0,
 ) -> pd.DataFrame:
     """Match genetic perturbations (CRISPR knockdown/knockout, ORF) to compounds that target the same gene.
 

@@ -10,7 +10,8 @@ perturbation) so that cross-modal analyses can pair them.
 The work is done in private modules: ``_spec`` (key specifications, errors),
 ``_sides`` (the keys of each row), ``_report`` (:class:`JoinReport`), ``_build``
 (the modalities of each ``level``/``paired`` branch) and ``_annotate``
-(:func:`map_annotations`, :func:`recode_dose`); this module coordinates.
+(:func:`map_annotations`, :func:`recode_dose`); this module coordinates. :mod:`imgprof.mm`
+exports the public names of all of them.
 """
 
 from __future__ import annotations
@@ -26,27 +27,13 @@ import pandas as pd
 from .._core.docs import doc_params
 from .._core.provenance import log_step
 from .._core.validation import resolve_mask
-from ._annotate import annotate, map_annotations, recode_dose
 from ._build import keys_frame, paired_mods, perturbation_mods, unpaired_mods
 from ._keys import STANDARD_DOSES_UM
 from ._report import JoinReport, build_report, load_report, per_component_overlap, store_report
 from ._sides import DoseOptions, Side, prepare_side
-from ._spec import KEY_SEP, AmbiguousKeyError, DoseUnitError, JoinError, parse_dose, parse_on, sep_label
+from ._spec import JoinError, parse_dose, parse_on, sep_label
 
-__all__ = [
-    "AmbiguousKeyError",
-    "DoseUnitError",
-    "JoinError",
-    "JoinReport",
-    "KEY_SEP",
-    "STANDARD_DOSES_UM",
-    "annotate",
-    "join",
-    "join_report",
-    "map_annotations",
-    "match_keys",
-    "recode_dose",
-]
+__all__ = ["join", "join_report", "match_keys"]
 
 
 def _check_modalities(morph: Any, expr: Any, mod_names: tuple[str, str]) -> None:
@@ -76,15 +63,10 @@ def match_keys(
     expr: ad.AnnData,
     on: Any,
     *,
-    dose: Any = None,
-    dose_unit: Any = None,
-    dose_series: Sequence[float] | None = STANDARD_DOSES_UM,
-    dose_rtol: float = 0.05,
-    dose_off_series: str = "nan",
-    names: str | Callable[[str], str] = "casefold",
-    sep: str | Mapping[str, str] | None = None,
     mod_names: tuple[str, str] = ("morph", "expr"),
     level: str = "perturbation",
+    dose: Any = None, dose_unit: Any = None, dose_series: Sequence[float] | None = STANDARD_DOSES_UM, dose_rtol: float = 0.05,
+    dose_off_series: str = "nan", names: str | Callable[[str], str] = "casefold", sep: str | Mapping[str, str] | None = None,
 ) -> JoinReport:
     """Match perturbation keys between two modalities and report the outcome, without joining.
 
@@ -97,16 +79,16 @@ def match_keys(
         The two modalities (profiles at perturbation or well level).
     on
         Key column(s): one name for both, or ``(morph_column, expr_column)``.
+    mod_names
+        Names of the two modalities in the report.
+    level
+        Level at which keys are matched (``"perturbation"``).
     dose, dose_unit, dose_series, dose_rtol, dose_off_series
         Optional dose matching, as in :func:`imgprof.mm.join`.
     names
         Name normalisation (``"casefold"`` or a callable).
     sep
         Separator of multi-valued keys (``"|"``), per modality when a mapping.
-    mod_names
-        Names of the two modalities in the report.
-    level
-        Level at which keys are matched (``"perturbation"``).
 
     Returns
     -------
@@ -176,18 +158,13 @@ def join(
     on: Any,
     *,
     level: str = "perturbation",
-    dose: Any = None,
-    dose_unit: Any = None,
-    dose_series: Sequence[float] | None = STANDARD_DOSES_UM,
-    dose_rtol: float = 0.05,
-    dose_off_series: str = "nan",
-    names: str | Callable[[str], str] = "casefold",
-    sep: str | Mapping[str, str] | None = None,
     consensus: str = "median",
     paired: bool = True,
     controls: Any = None,
     mod_names: tuple[str, str] = ("morph", "expr"),
     min_matches: int = 1,
+    dose: Any = None, dose_unit: Any = None, dose_series: Sequence[float] | None = STANDARD_DOSES_UM, dose_rtol: float = 0.05,
+    dose_off_series: str = "nan", names: str | Callable[[str], str] = "casefold", sep: str | Mapping[str, str] | None = None,
 ) -> Any:
     """Join morphology profiles with another modality, matched by perturbation keys.
 
@@ -206,24 +183,6 @@ def join(
         ``paired=True`` each key must identify exactly one row in each modality
         (e.g. the same sample measured twice), otherwise an
         :class:`AmbiguousKeyError` is raised.
-    dose, dose_unit
-        Optional dose key: column name (or ``(left, right)``), with the unit of each
-        side, as a unit string (``"uM"``, ``"nM"``...) or the name of a column with one
-        unit per row (e.g. ``("uM", "pert_dose_unit")``). Doses are converted to µM
-        and recoded onto ``dose_series``.
-    dose_series, dose_rtol, dose_off_series
-        Nominal doses (µM; default the 6-point LINCS series 0.04–10 µM), the relative
-        tolerance for "the same dose", and what to do with doses off the series
-        (``"nan"``: exclude and report, ``"nearest"``: snap anyway, ``"raise"``).
-        ``dose_series=None`` matches exact doses (after unit conversion).
-    names
-        Name normalisation applied to every key before matching: ``"exact"``,
-        ``"strip"``, ``"casefold"`` (default: case and whitespace ignored), ``"alnum"``
-        (punctuation ignored too) or a callable.
-    sep
-        Separator of multi-valued labels (``"|"`` for Repurposing Hub MOAs and
-        targets), for all keys or per key ``{key_name: "|"}``. A profile with several
-        labels contributes to each of them.
     consensus
         Consensus method for ``level="perturbation"`` (passed to :func:`imgprof.pp.consensus`).
     paired
@@ -242,6 +201,24 @@ def join(
         Modality names in the result.
     min_matches
         Raise :class:`JoinError` when fewer keys match (default 1: an empty join is an error).
+    dose, dose_unit
+        Optional dose key: column name (or ``(left, right)``), with the unit of each
+        side, as a unit string (``"uM"``, ``"nM"``...) or the name of a column with one
+        unit per row (e.g. ``("uM", "pert_dose_unit")``). Doses are converted to µM
+        and recoded onto ``dose_series``.
+    dose_series, dose_rtol, dose_off_series
+        Nominal doses (µM; default the 6-point LINCS series 0.04–10 µM), the relative
+        tolerance for "the same dose", and what to do with doses off the series
+        (``"nan"``: exclude and report, ``"nearest"``: snap anyway, ``"raise"``).
+        ``dose_series=None`` matches exact doses (after unit conversion).
+    names
+        Name normalisation applied to every key before matching: ``"exact"``,
+        ``"strip"``, ``"casefold"`` (default: case and whitespace ignored), ``"alnum"``
+        (punctuation ignored too) or a callable.
+    sep
+        Separator of multi-valued labels (``"|"`` for Repurposing Hub MOAs and
+        targets), for all keys or per key ``{key_name: "|"}``. A profile with several
+        labels contributes to each of them.
 
     Returns
     -------

@@ -81,12 +81,9 @@ def _enrichment(name: str, a: np.ndarray, b: np.ndarray, clusters: pd.Index, gro
 
 @doc_params(**DIST_DOC)
 def cluster_composition(
-    adata: AnnData,
-    groupby: str,
-    reference: str,
+    adata: AnnData, groupby: str, reference: str,
     *,
     cluster_key: str = "leiden",
-    obsm_key: str | None = None,
     resolution: float = 1.0,
     n_neighbors: int = 15,
     metric: str = "euclidean",
@@ -94,9 +91,7 @@ def cluster_composition(
     n_perms: int = 1000,
     batch_key: str | None = None,
     alpha: float = 0.05,
-    seed: int = 0,
-    key_added: str = "cluster_composition",
-    copy: bool = False,
+    obsm_key: str | None = None, seed: int = 0, key_added: str = "cluster_composition", copy: bool = False,
 ) -> AnnData | None:
     """Each perturbation's cell-state (cluster) fractions against the controls, with a test.
 
@@ -120,8 +115,6 @@ def cluster_composition(
         Control group.
     cluster_key
         ``.obs`` column of clusters; computed with Leiden when absent.
-    obsm_key
-        Embedding for the neighbour graph (default ``"X_pca"`` if present, else ``.X``).
     resolution, n_neighbors, metric
         Leiden resolution, neighbours and neighbour metric (only when clustering here).
     method
@@ -131,6 +124,8 @@ def cluster_composition(
     batch_key
         Permute within these levels (``method="permutation"``).
     {sc_alpha}
+    obsm_key
+        Embedding for the neighbour graph (default ``"X_pca"`` if present, else ``.X``).
     seed
         Seed of Leiden and of permutations.
     key_added

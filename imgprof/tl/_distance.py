@@ -134,18 +134,13 @@ def _to_reference(result: dict, grp: Grouped, spec: DistanceSpec, metric: str, g
 
 @doc_params(**DIST_DOC)
 def distance(
-    adata: AnnData,
-    groupby: str,
+    adata: AnnData, groupby: str,
     metric: str = "edistance",
     *,
     reference: str | None = None,
     pairwise: bool = True,
-    obsm_key: str | None = None,
-    layer: str | None = None,
     max_cells: int | None = None,
-    seed: int = 0,
-    key_added: str | None = None,
-    copy: bool = False,
+    obsm_key: str | None = None, layer: str | None = None, seed: int = 0, key_added: str | None = None, copy: bool = False,
     **metric_kwds: Any,
 ) -> AnnData | None:
     """Distances between groups of cells: a group × group matrix and/or each group against the controls.
@@ -161,9 +156,9 @@ def distance(
         Control group: each group's distance to it is stored as well.
     pairwise
         Compute the full group × group matrix (``False``: only against ``reference``).
-    {sc_rep}
     max_cells
         Subsample groups with more cells than this (seeded; recorded in provenance).
+    {sc_rep}
     seed
         Seed for subsampling, the median-heuristic subsample, sliced projections and the classifier split.
     key_added

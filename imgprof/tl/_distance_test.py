@@ -159,20 +159,14 @@ def results_table(rows: list[dict], index: str, alpha: float, at: int = 2) -> pd
 
 @doc_params(**DIST_DOC)
 def distance_test(
-    adata: AnnData,
-    groupby: str,
-    reference: str,
+    adata: AnnData, groupby: str, reference: str,
     metric: str = "edistance",
     *,
     n_perms: int = 1000,
     batch_key: str | None = None,
     max_cells: int | None = 1000,
-    obsm_key: str | None = None,
-    layer: str | None = None,
     alpha: float = 0.05,
-    seed: int = 0,
-    key_added: str = "distance_test",
-    copy: bool = False,
+    obsm_key: str | None = None, layer: str | None = None, seed: int = 0, key_added: str = "distance_test", copy: bool = False,
     **metric_kwds: Any,
 ) -> AnnData | None:
     """Permutation test of each perturbation against the controls (the E-test of Peidli et al.).
@@ -202,8 +196,8 @@ def distance_test(
         Groups (the controls included) with more cells are subsampled to this many, seeded by
         ``seed``; the subsampled groups and their sizes are recorded in provenance. The pooled
         kernel matrix is at most ``(2 max_cells)²``. ``None``: no subsampling.
-    {sc_rep}
     {sc_alpha}
+    {sc_rep}
     seed
         Seed of subsampling and permutations.
     key_added

@@ -26,16 +26,11 @@ def _check_variance(X: np.ndarray, codes: np.ndarray, levels: list[str], names: 
             )
 
 
-@doc_params("copy", **INTEGRATION_DOC)
+@doc_params(**INTEGRATION_DOC)
 def combat(
-    adata: AnnData,
-    batch_key: str,
-    *,
-    use_rep: str = "X",
-    key_added: str = "X_combat",
+    adata: AnnData, batch_key: str, *,
     covariates: str | Sequence[str] | None = None,
-    add_layer: bool = False,
-    copy: bool = False,
+    use_rep: str = "X", key_added: str = "X_combat", add_layer: bool = False, copy: bool = False,
 ) -> AnnData | None:
     """Correct location and scale batch effects per feature with ComBat.
 
@@ -46,24 +41,17 @@ def combat(
     Parameters
     ----------
     {adata_batch}
-    use_rep
-        ``"X"`` (features, default) or an ``.obsm`` key.
-    key_added
-        ``.obsm`` key for the corrected matrix.
     covariates
         Biological ``.obs`` columns to protect (``mod`` in sva's ComBat).
-    add_layer
-        Also store the corrected features as ``adata.layers[key_added]`` (same array).
+    use_rep
+        ``"X"`` (features, default) or an ``.obsm`` key.
+    {key_added}
+    {add_layer}
     {copy}
 
-    Returns
-    -------
-    None, or the modified copy when ``copy=True``.
+    {returns_obsm}
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.combat(adata, "Metadata_Batch")
     >>> adata.obsm["X_combat"].shape == adata.shape
     True
@@ -82,7 +70,6 @@ def combat(
     obs[batch_key] = pd.Categorical(obs[batch_key].astype(str))
     tmp = AnnData(X=np.array(X, dtype=np.float64, copy=True), obs=obs)
     Y = sc.pp.combat(tmp, key=batch_key, covariates=covariates or None, inplace=False)
-    store_correction(adata, np.asarray(Y), key_added=key_added, function="tl.combat",
-          params=dict(batch_key=batch_key, use_rep=use_rep, covariates=covariates), use_rep=use_rep,
-          add_layer=add_layer, n_batches=len(levels))
+    store_correction(adata, np.asarray(Y), function="tl.combat", batch_key=batch_key, levels=levels,
+                     params=dict(covariates=covariates), use_rep=use_rep, key_added=key_added, add_layer=add_layer)
     return finish(adata, copy)

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from anndata import AnnData
 
+from .._core.docs import doc_params
 from .._core.progress import progress_message
 from .._core.provenance import log_step
 from .._core.validation import (
@@ -32,8 +33,10 @@ from .._core.validation import (
     is_dask,
     start,
 )
+from .integrate import EXAMPLE_CMQTL
 
 
+@doc_params("copy", example_cmqtl=EXAMPLE_CMQTL)
 def pca(
     adata: AnnData,
     n_comps: int | None = 50,
@@ -41,9 +44,7 @@ def pca(
     layer: str | None = None,
     zero_center: bool = True,
     svd_solver: str | None = None,
-    random_state: int = 0,
-    key_added: str | None = None,
-    copy: bool = False,
+    random_state: int = 0, key_added: str | None = None, copy: bool = False,
     **kwargs: Any,
 ) -> AnnData | None:
     """Principal components of the profiles (:func:`scanpy.pp.pca`).
@@ -62,8 +63,7 @@ def pca(
     key_added
         Store under ``obsm[key_added]``/``varm[key_added]``/``uns[key_added]``
         (scanpy's ``X_pca``/``PCs``/``pca`` by default).
-    copy
-        Return a modified copy.
+    {copy}
     **kwargs
         Passed to :func:`scanpy.pp.pca`.
 
@@ -74,10 +74,7 @@ def pca(
         ``varm["PCs"]`` and ``uns["pca"]`` (variance ratios), as scanpy. A capped ``n_comps`` is warned about;
         the provenance records the value used and the one requested.
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.pca(adata, n_comps=20)
     >>> adata.obsm["X_pca"].shape
     (768, 20)
@@ -192,6 +189,7 @@ def _pynndescent_transformer(n_obs: int, n_neighbors: int, metric: str, random_s
     )
 
 
+@doc_params("copy", example_cmqtl=EXAMPLE_CMQTL)
 def neighbors(
     adata: AnnData,
     n_neighbors: int = 15,
@@ -200,9 +198,7 @@ def neighbors(
     n_pcs: int | None = None,
     metric: str = "cosine",
     exact: bool | None = None,
-    random_state: int = 0,
-    key_added: str | None = None,
-    copy: bool = False,
+    random_state: int = 0, key_added: str | None = None, copy: bool = False,
     **kwargs: Any,
 ) -> AnnData | None:
     """k-nearest-neighbour graph (:func:`scanpy.pp.neighbors`), cosine by default.
@@ -234,8 +230,7 @@ def neighbors(
         (pynndescent, as scanpy from 4,096 cells); ``None`` (default): exact up
         to :data:`EXACT_MAX_OBS` observations. Ignored when ``transformer=`` is
         passed.
-    copy
-        Return a modified copy.
+    {copy}
     **kwargs
         Passed to :func:`scanpy.pp.neighbors` (e.g. ``transformer=``, ``method=``).
 
@@ -244,17 +239,10 @@ def neighbors(
     AnnData or None
         ``None`` (``copy=False``) or the modified copy. Writes
         ``obsp["distances"]``, ``obsp["connectivities"]`` and ``uns["neighbors"]``
-        (prefixed by ``key_added`` when given), as scanpy does.
+        (prefixed by ``key_added`` when given), as scanpy does. A capped ``n_neighbors``
+        is warned about; the provenance records the value used and the one requested.
 
-    Returns
-    -------
-    ``None``, or the modified copy when ``copy=True``. A capped ``n_neighbors``
-    is warned about; the provenance records the value used and the one requested.
-
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.pca(adata, n_comps=20)
     >>> ip.tl.neighbors(adata)
     >>> "connectivities" in adata.obsp
@@ -304,6 +292,15 @@ def neighbors(
     return finish(adata, copy)
 
 
+#: Docstring text shared by the steps that read the neighbour graph (:func:`leiden`, :func:`umap`).
+GRAPH_DOC: dict[str, str] = {
+    "graph_adata": "adata\n    Profiles with a neighbour graph (:func:`neighbors`).",
+    "neighbors_key": "neighbors_key\n    Key of the neighbour graph in ``.uns`` (default ``\"neighbors\"``).",
+    "random_state": "random_state\n    Seed.",
+    "example_cmqtl": EXAMPLE_CMQTL,
+}
+
+
 def _is_own_clustering(adata: AnnData, key: str) -> bool:
     """True when ``obs[key]`` was written by an earlier Leiden run (rerunning may replace it)."""
     params = adata.uns.get(key)
@@ -322,16 +319,15 @@ def _check_graph(adata: AnnData, neighbors_key: str | None, fn: str) -> None:
         raise KeyError(f"{fn}: adata.obsp[{ckey!r}] is missing; rerun ip.tl.neighbors(adata).")
 
 
+@doc_params("copy", **GRAPH_DOC)
 def leiden(
     adata: AnnData,
     resolution: float = 1.0,
     *,
-    key_added: str = "leiden",
     neighbors_key: str | None = None,
     n_iterations: int = 2,
-    random_state: int = 0,
-    copy: bool = False,
     overwrite: bool = False,
+    random_state: int = 0, key_added: str = "leiden", copy: bool = False,
     **kwargs: Any,
 ) -> AnnData | None:
     """Leiden clusters with igraph (:func:`scanpy.tl.leiden` ``flavor="igraph"``).
@@ -342,23 +338,19 @@ def leiden(
 
     Parameters
     ----------
-    adata
-        Profiles with a neighbour graph (:func:`neighbors`).
+    {graph_adata}
     resolution
         Leiden resolution, a number > 0 (higher: more clusters).
+    {neighbors_key}
+    n_iterations
+        Leiden iterations (``-1``: until convergence), an integer.
+    overwrite
+        Allow ``key_added`` to replace an existing ``.obs`` column.
+    {random_state}
     key_added
         ``.obs`` column receiving the cluster labels. An existing column other
         than a previous Leiden result is refused unless ``overwrite=True``.
-    neighbors_key
-        Key of the neighbour graph in ``.uns`` (default ``"neighbors"``).
-    n_iterations
-        Leiden iterations (``-1``: until convergence), an integer.
-    random_state
-        Seed.
-    copy
-        Return a modified copy.
-    overwrite
-        Allow ``key_added`` to replace an existing ``.obs`` column.
+    {copy}
     **kwargs
         Passed to :func:`scanpy.tl.leiden`.
 
@@ -368,10 +360,7 @@ def leiden(
         ``None`` (``copy=False``) or the modified copy; writes ``obs[key_added]``
         (categorical) and ``uns[key_added]``.
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.pca(adata, n_comps=20)
     >>> ip.tl.neighbors(adata)
     >>> ip.tl.leiden(adata)
@@ -398,36 +387,31 @@ def leiden(
     return finish(adata, copy)
 
 
+@doc_params("copy", **GRAPH_DOC)
 def umap(
     adata: AnnData,
     *,
+    neighbors_key: str | None = None,
     min_dist: float = 0.5,
     spread: float = 1.0,
     n_components: int = 2,
-    neighbors_key: str | None = None,
-    random_state: int = 0,
-    key_added: str | None = None,
-    copy: bool = False,
+    random_state: int = 0, key_added: str | None = None, copy: bool = False,
     **kwargs: Any,
 ) -> AnnData | None:
     """UMAP of the neighbour graph (:func:`scanpy.tl.umap`), stored as ``obsm["X_umap"]``.
 
     Parameters
     ----------
-    adata
-        Profiles with a neighbour graph (:func:`neighbors`).
+    {graph_adata}
+    {neighbors_key}
     min_dist, spread
         UMAP's layout parameters (``min_dist >= 0``, ``spread > 0``).
     n_components
         Dimensions of the embedding, an integer >= 1.
-    neighbors_key
-        Key of the neighbour graph in ``.uns`` (default ``"neighbors"``).
-    random_state
-        Seed.
+    {random_state}
     key_added
         ``.obsm`` key of the embedding (default ``"X_umap"``).
-    copy
-        Return a modified copy.
+    {copy}
     **kwargs
         Passed to :func:`scanpy.tl.umap`.
 
@@ -436,10 +420,7 @@ def umap(
     AnnData or None
         ``None`` (``copy=False``) or the modified copy; writes ``obsm["X_umap"]``.
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.pca(adata, n_comps=20)
     >>> ip.tl.neighbors(adata)
     >>> ip.tl.umap(adata)

@@ -11,20 +11,16 @@ from .._core.validation import check_float, check_int, finish, start
 from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
-@doc_params("copy", **INTEGRATION_DOC)
+@doc_params(**INTEGRATION_DOC)
 def harmony(
-    adata: AnnData,
-    batch_key: str,
-    *,
-    use_rep: str = "X_pca",
-    key_added: str = "X_harmony",
+    adata: AnnData, batch_key: str, *,
     theta: float | None = None,
     sigma: float = 0.1,
     nclust: int | None = None,
     max_iter_harmony: int = 10,
     random_state: int = 0,
     verbose: bool = False,
-    copy: bool = False,
+    use_rep: str = "X_pca", key_added: str = "X_harmony", copy: bool = False,
     **kwargs: Any,
 ) -> AnnData | None:
     """Correct an embedding for batch with Harmony.
@@ -36,12 +32,11 @@ def harmony(
     Parameters
     ----------
     {adata_batch}
-    use_rep
-        Embedding to correct (``"X_pca"`` by default; ``"X"`` for the features).
-    key_added
-        Key of ``adata.obsm`` for the corrected embedding.
     theta, sigma, nclust, max_iter_harmony, random_state, verbose
         harmonypy parameters (same defaults, except ``verbose=False``).
+    use_rep
+        Embedding to correct (``"X_pca"`` by default; ``"X"`` for the features).
+    {key_added}
     {copy}
     **kwargs
         Other :func:`harmonypy.run_harmony` arguments (``lamb``, ``tau``,
@@ -52,10 +47,7 @@ def harmony(
     None, or the modified copy when ``copy=True``. Sets
     ``adata.obsm[key_added]`` (``n_obs × n_components``).
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.pca(adata, n_comps=20)
     >>> ip.tl.harmony(adata, "Metadata_Batch")
     >>> adata.obsm["X_harmony"].shape
@@ -85,10 +77,8 @@ def harmony(
     Z = out.Z_corr
     if Z.shape[0] != adata.n_obs:  # harmonypy < 0.2 returned d × N
         Z = Z.T
-    params = dict(
-        batch_key=batch_key, use_rep=use_rep, theta=theta, sigma=sigma, nclust=nclust,
-        max_iter_harmony=max_iter_harmony, random_state=random_state, **kwargs,
-    )
-    store_correction(adata, Z, key_added=key_added, function="tl.harmony", params=params, use_rep=use_rep,
-          n_batches=len(levels), n_iterations=len(out.objective_harmony))
+    params = dict(theta=theta, sigma=sigma, nclust=nclust, max_iter_harmony=max_iter_harmony, random_state=random_state,
+                  **kwargs)
+    store_correction(adata, Z, function="tl.harmony", batch_key=batch_key, levels=levels, params=params, use_rep=use_rep,
+                     key_added=key_added, n_iterations=len(out.objective_harmony))
     return finish(adata, copy)

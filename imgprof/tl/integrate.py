@@ -15,9 +15,19 @@ from .._core.registry import Registry
 from .._core.store import store
 from .._core.validation import check_adata, check_array, finish, get_matrix, is_dask, start
 
-#: Docstring text shared by the integration methods (``@doc_params(**INTEGRATION_DOC)``).
+#: The start of the Examples of ``ip.tl`` functions run on the cmQTL CRISPRi plates.
+EXAMPLE_CMQTL = "Examples\n--------\n>>> import imgprof as ip\n>>> adata = ip.datasets.cmqtl_crispri()"
+
+#: Docstring text shared by the integration methods (``@doc_params(**INTEGRATION_DOC)``). Every method's
+#: signature is ``adata, batch_key, *, <its own parameters>, use_rep, key_added, [add_layer,] copy``, and its
+#: Parameters section ends with ``{key_added}``, ``{add_layer}`` (where it has one) and ``{copy}``.
 INTEGRATION_DOC: dict[str, str] = {
     "adata_batch": DOC["adata"] + "\n" + DOC["batch_key"],
+    "key_added": "key_added\n    ``.obsm`` key for the result (the corrected matrix or embedding).",
+    "add_layer": ("add_layer\n    With ``use_rep=\"X\"``, also store the corrected features as ``adata.layers[key_added]``\n"
+                  "    (the same array)."),
+    "copy": DOC["copy"],
+    "example_cmqtl": EXAMPLE_CMQTL,
     "returns_obsm": "Returns\n-------\nAnnData or None\n    The modified copy when ``copy=True``, else ``None``; the result is "
                     "``adata.obsm[key_added]``.",
 }
@@ -123,28 +133,34 @@ def prepare(adata: AnnData, batch_key: str | None, use_rep: str | None, *, min_p
     return get_rep(adata, use_rep), codes, levels
 
 
-@doc_params("adata")
-def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function: str, params: dict[str, Any],
-                     use_rep: str | None, add_layer: bool = False, kind: str | None = None, **extra: Any) -> None:
+@doc_params("adata", "batch_key")
+def store_correction(adata: AnnData, Y: np.ndarray, *, function: str, batch_key: str | None, levels: list[str] | None,
+                     params: dict[str, Any], use_rep: str | None, key_added: str, add_layer: bool = False,
+                     kind: str | None = None, **extra: Any) -> None:
     """Write a correction to ``adata.obsm[key_added]`` (and ``.layers`` on request) and log the step.
 
     ``add_layer=True`` also stores ``Y`` as ``adata.layers[key_added]`` when it
     is a corrected feature matrix (``use_rep="X"`` and one column per feature),
     so ``ip.io.to_pandas(adata, layer=key_added)`` exports it with feature names.
+    Every method logs the same record: ``batch_key`` and ``use_rep`` first among
+    its parameters, and the number of batches and of result columns.
 
     Parameters
     ----------
     {adata}
     Y
         The corrected matrix or embedding.
-    key_added
-        ``.obsm`` key (and layer name with ``add_layer``).
     function
         Public name logged in the provenance.
+    {batch_key}
+    levels
+        The batch names (from :func:`prepare`); their number is logged as ``n_batches``.
     params
-        Logged parameters.
+        The method's own logged parameters (``batch_key`` and ``use_rep`` are added).
     use_rep
         The representation corrected.
+    key_added
+        ``.obsm`` key (and layer name with ``add_layer``).
     add_layer
         Also store a layer.
     kind
@@ -162,7 +178,8 @@ def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function:
     >>> import imgprof as ip
     >>> from imgprof.tl.integrate import store_correction
     >>> adata = ip.datasets.cmqtl_crispri()
-    >>> store_correction(adata, adata.X.copy(), key_added="X_same", function="example", params={}, use_rep="X")
+    >>> store_correction(adata, adata.X.copy(), function="example", batch_key=None, levels=None, params={}, use_rep="X",
+    ...                  key_added="X_same")
     >>> "X_same" in adata.obsm
     True
     """
@@ -176,19 +193,15 @@ def store_correction(adata: AnnData, Y: np.ndarray, *, key_added: str, function:
         )
     if add_layer:
         store(adata, Y, slot="layers", key_added=key_added, function=None)
-    store(adata, Y, slot="obsm", key_added=key_added, function=function, params=params, kind=kind,
-          n_columns=int(Y.shape[1]), **extra)
+    store(adata, Y, slot="obsm", key_added=key_added, function=function,
+          params={"batch_key": batch_key, "use_rep": use_rep, **params}, kind=kind, n_columns=int(Y.shape[1]),
+          n_batches=len(levels) if levels is not None else None, **extra)
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params(**INTEGRATION_DOC)
 def no_correction(
-    adata: AnnData,
-    batch_key: str,
-    *,
-    use_rep: str = "X",
-    key_added: str = "X_none",
-    add_layer: bool = False,
-    copy: bool = False,
+    adata: AnnData, batch_key: str, *,
+    use_rep: str = "X", key_added: str = "X_none", add_layer: bool = False, copy: bool = False,
 ) -> AnnData | None:
     """The uncorrected baseline: copy ``use_rep`` to ``adata.obsm[key_added]``.
 
@@ -196,14 +209,11 @@ def no_correction(
 
     Parameters
     ----------
-    {adata}
-    {batch_key}
+    {adata_batch}
     use_rep
         ``"X"`` or an ``.obsm`` key to copy.
-    key_added
-        ``.obsm`` key for the copy.
-    add_layer
-        Also store the copy as ``adata.layers[key_added]``.
+    {key_added}
+    {add_layer}
     {copy}
 
     Returns
@@ -211,19 +221,15 @@ def no_correction(
     AnnData or None
         ``None`` (``copy=False``) or the modified copy; writes ``obsm[key_added]``.
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.integrate(adata, "none", "Metadata_Batch")
     >>> bool((adata.obsm["X_none"] == adata.X).all())
     True
     """
     X, _, levels = prepare(adata, batch_key, use_rep, add_layer=add_layer)
     adata = start(adata, copy)
-    store_correction(adata, X.copy(), key_added=key_added, function="tl.no_correction",
-          params=dict(batch_key=batch_key, use_rep=use_rep), use_rep=use_rep, add_layer=add_layer,
-          n_batches=len(levels))
+    store_correction(adata, X.copy(), function="tl.no_correction", batch_key=batch_key, levels=levels, params={},
+                     use_rep=use_rep, key_added=key_added, add_layer=add_layer)
     return finish(adata, copy)
 
 
@@ -251,15 +257,13 @@ def get_method(method: str) -> Callable[..., Any]:
     return INTEGRATIONS.get(method).obj
 
 
-@doc_params("adata", "batch_key", "copy")
+@doc_params("adata", "batch_key", "copy", example_cmqtl=EXAMPLE_CMQTL)
 def integrate(
     adata: AnnData,
     method: str,
     batch_key: str,
     *,
-    use_rep: str | None = None,
-    key_added: str | None = None,
-    copy: bool = False,
+    use_rep: str | None = None, key_added: str | None = None, copy: bool = False,
     **params: Any,
 ) -> AnnData | Any | None:
     """Correct batch effects with one of several methods, all called the same way.
@@ -288,10 +292,7 @@ def integrate(
     usable as ``use_rep`` by ``ip.tl.neighbors`` and the metrics); the
     method and its parameters are in the provenance log.
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.pca(adata, n_comps=30)
     >>> for m in ["none", "harmony", "combat", "mnn", "rpca"]:
     ...     ip.tl.integrate(adata, m, "Metadata_Batch")

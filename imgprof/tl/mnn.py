@@ -129,18 +129,20 @@ def fastmnn_kernel(
     X: np.ndarray,
     codes: np.ndarray,
     *,
-    n_comps: int | None = 50,
-    k: int = 20,
-    k_smooth: int = 100,
-    sigma: float | None = None,
-    cos_norm: bool = True,
-    center_batch_vector: bool = True,
-    merge_order: Sequence[int] | None = None,
-    random_state: int = 0,
+    n_comps: int | None,
+    merge_order: Sequence[int] | None,
+    k: int,
+    k_smooth: int,
+    sigma: float | None,
+    cos_norm: bool,
+    center_batch_vector: bool,
+    random_state: int,
 ) -> tuple[np.ndarray, dict]:
     """Correct ``X`` (n × p) for the batches in ``codes``; returns ``(embedding, info)``.
 
-    ``n_comps=None`` skips the PCA (``X`` is already an embedding).
+    The options are those of :func:`mnn` (which holds their defaults), except that
+    ``n_comps=None`` skips the PCA (``X`` is already an embedding) and ``merge_order``
+    lists batch codes; ``merge_order=None`` merges the largest batch first.
     """
     Y = cosine_normalize(X) if cos_norm else np.asarray(X, dtype=np.float64)
     if n_comps is not None:
@@ -178,13 +180,9 @@ def fastmnn_kernel(
     return out, info
 
 
-@doc_params("copy", **INTEGRATION_DOC)
+@doc_params(**INTEGRATION_DOC)
 def mnn(
-    adata: AnnData,
-    batch_key: str,
-    *,
-    use_rep: str = "X",
-    key_added: str = "X_mnn",
+    adata: AnnData, batch_key: str, *,
     n_comps: int | None = 50,
     k: int = 20,
     k_smooth: int = 100,
@@ -193,18 +191,13 @@ def mnn(
     center_batch_vector: bool = True,
     merge_order: Sequence[str] | None = None,
     random_state: int = 0,
-    copy: bool = False,
+    use_rep: str = "X", key_added: str = "X_mnn", copy: bool = False,
 ) -> AnnData | None:
     """Fast mutual-nearest-neighbour batch correction (fastMNN-inspired; see the module notes for the differences).
 
     Parameters
     ----------
     {adata_batch}
-    use_rep
-        ``"X"`` (default: cosine-normalise, then multi-batch PCA) or an
-        ``.obsm`` embedding (then no PCA is done).
-    key_added
-        ``.obsm`` key for the corrected embedding.
     n_comps
         PCs of the multi-batch PCA (ignored when ``use_rep`` is an embedding).
     k
@@ -223,14 +216,15 @@ def mnn(
         default is the input order).
     random_state
         Seed of the randomized SVD.
+    use_rep
+        ``"X"`` (default: cosine-normalise, then multi-batch PCA) or an
+        ``.obsm`` embedding (then no PCA is done).
+    {key_added}
     {copy}
 
     {returns_obsm}
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.mnn(adata, "Metadata_Batch", n_comps=30)
     >>> adata.obsm["X_mnn"].shape
     (768, 30)
@@ -247,14 +241,12 @@ def mnn(
             raise ValueError(f"mnn: merge_order must list every batch of {batch_key!r} once: {levels}; got {list(merge_order)}.")
         order_idx = [levels.index(str(b)) for b in merge_order]
     adata = start(adata, copy)
-    Y, info = fastmnn_kernel(
-        X, codes, n_comps=None if use_rep not in (None, "X") else n_comps, k=k, k_smooth=k_smooth, sigma=sigma,
-        cos_norm=cos_norm, center_batch_vector=center_batch_vector, merge_order=order_idx, random_state=random_state,
-    )
+    # the options go to the kernel and to the log as they are; n_comps and merge_order are translated for the kernel
+    opts: dict[str, Any] = dict(k=k, k_smooth=k_smooth, sigma=sigma, cos_norm=cos_norm,
+                                center_batch_vector=center_batch_vector, random_state=random_state)
+    Y, info = fastmnn_kernel(X, codes, n_comps=None if use_rep not in (None, "X") else n_comps, merge_order=order_idx, **opts)
     info["merge_order"] = [levels[i] for i in info["merge_order"]]
-    params = dict(batch_key=batch_key, use_rep=use_rep, n_comps=n_comps, k=k, k_smooth=k_smooth, sigma=sigma,
-                  cos_norm=cos_norm, center_batch_vector=center_batch_vector, merge_order=merge_order,
-                  random_state=random_state)
-    store_correction(adata, Y, key_added=key_added, function="tl.mnn", params=params, use_rep=use_rep, kind="embedding",
-          n_batches=len(levels), **info)
+    store_correction(adata, Y, function="tl.mnn", batch_key=batch_key, levels=levels,
+                     params=dict(n_comps=n_comps, merge_order=merge_order, **opts), use_rep=use_rep, key_added=key_added,
+                     kind="embedding", **info)
     return finish(adata, copy)

@@ -74,6 +74,7 @@ Where imgprof differs from Seurat 4.3.0 (all outside Seurat's working range):
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -305,17 +306,20 @@ def rpca_kernel(
     X: np.ndarray,
     codes: np.ndarray,
     *,
-    dims: int = 30,
-    npcs: int = 50,
-    k_anchor: int = 5,
-    k_score: int = 30,
-    k_weight: int = 100,
-    sd_weight: float = 1.0,
-    scale: bool = True,
-    l2_norm: bool = True,
-    preserve_order: bool = False,
+    dims: int,
+    npcs: int,
+    k_anchor: int,
+    k_score: int,
+    k_weight: int,
+    sd_weight: float,
+    scale: bool,
+    l2_norm: bool,
+    preserve_order: bool,
 ) -> tuple[np.ndarray, dict]:
-    """Integrate the rows of ``X`` (n × p) across batches ``codes`` (0..B−1); returns ``(corrected, info)``."""
+    """Integrate the rows of ``X`` (n × p) across batches ``codes`` (0..B−1); returns ``(corrected, info)``.
+
+    The options are those of :func:`rpca`, which holds their defaults.
+    """
     X = np.asarray(X, dtype=np.float64)
     n_b = int(codes.max()) + 1
     rows = [np.flatnonzero(codes == b) for b in range(n_b)]
@@ -380,13 +384,9 @@ def rpca_kernel(
     return data, info
 
 
-@doc_params("copy", **INTEGRATION_DOC)
+@doc_params(**INTEGRATION_DOC)
 def rpca(
-    adata: AnnData,
-    batch_key: str,
-    *,
-    use_rep: str = "X",
-    key_added: str = "X_rpca",
+    adata: AnnData, batch_key: str, *,
     dims: int = 30,
     npcs: int = 50,
     k_anchor: int = 5,
@@ -396,8 +396,7 @@ def rpca(
     scale: bool = True,
     l2_norm: bool = True,
     preserve_order: bool = False,
-    add_layer: bool = False,
-    copy: bool = False,
+    use_rep: str = "X", key_added: str = "X_rpca", add_layer: bool = False, copy: bool = False,
 ) -> AnnData | None:
     """Seurat 4.3 reciprocal-PCA integration (``FindIntegrationAnchors(reduction = "rpca")`` + ``IntegrateData``).
 
@@ -415,10 +414,6 @@ def rpca(
     Parameters
     ----------
     {adata_batch}
-    use_rep
-        ``"X"`` (default) or an ``.obsm`` key.
-    key_added
-        ``.obsm`` key for the integrated matrix.
     dims
         PCs used for the neighbour searches and the weights (Seurat ``dims = 1:dims``).
     npcs
@@ -434,8 +429,10 @@ def rpca(
         L2-normalise the projected embeddings.
     preserve_order
         Do not swap reference and query at a merge by size.
-    add_layer
-        Also store the integrated features as ``adata.layers[key_added]``.
+    use_rep
+        ``"X"`` (default) or an ``.obsm`` key.
+    {key_added}
+    {add_layer}
     {copy}
 
     Returns
@@ -444,23 +441,20 @@ def rpca(
     record lists, per merge, the reference and query batches, the anchors, the
     ``k_weight`` used and the cells left uncorrected (all weights zero).
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.rpca(adata, "Metadata_Batch")
     >>> adata.obsm["X_rpca"].shape == adata.shape
     True
     """
-    for name, v in dict(k_anchor=k_anchor, k_score=k_score, k_weight=k_weight, dims=dims, npcs=npcs).items():
-        check_int(v, name, min_value=1)
+    # the options, as the kernel takes them and as they are logged
+    opts: dict[str, Any] = dict(dims=dims, npcs=npcs, k_anchor=k_anchor, k_score=k_score, k_weight=k_weight,
+                                sd_weight=sd_weight, scale=scale, l2_norm=l2_norm, preserve_order=preserve_order)
+    for name in ("k_anchor", "k_score", "k_weight", "dims", "npcs"):
+        check_int(opts[name], name, min_value=1)
     check_float(sd_weight, "sd_weight", min_value=0.0, include_min=False)
     X, codes, levels = prepare(adata, batch_key, use_rep, min_per_batch=3, add_layer=add_layer)
     adata = start(adata, copy)
-    Y, info = rpca_kernel(
-        X, codes, dims=dims, npcs=npcs, k_anchor=k_anchor, k_score=k_score, k_weight=k_weight,
-        sd_weight=sd_weight, scale=scale, l2_norm=l2_norm, preserve_order=preserve_order,
-    )
+    Y, info = rpca_kernel(X, codes, **opts)
     for m in info["merges"]:
         m["reference"] = [levels[b] for b in m["reference"]]
         m["query"] = [levels[b] for b in m["query"]]
@@ -476,9 +470,6 @@ def rpca(
                 "(their nearest anchors all score 0) and are left uncorrected (Seurat returns NaN for them).",
                 UserWarning, stacklevel=2,
             )
-    params = {"batch_key": batch_key, "use_rep": use_rep, "dims": dims, "npcs": npcs, "k_anchor": k_anchor, "k_score": k_score,
-                  "k_weight": k_weight, "sd_weight": sd_weight, "scale": scale, "l2_norm": l2_norm,
-                  "preserve_order": preserve_order}
-    store_correction(adata, Y, key_added=key_added, function="tl.rpca", params=params, use_rep=use_rep, add_layer=add_layer,
-          n_batches=len(levels), **info)
+    store_correction(adata, Y, function="tl.rpca", batch_key=batch_key, levels=levels, params=opts, use_rep=use_rep,
+                     key_added=key_added, add_layer=add_layer, **info)
     return finish(adata, copy)

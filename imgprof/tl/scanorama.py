@@ -12,21 +12,16 @@ from .._core.validation import check_float, check_int, finish, start
 from .integrate import INTEGRATION_DOC, prepare, store_correction
 
 
-@doc_params("copy", **INTEGRATION_DOC)
+@doc_params(**INTEGRATION_DOC)
 def scanorama(
-    adata: AnnData,
-    batch_key: str,
-    *,
-    use_rep: str = "X_pca",
-    key_added: str = "X_scanorama",
+    adata: AnnData, batch_key: str, *,
     knn: int = 20,
     sigma: float = 15.0,
     approx: bool = True,
     alpha: float = 0.1,
     batch_size: int = 5000,
     cos_norm: bool = True,
-    add_layer: bool = False,
-    copy: bool = False,
+    use_rep: str = "X_pca", key_added: str = "X_scanorama", add_layer: bool = False, copy: bool = False,
     **kwargs: Any,
 ) -> AnnData | None:
     """Integrate batches with :func:`scanorama.assemble`.
@@ -46,26 +41,21 @@ def scanorama(
     Parameters
     ----------
     {adata_batch}
-    use_rep
-        Embedding to correct (``"X_pca"`` default) or ``"X"``.
-    key_added
-        ``.obsm`` key for the result.
     knn, sigma, approx, alpha, batch_size
         :func:`scanorama.assemble` parameters (same defaults).
     cos_norm
         Scale each row to unit L2 norm before stitching.
-    add_layer
-        With ``use_rep="X"``, also store the result as ``adata.layers[key_added]``.
+    use_rep
+        Embedding to correct (``"X_pca"`` default) or ``"X"``.
+    {key_added}
+    {add_layer}
     {copy}
     **kwargs
         Other :func:`scanorama.assemble` arguments.
 
     {returns_obsm}
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.pca(adata, n_comps=30)
     >>> ip.tl.scanorama(adata, "Metadata_Batch")
     >>> adata.obsm["X_scanorama"].shape
@@ -97,8 +87,7 @@ def scanorama(
     Y = np.empty((adata.n_obs, integrated[0].shape[1]), dtype=np.result_type(*[np.asarray(p).dtype for p in integrated]))
     for r, part in zip(rows, integrated):
         Y[r] = np.asarray(part.toarray() if hasattr(part, "toarray") else part)
-    params = dict(batch_key=batch_key, use_rep=use_rep, knn=knn, sigma=sigma, approx=approx, alpha=alpha,
-                  batch_size=batch_size, cos_norm=cos_norm, **kwargs)
-    store_correction(adata, Y, key_added=key_added, function="tl.scanorama", params=params, use_rep=use_rep,
-          add_layer=add_layer, n_batches=len(levels))
+    params = dict(knn=knn, sigma=sigma, approx=approx, alpha=alpha, batch_size=batch_size, cos_norm=cos_norm, **kwargs)
+    store_correction(adata, Y, function="tl.scanorama", batch_key=batch_key, levels=levels, params=params, use_rep=use_rep,
+                     key_added=key_added, add_layer=add_layer)
     return finish(adata, copy)

@@ -96,13 +96,9 @@ def _device(model: Any) -> str:
     return device
 
 
-@doc_params("copy", **INTEGRATION_DOC)
+@doc_params(**INTEGRATION_DOC)
 def scvi(
-    adata: AnnData,
-    batch_key: str,
-    *,
-    use_rep: str = "X",
-    key_added: str = "X_scvi",
+    adata: AnnData, batch_key: str, *,
     n_latent: int | None = None,
     n_hidden: int = 128,
     n_layers: int = 1,
@@ -118,17 +114,13 @@ def scvi(
     model_kwargs: dict[str, Any] | None = None,
     train_kwargs: dict[str, Any] | None = None,
     return_model: bool = False,
-    copy: bool = False,
+    use_rep: str = "X", key_added: str = "X_scvi", copy: bool = False,
 ) -> Any:
     """Learn a batch-corrected latent space with a Gaussian-likelihood VAE (scvi-tools' CytoVI).
 
     Parameters
     ----------
     {adata_batch}
-    use_rep
-        ``"X"`` (default) or an ``.obsm`` key.
-    key_added
-        ``.obsm`` key for the latent means.
     n_latent, n_hidden, n_layers
         Network size; ``n_latent=None`` uses CytoVI's heuristic (half the
         features, clamped to 10–20).
@@ -157,6 +149,9 @@ def scvi(
         Extra arguments to ``CYTOVI(...)`` and ``CYTOVI.train(...)``.
     return_model
         Return the trained model (with ``copy=True``: ``(adata, model)``).
+    use_rep
+        ``"X"`` (default) or an ``.obsm`` key.
+    {key_added}
     {copy}
 
     Returns
@@ -165,10 +160,7 @@ def scvi(
     ``adata.obsm[key_added]``; epochs, seconds per epoch and the device go
     to the provenance log.
 
-    Examples
-    --------
-    >>> import imgprof as ip
-    >>> adata = ip.datasets.cmqtl_crispri()
+    {example_cmqtl}
     >>> ip.tl.scvi(adata, "Metadata_Batch", max_epochs=2)  # doctest: +SKIP
     >>> adata.obsm["X_scvi"].shape[0]  # doctest: +SKIP
     768
@@ -201,13 +193,13 @@ def scvi(
     Z, seconds, threads_before = _train(model, tk, num_threads)
     trained = int(model.trainer.current_epoch) if getattr(model, "trainer", None) is not None else epochs
     trained = max(trained, 1)
-    params = dict(batch_key=batch_key, use_rep=use_rep, n_latent=model.module.n_latent, n_hidden=n_hidden,
+    params = dict(n_latent=model.module.n_latent, n_hidden=n_hidden,
                   n_layers=n_layers, max_epochs=epochs, batch_size=batch_size, standardize=standardize,
                   accelerator=accelerator, early_stopping=early_stopping, seed=seed,
                   n_epochs_kl_warmup=tk["n_epochs_kl_warmup"], num_threads=num_threads,
                   model_kwargs=model_kwargs or {}, train_kwargs=train_kwargs or {})
-    store_correction(adata, Z, key_added=key_added, function="tl.scvi", params=params, use_rep=use_rep, kind="embedding",
-                     n_batches=len(levels), model="scvi.external.CYTOVI", epochs_trained=trained,
+    store_correction(adata, Z, function="tl.scvi", batch_key=batch_key, levels=levels, params=params, use_rep=use_rep,
+                     key_added=key_added, kind="embedding", model="scvi.external.CYTOVI", epochs_trained=trained,
                      seconds_train=round(seconds, 3), seconds_per_epoch=round(seconds / trained, 3), device=_device(model),
                      torch_threads=int(num_threads) if num_threads is not None else threads_before)
     if return_model:

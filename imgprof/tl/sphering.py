@@ -24,7 +24,7 @@ from .._core.docs import doc_params
 from .._core.inputs import check_batches
 from .._core.validation import check_obs_keys, finish, resolve_mask, start
 from .._core.whitening import CORRELATION_VARIANTS, SPHERIZE_VARIANTS, fit_whitener, spherize_moments
-from .integrate import get_rep
+from .integrate import INTEGRATION_DOC, get_rep
 from .integrate import store_correction as store
 
 #: Regularisation values tried by default (added to the singular values, as in pycytominer).
@@ -274,20 +274,15 @@ def control_likelihood(
     return out / n
 
 
-@doc_params("use_rep", "copy")
+@doc_params("use_rep", **INTEGRATION_DOC)
 def sphering(
-    adata: AnnData,
-    batch_key: str | None = None,
-    *,
-    use_rep: str = "X",
-    key_added: str = "X_sphering",
+    adata: AnnData, batch_key: str | None = None, *,
     controls: Any = "Metadata_control_type == 'negcon'",
     method: str = "ZCA-cor",
     epsilon: float | Sequence[float] = DEFAULT_EPSILON_GRID,
     label_key: str | None = None,
     criterion: str = "auto",
-    add_layer: bool = False,
-    copy: bool = False,
+    use_rep: str = "X", key_added: str = "X_sphering", add_layer: bool = False, copy: bool = False,
 ) -> AnnData | None:
     """Whiten profiles with a sphering transform fitted on negative controls.
 
@@ -316,9 +311,6 @@ def sphering(
     batch_key
         Optional batch column; sphering does not use it, but it is
         validated and logged so that all ``ip.tl.integrate`` methods share one call.
-    {use_rep}
-    key_added
-        ``.obsm`` key for the sphered profiles.
     controls
         Negative controls to fit on: an ``.obs`` query string, a boolean mask or obs names.
     method
@@ -332,8 +324,9 @@ def sphering(
         How to choose epsilon from a grid: ``"control_likelihood"`` (label-free),
         ``"replicate_map"`` (needs ``label_key``), or ``"auto"``: replicate mAP
         when ``label_key`` is given, else the control likelihood.
-    add_layer
-        Also store the result as ``adata.layers[key_added]`` (same array).
+    {use_rep}
+    {key_added}
+    {add_layer}
     {copy}
 
     Returns
@@ -402,11 +395,9 @@ def sphering(
         "tuned_on_label": tuned_on,
         "grid": pd.DataFrame(scores).to_dict(orient="list") if scores else {},
     }
-    params = dict(batch_key=batch_key, use_rep=use_rep, controls=controls, method=method, epsilon=grid,
-                  label_key=label_key, criterion=criterion)
+    params = dict(controls=controls, method=method, epsilon=grid, label_key=label_key, criterion=criterion)
     fitted_on = controls if isinstance(controls, str) else f"<{int(mask.sum())} control rows>"
-    store(adata, Y, key_added=key_added, function="tl.sphering", params=params, use_rep=use_rep, add_layer=add_layer,
-          epsilon_chosen=best, n_controls=int(mask.sum()), grid_scores=scores,
-          tuned_on_label=tuned_on, fitted_on=fitted_on, fitted_on_rows=np.flatnonzero(mask).tolist(),
-          n_batches=len(levels) if levels else None)
+    store(adata, Y, function="tl.sphering", batch_key=batch_key, levels=levels, params=params, use_rep=use_rep,
+          key_added=key_added, add_layer=add_layer, epsilon_chosen=best, n_controls=int(mask.sum()), grid_scores=scores,
+          tuned_on_label=tuned_on, fitted_on=fitted_on, fitted_on_rows=np.flatnonzero(mask).tolist())
     return finish(adata, copy)
