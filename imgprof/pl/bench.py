@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 import numpy as np
 import pandas as pd
 
 from .._core.docs import doc_params
-from ._utils import PLOT_DOC, finish
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
 
 _AGG = "Aggregate score"
 _TYPE_ORDER = ("Bio conservation", "Batch correction", _AGG)
@@ -64,12 +67,9 @@ def plot_results_table(
     cmap: str = "PRGn",
     bar_cmap: str = "YlGnBu",
     fmt: str = "{:.2f}",
-    title: str | None = None,
-    ax: Any = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
-) -> Any:
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
+) -> PlotReturn:
     """Draw benchmark results as scib-metrics does: one row per embedding, a coloured
     circle per metric (colours scaled per column), bars for the aggregate scores.
 
@@ -106,15 +106,10 @@ def plot_results_table(
     ...                            progress_bar=False)
     >>> ax = ip.pl.plot_results_table(res, show=False)
     """
-    import matplotlib.pyplot as plt
-
     wide = _sorted(_wide(results, min_max_scale), sort_by)
     n_rows, n_cols = wide.shape
     g = _Geometry(n_rows, n_cols)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.95 * g.width), max(2.0, 0.95 * g.height)))
-    else:
-        fig = ax.figure
+    fig, ax = get_ax(ax, figsize=(max(4.0, 0.95 * g.width), max(2.0, 0.95 * g.height)))
     ax.set_xlim(0, g.width)
     ax.set_ylim(0, g.height)
     ax.axis("off")

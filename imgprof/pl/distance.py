@@ -33,11 +33,8 @@ def distance_heatmap(
     cluster: bool = True,
     cmap: str = "viridis",
     annotate: bool | None = None,
-    ax: Axes | None = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Heatmap of the group × group distance matrix written by :func:`imgprof.tl.distance`.
 
@@ -117,11 +114,8 @@ def distance_volcano(
     threshold: float | None = 0.05,
     n_labels: int = 5,
     colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
-    ax: Axes | None = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Volcano-style plot of each perturbation: distance to controls (x) against −log10 p (y).
 
@@ -185,12 +179,9 @@ def cluster_fractions(
     key: str = "cluster_composition",
     *,
     groups: Sequence[str] | None = None,
-    ax: Axes | None = None,
     cmap: str = "tab20",
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Stacked bars of each group's cell-state (cluster) fractions from :func:`imgprof.tl.cluster_composition`.
 

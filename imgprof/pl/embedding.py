@@ -70,10 +70,7 @@ def embedding(
     basis: str = "umap",
     color: str | Sequence[str] | None = None,
     *,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
     **kwargs,
 ) -> PlotReturn:
     """Scatter an embedding (``.obsm['X_<basis>']``) coloured by ``.obs`` columns or features.
@@ -114,10 +111,7 @@ def umap(
     adata: AnnData,
     color: str | Sequence[str] | None = None,
     *,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
     **kwargs,
 ) -> PlotReturn:
     """UMAP (``.obsm['X_umap']`` from :func:`imgprof.tl.umap`) coloured by ``.obs`` columns, like :func:`scanpy.pl.umap`.
@@ -150,10 +144,7 @@ def pca(
     color: str | Sequence[str] | None = None,
     *,
     components: str | Sequence[str] | None = None,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
     **kwargs,
 ) -> PlotReturn:
     """PCA scatter (``.obsm['X_pca']`` from :func:`imgprof.tl.pca`), like :func:`scanpy.pl.pca`.

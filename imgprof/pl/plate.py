@@ -57,10 +57,7 @@ def plate_layout(
     cmap: str = "viridis",
     vmin: float | None = None,
     vmax: float | None = None,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Heatmap of one plate's wells coloured by an ``.obs`` column or a feature.
 

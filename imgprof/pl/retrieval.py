@@ -22,12 +22,9 @@ def map_scatter(
     threshold: float | None = 0.05,
     label: str | None = None,
     n_labels: int = 0,
-    ax: Axes | None = None,
     colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Scatter of mAP (x) against −log10 p (y), significant groups highlighted.
 
@@ -101,12 +98,9 @@ def percent_replicating(
     result: pd.DataFrame,
     *,
     bins: int = 30,
-    ax: Axes | None = None,
     colors: tuple[str, str] = ("#4c72b0", "#8c8c8c"),
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Histogram of replicate (or matching) median correlations against their null.
 
