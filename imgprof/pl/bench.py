@@ -88,10 +88,10 @@ def plot_results_table(
         Colormaps of the metric circles and of the aggregate bars.
     fmt
         Number format.
-    title
-        Figure title.
     ax
         Axes to draw on (a new figure sized to the table otherwise).
+    title
+        Figure title.
     {show_save}
 
     Returns

@@ -193,9 +193,9 @@ def cluster_fractions(
         ``.uns`` key.
     groups
         Subset and order of groups (default: all, the reference last as computed).
-    {ax}
     cmap
         Colormap for the clusters.
+    {ax}
     title
         Axes title.
     {show_save}

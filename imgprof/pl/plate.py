@@ -75,14 +75,12 @@ def plate_layout(
         Metadata columns naming plate and well.
     cmap
         Matplotlib colour map.
-    {ax}
-    {show}
-    {save}
     vmin, vmax
         Colour scale limits (default: the data range). Boolean QC flags
         (``Metadata_qc_*``) default to ``0`` and ``1`` so that 0 (not flagged)
         is always the bottom colour of ``cmap``.
-    {return_fig}
+    {ax}
+    {show_save}
 
     Returns
     -------

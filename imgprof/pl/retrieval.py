@@ -41,14 +41,14 @@ def map_scatter(
     label
         Column naming each group; with ``n_labels > 0`` the most significant
         groups are annotated.
-    {ax}
+    n_labels
+        Write ``label`` next to the ``n_labels`` most significant points (0 = none).
     colors
         Colours of significant and non-significant groups.
+    {ax}
     title
         Axes title; default reports the share of significant groups.
     {show_save}
-    n_labels
-        Write ``label`` next to the ``n_labels`` most significant points (0 = none).
 
     Returns
     -------
@@ -111,9 +111,9 @@ def percent_replicating(
         :func:`imgprof.metrics.percent_replicating` or :func:`~imgprof.metrics.percent_matching`.
     bins
         Histogram bins (shared by both distributions).
-    {ax}
     colors
         Colours of the observed and null distributions.
+    {ax}
     title
         Default reports the percent replicating/matching.
     {show_save}
