@@ -16,7 +16,7 @@ import pandas as pd
 
 from .._core.docs import DOC, doc_params
 from .._core.validation import as_list, check_df_keys, check_obs_keys
-from ._utils import PLOT_DOC, PlotReturn, finish, get_ax, savefig_or_show
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax, label_points, savefig_or_show
 
 #: Parameter texts shared by the plots of this module (filled in by ``doc_params``).
 _PLOT_DOC: dict[str, str] = PLOT_DOC | {
@@ -207,8 +207,7 @@ def mm_complementarity(
         xb = d[f"mAP_{b}"].fillna(0).to_numpy()
         ax.scatter(xa, xb, color=palette.get(cat, "black"), s=24, label=f"{cat} ({len(d)})")
         if label:
-            for x, y, t in zip(xa, xb, d["id"]):
-                ax.annotate(str(t)[:28], (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+            label_points(ax, xa, xb, [str(t)[:28] for t in d["id"]], fontsize=6)
     ax.plot([0, 1], [0, 1], color="#cccccc", lw=0.8, zorder=0)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
