@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -165,15 +166,21 @@ class _Geometry:
         return self.x0(j) + self.col_w / 2
 
 
+def _finite_cells(ax: Any, g: _Geometry, j: int, vals: np.ndarray) -> Iterator[tuple[int, float]]:
+    """Write "NA" in the cells of column ``j`` whose value is not finite; yield ``(row, value)`` for the others."""
+    for i, v in enumerate(vals):
+        if np.isfinite(v):
+            yield i, v
+        else:
+            ax.text(g.xc(j), g.y(i), "NA", ha="center", va="center", fontsize=8)
+
+
 def _draw_bars(ax: Any, g: _Geometry, j: int, vals: np.ndarray, bar_cmap: str, fmt: str) -> None:
     import matplotlib as mpl
 
     b_cmap = mpl.colormaps[bar_cmap]
-    x0, xc = g.x0(j), g.xc(j)
-    for i, v in enumerate(vals):
-        if not np.isfinite(v):
-            ax.text(xc, g.y(i), "NA", ha="center", va="center", fontsize=8)
-            continue
+    x0 = g.x0(j)
+    for i, v in _finite_cells(ax, g, j, vals):
         ax.barh(g.y(i), max(v, 0) * g.col_w * 0.9, left=x0 + 0.05 * g.col_w, height=g.row_h * 0.8,
                 color=b_cmap(float(np.clip(v, 0, 1))))
         ax.text(x0 + 0.1 * g.col_w, g.y(i), fmt.format(v), ha="left", va="center", fontsize=8,
@@ -187,10 +194,7 @@ def _draw_circles(ax: Any, g: _Geometry, j: int, vals: np.ndarray, cmap: str, fm
     xc = g.xc(j)
     fin = vals[np.isfinite(vals)]
     lo, hi = (fin.min(), fin.max()) if fin.size else (0.0, 1.0)
-    for i, v in enumerate(vals):
-        if not np.isfinite(v):
-            ax.text(xc, g.y(i), "NA", ha="center", va="center", fontsize=8)
-            continue
+    for i, v in _finite_cells(ax, g, j, vals):
         t = 0.5 if hi == lo else 0.15 + 0.7 * (v - lo) / (hi - lo)
         ax.scatter([xc], [g.y(i)], s=620, color=circ_cmap(t), edgecolor="none", zorder=2)
         ax.text(xc, g.y(i), fmt.format(v), ha="center", va="center", fontsize=7.5, zorder=3,
