@@ -56,3 +56,28 @@ def test_embedding_wraps_scanpy(sim_wells, tmp_path):
     assert len(axes) == 2 and out.stat().st_size > 0
     with pytest.raises(KeyError, match="X_umap"):
         ip.pl.embedding(sim_wells, "umap", color="Metadata_Batch", show=False)
+
+
+def test_significance_scatters_draw_alike():
+    """map_scatter and distance_volcano: grey then coloured points at −log10 p, the threshold line, top labels."""
+    import anndata as ad
+    import pandas as pd
+
+    m = pd.DataFrame({"mean_average_precision": [0.9, 0.5, 0.1], "corrected_p_value": [0.0, 0.2, 0.04],
+                      "name": ["a", "b", "c"]})
+    ax = ip.pl.map_scatter(m, label="name", n_labels=2, show=False)
+    grey, red = (c.get_offsets() for c in ax.collections)
+    assert len(grey) == 1 and len(red) == 2
+    np.testing.assert_allclose(red[:, 1], [300.0, -np.log10(0.04)])  # p = 0 clipped to 1e-300
+    assert [t.get_text() for t in ax.texts] == ["a", "c"]
+    assert ax.get_ylabel() == "−log10(corrected p value)"
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(-np.log10(0.05))
+
+    a = ad.AnnData(np.zeros((1, 1)))
+    a.uns["distance_test"] = pd.DataFrame({"distance": [3.0, 1.0, 2.0], "pvalue_adj": [0.01, 0.5, 0.02]},
+                                          index=["P0", "P1", "P2"])
+    ax = ip.pl.distance_volcano(a, n_labels=1, show=False)
+    assert [len(c.get_offsets()) for c in ax.collections] == [1, 2]
+    assert [t.get_text() for t in ax.texts] == ["P0"]  # the largest distance among the significant ones
+    ax = ip.pl.distance_volcano(a, threshold=None, show=False)
+    assert not ax.lines and not ax.texts and len(ax.collections[1].get_offsets()) == 0

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 #: Parameter text shared by every ``ip.pl`` function (filled in by :func:`imgprof._core.docs.doc_params`;
 #: ``show`` / ``save`` / ``return_fig`` describe :func:`savefig_or_show`, scanpy's convention).
 PLOT_DOC: dict[str, str] = {
@@ -58,6 +60,32 @@ def get_ax(ax=None, figsize=(6, 4)):
     else:
         fig = ax.figure
     return fig, ax
+
+
+def neg_log10(p: np.ndarray) -> np.ndarray:
+    """``−log10(p)``, with ``p`` clipped to ``[1e-300, 1]`` so that ``p = 0`` stays finite."""
+    return -np.log10(np.clip(p, 1e-300, 1))
+
+
+def significance_scatter(ax: Any, x: np.ndarray, y: np.ndarray, sig: np.ndarray, colors: tuple[str, str], *,
+                         size: float, alpha: tuple[float, float], threshold: float | None, p_col: str) -> None:
+    """Draw ``y = −log10 p`` against ``x``: the points that are not significant (``colors[1]``), then the
+    significant ones (``colors[0]``), the dashed line at ``threshold`` and the y-axis label naming ``p_col``.
+
+    The part :func:`~imgprof.pl.map_scatter` and :func:`~imgprof.pl.distance_volcano` share; ``alpha`` is
+    (significant, not significant).
+    """
+    ax.scatter(x[~sig], y[~sig], s=size, c=colors[1], alpha=alpha[1], linewidths=0, label="not significant")
+    ax.scatter(x[sig], y[sig], s=size, c=colors[0], alpha=alpha[0], linewidths=0, label="significant")
+    if threshold is not None:
+        ax.axhline(-np.log10(threshold), color="k", ls="--", lw=0.8)
+    ax.set_ylabel(f"−log10({p_col.replace('_', ' ')})")
+
+
+def label_points(ax: Any, x: Any, y: Any, texts: Any, *, fontsize: float = 7, offset: tuple[float, float] = (2, 2)) -> None:
+    """Write ``str(text)`` next to each point ``(x, y)``, ``offset`` points up and to the right."""
+    for xi, yi, t in zip(x, y, texts):
+        ax.annotate(str(t), (xi, yi), fontsize=fontsize, xytext=offset, textcoords="offset points")
 
 
 def _setting(name: str):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 import numpy as np
 import pandas as pd
 
 from .._core.docs import doc_params
-from ._utils import PLOT_DOC, finish
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
 
 _AGG = "Aggregate score"
 _TYPE_ORDER = ("Bio conservation", "Batch correction", _AGG)
@@ -64,12 +68,9 @@ def plot_results_table(
     cmap: str = "PRGn",
     bar_cmap: str = "YlGnBu",
     fmt: str = "{:.2f}",
-    title: str | None = None,
-    ax: Any = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
-) -> Any:
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
+) -> PlotReturn:
     """Draw benchmark results as scib-metrics does: one row per embedding, a coloured
     circle per metric (colours scaled per column), bars for the aggregate scores.
 
@@ -88,10 +89,10 @@ def plot_results_table(
         Colormaps of the metric circles and of the aggregate bars.
     fmt
         Number format.
-    title
-        Figure title.
     ax
         Axes to draw on (a new figure sized to the table otherwise).
+    title
+        Figure title.
     {show_save}
 
     Returns
@@ -106,15 +107,10 @@ def plot_results_table(
     ...                            progress_bar=False)
     >>> ax = ip.pl.plot_results_table(res, show=False)
     """
-    import matplotlib.pyplot as plt
-
     wide = _sorted(_wide(results, min_max_scale), sort_by)
     n_rows, n_cols = wide.shape
     g = _Geometry(n_rows, n_cols)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.95 * g.width), max(2.0, 0.95 * g.height)))
-    else:
-        fig = ax.figure
+    fig, ax = get_ax(ax, figsize=(max(4.0, 0.95 * g.width), max(2.0, 0.95 * g.height)))
     ax.set_xlim(0, g.width)
     ax.set_ylim(0, g.height)
     ax.axis("off")
@@ -170,15 +166,21 @@ class _Geometry:
         return self.x0(j) + self.col_w / 2
 
 
+def _finite_cells(ax: Any, g: _Geometry, j: int, vals: np.ndarray) -> Iterator[tuple[int, float]]:
+    """Write "NA" in the cells of column ``j`` whose value is not finite; yield ``(row, value)`` for the others."""
+    for i, v in enumerate(vals):
+        if np.isfinite(v):
+            yield i, v
+        else:
+            ax.text(g.xc(j), g.y(i), "NA", ha="center", va="center", fontsize=8)
+
+
 def _draw_bars(ax: Any, g: _Geometry, j: int, vals: np.ndarray, bar_cmap: str, fmt: str) -> None:
     import matplotlib as mpl
 
     b_cmap = mpl.colormaps[bar_cmap]
-    x0, xc = g.x0(j), g.xc(j)
-    for i, v in enumerate(vals):
-        if not np.isfinite(v):
-            ax.text(xc, g.y(i), "NA", ha="center", va="center", fontsize=8)
-            continue
+    x0 = g.x0(j)
+    for i, v in _finite_cells(ax, g, j, vals):
         ax.barh(g.y(i), max(v, 0) * g.col_w * 0.9, left=x0 + 0.05 * g.col_w, height=g.row_h * 0.8,
                 color=b_cmap(float(np.clip(v, 0, 1))))
         ax.text(x0 + 0.1 * g.col_w, g.y(i), fmt.format(v), ha="left", va="center", fontsize=8,
@@ -192,10 +194,7 @@ def _draw_circles(ax: Any, g: _Geometry, j: int, vals: np.ndarray, cmap: str, fm
     xc = g.xc(j)
     fin = vals[np.isfinite(vals)]
     lo, hi = (fin.min(), fin.max()) if fin.size else (0.0, 1.0)
-    for i, v in enumerate(vals):
-        if not np.isfinite(v):
-            ax.text(xc, g.y(i), "NA", ha="center", va="center", fontsize=8)
-            continue
+    for i, v in _finite_cells(ax, g, j, vals):
         t = 0.5 if hi == lo else 0.15 + 0.7 * (v - lo) / (hi - lo)
         ax.scatter([xc], [g.y(i)], s=620, color=circ_cmap(t), edgecolor="none", zorder=2)
         ax.text(xc, g.y(i), fmt.format(v), ha="center", va="center", fontsize=7.5, zorder=3,

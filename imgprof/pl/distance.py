@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.docs import doc_params
-from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax, label_points, neg_log10, significance_scatter
 
 
 def _uns(adata, key: str, fn: str):
@@ -33,11 +33,8 @@ def distance_heatmap(
     cluster: bool = True,
     cmap: str = "viridis",
     annotate: bool | None = None,
-    ax: Axes | None = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Heatmap of the group × group distance matrix written by :func:`imgprof.tl.distance`.
 
@@ -117,11 +114,8 @@ def distance_volcano(
     threshold: float | None = 0.05,
     n_labels: int = 5,
     colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
-    ax: Axes | None = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Volcano-style plot of each perturbation: distance to controls (x) against −log10 p (y).
 
@@ -162,18 +156,14 @@ def distance_volcano(
         raise KeyError(f"distance_volcano: adata.uns[{key!r}] is not a distance_test table with 'distance' and {p_col!r}.")
     x = tab["distance"].to_numpy(dtype=float)
     p = tab[p_col].to_numpy(dtype=float)
-    y = -np.log10(np.clip(p, 1e-300, 1))
+    y = neg_log10(p)
     sig = p < threshold if threshold is not None else np.zeros(len(p), dtype=bool)
     fig, ax = get_ax(ax, figsize=(4.5, 4.0))
-    ax.scatter(x[~sig], y[~sig], s=16, c=colors[1], alpha=0.7, linewidths=0, label="not significant")
-    ax.scatter(x[sig], y[sig], s=16, c=colors[0], alpha=0.85, linewidths=0, label="significant")
-    if threshold is not None:
-        ax.axhline(-np.log10(threshold), color="k", ls="--", lw=0.8)
+    significance_scatter(ax, x, y, sig, colors, size=16, alpha=(0.85, 0.7), threshold=threshold, p_col=p_col)
     if n_labels > 0 and sig.any():
-        for i in np.flatnonzero(sig)[np.argsort(-x[sig])][:n_labels]:
-            ax.annotate(str(tab.index[i]), (x[i], y[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        top = np.flatnonzero(sig)[np.argsort(-x[sig])][:n_labels]
+        label_points(ax, x[top], y[top], tab.index[top], offset=(3, 3))
     ax.set_xlabel("distance to controls")
-    ax.set_ylabel(f"−log10({p_col.replace('_', ' ')})")
     ax.set_title(title if title is not None else f"{int(sig.sum())} / {len(p)} perturbations with {p_col} < {threshold}")
     ax.legend(frameon=False, fontsize=7, loc="lower right")
     return finish(fig, ax, show=show, save=save, return_fig=return_fig)
@@ -185,12 +175,9 @@ def cluster_fractions(
     key: str = "cluster_composition",
     *,
     groups: Sequence[str] | None = None,
-    ax: Axes | None = None,
     cmap: str = "tab20",
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Stacked bars of each group's cell-state (cluster) fractions from :func:`imgprof.tl.cluster_composition`.
 
@@ -202,9 +189,9 @@ def cluster_fractions(
         ``.uns`` key.
     groups
         Subset and order of groups (default: all, the reference last as computed).
-    {ax}
     cmap
         Colormap for the clusters.
+    {ax}
     title
         Axes title.
     {show_save}

@@ -46,12 +46,14 @@ def _default_color(adata, color):
 
 
 def _draw(adata, key: str, color, *, ax, show, save, return_fig, writekey: str, post=None, **kwargs):
+    """Check ``key`` and the colours, draw with :func:`scanpy.pl.embedding` (``color=None`` → :data:`DEFAULT_COLORS`),
+    apply ``post(axes)`` and save/show under ``writekey``."""
     import scanpy as sc
 
     if key not in adata.obsm:
         hint = {"X_umap": " Run ip.tl.umap(adata) first.", "X_pca": " Run ip.tl.pca(adata) first."}.get(key, "")
         raise KeyError(f"basis={key!r}: adata.obsm[{key!r}] not found (available: {list(adata.obsm.keys())}).{hint}")
-    colors = as_list(color)
+    colors = as_list(_default_color(adata, color))
     check_obs_keys(adata, [c for c in colors if c not in adata.var_names], param="color")
     if ax is not None and len(colors) > 1:
         raise ValueError(f"ax= draws one panel; got {len(colors)} colours ({colors}). Pass one colour or no ax.")
@@ -70,10 +72,7 @@ def embedding(
     basis: str = "umap",
     color: str | Sequence[str] | None = None,
     *,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
     **kwargs,
 ) -> PlotReturn:
     """Scatter an embedding (``.obsm['X_<basis>']``) coloured by ``.obs`` columns or features.
@@ -105,8 +104,7 @@ def embedding(
     2
     """
     key = basis if basis.startswith("X_") else f"X_{basis}"
-    return _draw(adata, key, _default_color(adata, color), ax=ax, show=show, save=save, return_fig=return_fig,
-                 writekey=key[2:], **kwargs)
+    return _draw(adata, key, color, ax=ax, show=show, save=save, return_fig=return_fig, writekey=key[2:], **kwargs)
 
 
 @doc_params(**_EMB_DOC)
@@ -114,10 +112,7 @@ def umap(
     adata: AnnData,
     color: str | Sequence[str] | None = None,
     *,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
     **kwargs,
 ) -> PlotReturn:
     """UMAP (``.obsm['X_umap']`` from :func:`imgprof.tl.umap`) coloured by ``.obs`` columns, like :func:`scanpy.pl.umap`.
@@ -140,8 +135,7 @@ def umap(
     >>> ip.tl.pca(adata, n_comps=20); ip.tl.neighbors(adata); ip.tl.umap(adata)
     >>> ax = ip.pl.umap(adata, color="Metadata_target_gene", show=False)
     """
-    return _draw(adata, "X_umap", _default_color(adata, color), ax=ax, show=show, save=save, return_fig=return_fig,
-                 writekey="umap", **kwargs)
+    return _draw(adata, "X_umap", color, ax=ax, show=show, save=save, return_fig=return_fig, writekey="umap", **kwargs)
 
 
 @doc_params(**_EMB_DOC)
@@ -150,10 +144,7 @@ def pca(
     color: str | Sequence[str] | None = None,
     *,
     components: str | Sequence[str] | None = None,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
     **kwargs,
 ) -> PlotReturn:
     """PCA scatter (``.obsm['X_pca']`` from :func:`imgprof.tl.pca`), like :func:`scanpy.pl.pca`.
@@ -202,5 +193,5 @@ def pca(
             a.set_xlabel(f"PC{i + 1} ({100 * ratio[i]:.1f}%)")
             a.set_ylabel(f"PC{j + 1} ({100 * ratio[j]:.1f}%)")
 
-    return _draw(adata, "X_pca", _default_color(adata, color), ax=ax, show=show, save=save, return_fig=return_fig,
+    return _draw(adata, "X_pca", color, ax=ax, show=show, save=save, return_fig=return_fig,
                  writekey="pca", post=label_variance, **kwargs)

@@ -84,10 +84,7 @@ def feature_groups(
     samples: Selection = None,
     layer: str | None = None,
     stat: str = "mean_abs",
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Bar chart of :func:`feature_group_summary`: which compartments / feature groups / channels carry the signal.
 

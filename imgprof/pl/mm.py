@@ -6,14 +6,17 @@ matplotlib is imported inside each function.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 import numpy as np
 import pandas as pd
 
 from .._core.docs import DOC, doc_params
 from .._core.validation import as_list, check_df_keys, check_obs_keys
-from ._utils import PLOT_DOC, finish, get_ax, savefig_or_show
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax, label_points, savefig_or_show
 
 #: Parameter texts shared by the plots of this module (filled in by ``doc_params``).
 _PLOT_DOC: dict[str, str] = PLOT_DOC | {
@@ -39,11 +42,9 @@ def mm_embedding(
     *,
     mods: Sequence[str] | None = None,
     panel_size: tuple[float, float] = (4.0, 3.6),
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
     **kwargs: Any,
-) -> Any:
+) -> PlotReturn:
     """Embeddings of several modalities side by side (one column per modality, one row per colour).
 
     Parameters
@@ -111,12 +112,9 @@ def mm_retrieval(
     results: pd.DataFrame,
     *,
     task: str = "activity",
-    ax: Any = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
-) -> Any:
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
+) -> PlotReturn:
     """Per-modality scores (one strip per modality), retrieved ids highlighted, with the retrieved share.
 
     Parameters
@@ -173,12 +171,9 @@ def mm_complementarity(
     table: pd.DataFrame,
     *,
     label: bool = True,
-    ax: Any = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
-) -> Any:
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
+) -> PlotReturn:
     """mAP in one modality against the other, coloured by complementarity category.
 
     Parameters
@@ -212,8 +207,7 @@ def mm_complementarity(
         xb = d[f"mAP_{b}"].fillna(0).to_numpy()
         ax.scatter(xa, xb, color=palette.get(cat, "black"), s=24, label=f"{cat} ({len(d)})")
         if label:
-            for x, y, t in zip(xa, xb, d["id"]):
-                ax.annotate(str(t)[:28], (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+            label_points(ax, xa, xb, [str(t)[:28] for t in d["id"]], fontsize=6)
     ax.plot([0, 1], [0, 1], color="#cccccc", lw=0.8, zorder=0)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
@@ -229,12 +223,9 @@ def mm_complementarity(
 def mm_cross_retrieval(
     summary: pd.DataFrame,
     *,
-    ax: Any = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
-) -> Any:
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
+) -> PlotReturn:
     """Held-out cross-modal retrieval mAP per direction next to its chance level.
 
     Parameters
@@ -276,12 +267,9 @@ def mm_cross_retrieval(
 def mm_join_report(
     report: Any,
     *,
-    ax: Any = None,
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
-) -> Any:
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
+) -> PlotReturn:
     """Bar chart of a join: matched keys, keys only in each modality, and rows that could not take part.
 
     Parameters

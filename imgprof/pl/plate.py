@@ -57,10 +57,7 @@ def plate_layout(
     cmap: str = "viridis",
     vmin: float | None = None,
     vmax: float | None = None,
-    ax: Axes | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Heatmap of one plate's wells coloured by an ``.obs`` column or a feature.
 
@@ -78,14 +75,12 @@ def plate_layout(
         Metadata columns naming plate and well.
     cmap
         Matplotlib colour map.
-    {ax}
-    {show}
-    {save}
     vmin, vmax
         Colour scale limits (default: the data range). Boolean QC flags
         (``Metadata_qc_*``) default to ``0`` and ``1`` so that 0 (not flagged)
         is always the bottom colour of ``cmap``.
-    {return_fig}
+    {ax}
+    {show_save}
 
     Returns
     -------

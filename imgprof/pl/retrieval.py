@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.docs import doc_params
-from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
+from ._utils import PLOT_DOC, PlotReturn, finish, get_ax, label_points, neg_log10, significance_scatter
 
 
 @doc_params(**PLOT_DOC)
@@ -22,12 +22,9 @@ def map_scatter(
     threshold: float | None = 0.05,
     label: str | None = None,
     n_labels: int = 0,
-    ax: Axes | None = None,
     colors: tuple[str, str] = ("#c44e52", "#8c8c8c"),
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Scatter of mAP (x) against −log10 p (y), significant groups highlighted.
 
@@ -44,14 +41,14 @@ def map_scatter(
     label
         Column naming each group; with ``n_labels > 0`` the most significant
         groups are annotated.
-    {ax}
+    n_labels
+        Write ``label`` next to the ``n_labels`` most significant points (0 = none).
     colors
         Colours of significant and non-significant groups.
+    {ax}
     title
         Axes title; default reports the share of significant groups.
     {show_save}
-    n_labels
-        Write ``label`` next to the ``n_labels`` most significant points (0 = none).
 
     Returns
     -------
@@ -69,7 +66,7 @@ def map_scatter(
             raise KeyError(f"map_scatter: column {c!r} not in the mAP table (columns: {list(map_df.columns)}).")
     fig, ax = get_ax(ax, figsize=(4.5, 4.0))
     p = map_df[p_col].to_numpy(dtype=float)
-    y = -np.log10(np.clip(p, 1e-300, 1))
+    y = neg_log10(p)
     x = map_df["mean_average_precision"].to_numpy(dtype=float)
     if threshold is not None:
         sig = p < threshold
@@ -77,19 +74,14 @@ def map_scatter(
         sig = map_df["below_corrected_p"].to_numpy(dtype=bool)
     else:
         sig = np.zeros(len(x), dtype=bool)
-    ax.scatter(x[~sig], y[~sig], s=14, c=colors[1], alpha=0.7, linewidths=0, label="not significant")
-    ax.scatter(x[sig], y[sig], s=14, c=colors[0], alpha=0.8, linewidths=0, label="significant")
-    if threshold is not None:
-        ax.axhline(-np.log10(threshold), color="k", ls="--", lw=0.8)
+    significance_scatter(ax, x, y, sig, colors, size=14, alpha=(0.8, 0.7), threshold=threshold, p_col=p_col)
     ax.set_xlabel("mAP")
-    ax.set_ylabel(f"−log10({p_col.replace('_', ' ')})")
     ax.set_xlim(-0.02, 1.02)
     if label is not None and n_labels > 0:
         if label not in map_df:
             raise KeyError(f"map_scatter: label column {label!r} not in the mAP table.")
         top = np.argsort(-y, kind="stable")[:n_labels]
-        for i in top:
-            ax.annotate(str(map_df[label].iloc[i]), (x[i], y[i]), fontsize=7, xytext=(2, 2), textcoords="offset points")
+        label_points(ax, x[top], y[top], map_df[label].iloc[top])
     frac = sig.mean() if len(sig) else 0.0
     ax.set_title(title if title is not None else f"{100 * frac:.0f}% significant ({int(sig.sum())}/{len(sig)})")
     ax.legend(frameon=False, fontsize=8, loc="upper left")
@@ -101,12 +93,9 @@ def percent_replicating(
     result: pd.DataFrame,
     *,
     bins: int = 30,
-    ax: Axes | None = None,
     colors: tuple[str, str] = ("#4c72b0", "#8c8c8c"),
-    title: str | None = None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-    return_fig: bool = False,
+    ax: Axes | None = None, title: str | None = None,
+    show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Histogram of replicate (or matching) median correlations against their null.
 
@@ -117,9 +106,9 @@ def percent_replicating(
         :func:`imgprof.metrics.percent_replicating` or :func:`~imgprof.metrics.percent_matching`.
     bins
         Histogram bins (shared by both distributions).
-    {ax}
     colors
         Colours of the observed and null distributions.
+    {ax}
     title
         Default reports the percent replicating/matching.
     {show_save}
