@@ -332,10 +332,7 @@ def test_not_a_cellprofiler_output(tmp_path):
     table = shared("lincs", "SQ00015054_normalized_feature_select.csv.gz")
     with pytest.raises(ValueError, match="not a SQLite database.*read_profiles"):
         ip.io.read_cellprofiler(table)
-    empty = tmp_path / "empty.sqlite"
-    empty.write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.sqlite: the file is empty"):
-        ip.io.read_cellprofiler(empty)
+    # an empty file: tests/test_io_cytotable_deepprofiler.py::test_empty_file_is_named
     with sqlite3.connect(tmp_path / "other.sqlite") as con:
         con.execute("CREATE TABLE Image (ImageNumber INTEGER)")
     with pytest.raises(KeyError, match=r"other\.sqlite: no compartment table 'Cells'.*\['Image'\]"):

@@ -57,13 +57,19 @@ def test_read_cytotable_folder_and_image_features(tmp_path):
     assert "Image_FileName_DNA" in with_image.obs.columns
 
 
+@pytest.mark.parametrize("reader,name", [("read_cytotable", "empty.parquet"), ("read_deepprofiler", "e.npz"),
+                                         ("read_cellprofiler", "empty.sqlite")])
+def test_empty_file_is_named(tmp_path, reader, name):
+    """Each reader of CellProfiler-family outputs names an empty (0-byte) file (read_profiles: test_io_profiles)."""
+    empty = tmp_path / name
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{name}: the file is empty"):
+        getattr(ip.io, reader)(empty)
+
+
 def test_read_cytotable_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         ip.io.read_cytotable(tmp_path / "missing.parquet")
-    empty = tmp_path / "empty.parquet"
-    empty.write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.parquet: the file is empty"):
-        ip.io.read_cytotable(empty)
     header_only = tmp_path / "header.parquet"
     pd.read_parquet(shared(*CYTOTABLE)).iloc[:0].to_parquet(header_only)
     with pytest.raises(ValueError, match="header.parquet: the table has a header but no rows"):
@@ -135,10 +141,6 @@ def test_read_deepprofiler_folder_parses_file_names(tmp_path):
 def test_read_deepprofiler_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="no file matching"):
         ip.io.read_deepprofiler(tmp_path)
-    empty = tmp_path / "e.npz"
-    empty.write_bytes(b"")
-    with pytest.raises(ValueError, match="e.npz: the file is empty"):
-        ip.io.read_deepprofiler(empty)
     junk = tmp_path / "j.npz"
     junk.write_text("not a zip")
     with pytest.raises(ValueError, match="j.npz: not a readable .npz"):
