@@ -28,7 +28,7 @@ from anndata import AnnData
 from .._core.docs import doc_params
 from .._core.selection import resolve_rows
 from .._core.validation import check_adata, check_choice, check_float, check_int, check_obs_keys
-from ._pairs import split_labels
+from ._pairs import check_complete, split_labels
 from ._recipes import DOC_RETRIEVAL, dense_matrix
 from ._results import check_table_key, store_table
 
@@ -278,10 +278,7 @@ def percent_replicating(
     if controls is not None:
         keep &= ~resolve_rows(adata, controls, param="controls")
     obs = adata.obs.loc[keep, keys + strata]
-    for c in keys + strata:
-        n_na = int(obs[c].isna().sum())
-        if n_na:
-            raise ValueError(f"percent_replicating: column {c!r} has {n_na} missing value(s); fill or drop them first.")
+    check_complete(obs, keys + strata, where="percent_replicating", hint="; fill or drop them first.")
     Z, bad = _standardize(dense_matrix(adata, layer, use_rep)[keep], method)
     if bad.any():
         raise ValueError(
