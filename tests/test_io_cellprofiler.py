@@ -332,7 +332,6 @@ def test_not_a_cellprofiler_output(tmp_path):
     table = shared("lincs", "SQ00015054_normalized_feature_select.csv.gz")
     with pytest.raises(ValueError, match="not a SQLite database.*read_profiles"):
         ip.io.read_cellprofiler(table)
-    # an empty file: tests/test_io_cytotable_deepprofiler.py::test_empty_file_is_named
     with sqlite3.connect(tmp_path / "other.sqlite") as con:
         con.execute("CREATE TABLE Image (ImageNumber INTEGER)")
     with pytest.raises(KeyError, match=r"other\.sqlite: no compartment table 'Cells'.*\['Image'\]"):
