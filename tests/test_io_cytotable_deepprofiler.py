@@ -57,16 +57,6 @@ def test_read_cytotable_folder_and_image_features(tmp_path):
     assert "Image_FileName_DNA" in with_image.obs.columns
 
 
-@pytest.mark.parametrize("reader,name", [("read_cytotable", "empty.parquet"), ("read_deepprofiler", "e.npz"),
-                                         ("read_cellprofiler", "empty.sqlite")])
-def test_empty_file_is_named(tmp_path, reader, name):
-    """Each reader of CellProfiler-family outputs names an empty (0-byte) file (read_profiles: test_io_profiles)."""
-    empty = tmp_path / name
-    empty.write_bytes(b"")
-    with pytest.raises(ValueError, match=rf"{name}: the file is empty"):
-        getattr(ip.io, reader)(empty)
-
-
 def test_read_cytotable_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         ip.io.read_cytotable(tmp_path / "missing.parquet")
