@@ -290,8 +290,9 @@ def worker(spec: dict) -> dict:
 
 def run_worker(spec: dict, timeout: int = 3600) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    from _worker import worker_env
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=worker_env())
     if proc.returncode != 0:
         return {"tool": spec["tool"], "error": (proc.stderr or proc.stdout)[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,27 +42,7 @@ ROOT = HERE.parent
 BY = ["Metadata_Plate", "Metadata_Well"]
 
 
-# ----------------------------------------------------------------------------------------------
-# memory (these run in the workers too: defined here, in __main__, they are pickled by value)
-# ----------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _reset_peak_kb() -> int:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-    return _status_kb("VmRSS")
-
-
-def _peak_kb() -> int:
-    return _status_kb("VmHWM")
+sys.path.insert(0, str(HERE))  # benchmarks/: the shared helpers (_memory, _worker, bench_aggregate)
 
 
 def _warm_worker() -> None:
@@ -79,7 +58,6 @@ def _warm_worker() -> None:
 # data
 # ----------------------------------------------------------------------------------------------
 def _bench_aggregate():
-    sys.path.insert(0, str(HERE))
     import bench_aggregate
 
     return bench_aggregate
@@ -111,16 +89,17 @@ def write_cells(folder: Path, n_cells: int, n_features: int, *, seed: int = 0, r
 # ----------------------------------------------------------------------------------------------
 def run_streaming(folder: Path, out: Path) -> dict:
     import numpy as np
+    from _memory import reset_peak, rss_kb
 
     import imgprof as ip
 
     first = sorted(folder.glob("*.parquet"))[0]
     ip.pp.aggregate(first, by=BY)  # warm-up: numba kernels, imports
-    base = _reset_peak_kb()
+    base = reset_peak()
     t0 = time.perf_counter()
     wells = ip.pp.aggregate(folder, by=BY)
     sec = time.perf_counter() - t0
-    peak = max(0, _peak_kb() - base)
+    peak = max(0, rss_kb("VmHWM") - base)
     np.save(out, np.asarray(wells.X))
     return {"seconds": sec, "client_peak_mb": peak / 1024, "n_wells": int(wells.n_obs)}
 
@@ -128,26 +107,31 @@ def run_streaming(folder: Path, out: Path) -> dict:
 def run_distributed(folder: Path, out: Path, n_workers: int, worker_memory: str) -> dict:
     import warnings
 
+    import _memory
+    import cloudpickle
     import numpy as np
+    from _memory import reset_peak, rss_kb
     from distributed import Client, LocalCluster
 
     import imgprof as ip
 
     warnings.filterwarnings("ignore")
+    # The memory helpers run in the workers too, which need not import benchmarks/: send them by value.
+    cloudpickle.register_pickle_by_value(_memory)
     with LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=worker_memory, dashboard_address=None,
     ) as cluster, Client(cluster) as client:
         first = sorted(folder.glob("*.parquet"))[0]
         client.run(_warm_worker)  # warm-up: imports and numba kernels in every worker
         ip.pp.aggregate(ip.io.read_profiles(first, lazy=True), by=BY)  # and the whole path once
-        base = _reset_peak_kb()
-        wbase = client.run(_reset_peak_kb)
+        base = reset_peak()
+        wbase = client.run(reset_peak)
         t0 = time.perf_counter()
         cells = ip.io.read_profiles(folder, lazy=True)
         wells = ip.pp.aggregate(cells, by=BY)
         sec = time.perf_counter() - t0
-        peak = max(0, _peak_kb() - base)
-        wpeak = client.run(_peak_kb)
+        peak = max(0, rss_kb("VmHWM") - base)
+        wpeak = client.run(rss_kb, "VmHWM")
         worker_peaks = [max(0, wpeak[w] - wbase[w]) / 1024 for w in wpeak]
         worker_abs = [wpeak[w] / 1024 for w in wpeak]
         n_chunks = int(cells.X.npartitions)
@@ -159,12 +143,10 @@ def run_distributed(folder: Path, out: Path, n_workers: int, worker_memory: str)
 
 
 def _spawn(kind: str, folder: Path, out: Path, args) -> dict:
+    from _worker import run_worker, worker_env
+
     cmd = [sys.executable, __file__, "--worker", kind, str(folder), str(out), str(args.workers), args.worker_memory]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        return {"error": (res.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_worker(cmd, what=kind, env=worker_env(), on_error="return")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,12 +27,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -171,11 +169,9 @@ def worker(tool: str, case: str, d: Path, out: Path) -> dict:
 
 
 def _spawn(tool, case, d, out):
-    cmd = [sys.executable, __file__, "--worker", tool, case, str(d), str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if res.returncode != 0:
-        raise RuntimeError(f"{tool}/{case} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    from _worker import run_worker
+
+    return run_worker([sys.executable, __file__, "--worker", tool, case, str(d), str(out)], what=f"{tool}/{case}", cwd=ROOT)
 
 
 LABELS = {
@@ -187,15 +183,12 @@ LABELS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--copies", type=int, default=None)
-    ap.add_argument("--worker", nargs=4)
-    args = ap.parse_args()
+    from _worker import copies_cli, reply
+
+    args = copies_cli(worker_nargs=4)
     if args.worker:
         tool, case, d, out = args.worker
-        print(json.dumps(worker(tool, case, Path(d), Path(out))))
-        return
+        return reply(worker(tool, case, Path(d), Path(out)))
     import numpy as np
 
     copies = args.copies or (2 if args.quick else 20)

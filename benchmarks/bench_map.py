@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -267,13 +266,10 @@ def worker(spec: dict) -> dict:
 
 
 def run(spec: dict) -> dict:
-    res = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"worker {spec} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _worker import run_worker, worker_env
+
+    return run_worker([sys.executable, __file__, "--worker", json.dumps(spec)], what=f"worker {spec}", env=worker_env(), cwd=ROOT)
 
 
 # ---------------------------------------------------------------------------

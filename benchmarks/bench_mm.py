@@ -24,11 +24,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -160,23 +158,17 @@ def worker(case: str, tool: str, d: Path) -> dict:
 
 
 def run_sub(case: str, tool: str, d: Path) -> dict:
-    env = dict(os.environ)
-    cmd = [sys.executable, __file__, "--worker", case, tool, str(d)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode:
-        raise RuntimeError(f"{case}/{tool} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    from _worker import run_worker
+
+    return run_worker([sys.executable, __file__, "--worker", case, tool, str(d)], what=f"{case}/{tool}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--copies", type=int, default=None)
-    ap.add_argument("--worker", nargs=3)
-    args = ap.parse_args()
+    from _worker import copies_cli, reply
+
+    args = copies_cli(worker_nargs=3)
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], Path(args.worker[2]))))
-        return
+        return reply(worker(args.worker[0], args.worker[1], Path(args.worker[2])))
     import numpy as np
 
     copies = args.copies or (2 if args.quick else 40)

@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -258,23 +257,23 @@ def make_data(datadir: Path, n_plates: int, n_features: int) -> None:
 
 
 def _spawn(tool, task, datadir, outdir, repeats, threads=None):
+    from _worker import run_worker, worker_env
+
     cow = None
     if tool == "imgprof-cow":
         tool, cow = "imgprof", "on"
     elif tool == "imgprof":
         cow = "off"
     cmd = [sys.executable, __file__, "--worker", tool, task, str(datadir), str(outdir), str(repeats)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = worker_env()
     env.pop("BENCH_PANDAS_COW", None)
     if cow is not None:
         env["BENCH_PANDAS_COW"] = cow
     if threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env[var] = str(threads)
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        return {"tool": tool, "task": task, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    res = run_worker(cmd, what=f"{tool}/{task}", env=env, on_error="return")
+    return {"tool": tool, "task": task, **res} if "error" in res else res
 
 
 def _agreement(task, outdir) -> str:

@@ -166,34 +166,34 @@ def _foreign_series(a):
     return pd.Series(np.ones(a.n_obs, dtype=bool), index=[f"x{i}" for i in range(a.n_obs)])
 
 
+def _normalize_with_controls(controls):
+    """``pp.normalize`` called with ``controls``: a value, or a function of the AnnData that builds it."""
+    return lambda a: ip.pp.normalize(a, controls=controls(a) if callable(controls) else controls)
+
+
+# pp.normalize's controls= selections that must fail: case, controls (or a function of the AnnData), exception, culprit.
+NORMALIZE_CONTROLS = [
+    ("bare-column", "Metadata_control_type", ValueError, r"Metadata_control_type.*column name.*=="),
+    ("bare-numeric-column", "Metadata_Count_Cells", ValueError, r"Metadata_Count_Cells.*=="),
+    ("backticked-column", "`Metadata_moa`", ValueError, r"Metadata_moa.*column name"),
+    ("empty-selection", "Metadata_Plate == 'nope'", ValueError, r"controls=.*nope.*selects no observation"),
+    ("query-error", "Metadata_nope == 1", ValueError, r"controls=.*Metadata_nope"),
+    ("query-not-bool", "Metadata_Count_Cells + 1", ValueError, r"controls=.*not booleans"),
+    ("mask-length", np.ones(3, bool), ValueError, r"controls.*length 3.*n_obs=16"),
+    ("series-foreign-index", _foreign_series, ValueError, r"controls.*index"),
+    ("series-not-bool", lambda a: a.obs["Metadata_control_type"], TypeError, r"controls.*booleans"),
+    ("int-positions", np.arange(4), TypeError, r"controls.*integer positions"),
+    ("scalar-selection", True, TypeError, r"controls=True"),
+    ("unknown-names", ["nope_1"], KeyError, r"controls.*nope_1"),
+]
+
 CASES: list[tuple] = [
     # ---- pp.normalize
     ("normalize-dataframe", lambda b: b.w.obs.copy(), lambda a: ip.pp.normalize(a), TypeError, r"AnnData.*DataFrame"),
     ("normalize-none", lambda b: None, lambda a: ip.pp.normalize(a), TypeError, r"AnnData.*NoneType"),
     ("normalize-array", lambda b: np.zeros((3, 3)), lambda a: ip.pp.normalize(a), TypeError, r"AnnData.*ndarray"),
     ("normalize-view", lambda b: _view(b.w), lambda a: ip.pp.normalize(a, controls=NEG), ValueError, r"view"),
-    ("normalize-bare-column", W, lambda a: ip.pp.normalize(a, controls="Metadata_control_type"), ValueError,
-     r"Metadata_control_type.*column name.*=="),
-    ("normalize-bare-numeric-column", W, lambda a: ip.pp.normalize(a, controls="Metadata_Count_Cells"), ValueError,
-     r"Metadata_Count_Cells.*=="),
-    ("normalize-backticked-column", W, lambda a: ip.pp.normalize(a, controls="`Metadata_moa`"), ValueError,
-     r"Metadata_moa.*column name"),
-    ("normalize-empty-selection", W, lambda a: ip.pp.normalize(a, controls="Metadata_Plate == 'nope'"), ValueError,
-     r"controls=.*nope.*selects no observation"),
-    ("normalize-query-error", W, lambda a: ip.pp.normalize(a, controls="Metadata_nope == 1"), ValueError,
-     r"controls=.*Metadata_nope"),
-    ("normalize-query-not-bool", W, lambda a: ip.pp.normalize(a, controls="Metadata_Count_Cells + 1"), ValueError,
-     r"controls=.*not booleans"),
-    ("normalize-mask-length", W, lambda a: ip.pp.normalize(a, controls=np.ones(3, bool)), ValueError,
-     r"controls.*length 3.*n_obs=16"),
-    ("normalize-series-foreign-index", W, lambda a: ip.pp.normalize(a, controls=_foreign_series(a)), ValueError,
-     r"controls.*index"),
-    ("normalize-series-not-bool", W, lambda a: ip.pp.normalize(a, controls=a.obs["Metadata_control_type"]), TypeError,
-     r"controls.*booleans"),
-    ("normalize-int-positions", W, lambda a: ip.pp.normalize(a, controls=np.arange(4)), TypeError,
-     r"controls.*integer positions"),
-    ("normalize-scalar-selection", W, lambda a: ip.pp.normalize(a, controls=True), TypeError, r"controls=True"),
-    ("normalize-unknown-names", W, lambda a: ip.pp.normalize(a, controls=["nope_1"]), KeyError, r"controls.*nope_1"),
+    *[(f"normalize-{name}", W, _normalize_with_controls(sel), exc, culprit) for name, sel, exc, culprit in NORMALIZE_CONTROLS],
     ("normalize-method", W, lambda a: ip.pp.normalize(a, "zscore"), ValueError, r"method.*zscore"),
     ("normalize-string-x", lambda b: _string_x(b.w), lambda a: ip.pp.normalize(a), TypeError, r"adata\.X.*'n/a'"),
     ("normalize-dup-var", lambda b: _dup_var(b.w), lambda a: ip.pp.normalize(a), ValueError, r"var_names.*duplicated"),

@@ -125,9 +125,7 @@ def _diffusion_nn(conn: sparse.spmatrix, k: int, n_comps: int) -> Neighbors:
 
 
 def kbet_per_label(
-    X: Neighbors,
-    batches: np.ndarray,
-    labels: np.ndarray,
+    X: Neighbors, batches: np.ndarray, labels: np.ndarray,
     alpha: float = 0.05,
     diffusion_n_comps: int = 100,
     return_df: bool = False,

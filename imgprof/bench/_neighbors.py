@@ -133,27 +133,21 @@ def _exact_knn(X: np.ndarray, k: int, metric: str, n_jobs: int | None) -> tuple[
 #: Above this size exact Euclidean search uses :func:`_blocked_knn` instead of scikit-learn.
 _BLOCKED_MIN_N = 8192
 
+#: :func:`_blocked_knn`'s tiles (rows x columns of one cache-sized float32 product), the random column sample
+#: that bounds each row's distances, the candidates kept beyond ``k``, and the sample's seed.
+_BLOCK_ROWS, _BLOCK_COLS, _SAMPLE, _MARGIN, _SEED = 256, 4096, 8192, 8, 0
 
-def _blocked_knn(
-    X: np.ndarray,
-    k: int,
-    *,
-    n_jobs: int | None = None,
-    block_rows: int = 256,
-    block_cols: int = 4096,
-    sample: int = 8192,
-    margin: int = 8,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+
+def _blocked_knn(X: np.ndarray, k: int, *, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean kNN by blocked float32 products with a per-row distance threshold.
 
-    1. For every row, the ``k + margin``-th smallest squared distance to a random
-       sample of columns is an upper bound of its ``k + margin``-th nearest
+    1. For every row, the ``k + _MARGIN``-th smallest squared distance to a random
+       sample of ``_SAMPLE`` columns is an upper bound of its ``k + _MARGIN``-th nearest
        neighbour distance (a float32 tolerance is added).
     2. One pass over all pairs (``[x, |x|², 1] · [-2y, 1, |y|²]`` in float32,
        cache-sized tiles) keeps only the pairs under that bound (about
-       ``k · n / sample`` per row), found with a word-wise ``nonzero``.
-    3. The best ``k + margin`` candidates are re-measured in float64 and sorted.
+       ``k · n / _SAMPLE`` per row), found with a word-wise ``nonzero``.
+    3. The best ``k + _MARGIN`` candidates are re-measured in float64 and sorted.
 
     Results equal brute force up to ties; about 1.5× faster than
     scikit-learn's brute force on one core and lighter on memory.
@@ -164,23 +158,23 @@ def _blocked_knn(
     sq = np.einsum("ij,ij->i", Xc, Xc)
     A = np.ascontiguousarray(np.hstack([Xc, sq[:, None], np.ones((n, 1))]), dtype=np.float32)
     BT = np.ascontiguousarray(np.hstack([-2.0 * Xc, np.ones((n, 1)), sq[:, None]]).T, dtype=np.float32)
-    sel = KnnSelector(Xc, sq, k, A, BT, np.float32, sample=sample, margin=margin, seed=seed)
+    sel = KnnSelector(Xc, sq, k, A, BT, np.float32, sample=_SAMPLE, margin=_MARGIN, seed=_SEED)
     out_i = np.empty((n, k), dtype=np.int64)
     out_d = np.empty((n, k), dtype=np.float64)
 
     def work(start: int) -> None:
-        stop = min(start + block_rows, n)
+        stop = min(start + _BLOCK_ROWS, n)
         Ar = A[start:stop]
-        state = sel.start(Ar, start, stop, block_cols)
-        G = np.empty((stop - start, block_cols), dtype=np.float32)
-        for c0 in range(0, n, block_cols):
-            c1 = min(c0 + block_cols, n)
+        state = sel.start(Ar, start, stop, _BLOCK_COLS)
+        G = np.empty((stop - start, _BLOCK_COLS), dtype=np.float32)
+        for c0 in range(0, n, _BLOCK_COLS):
+            c1 = min(c0 + _BLOCK_COLS, n)
             g = G[:, : c1 - c0]
             np.matmul(Ar, BT[:, c0:c1], out=g)
             sel.scan(state, g, c0)
         out_i[start:stop], out_d[start:stop] = sel.finish(state, start, stop)
 
-    starts = list(range(0, n, block_rows))
+    starts = list(range(0, n, _BLOCK_ROWS))
     with limited_threads("blas"):
         run_blocks(work, starts, min(n_threads_for(n_jobs), len(starts)))
     return out_i, out_d

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import Literal, cast
 
 import numpy as np
@@ -21,6 +22,7 @@ from scipy.sparse.csgraph import connected_components
 from .._core.docs import doc_params
 from .._core.inputs import check_embedding, check_vector
 from ._docs import BENCH_DOC
+from ._inputs import embedding_labels
 from ._kbet import kbet, kbet_per_label
 from ._kernels import (
     BetweenCluster,
@@ -55,9 +57,7 @@ __all__ = [
 
 @doc_params(**BENCH_DOC)
 def silhouette_batch(
-    X: np.ndarray,
-    labels: np.ndarray,
-    batch: np.ndarray,
+    X: np.ndarray, labels: np.ndarray, batch: np.ndarray,
     rescale: bool = True,
     metric: Literal["euclidean", "cosine"] = "euclidean",
     between_cluster_distances: BetweenCluster = "nearest",
@@ -95,14 +95,13 @@ def silhouette_batch(
     --------
     >>> import imgprof as ip
     >>> adata = ip.datasets.cmqtl_crispri()
-    >>> s = ip.bench.silhouette_batch(adata.X, adata.obs["Metadata_target_gene"], adata.obs["Metadata_Batch"])
-    >>> 0 <= s <= 1
-    True
+    >>> genes, batch = adata.obs["Metadata_target_gene"], adata.obs["Metadata_Batch"]
+    >>> score, per_gene = ip.bench.silhouette_batch(adata.X, genes, batch, return_per_label=True)
+    >>> bool(0 <= score <= 1), bool(score == per_gene.mean())  # the score is the mean over labels
+    (True, True)
     """
-    X = check_embedding(X)
-    n = X.shape[0]
-    labels = check_vector(labels, n, what="labels")
-    batch = check_vector(batch, n, what="batch", min_levels=2)
+    X, labels = embedding_labels(X, labels)
+    batch = check_vector(batch, X.shape[0], what="batch", min_levels=2)
     per_label = {}
     for group in pd.unique(labels):
         m = labels == group
@@ -127,9 +126,7 @@ def silhouette_batch(
 
 @doc_params(**BENCH_DOC)
 def bras(
-    X: np.ndarray,
-    labels: np.ndarray,
-    batch: np.ndarray,
+    X: np.ndarray, labels: np.ndarray, batch: np.ndarray,
     metric: Literal["euclidean", "cosine"] = "cosine",
     between_cluster_distances: Literal["mean_other", "furthest"] = "mean_other",
     *,
@@ -163,8 +160,9 @@ def bras(
     --------
     >>> import imgprof as ip
     >>> adata = ip.datasets.cmqtl_crispri()
-    >>> s = ip.bench.bras(adata.X, adata.obs["Metadata_target_gene"], adata.obs["Metadata_Batch"])
-    >>> 0 <= s <= 1
+    >>> X, genes, batch = adata.X, adata.obs["Metadata_target_gene"], adata.obs["Metadata_Batch"]
+    >>> bras = ip.bench.bras(X, genes, batch)
+    >>> bras == ip.bench.silhouette_batch(X, genes, batch, metric="cosine", between_cluster_distances="mean_other")
     True
     """
     return cast(float, silhouette_batch(X, labels, batch, True, metric, between_cluster_distances, n_jobs=n_jobs))
@@ -227,22 +225,31 @@ def ilisi_knn(X: Neighbors, batches: np.ndarray, perplexity: float | None = None
     Returns
     -------
     float
-        Median (scaled) iLISI.
+        Median iLISI: the effective number of batches around an observation (1 to ``n_batches``),
+        or with ``scale`` its ``[0, 1]`` mapping.
 
     Examples
     --------
     >>> import imgprof as ip
     >>> adata = ip.datasets.cmqtl_crispri()
     >>> nn = ip.bench.knn(adata.X, 90)
-    >>> 0 <= ip.bench.ilisi_knn(nn, adata.obs["Metadata_Batch"]) <= 1
+    >>> n_eff = ip.bench.ilisi_knn(nn, adata.obs["Metadata_Batch"], scale=False)  # effective number of batches
+    >>> 1 <= n_eff <= adata.obs["Metadata_Batch"].nunique()
     True
     """
+    return median_lisi(X, batches, what="batches", perplexity=perplexity, scale=scale, scaled=scaled_ilisi)
+
+
+def median_lisi(X: Neighbors, values: np.ndarray, *, what: str, perplexity: float | None, scale: bool,
+                scaled: Callable[[np.ndarray, int], float]) -> float:
+    """The median LISI of ``values`` (batches or labels) over the graph, or ``scaled(lisi, n_levels)`` with ``scale``.
+
+    The shared body of :func:`ilisi_knn` and :func:`~imgprof.bench.clisi_knn`.
+    """
     nn = as_neighbors(X)
-    batches = check_vector(batches, nn.n_samples, what="batches", min_levels=2, context=" in the neighbour graph")
-    lisi = lisi_knn(nn, batches, perplexity=perplexity)
-    if not scale:
-        return float(np.nanmedian(lisi))
-    return scaled_ilisi(lisi, len(pd.unique(batches)))
+    values = check_vector(values, nn.n_samples, what=what, min_levels=2, context=" in the neighbour graph")
+    lisi = lisi_knn(nn, values, perplexity=perplexity)
+    return scaled(lisi, len(pd.unique(values))) if scale else float(np.nanmedian(lisi))
 
 
 

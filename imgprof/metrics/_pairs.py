@@ -110,17 +110,20 @@ class Encoded:
         return rows
 
 
+def check_complete(obs: pd.DataFrame, cols: Sequence[str], *, where: str, what: str = "column", hint: str) -> None:
+    """Raise ``"<where>: <what> 'col' has <n> missing value(s)<hint>"`` for the first of ``cols`` with NaN/None."""
+    for col in cols:
+        n_na = int(obs[col].isna().sum())
+        if n_na:
+            raise ValueError(f"{where}: {what} {col!r} has {n_na} missing value(s){hint}")
+
+
 def _column_values(obs: pd.DataFrame, col: str, *, where: str) -> pd.Series:
+    check_complete(obs, [col], where=where, what="metadata column", hint=(
+        " (NaN/None); pairs cannot be defined on them. Fill them (e.g. obs[col].fillna('none')) or subset the AnnData first."
+    ))
     s = obs[col]
-    n_na = int(s.isna().sum())
-    if n_na:
-        raise ValueError(
-            f"{where}: metadata column {col!r} has {n_na} missing value(s) (NaN/None); pairs cannot be "
-            "defined on them. Fill them (e.g. obs[col].fillna('none')) or subset the AnnData first."
-        )
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        s = s.astype(object)
-    return s
+    return s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s
 
 
 def _codes(

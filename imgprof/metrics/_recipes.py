@@ -45,6 +45,9 @@ DOC_RETRIEVAL = DOC_MAP | {
         "    ``None`` = none."
     ),
 }
+#: The keyword set the two recipes share, documented in one place and in their signature order.
+RECIPE_KEYWORDS = ("metric", "use_rep", "layer", "null_size", "threshold", "seed", "return_ap", "dtype", "key_added")
+DOC_RETRIEVAL["recipe_keywords"] = "\n".join(DOC_RETRIEVAL[k] for k in RECIPE_KEYWORDS)
 
 
 def dense_matrix(adata: AnnData, layer: str | None, use_rep: str | None) -> np.ndarray:
@@ -96,27 +99,30 @@ def _activity_obs(adata: AnnData, keys: list[str], cmask: np.ndarray) -> pd.Data
 @overload
 def phenotypic_activity(
     adata: AnnData, perturbation_key: str | Sequence[str] = ..., controls: Any = ..., *, sameby_controls: Any = ...,
-    pos_diffby: Any = ..., metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
-    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[False] = ..., dtype: str = ...,
-    null: str = ..., key_added: str | None = ...,
+    pos_diffby: Any = ..., null: str = ...,
+    metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[False] = ...,
+    dtype: str = ..., key_added: str | None = ...,
 ) -> pd.DataFrame: ...
 
 
 @overload
 def phenotypic_activity(
     adata: AnnData, perturbation_key: str | Sequence[str] = ..., controls: Any = ..., *, sameby_controls: Any = ...,
-    pos_diffby: Any = ..., metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
-    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[True], dtype: str = ...,
-    null: str = ..., key_added: str | None = ...,
+    pos_diffby: Any = ..., null: str = ...,
+    metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[True],
+    dtype: str = ..., key_added: str | None = ...,
 ) -> RetrievalResult: ...
 
 
 @overload
 def phenotypic_activity(
     adata: AnnData, perturbation_key: str | Sequence[str] = ..., controls: Any = ..., *, sameby_controls: Any = ...,
-    pos_diffby: Any = ..., metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
-    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: bool, dtype: str = ...,
-    null: str = ..., key_added: str | None = ...,
+    pos_diffby: Any = ..., null: str = ...,
+    metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: bool,
+    dtype: str = ..., key_added: str | None = ...,
 ) -> pd.DataFrame | RetrievalResult: ...
 
 
@@ -128,16 +134,9 @@ def phenotypic_activity(
     *,
     sameby_controls: str | Sequence[str] | None = None,
     pos_diffby: str | Sequence[str] | None = None,
-    metric: str | Callable = "cosine",
-    use_rep: str | None = None,
-    layer: str | None = None,
-    null_size: int = 10000,
-    threshold: float = 0.05,
-    seed: int | None = 0,
-    return_ap: bool = False,
-    dtype: str = "float64",
     null: str = "permutation",
-    key_added: str | None = None,
+    metric: str | Callable = "cosine", use_rep: str | None = None, layer: str | None = None, null_size: int = 10000,
+    threshold: float = 0.05, seed: int | None = 0, return_ap: bool = False, dtype: str = "float64", key_added: str | None = None,
 ) -> pd.DataFrame | RetrievalResult:
     """Phenotypic activity: can each perturbation's replicates be retrieved against negative controls?
 
@@ -160,14 +159,6 @@ def phenotypic_activity(
     pos_diffby
         Columns replicates must differ in (e.g. ``"Metadata_Plate"`` to only
         count replicates from other plates).
-    {metric}
-    {use_rep}
-    {layer}
-    {null_size}
-    {threshold}
-    {seed}
-    {return_ap}
-    {dtype}
     null
         ``"permutation"`` (default): exact label-permutation test — under the
         null the perturbation's wells are exchangeable with its controls (within
@@ -179,7 +170,7 @@ def phenotypic_activity(
         ``_permutation.MAX_POOL`` (600) fall back to the conservative
         ``"shared"`` null (``p_value_method`` says which).
         ``"independent"`` / ``"shared"``: see :func:`mean_average_precision`.
-    {key_added}
+    {recipe_keywords}
 
     Returns
     -------
@@ -345,50 +336,43 @@ def _consensus(X: np.ndarray, obs: pd.DataFrame, annotation_key: str, perturbati
 
 @overload
 def phenotypic_consistency(
-    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, controls: Any = ..., active: Any = ...,
-    aggregate: str | None = ..., multilabel_sep: str | None = ..., metric: str | Callable = ..., use_rep: str | None = ...,
-    layer: str | None = ..., null_size: int = ..., threshold: float = ..., seed: int | None = ...,
-    return_ap: Literal[False] = ..., dtype: str = ..., key_added: str | None = ...,
+    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, active: Any = ...,
+    controls: Any = ..., aggregate: str | None = ..., multilabel_sep: str | None = ...,
+    metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[False] = ...,
+    dtype: str = ..., key_added: str | None = ...,
 ) -> pd.DataFrame: ...
 
 
 @overload
 def phenotypic_consistency(
-    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, controls: Any = ..., active: Any = ...,
-    aggregate: str | None = ..., multilabel_sep: str | None = ..., metric: str | Callable = ..., use_rep: str | None = ...,
-    layer: str | None = ..., null_size: int = ..., threshold: float = ..., seed: int | None = ...,
-    return_ap: Literal[True], dtype: str = ..., key_added: str | None = ...,
+    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, active: Any = ...,
+    controls: Any = ..., aggregate: str | None = ..., multilabel_sep: str | None = ...,
+    metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: Literal[True],
+    dtype: str = ..., key_added: str | None = ...,
 ) -> RetrievalResult: ...
 
 
 @overload
 def phenotypic_consistency(
-    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, controls: Any = ..., active: Any = ...,
-    aggregate: str | None = ..., multilabel_sep: str | None = ..., metric: str | Callable = ..., use_rep: str | None = ...,
-    layer: str | None = ..., null_size: int = ..., threshold: float = ..., seed: int | None = ...,
-    return_ap: bool, dtype: str = ..., key_added: str | None = ...,
+    adata: AnnData, annotation_key: str = ..., perturbation_key: str = ..., *, active: Any = ...,
+    controls: Any = ..., aggregate: str | None = ..., multilabel_sep: str | None = ...,
+    metric: str | Callable = ..., use_rep: str | None = ..., layer: str | None = ...,
+    null_size: int = ..., threshold: float = ..., seed: int | None = ..., return_ap: bool,
+    dtype: str = ..., key_added: str | None = ...,
 ) -> pd.DataFrame | RetrievalResult: ...
 
 
 @doc_params(**DOC_RETRIEVAL)
 def phenotypic_consistency(
     adata: AnnData,
-    annotation_key: str = "Metadata_moa",
-    perturbation_key: str = "Metadata_broad_sample",
+    annotation_key: str = "Metadata_moa", perturbation_key: str = "Metadata_broad_sample",
     *,
-    controls: Any = None,
     active: Any = None,
-    aggregate: str | None = "median",
-    multilabel_sep: str | None = "|",
-    metric: str | Callable = "cosine",
-    use_rep: str | None = None,
-    layer: str | None = None,
-    null_size: int = 10000,
-    threshold: float = 0.05,
-    seed: int | None = 0,
-    return_ap: bool = False,
-    dtype: str = "float64",
-    key_added: str | None = None,
+    controls: Any = None, aggregate: str | None = "median", multilabel_sep: str | None = "|",
+    metric: str | Callable = "cosine", use_rep: str | None = None, layer: str | None = None, null_size: int = 10000,
+    threshold: float = 0.05, seed: int | None = 0, return_ap: bool = False, dtype: str = "float64", key_added: str | None = None,
 ) -> pd.DataFrame | RetrievalResult:
     """Phenotypic consistency: do perturbations sharing an annotation (MOA, target) retrieve each other?
 
@@ -406,25 +390,17 @@ def phenotypic_consistency(
         (``None``: single label).
     perturbation_key
         Perturbation column (consensus profiles are built per value).
-    controls
-        Profiles to leave out (e.g. ``"Metadata_pert_type == 'control'"``).
     active
         Keep only these perturbations: a list of values, or the DataFrame of
         :func:`phenotypic_activity` (its rows with ``below_corrected_p``).
+    controls
+        Profiles to leave out (e.g. ``"Metadata_pert_type == 'control'"``).
     aggregate
         ``"median"`` (default) or ``"mean"`` consensus per perturbation, or
         ``None`` to keep profiles as they are (replicates of the same
         perturbation are then excluded from each other's positives).
     {multilabel_sep}
-    {metric}
-    {use_rep}
-    {layer}
-    {null_size}
-    {threshold}
-    {seed}
-    {return_ap}
-    {dtype}
-    {key_added}
+    {recipe_keywords}
 
     Returns
     -------

@@ -28,7 +28,7 @@ from anndata import AnnData
 from .._core.docs import doc_params
 from .._core.selection import resolve_rows
 from .._core.validation import check_adata, check_choice, check_float, check_int, check_obs_keys
-from ._pairs import split_labels
+from ._pairs import check_complete, split_labels
 from ._recipes import DOC_RETRIEVAL, dense_matrix
 from ._results import check_table_key, store_table
 
@@ -46,6 +46,8 @@ DOC_TEST = {
     "multilabel_sep": DOC_RETRIEVAL["multilabel_sep"],
     "key_added": DOC_RETRIEVAL["key_added"],
 }
+#: The keyword set the two tests share after ``method`` and ``n_null`` (whose text differs), in signature order.
+DOC_TEST["test_keywords"] = "\n".join(DOC_TEST[k] for k in ("alpha", "seed", "use_rep", "layer", "key_added"))
 
 
 @dataclass
@@ -233,13 +235,8 @@ def percent_replicating(
     *,
     groupby: str | Sequence[str] | None = None,
     controls: Any = None,
-    method: str = "spearman",
-    n_null: int = 1000,
-    alpha: float = 0.05,
-    seed: int | None = 0,
-    use_rep: str | None = None,
-    layer: str | None = None,
-    key_added: str | None = None,
+    method: str = "spearman", n_null: int = 1000, alpha: float = 0.05, seed: int | None = 0,
+    use_rep: str | None = None, layer: str | None = None, key_added: str | None = None,
 ) -> ReplicatingResult:
     """Percent replicating (Way et al. 2022): replicate correlation vs a null of non-replicates.
 
@@ -257,11 +254,7 @@ def percent_replicating(
     {method}
     n_null
         Random non-replicate sets per (stratum, replicate count).
-    {alpha}
-    {seed}
-    {use_rep}
-    {layer}
-    {key_added}
+    {test_keywords}
 
     Returns
     -------
@@ -285,10 +278,7 @@ def percent_replicating(
     if controls is not None:
         keep &= ~resolve_rows(adata, controls, param="controls")
     obs = adata.obs.loc[keep, keys + strata]
-    for c in keys + strata:
-        n_na = int(obs[c].isna().sum())
-        if n_na:
-            raise ValueError(f"percent_replicating: column {c!r} has {n_na} missing value(s); fill or drop them first.")
+    check_complete(obs, keys + strata, where="percent_replicating", hint="; fill or drop them first.")
     Z, bad = _standardize(dense_matrix(adata, layer, use_rep)[keep], method)
     if bad.any():
         raise ValueError(
@@ -345,19 +335,11 @@ def _label_groups(sets: list[tuple[str, ...]]) -> tuple[list[str], list, Any]:
 @doc_params(**DOC_TEST)
 def percent_matching(
     adata: AnnData,
-    annotation_key: str = "Metadata_moa",
-    perturbation_key: str = "Metadata_broad_sample",
+    annotation_key: str = "Metadata_moa", perturbation_key: str = "Metadata_broad_sample",
     *,
-    controls: Any = None,
-    aggregate: str | None = "median",
-    multilabel_sep: str | None = "|",
-    method: str = "spearman",
-    n_null: int = 1000,
-    alpha: float = 0.05,
-    seed: int | None = 0,
-    use_rep: str | None = None,
-    layer: str | None = None,
-    key_added: str | None = None,
+    controls: Any = None, aggregate: str | None = "median", multilabel_sep: str | None = "|",
+    method: str = "spearman", n_null: int = 1000, alpha: float = 0.05, seed: int | None = 0,
+    use_rep: str | None = None, layer: str | None = None, key_added: str | None = None,
 ) -> ReplicatingResult:
     """Percent matching: do perturbations sharing an annotation correlate more than unrelated ones?
 
@@ -377,15 +359,11 @@ def percent_matching(
         Profiles to leave out. Profiles without annotation are left out too.
     aggregate
         ``"median"``, ``"mean"`` or ``None`` (profiles already one per perturbation).
+    {multilabel_sep}
     {method}
     n_null
         Random sets of perturbations sharing no label, per set size.
-    {alpha}
-    {seed}
-    {use_rep}
-    {layer}
-    {multilabel_sep}
-    {key_added}
+    {test_keywords}
 
     Returns
     -------
