@@ -145,7 +145,6 @@ def run_pipeline(config: str | os.PathLike | Config, *, progress: bool = True, v
 
     Examples
     --------
-    >>> import imgprof as ip
     >>> from imgprof.pipeline import write_demo_config, run_pipeline
     >>> res = run_pipeline(write_demo_config("demo-run"), progress=False)   # doctest: +SKIP
     >>> res.files["report"]                                                # doctest: +SKIP

@@ -21,6 +21,7 @@ from .._core.guardrails import (
     DegenerateMetricWarning,
     ImgprofGuardrailWarning,
 )
+from .._core.namespace import public_dir
 from ._neighbors import Neighbors, knn, umap_connectivities
 from ._run_methods import run_methods
 from .batch import (
@@ -78,6 +79,4 @@ __all__: list[str] = [
 ]
 
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .._core.namespace import public_dir
+
 _EXPORTS = {
     # read
     "ImageSet": "read", "ImageReadError": "read", "read_images": "read", "read_image": "read", "PATTERNS": "read",
@@ -82,6 +84,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'imgprof.im' has no attribute {name!r}")
 
 
-def __dir__():
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

@@ -4,6 +4,7 @@ The AP/mAP functions reproduce copairs 0.5 (pair definitions, ties, NaN rules,
 null distributions) on AnnData, with a blocked matrix-product kernel.
 """
 
+from .._core.namespace import public_dir
 from .average_precision import (
     RetrievalResult,
     RetrievalWarning,
@@ -52,6 +53,4 @@ from .scale import phenotypic_activity_blocked  # noqa: E402
 
 __all__ += ["phenotypic_activity_blocked"]
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

@@ -6,6 +6,7 @@
   ``annotate`` is the deprecated former name of :func:`map_annotations`.
 """
 
+from .._core.namespace import public_dir
 from ._annotate import annotate, map_annotations, recode_dose
 from ._keys import STANDARD_DOSES_UM
 from ._report import JoinReport
@@ -35,6 +36,4 @@ from .compare import pipeline_summary, run_pipeline  # noqa: E402
 __all__ += ["pipeline_summary", "run_pipeline"]
 
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

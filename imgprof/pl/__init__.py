@@ -8,6 +8,7 @@ One helper (``imgprof.pl._utils.savefig_or_show``) does this for all of them.
 matplotlib is imported only when a plot is drawn.
 """
 
+from .._core.namespace import public_dir
 from .bench import benchmark_table, plot_results_table
 from .distance import cluster_fractions, distance_heatmap, distance_volcano
 from .embedding import embedding, pca, umap
@@ -30,6 +31,4 @@ __all__ += ["benchmark_table", "plot_results_table"]
 __all__ += ["cluster_fractions", "distance_heatmap", "distance_volcano"]
 
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only

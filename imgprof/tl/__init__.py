@@ -8,6 +8,7 @@ only when the method runs.
 """
 
 from .._core.compat import patch_scanpy_neighbors as _patch_scanpy_neighbors
+from .._core.namespace import public_dir
 from ._distance import (
     DISTANCES,
     TESTABLE,
@@ -53,6 +54,4 @@ __all__ += [
 _patch_scanpy_neighbors()
 
 
-def __dir__() -> list[str]:
-    """Public API only, so tab completion shows no submodule or import leftovers."""
-    return sorted(__all__)
+__dir__ = public_dir(__all__)  # tab completion shows the public API only
