@@ -105,6 +105,6 @@ def test_new_reader_example_registers_by_suffix():
     try:
         assert detect_format("cells.loom") == "loom"  # the suffix now picks the entry
         with pytest.raises((ImportError, AttributeError)):  # the example's reader itself is not part of imgprof
-            READERS.get("loom").obj
+            _ = READERS.get("loom").obj
     finally:
         READERS.unregister("loom")
