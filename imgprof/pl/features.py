@@ -20,12 +20,9 @@ from ._utils import PLOT_DOC, PlotReturn, finish, get_ax
 
 
 def feature_group_summary(
-    adata: AnnData,
-    *,
-    groupby: str | Sequence[str] = ("compartment", "feature_group"),
-    samples: Selection = None,
-    layer: str | None = None,
-    stat: str = "mean_abs",
+    adata: AnnData, *,
+    groupby: str | Sequence[str] = ("compartment", "feature_group"), samples: Selection = None,
+    layer: str | None = None, stat: str = "mean_abs",
 ) -> pd.DataFrame:
     """Summarise profiles by feature anatomy (``.var`` columns).
 
@@ -78,12 +75,9 @@ def feature_group_summary(
 
 @doc_params(**PLOT_DOC)
 def feature_groups(
-    adata: AnnData,
-    *,
-    groupby: str | Sequence[str] = ("compartment", "feature_group"),
-    samples: Selection = None,
-    layer: str | None = None,
-    stat: str = "mean_abs",
+    adata: AnnData, *,
+    groupby: str | Sequence[str] = ("compartment", "feature_group"), samples: Selection = None,
+    layer: str | None = None, stat: str = "mean_abs",
     ax: Axes | None = None, show: bool | None = None, save: bool | str | None = None, return_fig: bool = False,
 ) -> PlotReturn:
     """Bar chart of :func:`feature_group_summary`: which compartments / feature groups / channels carry the signal.
