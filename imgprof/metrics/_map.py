@@ -35,14 +35,38 @@ DOC_MAP = {
 @MAP_NULLS.register("copairs")
 def _copairs_null(observed: np.ndarray, group: np.ndarray, confs: np.ndarray, *, null_size: int, seed: int | None,
                   exact: bool | None) -> dict[str, Any]:
-    """copairs 0.5's p-values (one null row per configuration, strict ``>``, float32)."""
+    """copairs 0.5's p-values (one null row per configuration, strict ``>``, float32): ``copairs_compat=True``.
+
+    Examples
+    --------
+    Three replicates each ranking both of their 2 positives first among 10 (AP 1): a
+    null AP can equal 1 but never exceed it, so the strict ``>`` counts no draw and
+    the p-value is the smallest possible, ``1 / (null_size + 1)``:
+
+    >>> import pandas as pd, imgprof as ip
+    >>> ap = pd.DataFrame({"g": ["A"] * 3, "average_precision": 1.0, "n_pos_pairs": 2, "n_total_pairs": 10})
+    >>> ip.metrics.mean_average_precision(ap, "g", null_size=1000, copairs_compat=True)["p_value"].round(6).tolist()
+    [0.000999]
+    """
     return {"p_value": group_p_values(observed, group, confs, null_size=null_size, seed=seed, copairs_compat=True)}
 
 
 @MAP_NULLS.register("shared")
 def _shared_null(observed: np.ndarray, group: np.ndarray, confs: np.ndarray, *, null_size: int, seed: int | None,
                  exact: bool | None) -> dict[str, Any]:
-    """One null row per configuration reused by every member, ties counted (conservative)."""
+    """One null row per configuration reused by every member, ties counted (conservative; the default).
+
+    Examples
+    --------
+    The members share one null draw, so the group mean is as rare as one member's AP:
+    three replicates with AP 1 (2 positives ranked first among 10) get about
+    ``1 / 45``, a single AP's chance, with its Monte Carlo standard error.
+
+    >>> confs = np.array([[2, 10], [2, 10], [2, 10]])
+    >>> out = _shared_null(np.array([1.0]), np.zeros(3, dtype=int), confs, null_size=1000, seed=0, exact=None)
+    >>> out["p_value"].round(3), out["p_value_se"].round(3)
+    (array([0.028]), array([0.005]))
+    """
     pv = shared_group_p_values(observed, group, confs[:, 0], confs[:, 1], null_size=null_size, seed=seed)
     return {"p_value": pv, "p_value_se": np.sqrt(pv * (1 - pv) / null_size), "p_value_method": "shared_monte_carlo"}
 
@@ -50,7 +74,20 @@ def _shared_null(observed: np.ndarray, group: np.ndarray, confs: np.ndarray, *, 
 @MAP_NULLS.register("independent")
 def _independent_null(observed: np.ndarray, group: np.ndarray, confs: np.ndarray, *, null_size: int, seed: int | None,
                       exact: bool | None) -> dict[str, Any]:
-    """Mean of independent member draws: exact where it can be enumerated, else Monte Carlo."""
+    """Mean of independent member draws: exact where it can be enumerated, else Monte Carlo.
+
+    Examples
+    --------
+    Three members each with AP 1 (2 positives ranked first among 10, chance
+    ``1 / 45``) drawn independently: the mean is 1 only if all three are, an exact
+    ``(1 / 45)³``, far below the ``"shared"`` null's ``1 / 45``.
+
+    >>> n_pos, n_total = np.full(3, 2), np.full(3, 10)
+    >>> out = _independent_null(np.array([1.0]), np.array([0, 0, 0]), np.c_[n_pos, n_total],
+    ...                         null_size=1000, seed=0, exact=None)
+    >>> round(float(out["p_value"][0]) * 45 ** 3, 9), out["p_value_method"][0]
+    (1.0, 'independent_exact')
+    """
     pv = group_null_p_values(observed, group, confs[:, 0], confs[:, 1], null_size=null_size, seed=seed, exact=exact)
     return {
         "p_value": pv["p_value"].to_numpy(),

@@ -31,27 +31,89 @@ from .._core.validation import check_array
 SIMILARITIES = Registry("retrieval_similarity", param="metric", case_sensitive=True)
 
 
-def _dot(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+def _cosine(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+    """Cosine similarity: dot products of the rows :func:`prepare` scaled to unit norm.
+
+    Examples
+    --------
+    >>> P = prepare(np.array([[3.0, 4.0], [6.0, 8.0], [4.0, -3.0]]), "cosine", np.float64)
+    >>> P.X[0]  # each row scaled once, before any block
+    array([0.6, 0.8])
+    >>> _cosine(P.X[:1], P.X, None, None).round(6)  # same direction (twice as long): 1; orthogonal: 0
+    array([[1., 1., 0.]])
+    """
     return A @ B.T
 
 
-def _abs_dot(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+def _abs_cosine(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+    """Absolute cosine similarity: a profile and its opposite are as similar as two equal profiles.
+
+    Examples
+    --------
+    >>> P = prepare(np.array([[1.0, 2.0], [-1.0, -2.0]]), "abs_cosine", np.float64)
+    >>> first = np.array([0])
+    >>> similarity(P, P, first, None, "abs_cosine").round(6), similarity(P, P, first, None, "cosine").round(6)
+    (array([[1., 1.]]), array([[ 1., -1.]]))
+    """
     return np.abs(A @ B.T)
 
 
+def _correlation(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+    """Pearson correlation across features: dot products of the rows :func:`prepare` centred and scaled.
+
+    Examples
+    --------
+    An offset added to every feature of a profile does not change its correlations:
+
+    >>> P = prepare(np.array([[1.0, 2.0, 3.0], [11.0, 12.0, 13.0], [3.0, 2.0, 1.0]]), "correlation", np.float64)
+    >>> _correlation(P.X[:1], P.X, None, None).round(6)
+    array([[ 1.,  1., -1.]])
+    """
+    return A @ B.T
+
+
 def _euclidean(A: np.ndarray, B: np.ndarray, sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    """``1 / (1 + d)``, ``d`` the euclidean distance, from the rows' squared norms ``sa``, ``sb``.
+
+    Examples
+    --------
+    >>> A, B = np.array([[0.0, 0.0]]), np.array([[3.0, 4.0], [0.0, 0.0]])
+    >>> _euclidean(A, B, (A ** 2).sum(axis=1), (B ** 2).sum(axis=1))  # d = 5 and d = 0
+    array([[0.16666667, 1.        ]])
+    """
     d2 = sa[:, None] + sb[None, :] - 2.0 * (A @ B.T)
     np.maximum(d2, 0.0, out=d2)
     return 1.0 / (1.0 + np.sqrt(d2))
 
 
-def _cdist(name: str) -> Callable[..., np.ndarray]:
-    def block(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
-        from scipy.spatial.distance import cdist
+def _inverse_cdist(A: np.ndarray, B: np.ndarray, metric: str) -> np.ndarray:
+    """``1 / (1 + d)`` for a :func:`scipy.spatial.distance.cdist` metric."""
+    from scipy.spatial.distance import cdist
 
-        return 1.0 / (1.0 + cdist(A, B, metric=name))
+    return 1.0 / (1.0 + cdist(A, B, metric=metric))
 
-    return block
+
+def _manhattan(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+    """``1 / (1 + d)``, ``d`` the manhattan (cityblock) distance: the sum of absolute differences.
+
+    Examples
+    --------
+    >>> _manhattan(np.zeros((1, 2)), np.array([[3.0, -4.0]]), None, None)  # d = 3 + 4
+    array([[0.125]])
+    """
+    return _inverse_cdist(A, B, "cityblock")
+
+
+def _chebyshev(A: np.ndarray, B: np.ndarray, sa: Any, sb: Any) -> np.ndarray:
+    """``1 / (1 + d)``, ``d`` the chebyshev distance: the largest absolute difference of one feature.
+
+    Examples
+    --------
+    >>> a = np.ones((1, 3))
+    >>> _chebyshev(a, a + [[0.5, -4.0, 2.0]], None, None)  # only the largest difference counts: d = 4
+    array([[0.2]])
+    """
+    return _inverse_cdist(A, B, "chebyshev")
 
 
 def _pair_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -80,12 +142,12 @@ def _add(name: str, prep: str | None, block: Callable[..., np.ndarray], pair: Ca
     SIMILARITIES.add(name, block, prep=prep, block=block, pair=pair, description=description)
 
 
-_add("cosine", "unit", _dot, _pair_dot, "cosine similarity (rows scaled to unit norm, then dot products)")
-_add("abs_cosine", "unit", _abs_dot, _pair_abs_dot, "absolute cosine similarity (anti-correlated profiles count as similar)")
-_add("correlation", "center_unit", _dot, _pair_dot, "Pearson correlation (rows centred and scaled, then dot products)")
+_add("cosine", "unit", _cosine, _pair_dot, "cosine similarity (rows scaled to unit norm, then dot products)")
+_add("abs_cosine", "unit", _abs_cosine, _pair_abs_dot, "absolute cosine similarity (anti-correlated profiles count as similar)")
+_add("correlation", "center_unit", _correlation, _pair_dot, "Pearson correlation (rows centred and scaled, then dot products)")
 _add("euclidean", "sq", _euclidean, _pair_euclidean, "1 / (1 + euclidean distance)")
-_add("manhattan", None, _cdist("cityblock"), _pair_manhattan, "1 / (1 + manhattan (cityblock) distance)")
-_add("chebyshev", None, _cdist("chebyshev"), _pair_chebyshev, "1 / (1 + chebyshev distance)")
+_add("manhattan", None, _manhattan, _pair_manhattan, "1 / (1 + manhattan (cityblock) distance)")
+_add("chebyshev", None, _chebyshev, _pair_chebyshev, "1 / (1 + chebyshev distance)")
 
 #: Names of the built-in similarities.
 METRICS = SIMILARITIES.names()

@@ -179,6 +179,18 @@ class Spherize:
     """Whitening (``"ZCA"``, ``"PCA"``, ``"ZCA-cor"``, ``"PCA-cor"``), pycytominer's ``Spherize``.
 
     ``PCA``/``PCA-cor`` leave feature space (the state's ``same_features`` is False).
+
+    Examples
+    --------
+    Features sharing a common factor (correlated); after sphering, the controls'
+    covariance is the identity (up to ``spherize_epsilon``):
+
+    >>> import anndata as ad, imgprof as ip
+    >>> rng = np.random.default_rng(0)
+    >>> adata = ad.AnnData(rng.normal(size=(50, 16)) + rng.normal(size=(50, 1)))
+    >>> ip.pp.normalize(adata, "spherize", controls=np.arange(50) < 40)
+    >>> bool(np.allclose(np.cov(adata.X[:40], rowvar=False), np.eye(16), atol=1e-4))
+    True
     """
 
     def fit(self, X: Any, groups: Groups, *, spherize_method: str = "ZCA-cor", spherize_center: bool = True,

@@ -167,7 +167,21 @@ class _CenterScaleNormalizer:
 
 @NORMALIZERS.register("standardize", options=("zero_scale",))
 class Standardize(_CenterScaleNormalizer):
-    """``(x - mean) / std``, population std (scikit-learn ``StandardScaler``, its rule for constant features)."""
+    """``(x - mean) / std``, population std (scikit-learn ``StandardScaler``, its rule for constant features).
+
+    Examples
+    --------
+    Fitted on the reference rows of each group (here rows 0 and 1 of a single group),
+    applied to every row:
+
+    >>> X = np.array([[1.0, 10.0], [3.0, 30.0], [100.0, 0.0]])
+    >>> groups = Groups(np.zeros(3, dtype=int), np.array([0, 0, -1]), 1, None, pd.Index(["a", "b"]))
+    >>> state = Standardize().fit(X, groups)
+    >>> state.center, state.scale  # the references' mean and population std
+    (array([[ 2., 20.]]), array([[ 1., 10.]]))
+    >>> Standardize().transform(X, groups, state)[2]
+    array([98., -2.])
+    """
 
     name = "standardize"
 
@@ -183,7 +197,19 @@ class Standardize(_CenterScaleNormalizer):
 
 @NORMALIZERS.register("robustize", options=("zero_scale",))
 class Robustize(_CenterScaleNormalizer):
-    """``(x - median) / IQR`` (scikit-learn ``RobustScaler``)."""
+    """``(x - median) / IQR`` (scikit-learn ``RobustScaler``).
+
+    Examples
+    --------
+    Controls 0 to 4 (median 2, quartiles 1 and 3); the last row is not a control and
+    its outlier value is scaled, not clipped:
+
+    >>> import anndata as ad, imgprof as ip
+    >>> adata = ad.AnnData(np.array([[0.0], [1.0], [2.0], [3.0], [4.0], [40.0]]))
+    >>> ip.pp.normalize(adata, "robustize", controls=[True] * 5 + [False], max_variance_share=None)  # one feature
+    >>> adata.X.ravel()
+    array([-1. , -0.5,  0. ,  0.5,  1. , 19. ])
+    """
 
     name = "robustize"
 
@@ -196,7 +222,20 @@ class Robustize(_CenterScaleNormalizer):
 
 @NORMALIZERS.register("mad_robustize", options=("epsilon", "zero_scale"))
 class MadRobustize(_CenterScaleNormalizer):
-    """``(x - median) / (MAD_SCALE * MAD + epsilon)`` (pycytominer's ``RobustMAD``)."""
+    """``(x - median) / (MAD_SCALE * MAD + epsilon)`` (pycytominer's ``RobustMAD``).
+
+    Examples
+    --------
+    After the transform, every feature of the controls has median 0 and
+    ``MAD_SCALE * MAD`` 1 (``MAD_SCALE`` makes the MAD of normal data its std):
+
+    >>> import anndata as ad, imgprof as ip
+    >>> adata = ad.AnnData(np.random.default_rng(0).normal(5.0, 3.0, size=(40, 20)))
+    >>> ip.pp.normalize(adata, "mad_robustize", controls=np.arange(40) < 30)
+    >>> ctrl = adata.X[:30]
+    >>> bool(np.allclose(np.median(ctrl, axis=0), 0)), bool(np.allclose(MAD_SCALE * np.median(np.abs(ctrl), axis=0), 1))
+    (True, True)
+    """
 
     name = "mad_robustize"
     epsilon_rule = True
@@ -232,6 +271,18 @@ class InverseNormal:
     """Rank-based inverse normal transform (``QuantileTransformer(output_distribution="normal")``).
 
     ``n_quantiles`` landmarks, capped at the number of reference rows of the group.
+
+    Examples
+    --------
+    Only the ranks among the references count: the largest reference (100) maps to
+    the top of the range however far out it is, their median to 0, and a row between
+    two references is interpolated:
+
+    >>> X = np.array([[1.0], [2.0], [3.0], [4.0], [100.0], [2.5]])
+    >>> groups = Groups(np.zeros(6, dtype=int), np.array([0, 0, 0, 0, 0, -1]), 1, None, pd.Index(["f"]))
+    >>> inv = InverseNormal()
+    >>> inv.transform(X, groups, inv.fit(X, groups)).ravel().round(3)
+    array([-5.199, -0.674,  0.   ,  0.674,  5.199, -0.319])
     """
 
     def fit(self, X: Any, groups: Groups, *, n_quantiles: int = 1000) -> Quantiles:

@@ -80,6 +80,18 @@ def kernel_sums(grp: Grouped, pairs: np.ndarray, kind: int, gamma: float, block:
 @DISTANCES.register("edistance", kind="distribution", pertpy="edistance",
                     description="energy distance 2δ − σ_X − σ_Y of mean euclidean distances (Peidli et al. 2024)")
 def _edistance(grp: Grouped, pairs: np.ndarray, *, block: int = 512) -> np.ndarray:
+    """Energy distance ``2 E|x - y| - E|x - x'| - E|y - y'|``: zero only for equal distributions.
+
+    Examples
+    --------
+    Two groups with the same mean (0) but different spread: the mean distances see
+    nothing, the energy distance does (``2 * 3 - 1 - 3``, the mean distances across,
+    within the first and within the second group).
+
+    >>> grp = Grouped(np.array([[-1.0], [1.0], [-3.0], [3.0]]), np.array([0, 2, 4]), ["narrow", "wide"])
+    >>> _edistance(grp, np.array([[0, 1]])).round(6), _euclidean(grp, np.array([[0, 1]]))
+    (array([2.]), array([0.]))
+    """
     within, cross = kernel_sums(grp, pairs, 0, 1.0, block)
     n = grp.sizes.astype(np.float64)
     a, b = pairs[:, 0], pairs[:, 1]
@@ -91,6 +103,21 @@ def _edistance(grp: Grouped, pairs: np.ndarray, *, block: int = 512) -> np.ndarr
                     description="maximum mean discrepancy (biased V-statistic), RBF kernel, median-heuristic gamma")
 def _mmd(grp: Grouped, pairs: np.ndarray, *, kernel: str = "rbf", gamma: float | None = None, block: int = 512,
          seed: int = 0) -> np.ndarray:
+    """Maximum mean discrepancy (biased): ``E k(x, x') + E k(y, y') - 2 E k(x, y)``.
+
+    ``kernel="rbf"`` (default) uses ``exp(-gamma * |x - y|²)`` with the median-heuristic
+    ``gamma`` unless one is given; ``kernel="linear"`` (pertpy's default) reduces to the
+    squared distance between the group means.
+
+    Examples
+    --------
+    >>> grp = Grouped(np.array([[0.0], [2.0], [5.0], [7.0]]), np.array([0, 2, 4]), ["a", "b"])
+    >>> pairs = np.array([[0, 1]])
+    >>> _mmd(grp, pairs, kernel="linear")  # (mean 6 - mean 1)²
+    array([25.])
+    >>> _mmd(grp, pairs, gamma=0.5).round(3)  # RBF: bounded by 2, however far apart the groups are
+    array([1.13])
+    """
     a, b = pairs[:, 0], pairs[:, 1]
     if kernel == "linear":  # pertpy's default: mean of x·y terms = ||mean_a - mean_b||²
         M = grp.means()
@@ -109,6 +136,23 @@ def _mmd(grp: Grouped, pairs: np.ndarray, *, kernel: str = "rbf", gamma: float |
                     description="2-Wasserstein: sliced (random projections) or exact (small groups)")
 def _wasserstein(grp: Grouped, pairs: np.ndarray, *, method: str = "sliced", n_projections: int = 100,
                  seed: int = 0, max_exact: int = 250_000) -> np.ndarray:
+    """2-Wasserstein distance: ``"sliced"`` (default; mean over seeded random 1-D projections) or ``"exact"``.
+
+    The exact distance solves the optimal transport (an assignment for equal group
+    sizes, a linear program otherwise) and is limited to ``max_exact`` cell pairs.
+    The sliced one averages squared 1-D distances over directions, so it is smaller
+    in more than one dimension.
+
+    Examples
+    --------
+    Two groups shifted by 3 along the first of two features:
+
+    >>> grp = Grouped(np.array([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 1.0]]), np.array([0, 2, 4]), ["a", "b"])
+    >>> _wasserstein(grp, np.array([[0, 1]]), method="exact")
+    array([3.])
+    >>> _wasserstein(grp, np.array([[0, 1]]), n_projections=100, seed=0).round(2)  # about 3 / sqrt(2)
+    array([2.12])
+    """
     if method == "sliced":
         from ._distance_kernels import sliced_w2_pairs
 
@@ -158,6 +202,18 @@ def _exact_w2(X: np.ndarray, Y: np.ndarray, max_exact: int) -> float:
 @DISTANCES.register("mean_pairwise", kind="distribution", pertpy="mean_pairwise",
                     description="mean euclidean distance between cells of the two groups")
 def _mean_pairwise(grp: Grouped, pairs: np.ndarray, *, block: int = 512) -> np.ndarray:
+    """Mean euclidean distance over every (cell of the first group, cell of the second) pair.
+
+    Examples
+    --------
+    Cells at 3 and at ``sqrt(10)`` from each other: the spread within the groups adds
+    to the distance between their means (3).
+
+    >>> cells = np.array([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 1.0]])
+    >>> d = _mean_pairwise(Grouped(cells, np.array([0, 2, 4]), ["a", "b"]), np.array([[0, 1]]))
+    >>> bool(np.isclose(d[0], (3 + 3 + 2 * np.sqrt(10)) / 4))
+    True
+    """
     _, cross = kernel_sums(grp, pairs, 0, 1.0, block)
     n = grp.sizes.astype(np.float64)
     return cross / (n[pairs[:, 0]] * n[pairs[:, 1]])
@@ -168,7 +224,20 @@ def _mean_pairwise(grp: Grouped, pairs: np.ndarray, *, block: int = 512) -> np.n
                     description="mean P(perturbed) of a logistic regression on held-out perturbed cells")
 def _classifier(grp: Grouped, pairs: np.ndarray, *, test_fraction: float = 0.2, seed: int = 0,
                 max_iter: int = 100) -> np.ndarray:
-    """pertpy's ``classifier_proba``: train on the first group + 80 % of the second, score held-out second."""
+    """pertpy's ``classifier_proba``: mean P(perturbed) of a logistic regression on held-out perturbed cells.
+
+    Each pair is ``(perturbed, control)``: the model is trained on the control cells and
+    the perturbed cells but those :func:`classifier_split` holds out, and scores the
+    held-out ones. Not symmetric: swapping the pair changes the value.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> cells = np.concatenate([rng.normal(0, 1, (40, 2)), rng.normal(1, 1, (10, 2))])
+    >>> grp = Grouped(cells, np.array([0, 40, 50]), ["control", "drug"])
+    >>> _classifier(grp, np.array([[1, 0], [0, 1]])).round(2)  # drug vs control, control vs drug
+    array([0.3 , 0.78])
+    """
     from sklearn.linear_model import LogisticRegression
 
     out = np.empty(len(pairs))
@@ -212,6 +281,15 @@ def classifier_split(n: int, test_fraction: float = 0.2, seed: int = 0) -> np.nd
 
 @DISTANCES.register("euclidean", kind="mean", pertpy="euclidean", description="euclidean distance between group means")
 def _euclidean(grp: Grouped, pairs: np.ndarray) -> np.ndarray:
+    """Euclidean distance between the group means (the cells' spread is ignored).
+
+    Examples
+    --------
+    >>> from imgprof.tl._distance_groups import group_cells
+    >>> grp, _ = group_cells(np.array([[0.0, 0.0], [2.0, 0.0], [4.0, 4.0]]), ["a", "a", "b"])
+    >>> _euclidean(grp, np.array([[0, 1]]))  # means (1, 0) and (4, 4): sqrt(3² + 4²)
+    array([5.])
+    """
     M = grp.means()
     return np.sqrt(((M[pairs[:, 0]] - M[pairs[:, 1]]) ** 2).sum(axis=1))
 
@@ -220,6 +298,14 @@ def _euclidean(grp: Grouped, pairs: np.ndarray) -> np.ndarray:
 
 @DISTANCES.register("cosine", kind="mean", pertpy="cosine_distance", description="1 − cosine similarity of group means")
 def _cosine(grp: Grouped, pairs: np.ndarray) -> np.ndarray:
+    """``1 - cos`` of the angle between the group means: their lengths do not matter.
+
+    Examples
+    --------
+    >>> grp = Grouped(np.array([[1.0, 0.0], [5.0, 5.0], [-2.0, 0.0]]), np.array([0, 1, 2, 3]), ["x", "y", "z"])
+    >>> _cosine(grp, np.array([[0, 1], [0, 2]])).round(4)  # 45° apart: 1 - 1/sqrt(2); opposite: 2
+    array([0.2929, 2.    ])
+    """
     M = grp.means()
     x, y = M[pairs[:, 0]], M[pairs[:, 1]]
     return 1.0 - (x * y).sum(axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
@@ -230,6 +316,18 @@ def _cosine(grp: Grouped, pairs: np.ndarray) -> np.ndarray:
 @DISTANCES.register("pearson", kind="mean", pertpy="pearson_distance",
                     description="1 − Pearson correlation of group means (across features)")
 def _pearson(grp: Grouped, pairs: np.ndarray) -> np.ndarray:
+    """``1 - r``, with ``r`` the Pearson correlation of two group means across features.
+
+    Unlike ``cosine``, each mean is centred first: adding a constant to every feature
+    of a group does not change the distance.
+
+    Examples
+    --------
+    >>> means = np.array([[1.0, 2.0, 3.0], [12.0, 14.0, 16.0], [3.0, 2.0, 1.0]])
+    >>> d = _pearson(Grouped(means, np.arange(4), ["x", "y", "z"]), np.array([[0, 1], [0, 2]]))
+    >>> np.abs(d).round(6)  # x and y rise together (r = 1), x and z are mirrored (r = -1)
+    array([0., 2.])
+    """
     M = grp.means()
     M = M - M.mean(axis=1, keepdims=True)
     x, y = M[pairs[:, 0]], M[pairs[:, 1]]
