@@ -2,8 +2,8 @@
 
 * every public function is typed (parameters and return);
 * every registered entry (normalizers, feature-selection operations, Benchmarker metrics,
-  integration methods, distances, readers) is reachable, documented with an Examples section
-  and typed;
+  integration methods, distances, map nulls, retrieval similarities, readers) is reachable,
+  typed and documented with an Examples section of its own (its docstring), whose examples run;
 * every public step driven by a registry honours ``copy`` (the input is untouched with
   ``copy=True``; ``None`` comes back and the input changes without it) and logs one
   provenance step;
@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import inspect
+import re
 import subprocess
 import sys
 import warnings
@@ -64,17 +66,45 @@ def test_registries_exist():
     assert len(ENTRIES) >= 20
 
 
-@pytest.mark.parametrize(("kind", "name"), ENTRIES, ids=[f"{k}:{n}" for k, n in ENTRIES])
+ENTRY_IDS = [f"{k}:{n}" for k, n in ENTRIES]
+EXAMPLES = re.compile(r"^Examples\n-{3,}\n", re.MULTILINE)
+
+
+def _examples(doc: str) -> str:
+    """The text after a numpydoc ``Examples`` heading ('' when there is none)."""
+    head = EXAMPLES.search(doc)
+    return doc[head.end():] if head else ""
+
+
+@pytest.mark.parametrize(("kind", "name"), ENTRIES, ids=ENTRY_IDS)
 def test_registered_entry_conventions(kind, name):
     entry = REGISTRIES[kind].get(name)
     obj = entry.obj
     assert obj is not None
-    doc = (inspect.getdoc(obj) or "") if (inspect.isfunction(obj) or inspect.isclass(obj)) else ""
+    doc = inspect.getdoc(obj) or ""  # a function's or class's own; a callable object's, else its class's
     described = doc.strip() or str(entry.meta.get("description", "")).strip()
     assert described, f"{kind} {name!r}: neither a docstring nor a description"
+    assert ">>>" in _examples(doc), f"{kind} {name!r}: {obj!r} has no Examples section with a >>> line"
     target = obj.__call__ if (not inspect.isfunction(obj) and not inspect.isclass(obj) and callable(obj)) else obj
     if inspect.isfunction(target):
         assert not _untyped(target), f"{kind} {name!r}: untyped {_untyped(target)}"
+
+
+@pytest.mark.parametrize(("kind", "name"), [pytest.param(k, n, marks=pytest.mark.slow) if k == "integration_method"
+                                            else (k, n) for k, n in ENTRIES], ids=ENTRY_IDS)
+def test_registered_entry_examples_run(kind, name):
+    """The entry's Examples run as doctests, in its module's namespace (as ``pytest --doctest-modules``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    obj = REGISTRIES[kind].get(name).obj
+    module = inspect.getmodule(obj) or inspect.getmodule(type(obj))
+    tests = doctest.DocTestFinder(recurse=False).find(obj, f"{kind}:{name}", module=module, globs=dict(vars(module)))
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    report: list[str] = []
+    for test in tests:
+        runner.run(test, out=report.append)
+    assert runner.failures == 0 and runner.tries > 0, "".join(report)
 
 
 def test_code_shape_limits():
