@@ -405,7 +405,7 @@ def _markdown(rows, n_plates, n_features, args) -> str:
                 ex = res[extra]
                 vs = (f"{ex['seconds'] / ours['seconds']:.2f}x imgprof(off)" if "seconds" in ex and "seconds" in ours else "n/a")
                 r = f"{ref['seconds'] / ex['seconds']:.1f}x" if "seconds" in ex and "seconds" in ref else "n/a"
-                lines.append(f"| {what} | {fmt(ex, 'seconds', '{:.3f}')} | | {r} | {fmt(ex, 'peak_mb', '{:.0f}')} | | {vs} |")
+                lines.append(f"| {what} | {fmt(ex, 'seconds', '{:.3f}')} | | | | | | {r} | {fmt(ex, 'peak_mb', '{:.0f}')} | | {vs} |")
         if "imgprof-dask" in res:
             dk = res["imgprof-dask"]
             r = f"{ref['seconds'] / dk['seconds']:.1f}x" if "seconds" in dk and "seconds" in ref else "n/a"
