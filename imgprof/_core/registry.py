@@ -183,6 +183,9 @@ def load_all() -> dict[str, Registry]:
     """
     for sub in ("io", "im", "pp", "tl", "metrics", "bench", "mm"):
         importlib.import_module(f"imgprof.{sub}")
+    # ip.im loads its modules lazily: import the ones that register (thresholds, secondary methods, measurements)
+    for mod in ("imgprof.im._identify", "imgprof.im._measurements"):
+        importlib.import_module(mod)
     return REGISTRIES
 
 
