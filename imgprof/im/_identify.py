@@ -46,7 +46,13 @@ THRESHOLDS = Registry("threshold", param="method", case_sensitive=True)
 
 @THRESHOLDS.register("minimum_cross_entropy")
 def _minimum_cross_entropy(data: np.ndarray) -> float:
-    """Li's minimum cross-entropy threshold (CellProfiler's default)."""
+    """Li's minimum cross-entropy threshold (CellProfiler's default; also registered as ``"li"``).
+
+    Examples
+    --------
+    >>> round(_minimum_cross_entropy(np.array([0.2, 0.2, 0.6, 0.6])), 3)
+    0.4
+    """
     from skimage import filters
 
     return float(filters.threshold_li(data))
@@ -57,7 +63,14 @@ THRESHOLDS.add("li", _minimum_cross_entropy)
 
 @THRESHOLDS.register("otsu")
 def _otsu(data: np.ndarray) -> float:
-    """Two-class Otsu threshold."""
+    """Two-class Otsu threshold.
+
+    Examples
+    --------
+    >>> two_levels = np.repeat([0.2, 0.6], 8)
+    >>> int((two_levels > _otsu(two_levels)).sum())  # the 8 bright pixels
+    8
+    """
     from skimage import filters
 
     return float(filters.threshold_otsu(data))
@@ -73,13 +86,28 @@ def _otsu3(data: np.ndarray, foreground: bool) -> float:
 
 @THRESHOLDS.register("otsu3_foreground")
 def _otsu3_foreground(data: np.ndarray) -> float:
-    """Three-class Otsu, middle class assigned to the foreground."""
+    """Three-class Otsu, middle class assigned to the foreground.
+
+    Examples
+    --------
+    >>> three_levels = np.repeat([0.1, 0.5, 0.9], 5)
+    >>> np.unique(three_levels[three_levels > _otsu3_foreground(three_levels)]).tolist()
+    [0.5, 0.9]
+    """
     return _otsu3(data, foreground=True)
 
 
 @THRESHOLDS.register("otsu3_background")
 def _otsu3_background(data: np.ndarray) -> float:
-    """Three-class Otsu, middle class assigned to the background."""
+    """Three-class Otsu, middle class assigned to the background.
+
+    Examples
+    --------
+    >>> levels = np.array([0.1] * 5 + [0.5] * 5 + [0.9] * 5)
+    >>> t = _otsu3_background(levels)
+    >>> 0.5 <= t < 0.9  # only the brightest class is foreground
+    True
+    """
     return _otsu3(data, foreground=False)
 
 
@@ -283,7 +311,17 @@ SECONDARY_METHODS = Registry("secondary_method", param="method", case_sensitive=
 @SECONDARY_METHODS.register("propagation", threshold=True)
 def _grow_propagation(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, mask: np.ndarray, *,
                       regularization: float, distance: int) -> np.ndarray:
-    """CellProfiler's propagation (centrosome): distance-regularized growth over the foreground."""
+    """CellProfiler's propagation (centrosome): distance-regularized growth over the foreground.
+
+    Examples
+    --------
+    A dim and a bright cell: the border follows the step (column 7), not the seeds' midpoint.
+
+    >>> img = np.tile([0, .3, .3, .3, .3, .3, .3, .8, .8, 0], (3, 1))
+    >>> seeds = np.zeros(img.shape, np.int32); seeds[1, 1], seeds[1, 8] = 1, 2
+    >>> _grow_propagation(img, seeds, img > 0, img >= 0, regularization=0.05, distance=0)[1].tolist()
+    [0, 1, 1, 1, 1, 1, 1, 2, 2, 0]
+    """
     try:
         from centrosome.propagate import propagate
     except ImportError as e:  # pragma: no cover - centrosome ships with cp-measure
@@ -305,21 +343,48 @@ def _grow_watershed(land: np.ndarray, seeds: np.ndarray, foreground: np.ndarray,
 @SECONDARY_METHODS.register("watershed_gradient", threshold=True)
 def _grow_watershed_gradient(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, mask: np.ndarray, *,
                              regularization: float, distance: int) -> np.ndarray:
-    """Watershed on the Sobel gradient, within the foreground."""
+    """Watershed on the Sobel gradient, within the foreground.
+
+    Examples
+    --------
+    >>> step = np.tile([0.3] * 3 + [0.8] * 7, (3, 1))  # an edge after column 2
+    >>> markers = np.zeros(step.shape, np.int32); markers[1, 0], markers[1, 9] = 1, 2
+    >>> everywhere = np.ones(step.shape, bool)
+    >>> _grow_watershed_gradient(step, markers, everywhere, everywhere, regularization=0, distance=0)[1].tolist()
+    [1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+    """
     return _grow_watershed(np.abs(ndi.sobel(image)), seeds, foreground, mask)
 
 
 @SECONDARY_METHODS.register("watershed_image", threshold=True)
 def _grow_watershed_image(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, mask: np.ndarray, *,
                           regularization: float, distance: int) -> np.ndarray:
-    """Watershed on the inverted image, within the foreground."""
+    """Watershed on the inverted image, within the foreground.
+
+    Examples
+    --------
+    Two bright cells split along the dark valley at column 7:
+
+    >>> valley = np.tile([0.9] * 7 + [0.1] + [0.9] * 3, (3, 1))
+    >>> s = np.zeros(valley.shape, np.int32); s[1, 0] = 1; s[1, 10] = 2
+    >>> _grow_watershed_image(valley, s, valley > 0, valley > 0, regularization=0, distance=0)[1].tolist()
+    [1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2]
+    """
     return _grow_watershed(1.0 - image, seeds, foreground, mask)
 
 
 @SECONDARY_METHODS.register("distance", threshold=False)
 def _grow_distance(image: np.ndarray, seeds: np.ndarray, foreground: np.ndarray | None, mask: np.ndarray, *,
                    regularization: float, distance: int) -> np.ndarray:
-    """Expand every seed by ``distance`` pixels (no threshold)."""
+    """Expand every seed by ``distance`` pixels (no threshold).
+
+    Examples
+    --------
+    >>> seed = np.zeros((7, 7), int); seed[3, 3] = 1
+    >>> grown = _grow_distance(np.zeros((7, 7)), seed, None, seed >= 0, regularization=0, distance=2)
+    >>> int(grown.sum())  # the disk of radius 2, whatever the image
+    13
+    """
     from skimage.segmentation import expand_labels
 
     return expand_labels(seeds, distance=distance)

@@ -150,7 +150,16 @@ class Context:
 
 @MEASUREMENTS.register("AreaShape", scope="objects")
 def _area_shape(ctx: Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
-    """MeasureObjectSizeShape: size, shape, Zernike and Feret features of the objects."""
+    """MeasureObjectSizeShape: size, shape, Zernike and Feret features of the objects.
+
+    Examples
+    --------
+    >>> ell = np.zeros((8, 8), np.int32); ell[2:6, 2:6] = 1; ell[2:4, 4:6] = 0  # an L of 12 pixels
+    >>> ctx = Context(*measurement_functions(None, legacy=True), {}, [], {"advanced_shape": False, "zernike": False})
+    >>> shape = _area_shape(ctx, "Nuclei", ell)
+    >>> shape["Nuclei_AreaShape_Area"], shape["Nuclei_AreaShape_Extent"]  # 12 of its 4 x 4 box
+    (array([12.]), array([0.75]))
+    """
     advanced = ctx.options["advanced_shape"]
     r = ctx.timed("AreaShape", ctx.core["sizeshape"], clean, None, calculate_advanced=advanced, new_features=advanced)
     if ctx.options["zernike"]:
@@ -161,7 +170,17 @@ def _area_shape(ctx: Context, comp: str, clean: np.ndarray) -> dict[str, np.ndar
 
 @MEASUREMENTS.register("Intensity", scope="channel")
 def _intensity(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
-    """MeasureObjectIntensity on one channel."""
+    """MeasureObjectIntensity on one channel.
+
+    Examples
+    --------
+    >>> obj = np.zeros((6, 6), np.int32); obj[1:5, 1:5] = 1
+    >>> dna = np.where(obj > 0, 0.5, 0.0); dna[2, 3] = 1.0
+    >>> core, corr, multi = measurement_functions(None, legacy=True)
+    >>> r = _intensity(Context(core, corr, multi, {"DNA": dna}, ["DNA"], {}), "Nuclei", obj, "DNA")
+    >>> r["Nuclei_Intensity_IntegratedIntensity_DNA"], r["Nuclei_Location_MaxIntensity_X_DNA"]
+    (array([8.5]), array([3.]))
+    """
     r = ctx.timed("Intensity", ctx.core["intensity"], clean, ctx.images[ch])
     # 'Intensity_MeanIntensity' / 'Location_CenterMassIntensity_X': the channel goes last
     return {f"{comp}_{k}_{ch}": v for k, v in r.items()}
@@ -169,7 +188,20 @@ def _intensity(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str,
 
 @MEASUREMENTS.register("Texture", scope="channel")
 def _texture(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
-    """MeasureTexture (Haralick) on one channel, at every ``texture_scales`` scale."""
+    """MeasureTexture (Haralick) on one channel, at every ``texture_scales`` scale.
+
+    Examples
+    --------
+    13 Haralick features x 4 directions per scale, named ``<feature>_<channel>_<scale>_<direction>_<levels>``:
+
+    >>> core = measurement_functions(None, legacy=True)[0]
+    >>> mito = np.random.default_rng(0).random((7, 7))
+    >>> ctx = Context(core, {}, {}, {"Mito": mito}, ["Mito"], {"texture_scales": (1, 2), "texture_gray_levels": 8})
+    >>> tex = _texture(ctx, "Cells", np.ones((7, 7), np.int32), "Mito")
+    >>> len(tex), [k for k in tex if k.startswith("Cells_Texture_Contrast_Mito_2")]  # doctest: +NORMALIZE_WHITESPACE
+    (104, ['Cells_Texture_Contrast_Mito_2_00_8', 'Cells_Texture_Contrast_Mito_2_01_8',
+           'Cells_Texture_Contrast_Mito_2_02_8', 'Cells_Texture_Contrast_Mito_2_03_8'])
+    """
     out = {}
     for s in ctx.options["texture_scales"]:
         r = ctx.timed("Texture", ctx.core["texture"], clean, ctx.images[ch], scale=int(s),
@@ -180,14 +212,37 @@ def _texture(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, n
 
 @MEASUREMENTS.register("Granularity", scope="channel")
 def _granularity(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
-    """MeasureGranularity on one channel."""
+    """MeasureGranularity on one channel.
+
+    Examples
+    --------
+    One feature per step of the granular spectrum (``granular_spectrum_length``):
+
+    >>> blob = np.zeros((10, 10), np.int32); blob[2:8, 2:8] = 1
+    >>> ctx = Context(*measurement_functions(None, legacy=True), {"AGP": blob * 0.7}, ["AGP"],
+    ...               {"granularity": {"granular_spectrum_length": 3}})
+    >>> list(_granularity(ctx, "Cytoplasm", blob, "AGP"))
+    ['Cytoplasm_Granularity_1_AGP', 'Cytoplasm_Granularity_2_AGP', 'Cytoplasm_Granularity_3_AGP']
+    """
     r = ctx.timed("Granularity", ctx.core["granularity"], clean, ctx.images[ch], **dict(ctx.options["granularity"] or {}))
     return {f"{comp}_{k}_{ch}": v for k, v in r.items()}
 
 
 @MEASUREMENTS.register("RadialDistribution", scope="channel")
 def _radial_distribution(ctx: Context, comp: str, clean: np.ndarray, ch: str) -> dict[str, np.ndarray]:
-    """MeasureObjectIntensityDistribution on one channel (optionally with Zernikes)."""
+    """MeasureObjectIntensityDistribution on one channel (optionally with Zernikes).
+
+    Examples
+    --------
+    The fraction of the intensity in each of ``radial_bins`` rings, centre (1of2) to edge (2of2):
+
+    >>> cell = np.zeros((12, 12), np.int32); cell[2:8, 3:9] = 1
+    >>> img = cell * 0.5; img[4, 5] = 1.0
+    >>> radial = _radial_distribution(Context(*measurement_functions(None, legacy=True), {"DNA": img}, ["DNA"],
+    ...     {"radial_bins": 2, "radial_zernikes": False}), "Nuclei", cell, "DNA")
+    >>> [round(float(radial[f"Nuclei_RadialDistribution_FracAtD_DNA_{i}of2"][0]), 3) for i in (1, 2)]
+    [0.324, 0.676]
+    """
     px = ctx.images[ch]
     with np.errstate(invalid="ignore", divide="ignore"):
         r = ctx.timed("RadialDistribution", ctx.core["radial_distribution"], clean, px,
@@ -199,7 +254,16 @@ def _radial_distribution(ctx: Context, comp: str, clean: np.ndarray, ch: str) ->
 
 @MEASUREMENTS.register("Correlation", scope="channel_pair")
 def _correlation(ctx: Context, comp: str, clean: np.ndarray, a: str, b: str) -> dict[str, np.ndarray]:
-    """MeasureColocalization between two channels (the ``correlations`` measures)."""
+    """MeasureColocalization between two channels (the ``correlations`` measures).
+
+    Examples
+    --------
+    >>> lab = np.ones((5, 5), np.int32); dna = np.arange(25.0).reshape(5, 5) / 25
+    >>> _, corr, _ = measurement_functions(None, legacy=True)
+    >>> ctx = Context({}, corr, {}, {"DNA": dna, "RNA": 2 * dna}, ["DNA", "RNA"], {"correlations": ["pearson"]})
+    >>> {k: v.round(6).tolist() for k, v in _correlation(ctx, "Cells", lab, "DNA", "RNA").items()}
+    {'Cells_Correlation_Correlation_DNA_RNA': [1.0], 'Cells_Correlation_Slope_DNA_RNA': [2.0]}
+    """
     out = {}
     for cname in ctx.options["correlations"]:
         kw = {"scale_max": ctx.options["scale_max"]} if cname == "costes" else {}
@@ -212,7 +276,17 @@ def _correlation(ctx: Context, comp: str, clean: np.ndarray, a: str, b: str) -> 
 
 @MEASUREMENTS.register("Neighbors", scope="neighbourhood")
 def _neighbours(ctx: Context, comp: str, clean: np.ndarray) -> dict[str, np.ndarray]:
-    """MeasureObjectNeighbors, for the methods ``neighbors`` gives this compartment."""
+    """MeasureObjectNeighbors, for the methods ``neighbors`` gives this compartment.
+
+    Examples
+    --------
+    Two touching nuclei are each other's neighbour; compartments ``neighbors`` leaves out get nothing:
+
+    >>> pair = np.zeros((6, 9), np.int32); pair[1:5, 1:4] = 1; pair[1:5, 4:8] = 2
+    >>> ctx = Context({}, {}, measurement_functions(None, legacy=True)[2], {}, [], {"neighbors": {"Nuclei": "adjacent"}})
+    >>> _neighbours(ctx, "Nuclei", pair)["Nuclei_Neighbors_FirstClosestObjectNumber_Adjacent"], _neighbours(ctx, "Cells", pair)
+    (array([2., 1.]), {})
+    """
     neighbors = ctx.options["neighbors"]
     if comp not in neighbors:
         return {}
