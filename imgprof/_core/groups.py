@@ -22,6 +22,7 @@ is bounded by the chunk, not by the number of rows.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -188,6 +189,37 @@ def place_rows(rows: np.ndarray, dest: np.ndarray, out: np.ndarray) -> None:
     out[dest[ok]] = rows[ok]
 
 
+def column_var_absmax(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column variance (ddof 0) and largest absolute value, NaN skipped, non-finite as ``np.nan_to_num``.
+
+    One compiled two-pass kernel reads ``X`` in place (``np.nanvar`` copies the whole matrix
+    to zero its NaN); the values equal ``np.nanvar(X, 0)`` / ``np.nanmax(np.abs(X), 0)``
+    exactly (rows summed in the same order). Without numba, or for a matrix that is not a
+    C-ordered float64 array, numpy computes them.
+
+    Examples
+    --------
+    >>> var, absmax = column_var_absmax(np.array([[1.0, -4.0], [3.0, np.nan]]))
+    >>> var.tolist(), absmax.tolist()
+    ([1.0, 0.0], [3.0, 4.0])
+    """
+    n, d = X.shape
+    if n == 0:
+        return np.zeros(d), np.zeros(d)
+    kernel = _numba_kernels().get("var_absmax") if X.dtype == np.float64 and X.flags.c_contiguous else None
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if kernel is None:
+            return np.nan_to_num(np.nanvar(X, axis=0)), np.nan_to_num(np.nanmax(np.abs(X), axis=0))
+        s1, s2, cnt = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
+        low, high = np.full(d, np.inf), np.full(d, -np.inf)
+        kernel(X, s1, s2, cnt, low, high)
+        var = np.where(cnt > 0, s2 / np.maximum(cnt, 1), np.nan)
+        var[~np.isfinite(s1)] = np.nan  # an infinite value: np.nanvar gives NaN (inf - inf)
+        absmax = np.where(cnt > 0, np.fmax(np.abs(low), np.abs(high)), np.nan)
+    return np.nan_to_num(var), np.nan_to_num(absmax)
+
+
 def group_first_constant(values: pd.Series | np.ndarray, order: np.ndarray, starts: np.ndarray) -> tuple[bool, np.ndarray]:
     """Whether ``values`` is constant within every group, and each group's first row.
 
@@ -238,6 +270,7 @@ def _numba_kernels():
 
     _NUMBA = {
         "median": gk.median_kernel, "moments": gk.moments_kernel, "sqdev": gk.sqdev_kernel, "place_rows": gk.place_rows_kernel,
+        "var_absmax": gk.var_absmax_kernel,
     }
     return _NUMBA
 

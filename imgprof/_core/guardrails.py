@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .groups import column_var_absmax
+
 __all__ = [
     "BaselineWarning",
     "CircularTuningWarning",
@@ -89,7 +91,7 @@ def feature_dominance(X, var_names: Sequence[str] | None = None) -> dict:
     X = np.asarray(X, dtype=np.float64)
     d = X.shape[1]
     names = [str(v) for v in (var_names if var_names is not None else range(d))]
-    var, absmax = _column_var_absmax(X)
+    var, absmax = column_var_absmax(X)
     total = var.sum()
     share = var / total if total > 0 else np.zeros(d)
     order = np.argsort(-share, kind="stable")[:3]
@@ -102,44 +104,6 @@ def feature_dominance(X, var_names: Sequence[str] | None = None) -> dict:
         "n_outlier_features": int((absmax > OUTLIER_CUTOFF).sum()),
         "abs_max": absmax,
     }
-
-
-def _column_var_absmax(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column variance (ddof 0) and largest absolute value, NaN skipped, non-finite -> as ``np.nan_to_num``.
-
-    A compiled two-pass kernel (``_column_kernels``) that reads ``X`` in place: ``np.nanvar``
-    copies the whole matrix to zero its NaN, which made this check cost more than the
-    normalization it follows. The values equal ``np.nanvar`` / ``np.nanmax(np.abs(X))``
-    exactly (rows summed in the same order; tested). Without numba, numpy computes them.
-    """
-    n, d = X.shape
-    if n == 0:
-        return np.zeros(d), np.zeros(d)
-    kernel = _column_kernel() if X.flags.c_contiguous else None
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if kernel is None:
-            return np.nan_to_num(np.nanvar(X, axis=0)), np.nan_to_num(np.nanmax(np.abs(X), axis=0))
-        s1, s2, cnt = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
-        low, high = np.full(d, np.inf), np.full(d, -np.inf)
-        kernel(X, s1, s2, cnt, low, high)
-        var = np.where(cnt > 0, s2 / np.maximum(cnt, 1), np.nan)
-        var[~np.isfinite(s1)] = np.nan  # an infinite value: np.nanvar gives NaN (inf - inf)
-        absmax = np.where(cnt > 0, np.fmax(np.abs(low), np.abs(high)), np.nan)
-    return np.nan_to_num(var), np.nan_to_num(absmax)
-
-
-def _column_kernel():
-    """The compiled column kernel, or ``None`` without numba (or with ``IMGPROF_DISABLE_NUMBA``)."""
-    import os
-
-    if os.environ.get("IMGPROF_DISABLE_NUMBA", "") not in ("", "0"):
-        return None
-    try:
-        from ._column_kernels import var_absmax_kernel
-    except Exception:  # pragma: no cover - numba missing or broken
-        return None
-    return var_absmax_kernel
 
 
 def check_feature_dominance(
