@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 # scanpy 1.11 + scipy >= 1.15: make ``sc.pp.neighbors`` work on >= 4,096 cells (see _core/compat.py).
 from ._core.compat import install_import_hook as _install_import_hook
+from ._core.namespace import public_dir as _public_dir
 
 __version__ = "0.1.0"
 
@@ -47,9 +48,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'imgprof' has no attribute {name!r}")
 
 
-def __dir__():
-    # Tab completion shows the public API only (no ``importlib``/``TYPE_CHECKING`` leftovers).
-    return sorted(__all__)
+__dir__ = _public_dir(__all__)  # tab completion shows the public API only (no importlib/TYPE_CHECKING leftovers)
 
 
 _install_import_hook()
