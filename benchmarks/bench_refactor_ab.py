@@ -25,13 +25,16 @@ import hashlib
 import json
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
 warnings.simplefilter("ignore")
 import anndata as ad
+
 import imgprof as ip
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import timed_runs  # noqa: E402
 
 def table(path: str) -> str:
     """Markdown table of the JSON lines in ``path``: best before/after seconds and output equality."""
@@ -63,7 +66,6 @@ d = sys.argv[sys.argv.index("--data") + 1] if "--data" in sys.argv else "/tmp/im
 if not os.path.exists(f"{d}/clean.h5ad"):
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_normalize
 
     os.makedirs(d, exist_ok=True)
@@ -93,15 +95,9 @@ def timed(name, make, fn, rep=REP):
 
 def _timed(name, make, fn, rep):
     fn(make())  # warm-up (numba compile/cache, imports)
-    best, cpu_best, out = None, None, None
-    for _ in range(rep):
-        a = make()
-        t, c = time.perf_counter(), time.process_time()
-        out = fn(a)
-        t, c = time.perf_counter() - t, time.process_time() - c
-        if best is None or t < best:
-            best, cpu_best = t, c
-    print(json.dumps({"label": label, "case": name, "seconds": round(best, 4), "cpu": round(cpu_best, 4),
+    times, cpus, _, out = timed_runs(fn, rep, prepare=make)
+    best = min(range(len(times)), key=times.__getitem__)
+    print(json.dumps({"label": label, "case": name, "seconds": round(times[best], 4), "cpu": round(cpus[best], 4),
                       "digest": digest(out)}), flush=True)
 
 
