@@ -27,14 +27,16 @@ import os
 import sys
 import warnings
 
-import numpy as np
-warnings.simplefilter("ignore")
 import anndata as ad
+import numpy as np
 
 import imgprof as ip
 
+warnings.simplefilter("ignore")
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _memory import timed_runs  # noqa: E402
+
 
 def table(path: str) -> str:
     """Markdown table of the JSON lines in ``path``: best before/after seconds and output equality."""
