@@ -181,11 +181,9 @@ def load_all() -> dict[str, Registry]:
     >>> isinstance(load_all(), dict)
     True
     """
-    for sub in ("io", "im", "pp", "tl", "metrics", "bench", "mm"):
-        importlib.import_module(f"imgprof.{sub}")
-    # ip.im loads its modules lazily: import the ones that register (thresholds, secondary methods, measurements)
-    for mod in ("imgprof.im._identify", "imgprof.im._measurements"):
-        importlib.import_module(mod)
+    # ip.im loads its modules lazily: name the ones that register (thresholds, secondary methods, measurements)
+    for mod in ("io", "pp", "tl", "metrics", "bench", "mm", "im._identify", "im._measurements"):
+        importlib.import_module(f"imgprof.{mod}")
     return REGISTRIES
 
 
